@@ -1,0 +1,172 @@
+//! Reading a packet's conntrack entry and reporting it once.
+use aya_ebpf::EbpfContext as _;
+use aya_ebpf::cty::c_void;
+use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, generated};
+use aya_ebpf::programs::TcContext;
+use recorder_common::{
+    Hook, IP_CT_ESTABLISHED, KernelOffsets, NatEvent, NatKind, Tuple, classify_into, counter,
+};
+
+use crate::{EVENTS, OFFSETS, SEEN, count};
+
+/// `TC_ACT_UNSPEC`, which is `TCX_NEXT` under tcx: let the next program decide.
+const NEXT: i32 = -1;
+const ABSENT: u32 = KernelOffsets::ABSENT;
+
+/// Reads the offset global field by field (volatile: the loader rewrites the value).
+macro_rules! off {
+    ($field:ident) => {
+        // SAFETY: a plain read of a static.
+        unsafe { core::ptr::read_volatile(&OFFSETS.$field) }
+    };
+}
+
+#[inline(always)]
+fn read<T>(addr: u64) -> Result<T, ()> {
+    // SAFETY: bpf_probe_read_kernel checks the address; a fault returns an error.
+    unsafe { bpf_probe_read_kernel(addr as *const T) }.map_err(|_| ())
+}
+
+pub fn observe(ctx: &TcContext, hook: Hook) -> i32 {
+    count(counter::PACKETS);
+    if try_observe(ctx, hook).is_err() {
+        count(counter::READ_ERRORS);
+    }
+    NEXT
+}
+
+#[inline(always)]
+fn try_observe(ctx: &TcContext, hook: Hook) -> Result<(), ()> {
+    let skb_nfct = off!(skb_nfct);
+    if skb_nfct == ABSENT {
+        return Err(());
+    }
+    let nfct: u64 = read(ctx.as_ptr() as u64 + skb_nfct as u64)?;
+    let ct = nfct & !7;
+    let ctinfo = (nfct & 7) as u8;
+    if ct == 0 {
+        return Ok(());
+    }
+    let status: u32 = read(ct + off!(ct_status) as u64)?;
+    let Some(kind) = NatKind::from_status(status) else {
+        return Ok(());
+    };
+    count(counter::NAT_PACKETS);
+
+    // SAFETY: map values are plain u64s; the reference is used at once.
+    let seen = unsafe { SEEN.get(&ct) }.copied();
+    if seen.is_some() && ctinfo == IP_CT_ESTABLISHED {
+        // Established original-direction packets never start an entry: a reused slot shows first
+        // as NEW (SNAT) or as a reply (DNAT), which take the generation check below.
+        return Ok(());
+    }
+    let start = ct_start(ct)?;
+    if seen == Some(start) {
+        return Ok(());
+    }
+
+    let Some(mut entry) = EVENTS.reserve::<NatEvent>(0) else {
+        count(counter::RINGBUF_FULL);
+        // Not marked as seen: the entry's next packet tries again.
+        return Ok(());
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points at the reserved, exclusively owned ring-buffer record.
+    if unsafe { fill(ev, ctx, hook, ct, ctinfo, kind, status, start) }.is_err() {
+        entry.discard(0);
+        return Err(());
+    }
+    entry.submit(0);
+    count(counter::EVENTS);
+    // An LRU update can fail only when memory is short; the entry is then reported again on its
+    // next packet and userspace drops the duplicate.
+    let _ = SEEN.insert(&ct, &start, 0);
+    Ok(())
+}
+
+/// Fills the reserved record in place (the BPF stack is too small to build it there).
+///
+/// # Safety
+/// `ev` must point at a writable `NatEvent`.
+#[expect(clippy::too_many_arguments, reason = "one call site, all scalars")]
+#[inline(always)]
+unsafe fn fill(
+    ev: *mut NatEvent,
+    ctx: &TcContext,
+    hook: Hook,
+    ct: u64,
+    ctinfo: u8,
+    kind: NatKind,
+    status: u32,
+    start: u64,
+) -> Result<(), ()> {
+    let orig_at = ct + off!(ct_tuple_orig) as u64;
+    let reply_at = ct + off!(ct_tuple_reply) as u64;
+    let mut orig = Tuple::default();
+    let mut reply = Tuple::default();
+    read_tuple(&mut orig, orig_at)?;
+    read_tuple(&mut reply, reply_at)?;
+    let family: u16 = read(orig_at + off!(tuple_src_l3num) as u64)?;
+    let proto: u8 = read(orig_at + off!(tuple_dst_protonum) as u64)?;
+    let zone_off = off!(ct_zone_id);
+    let zone: u16 = if zone_off == ABSENT { 0 } else { read(ct + zone_off as u64)? };
+    // SAFETY: the caller hands us a writable record; ctx.skb.skb is the program's context.
+    unsafe {
+        classify_into(kind, proto, &orig, &reply, &mut (*ev).ep);
+        (*ev).ktime_ns = bpf_ktime_get_ns();
+        (*ev).ct_start_ns = start;
+        (*ev).ct_id = ct;
+        (*ev).zone = zone;
+        (*ev).family = family as u8;
+        (*ev).proto = proto;
+        (*ev).ct_status = status;
+        (*ev).ifindex = (*ctx.skb.skb).ifindex;
+        (*ev).kind = kind as u8;
+        (*ev).ctinfo = ctinfo;
+        (*ev).hook = hook as u8;
+        (*ev)._pad = [0; 1];
+    }
+    Ok(())
+}
+
+/// The entry's start timestamp (`nf_conn_tstamp.start`), or 0 when it has none.
+#[inline(always)]
+fn ct_start(ct: u64) -> Result<u64, ()> {
+    let (ext_off, offsets_off, id, start_off) =
+        (off!(ct_ext), off!(ext_offset), off!(ext_tstamp_id), off!(tstamp_start));
+    if ext_off == ABSENT || offsets_off == ABSENT || id == ABSENT || start_off == ABSENT {
+        return Ok(0);
+    }
+    let ext: u64 = read(ct + ext_off as u64)?;
+    if ext == 0 {
+        return Ok(0);
+    }
+    let at: u8 = read(ext + offsets_off as u64 + id as u64)?;
+    if at == 0 {
+        return Ok(0);
+    }
+    read(ext + at as u64 + start_off as u64)
+}
+
+/// Reads one conntrack tuple's addresses and ports straight into `t`.
+#[inline(always)]
+fn read_tuple(t: &mut Tuple, at: u64) -> Result<(), ()> {
+    read_into(&mut t.src, at + off!(tuple_src_u3) as u64)?;
+    read_into(&mut t.dst, at + off!(tuple_dst_u3) as u64)?;
+    read_into(&mut t.src_port, at + off!(tuple_src_u) as u64)?;
+    read_into(&mut t.dst_port, at + off!(tuple_dst_u) as u64)
+}
+
+/// Reads `size_of::<T>()` bytes of kernel memory at `addr` into `dst`, without a stack copy.
+#[inline(always)]
+fn read_into<T>(dst: &mut T, addr: u64) -> Result<(), ()> {
+    // SAFETY: `dst` is valid for writes of size_of::<T>() bytes; the helper checks `addr`.
+    let ret = unsafe {
+        generated::bpf_probe_read_kernel(
+            (dst as *mut T).cast::<c_void>(),
+            core::mem::size_of::<T>() as u32,
+            addr as *const c_void,
+        )
+    };
+    if ret < 0 { Err(()) } else { Ok(()) }
+}

@@ -1,0 +1,49 @@
+//! natrec's kernel side: tc egress classifiers that report each NATed conntrack entry once.
+//!
+//! The programs only observe: they always return `TC_ACT_UNSPEC` (`TCX_NEXT` under tcx), so the
+//! packet goes on to whatever else is attached. Kernel struct offsets come from the read-only
+//! global `OFFSETS`, which userspace fills from the running kernel's BTF before loading.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::macros::map;
+use aya_ebpf::maps::{LruHashMap, PerCpuArray, RingBuf};
+use recorder_common::{DEFAULT_RINGBUF_BYTES, DEFAULT_SEEN_ENTRIES, KernelOffsets, counter};
+
+mod conntrack;
+mod probes;
+
+/// Kernel struct offsets, set by userspace at load time.
+#[unsafe(no_mangle)]
+static OFFSETS: KernelOffsets = KernelOffsets::absent();
+
+/// One [`recorder_common::NatEvent`] per reported conntrack entry. Userspace sets the size.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RINGBUF_BYTES, 0);
+
+/// Conntrack entries already reported: `nf_conn` address → its start timestamp (0 if none).
+/// The timestamp tells a reused `nf_conn` slot from the entry that had it before.
+#[map]
+static SEEN: LruHashMap<u64, u64> = LruHashMap::with_max_entries(DEFAULT_SEEN_ENTRIES, 0);
+
+/// Per-CPU counters, indexed by [`recorder_common::counter`].
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(c) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: a per-CPU slot, only this CPU writes it while this program runs.
+        unsafe { *c += 1 };
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

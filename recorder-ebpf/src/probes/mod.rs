@@ -1,0 +1,3 @@
+//! One file per attach point.
+mod lan_egress;
+mod wan_egress;

@@ -1,0 +1,9 @@
+//! `natrec import` (being written this session).
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("natrec import is not available in this build yet")
+}

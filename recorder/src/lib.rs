@@ -1,0 +1,20 @@
+//! natrec: records every NAT translation of a Linux gateway and answers who held an outside
+//! address and port at a given time.
+//!
+//! - [`capture`] loads the eBPF programs (offsets from the kernel's BTF, see [`btf`]) and reads
+//!   their ring buffer; [`conntrack`] speaks ctnetlink (DESTROY events, dumps); [`tracker`] pairs
+//!   starts and ends into [`model::FlowEvent`]s; [`daemon`] runs it all for `natrec record`.
+//! - [`store`] keeps the attribution log segments; [`query`] answers from them.
+//! - [`synth`] makes the synthetic ISP workload; [`import`] reads logs other tools keep.
+
+pub mod btf;
+pub mod capture;
+pub mod conntrack;
+pub mod daemon;
+pub mod import;
+pub mod model;
+pub mod query;
+pub mod sink;
+pub mod store;
+pub mod synth;
+pub mod tracker;

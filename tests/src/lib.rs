@@ -1,0 +1,1 @@
+//! Lab of network namespaces for natrec tests and the demo (being written this session).

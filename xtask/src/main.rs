@@ -1,0 +1,2 @@
+//! `cargo xtask`: set-up, demo, tests (being written this session).
+fn main() {}
