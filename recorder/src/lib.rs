@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod import;
 pub mod model;
 pub mod query;
+pub mod scan;
 pub mod sink;
 pub mod store;
 pub mod synth;
