@@ -1,1 +1,7 @@
-//! Lab of network namespaces for natrec tests and the demo (being written this session).
+//! natrec's lab of network namespaces (gateway, inside hosts, outside servers) and the helpers
+//! its integration tests, the demo and the packet-capture harness share.
+//!
+//! Everything here needs root (namespaces, nftables, conntrack); see
+//! [`lab::ensure_root_capabilities`].
+
+pub mod lab;

@@ -1,0 +1,327 @@
+//! Network namespaces, veth pairs, nftables tables and traffic helpers for natrec's integration
+//! tests, the demo and the packet-capture harness.
+//!
+//! Everything the lab creates is owned by a guard whose `Drop` removes it, so a failing test
+//! leaves nothing behind: [`Netns`] deletes its namespace (after killing what still runs in it),
+//! [`ChildGuard`] kills its process. Names are unique per process and per call
+//! (`nr-<prefix>-<pid>-<n>`), so parallel tests and parallel runs do not collide.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// What went wrong while building or using the lab.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// A command could not be started at all (binary missing, fork failed).
+    #[error("could not run `{cmd}`: {source}")]
+    Spawn { cmd: String, source: io::Error },
+    /// A command ran and failed.
+    #[error("`{cmd}` failed ({status}): {stderr}")]
+    Command {
+        cmd: String,
+        status: String,
+        stderr: String,
+    },
+    /// An I/O operation of the lab itself failed.
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+    /// The lab is not usable as asked (bad spec, unexpected command output, timeout).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Results of lab operations.
+pub type Result<T, E = LabError> = std::result::Result<T, E>;
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> LabError {
+    let what = what.into();
+    move |source| LabError::Io { what, source }
+}
+
+/// Runs a command to completion; an error carries its stderr when it exits non-zero.
+pub fn run_cmd(args: &[&str]) -> Result<Output> {
+    let (prog, rest) = args
+        .split_first()
+        .ok_or_else(|| LabError::Invalid("empty command line".into()))?;
+    let out = Command::new(prog)
+        .args(rest)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| LabError::Spawn {
+            cmd: args.join(" "),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(LabError::Command {
+            cmd: args.join(" "),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A unique short name: `nr-<prefix>-<pid>-<n>`.
+fn unique_name(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("nr-{prefix}-{}-{n}", std::process::id())
+}
+
+/// A named network namespace (`ip netns add`), deleted on drop together with every process
+/// still running inside it.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates a namespace named `nr-<prefix>-<pid>-<n>` with its loopback up.
+    pub fn new(prefix: &str) -> Result<Netns> {
+        let name = unique_name(prefix);
+        run_cmd(&["ip", "netns", "add", &name])?;
+        let ns = Netns { name };
+        ns.exec(&["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// The namespace's name (as `ip netns` knows it).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `ip netns exec NAME args…` to completion; an error carries its stderr.
+    pub fn exec(&self, args: &[&str]) -> Result<Output> {
+        run_cmd(&self.exec_line(args))
+    }
+
+    /// Starts `ip netns exec NAME args…` (stdout and stderr piped, stdin closed); the guard
+    /// kills it on drop. `ip netns exec` execs the program, so the child's pid is the program's.
+    pub fn spawn(&self, args: &[&str]) -> Result<ChildGuard> {
+        let line = self.exec_line(args);
+        let child = Command::new(line[0])
+            .args(&line[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| LabError::Spawn {
+                cmd: line.join(" "),
+                source,
+            })?;
+        Ok(ChildGuard {
+            child: Some(child),
+            cmd: line.join(" "),
+        })
+    }
+
+    fn exec_line<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut line = vec!["ip", "netns", "exec", self.name.as_str()];
+        line.extend_from_slice(args);
+        line
+    }
+
+    /// Sets a sysctl inside the namespace (`key` in dotted form, e.g. `net.ipv4.ip_forward`).
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
+        self.exec(&["sysctl", "-q", "-w", &format!("{key}={value}")])?;
+        Ok(())
+    }
+
+    /// Runs `f` on a thread that has entered this namespace (sockets it creates belong to it)
+    /// and returns its result. A panic in `f` is propagated.
+    pub fn run_in<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+        let handle = self.spawn_thread(f)?;
+        match handle.join() {
+            Ok(v) => Ok(v),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// Starts a thread that enters this namespace, then runs `f`; returns once the thread is
+    /// inside (an error when it could not enter).
+    pub fn spawn_thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<JoinHandle<T>> {
+        let path = format!("/run/netns/{}", self.name);
+        let (tx, rx) = std::sync::mpsc::channel::<Result<()>>();
+        let handle = std::thread::Builder::new()
+            .name(format!("in-{}", self.name))
+            .spawn(move || {
+                let entered = enter_netns(&path);
+                let ok = entered.is_ok();
+                // The receiver waits for this message; if it is gone, nobody needs `f`.
+                let _ = tx.send(entered);
+                if !ok {
+                    // Never run `f` in the wrong namespace; the caller already has the error.
+                    std::panic::resume_unwind(Box::new("could not enter the namespace"));
+                }
+                f()
+            })
+            .map_err(io_err("spawning a namespace thread"))?;
+        match rx.recv() {
+            Ok(Ok(())) => Ok(handle),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(LabError::Invalid(format!(
+                "the thread entering {} died before reporting",
+                self.name
+            ))),
+        }
+    }
+
+    /// The pids of processes running inside the namespace.
+    pub fn pids(&self) -> Result<Vec<i32>> {
+        let out = run_cmd(&["ip", "netns", "pids", &self.name])?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Ok(pids) = self.pids() {
+            for pid in pids {
+                // SAFETY: kill(2) has no memory-safety preconditions.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        if let Err(e) = run_cmd(&["ip", "netns", "del", &self.name]) {
+            eprintln!("lab: could not delete namespace {}: {e}", self.name);
+        }
+    }
+}
+
+/// Moves the calling thread into the network namespace bound at `path`.
+fn enter_netns(path: &str) -> Result<()> {
+    let file = File::open(path).map_err(io_err(format!("opening {path}")))?;
+    // SAFETY: setns(2) on a valid, open namespace file descriptor; it affects only this thread.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc != 0 {
+        return Err(LabError::Io {
+            what: format!("setns({path}, CLONE_NEWNET)"),
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// A child process that is killed (SIGKILL) and reaped on drop unless it was stopped first.
+#[derive(Debug)]
+pub struct ChildGuard {
+    child: Option<Child>,
+    cmd: String,
+}
+
+impl ChildGuard {
+    /// The command line, for messages.
+    pub fn cmd(&self) -> &str {
+        &self.cmd
+    }
+
+    /// The process id.
+    pub fn id(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The child itself (to take its stdout/stderr pipes).
+    pub fn child_mut(&mut self) -> Option<&mut Child> {
+        self.child.as_mut()
+    }
+
+    /// Sends `signal`, then waits up to `timeout` for the process to exit; kills it (SIGKILL)
+    /// and returns an error if it did not.
+    pub fn stop(mut self, signal: i32, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| LabError::Invalid(format!("`{}` was already stopped", self.cmd)))?;
+        let pid = i32::try_from(child.id())
+            .map_err(|_| LabError::Invalid(format!("pid of `{}` out of range", self.cmd)))?;
+        // SAFETY: kill(2) has no memory-safety preconditions; the child is not reaped yet, so
+        // the pid is still ours.
+        unsafe { libc::kill(pid, signal) };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child
+                .try_wait()
+                .map_err(io_err(format!("waiting for `{}`", self.cmd)))?
+            {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(LabError::Invalid(format!(
+                    "`{}` did not exit within {timeout:?} of signal {signal}",
+                    self.cmd
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Checks that the lab can run here: root, and the `ip`, `nft`, `conntrack`, `tcpdump` and
+/// `sysctl` binaries. Returns `Ok(false)` when `NATREC_TESTS_NO_ROOT=1` is set (the caller then
+/// prints "skipped: NATREC_TESTS_NO_ROOT=1" and returns), `Ok(true)` when the lab can run, and an
+/// error naming what is missing otherwise — tests fail loudly rather than skip.
+pub fn ensure_root_capabilities() -> Result<bool> {
+    if std::env::var("NATREC_TESTS_NO_ROOT").is_ok_and(|v| v == "1") {
+        return Ok(false);
+    }
+    let mut missing = Vec::new();
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        missing.push("root (effective uid 0)".to_owned());
+    }
+    for bin in ["ip", "nft", "conntrack", "tcpdump", "sysctl"] {
+        let found = Command::new(bin)
+            .arg(if bin == "tcpdump" || bin == "sysctl" || bin == "nft" {
+                "--version"
+            } else {
+                "-V"
+            })
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            missing.push(format!("the `{bin}` binary"));
+        }
+    }
+    if missing.is_empty() {
+        Ok(true)
+    } else {
+        Err(LabError::Invalid(format!(
+            "the lab needs {} (set NATREC_TESTS_NO_ROOT=1 to skip these tests)",
+            missing.join(", ")
+        )))
+    }
+}
+
+/// Starts a lab test: `Ok(true)` to go on, `Ok(false)` after printing the skip message when
+/// `NATREC_TESTS_NO_ROOT=1`.
+pub fn lab_test_start() -> Result<bool> {
+    let go = ensure_root_capabilities()?;
+    if !go {
+        println!("skipped: NATREC_TESTS_NO_ROOT=1");
+    }
+    Ok(go)
+}
