@@ -1,1 +1,326 @@
-//! (being written this session)
+//! Loading natrec's eBPF programs, attaching them, and reading what they report.
+//!
+//! [`Capture::start`] checks the host (root, kernel version, BTF), computes the kernel offsets
+//! from BTF ([`crate::btf`]), loads the embedded object with them as the `OFFSETS` global, and
+//! attaches the tc egress classifier to every WAN interface (and the LAN one to every inside
+//! interface given). On kernels with tcx (6.6+) the attachment is a bpf link; otherwise a
+//! `clsact` qdisc is added and a direct-action filter installed. Dropping the [`Capture`]
+//! detaches everything it attached.
+
+use std::ffi::CString;
+use std::time::Duration;
+
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::programs::{SchedClassifier, TcAttachType, tc};
+use aya::{Ebpf, EbpfLoader};
+use recorder_common::{DEFAULT_RINGBUF_BYTES, DEFAULT_SEEN_ENTRIES, KernelOffsets, NatEvent, counter};
+
+use crate::btf::{BtfError, KernelBtf};
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(
+        "natrec record needs root (CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON): run it with sudo or as a service with those capabilities"
+    )]
+    NotRoot,
+    #[error(
+        "kernel {0} is too old: natrec needs Linux 5.8 or later (BPF ring buffer, bpf_probe_read_kernel)"
+    )]
+    KernelTooOld(String),
+    #[error("interface {0:?} does not exist in this network namespace (see `ip link`)")]
+    NoSuchInterface(String),
+    #[error("no WAN interface given: name at least one with --wan")]
+    NoWan,
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("eBPF program or map {0} missing from the object (natrec was built wrongly)")]
+    MissingItem(&'static str),
+    #[error("{what}: {source}")]
+    Program { what: String, source: aya::programs::ProgramError },
+    #[error("{what}: {source}")]
+    Map { what: String, source: aya::maps::MapError },
+    #[error("ring buffer size {0} must be a power of two and a multiple of the page size")]
+    BadRingSize(u32),
+}
+
+/// What to attach to and how big the kernel-side maps are.
+#[derive(Clone, Debug)]
+pub struct CaptureConfig {
+    /// WAN interfaces: the egress classifier sees SNAT and the replies of port forwards.
+    pub wan: Vec<String>,
+    /// Inside interfaces: the egress classifier sees port forwards' first packets.
+    pub lan: Vec<String>,
+    pub ringbuf_bytes: u32,
+    pub seen_entries: u32,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        Self {
+            wan: Vec::new(),
+            lan: Vec::new(),
+            ringbuf_bytes: DEFAULT_RINGBUF_BYTES,
+            seen_entries: DEFAULT_SEEN_ENTRIES,
+        }
+    }
+}
+
+/// The kernel-side counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct KernelCounters {
+    pub packets: u64,
+    pub nat_packets: u64,
+    pub events: u64,
+    pub ringbuf_full: u64,
+    pub read_errors: u64,
+}
+
+/// How a program was attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    pub interface: String,
+    pub program: &'static str,
+    /// "tcx" or "clsact".
+    pub mode: &'static str,
+}
+
+/// Loaded and attached programs. Dropping it detaches them.
+pub struct Capture {
+    // Field order matters: the maps are dropped before the object that owns the programs.
+    ring: RingBuf<MapData>,
+    counters: PerCpuArray<MapData, u64>,
+    attachments: Vec<Attachment>,
+    offsets: KernelOffsets,
+    _ebpf: Ebpf,
+}
+
+const WAN_PROGRAM: &str = "natrec_wan_egress";
+const LAN_PROGRAM: &str = "natrec_lan_egress";
+
+/// The release string of the running kernel (`uname -r`).
+pub fn kernel_release() -> String {
+    // SAFETY: uname fills a zeroed struct; the release is NUL-terminated.
+    unsafe {
+        let mut u: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut u) != 0 {
+            return "unknown".into();
+        }
+        std::ffi::CStr::from_ptr(u.release.as_ptr()).to_string_lossy().into_owned()
+    }
+}
+
+/// Parses "6.18.44-foo" into (6, 18).
+fn kernel_major_minor(release: &str) -> Option<(u32, u32)> {
+    let mut it = release.split(|c: char| !c.is_ascii_digit());
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+fn ifindex(name: &str) -> Result<u32, CaptureError> {
+    let c = CString::new(name).map_err(|_| CaptureError::NoSuchInterface(name.to_owned()))?;
+    // SAFETY: a valid NUL-terminated string.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(CaptureError::NoSuchInterface(name.to_owned())),
+        i => Ok(i),
+    }
+}
+
+impl Capture {
+    /// Checks the host, loads the programs with this kernel's offsets and attaches them.
+    pub fn start(cfg: &CaptureConfig) -> Result<Self, CaptureError> {
+        if cfg.wan.is_empty() {
+            return Err(CaptureError::NoWan);
+        }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(CaptureError::NotRoot);
+        }
+        let release = kernel_release();
+        if kernel_major_minor(&release).is_some_and(|v| v < (5, 8)) {
+            return Err(CaptureError::KernelTooOld(release));
+        }
+        for name in cfg.wan.iter().chain(&cfg.lan) {
+            ifindex(name)?;
+        }
+        let page = 4096;
+        if !cfg.ringbuf_bytes.is_power_of_two() || cfg.ringbuf_bytes % page != 0 {
+            return Err(CaptureError::BadRingSize(cfg.ringbuf_bytes));
+        }
+        raise_memlock_limit();
+
+        let offsets = KernelBtf::load()?.offsets()?;
+        tracing::debug!(?offsets, "kernel offsets from BTF");
+        let mut ebpf = EbpfLoader::new()
+            .override_global("OFFSETS", &offsets, true)
+            .map_max_entries("EVENTS", cfg.ringbuf_bytes)
+            .map_max_entries("SEEN", cfg.seen_entries)
+            .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/recorder")))?;
+
+        let mut attachments = Vec::new();
+        for (ifaces, program) in [(&cfg.wan, WAN_PROGRAM), (&cfg.lan, LAN_PROGRAM)] {
+            if ifaces.is_empty() {
+                continue;
+            }
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(program)
+                .ok_or(CaptureError::MissingItem(program))?
+                .try_into()
+                .map_err(|source| CaptureError::Program { what: format!("program {program}"), source })?;
+            prog.load().map_err(|source| CaptureError::Program {
+                what: format!("loading {program} (the kernel's verifier log follows)"),
+                source,
+            })?;
+            for iface in ifaces {
+                let tcx = kernel_major_minor(&release).is_some_and(|v| v >= (6, 6));
+                if !tcx {
+                    // EEXIST: a clsact qdisc is already there, which is what we need.
+                    if let Err(e) = tc::qdisc_add_clsact(iface) {
+                        tracing::debug!(%iface, "adding clsact: {e} (already present?)");
+                    }
+                }
+                prog.attach(iface, TcAttachType::Egress).map_err(|source| {
+                    CaptureError::Program { what: format!("attaching {program} to {iface} egress"), source }
+                })?;
+                let mode = if tcx { "tcx" } else { "clsact" };
+                tracing::info!(%iface, program, mode, "attached");
+                attachments.push(Attachment { interface: iface.clone(), program, mode });
+            }
+        }
+
+        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(CaptureError::MissingItem("EVENTS"))?)
+            .map_err(|source| CaptureError::Map { what: "ring buffer EVENTS".into(), source })?;
+        let counters =
+            PerCpuArray::try_from(ebpf.take_map("COUNTERS").ok_or(CaptureError::MissingItem("COUNTERS"))?)
+                .map_err(|source| CaptureError::Map { what: "map COUNTERS".into(), source })?;
+        Ok(Self { ring, counters, attachments, offsets, _ebpf: ebpf })
+    }
+
+    /// The ring buffer the programs write [`NatEvent`]s into.
+    pub fn ring(&mut self) -> &mut RingBuf<MapData> {
+        &mut self.ring
+    }
+
+    /// Pops the next event from the ring buffer, if any.
+    pub fn next_event(&mut self) -> Option<NatEvent> {
+        let item = self.ring.next()?;
+        if item.len() < size_of::<NatEvent>() {
+            return None;
+        }
+        // SAFETY: the programs write whole NatEvents; read_unaligned copes with any alignment.
+        Some(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<NatEvent>()) })
+    }
+
+    /// The kernel-side counters, summed over CPUs.
+    pub fn counters(&self) -> Result<KernelCounters, CaptureError> {
+        let get = |i: u32| -> Result<u64, CaptureError> {
+            let v = self
+                .counters
+                .get(&i, 0)
+                .map_err(|source| CaptureError::Map { what: "reading COUNTERS".into(), source })?;
+            Ok(v.iter().sum())
+        };
+        Ok(KernelCounters {
+            packets: get(counter::PACKETS)?,
+            nat_packets: get(counter::NAT_PACKETS)?,
+            events: get(counter::EVENTS)?,
+            ringbuf_full: get(counter::RINGBUF_FULL)?,
+            read_errors: get(counter::READ_ERRORS)?,
+        })
+    }
+
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.attachments
+    }
+
+    /// Whether the kernel's conntrack entries carry start timestamps the programs can read.
+    pub fn has_timestamps(&self) -> bool {
+        self.offsets.tstamp_start != KernelOffsets::ABSENT
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
+fn raise_memlock_limit() {
+    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: a valid rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        tracing::debug!("raising RLIMIT_MEMLOCK failed: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// Converts `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) to wall-clock nanoseconds since the epoch.
+///
+/// CLOCK_MONOTONIC and CLOCK_REALTIME run at the same (NTP-disciplined) rate, so their
+/// difference changes only when the wall clock is stepped; [`ClockMap::refresh`] re-measures it
+/// (call it once per batch of events).
+#[derive(Clone, Copy, Debug)]
+pub struct ClockMap {
+    offset_ns: i128,
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec; the clocks always exist on Linux.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+impl ClockMap {
+    pub fn new() -> Self {
+        let mut c = Self { offset_ns: 0 };
+        c.refresh();
+        c
+    }
+
+    /// Re-measures realtime − monotonic, bracketing the realtime read between two monotonic ones.
+    pub fn refresh(&mut self) {
+        let m1 = clock_ns(libc::CLOCK_MONOTONIC);
+        let r = clock_ns(libc::CLOCK_REALTIME);
+        let m2 = clock_ns(libc::CLOCK_MONOTONIC);
+        self.offset_ns = r - (m1 + m2) / 2;
+    }
+
+    /// Wall-clock time of a monotonic kernel timestamp.
+    pub fn wall(&self, ktime_ns: u64) -> jiff::Timestamp {
+        let ns = ktime_ns as i128 + self.offset_ns;
+        jiff::Timestamp::from_nanosecond(ns).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+    }
+}
+
+impl Default for ClockMap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How long the daemon waits between reading the kernel counters for the log.
+pub const COUNTER_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_versions_parse() {
+        assert_eq!(kernel_major_minor("6.18.44-fc-v669"), Some((6, 18)));
+        assert_eq!(kernel_major_minor("5.4.0-150-generic"), Some((5, 4)));
+        assert_eq!(kernel_major_minor("garbage"), None);
+    }
+
+    #[test]
+    fn clock_map_tracks_the_wall_clock() {
+        let c = ClockMap::new();
+        let mono = clock_ns(libc::CLOCK_MONOTONIC) as u64;
+        let wall = c.wall(mono);
+        let now = jiff::Timestamp::now();
+        let diff = (now.as_nanosecond() - wall.as_nanosecond()).abs();
+        assert!(diff < 50_000_000, "monotonic→wall conversion off by {diff} ns");
+    }
+
+    #[test]
+    fn missing_interfaces_are_named() {
+        let err = ifindex("nr-nonexistent0").expect_err("no such interface");
+        assert!(err.to_string().contains("nr-nonexistent0"), "{err}");
+    }
+}
