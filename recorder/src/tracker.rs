@@ -1,1 +1,258 @@
-//! (being written this session)
+//! Pairs what the capture sources report into one start and one end per translation.
+//!
+//! Three sources report the same conntrack entries: the eBPF programs (a start, at the entry's
+//! first packet through a hooked interface), ctnetlink DESTROY events (the end, with the
+//! kernel's own start and stop timestamps), and conntrack dumps (start-up seeding, resync after
+//! a lost event). The tracker keeps the set of open translations keyed by [`FlowKey`] (which
+//! contains a complete conntrack tuple, so no two live entries share it) and turns the reports
+//! into a clean [`FlowEvent`] stream:
+//!
+//! - a start for a key that is open with the same start is a duplicate (the eBPF dedup map
+//!   forgot the entry, or a dump saw it again) and is dropped, counted;
+//! - a start for a key that is open with a *different* exact start means the old entry ended
+//!   unseen: it is closed with an approximate end (the new start, an upper bound);
+//! - an end for an open key closes it; an end for an unknown key (the start was never seen)
+//!   yields an end-only record;
+//! - a resync dump closes, with an approximate end, every open translation the kernel no longer
+//!   has.
+
+use std::collections::{HashMap, HashSet};
+
+use jiff::Timestamp;
+
+use crate::model::{Flags, FlowEvent, FlowKey, Translation};
+
+/// Counters of what the tracker saw, for the log and `--stats`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TrackerStats {
+    pub starts: u64,
+    pub ends: u64,
+    pub duplicate_starts: u64,
+    pub seeded: u64,
+    /// Ends that arrived for translations whose start was never seen.
+    pub end_only: u64,
+    /// Translations closed with an approximate end (lost end event, slot reuse, restart).
+    pub approx_ends: u64,
+}
+
+/// The open translations and the rules that pair starts with ends.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    open: HashMap<FlowKey, Translation>,
+    stats: TrackerStats,
+}
+
+/// Whether two reports of a key are the same conntrack entry: they differ only when both
+/// carry the kernel's exact start and the starts differ.
+fn same_entry(a: &Translation, b: &Translation) -> bool {
+    a.flags.contains(Flags::START_APPROX) || b.flags.contains(Flags::START_APPROX) || a.start == b.start
+}
+
+impl Tracker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn stats(&self) -> TrackerStats {
+        self.stats
+    }
+
+    /// Number of open translations.
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Takes translations recovered from the store as open without emitting anything: they were
+    /// written before. Call [`Tracker::resync`] with the kernel's live set afterwards.
+    pub fn adopt(&mut self, t: Translation) {
+        self.open.insert(t.key(), t);
+    }
+
+    /// A translation was seen live (eBPF event, or a dump entry). `t.end` must be `None`.
+    pub fn start(&mut self, t: Translation, out: &mut Vec<FlowEvent>) {
+        let key = t.key();
+        if let Some(prev) = self.open.get(&key) {
+            if same_entry(prev, &t) {
+                self.stats.duplicate_starts += 1;
+                return;
+            }
+            // The previous entry with this tuple is gone: its end went unseen.
+            if let Some(mut prev) = self.open.remove(&key) {
+                prev.end = Some(t.start.max(prev.start));
+                prev.flags.insert(Flags::END_APPROX);
+                self.stats.approx_ends += 1;
+                out.push(FlowEvent::End(prev));
+            }
+        }
+        self.stats.starts += 1;
+        if t.flags.contains(Flags::SEEDED) {
+            self.stats.seeded += 1;
+        }
+        out.push(FlowEvent::Start(t.clone()));
+        self.open.insert(key, t);
+    }
+
+    /// A translation ended. `t` describes the entry as the DESTROY event did (its `end` set,
+    /// `END_APPROX` in its flags when the stop time is not the kernel's).
+    pub fn end(&mut self, t: Translation, out: &mut Vec<FlowEvent>) {
+        let key = t.key();
+        let end = t.end;
+        match self.open.remove(&key) {
+            Some(mut open) if same_entry(&open, &t) => {
+                // Prefer the kernel's exact start when only the destroy event carries it.
+                if open.flags.contains(Flags::START_APPROX) && !t.flags.contains(Flags::START_APPROX) {
+                    open.start = t.start;
+                    open.flags = Flags(open.flags.0 & !Flags::START_APPROX.0);
+                }
+                open.end = end.map(|e| e.max(open.start));
+                if t.flags.contains(Flags::END_APPROX) {
+                    open.flags.insert(Flags::END_APPROX);
+                    self.stats.approx_ends += 1;
+                }
+                self.stats.ends += 1;
+                out.push(FlowEvent::End(open));
+            }
+            other => {
+                if let Some(mut stale) = other {
+                    // A different entry held the key before this one: close it at this one's start.
+                    stale.end = Some(t.start.max(stale.start));
+                    stale.flags.insert(Flags::END_APPROX);
+                    self.stats.approx_ends += 1;
+                    out.push(FlowEvent::End(stale));
+                }
+                let mut t = t;
+                t.flags.insert(Flags::END_ONLY);
+                self.stats.end_only += 1;
+                self.stats.ends += 1;
+                out.push(FlowEvent::End(t));
+            }
+        }
+    }
+
+    /// After a dump that listed every live entry (`live`), begun at `dump_started` and finished
+    /// at `dump_done`: open translations that started before the dump and are not live ended
+    /// unseen; they are closed at `dump_done` (an upper bound) with `END_APPROX`.
+    pub fn resync(
+        &mut self,
+        live: &HashSet<FlowKey>,
+        dump_started: Timestamp,
+        dump_done: Timestamp,
+        out: &mut Vec<FlowEvent>,
+    ) {
+        let gone: Vec<FlowKey> = self
+            .open
+            .iter()
+            .filter(|(k, t)| !live.contains(k) && t.start < dump_started)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in gone {
+            if let Some(mut t) = self.open.remove(&k) {
+                t.end = Some(dump_done.max(t.start));
+                t.flags.insert(Flags::END_APPROX);
+                self.stats.approx_ends += 1;
+                out.push(FlowEvent::End(t));
+            }
+        }
+    }
+
+    /// The open translations. At shutdown they stay open in the store: the next start
+    /// reconciles them with the kernel's live entries.
+    pub fn open_translations(&self) -> impl Iterator<Item = &Translation> {
+        self.open.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Kind, Proto};
+
+    fn t(inside_port: u16, start: &str, flags: Flags) -> Translation {
+        Translation {
+            kind: Kind::Snat,
+            proto: Proto::UDP,
+            inside: format!("10.0.1.2:{inside_port}").parse().expect("addr"),
+            outside: format!("100.64.0.1:{inside_port}").parse().expect("addr"),
+            remote: "10.99.0.2:53".parse().expect("addr"),
+            zone: 0,
+            start: start.parse().expect("time"),
+            end: None,
+            flags,
+        }
+    }
+
+    fn ended(mut x: Translation, end: &str, flags: Flags) -> Translation {
+        x.end = Some(end.parse().expect("time"));
+        x.flags.insert(flags);
+        x
+    }
+
+    #[test]
+    fn start_then_end_pairs_and_duplicates_are_dropped() {
+        let mut tr = Tracker::new();
+        let mut out = Vec::new();
+        let a = t(4000, "2026-01-01T00:00:00Z", Flags::empty());
+        tr.start(a.clone(), &mut out);
+        tr.start(a.clone(), &mut out);
+        assert_eq!(out, vec![FlowEvent::Start(a.clone())]);
+        assert_eq!(tr.stats().duplicate_starts, 1);
+        out.clear();
+        tr.end(ended(a.clone(), "2026-01-01T00:00:30Z", Flags::empty()), &mut out);
+        assert_eq!(out, vec![FlowEvent::End(ended(a, "2026-01-01T00:00:30Z", Flags::empty()))]);
+        assert_eq!(tr.open_count(), 0);
+    }
+
+    #[test]
+    fn a_reused_tuple_with_a_new_start_closes_the_old_entry_approximately() {
+        let mut tr = Tracker::new();
+        let mut out = Vec::new();
+        let a = t(4000, "2026-01-01T00:00:00Z", Flags::empty());
+        let b = t(4000, "2026-01-01T00:05:00Z", Flags::empty());
+        tr.start(a.clone(), &mut out);
+        tr.start(b.clone(), &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[1], FlowEvent::End(ended(a, "2026-01-01T00:05:00Z", Flags::END_APPROX)));
+        assert_eq!(out[2], FlowEvent::Start(b));
+    }
+
+    #[test]
+    fn an_end_without_a_start_is_recorded_as_end_only() {
+        let mut tr = Tracker::new();
+        let mut out = Vec::new();
+        let a = ended(t(4000, "2026-01-01T00:00:00Z", Flags::empty()), "2026-01-01T00:00:09Z", Flags::empty());
+        tr.end(a.clone(), &mut out);
+        assert_eq!(out, vec![FlowEvent::End(ended(a, "2026-01-01T00:00:09Z", Flags::END_ONLY))]);
+        assert_eq!(tr.stats().end_only, 1);
+    }
+
+    #[test]
+    fn an_approximate_start_takes_the_kernel_start_from_the_end_event() {
+        let mut tr = Tracker::new();
+        let mut out = Vec::new();
+        let seen = t(4000, "2026-01-01T00:00:01Z", Flags::START_APPROX);
+        tr.start(seen, &mut out);
+        let destroy = ended(t(4000, "2026-01-01T00:00:00.5Z", Flags::empty()), "2026-01-01T00:01:00Z", Flags::empty());
+        out.clear();
+        tr.end(destroy.clone(), &mut out);
+        assert_eq!(out, vec![FlowEvent::End(destroy)]);
+    }
+
+    #[test]
+    fn resync_closes_only_entries_the_kernel_no_longer_has() {
+        let mut tr = Tracker::new();
+        let mut out = Vec::new();
+        let gone = t(4000, "2026-01-01T00:00:00Z", Flags::empty());
+        let alive = t(4001, "2026-01-01T00:00:00Z", Flags::empty());
+        let fresh = t(4002, "2026-01-01T00:10:00Z", Flags::empty());
+        for x in [&gone, &alive, &fresh] {
+            tr.start(x.clone(), &mut out);
+        }
+        out.clear();
+        let live: HashSet<FlowKey> = [alive.key()].into();
+        let started: Timestamp = "2026-01-01T00:09:00Z".parse().expect("time");
+        let done: Timestamp = "2026-01-01T00:09:01Z".parse().expect("time");
+        tr.resync(&live, started, done, &mut out);
+        assert_eq!(out, vec![FlowEvent::End(ended(gone, "2026-01-01T00:09:01Z", Flags::END_APPROX))]);
+        assert_eq!(tr.open_count(), 2, "the live one and the one newer than the dump stay open");
+    }
+}
