@@ -1,0 +1,556 @@
+//! ctnetlink sockets: the reliable DESTROY event socket and the dump socket.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use super::ConntrackError;
+use super::parse::{
+    self, CtEntry, CtMsgKind, IPCTNL_MSG_CT_GET, NFNL_SUBSYS_CTNETLINK, NLM_F_DUMP,
+    NLM_F_DUMP_INTR, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN, NlMsgs,
+};
+
+/// `NFNLGRP_CONNTRACK_DESTROY`.
+const NFNLGRP_CONNTRACK_DESTROY: libc::c_int = 3;
+
+/// Receive buffer for one datagram: far more than any ctnetlink event or dump part.
+const RECV_BUF_BYTES: usize = 1 << 20;
+
+/// A netlink socket of the `NETLINK_NETFILTER` family, bound in the calling thread's netns.
+#[derive(Debug)]
+struct NlSocket {
+    fd: OwnedFd,
+}
+
+/// Maps an errno of a ctnetlink operation to the error a user can act on.
+fn os_error(what: &'static str, err: io::Error) -> ConntrackError {
+    match err.raw_os_error() {
+        Some(libc::EPERM | libc::EACCES) => ConntrackError::NeedsCapNetAdmin { what },
+        Some(libc::EPROTONOSUPPORT | libc::ENOENT | libc::EOPNOTSUPP | libc::EAFNOSUPPORT) => {
+            ConntrackError::NotLoaded { what, source: err }
+        }
+        _ => ConntrackError::Io { what, source: err },
+    }
+}
+
+fn errno(what: &'static str) -> ConntrackError {
+    os_error(what, io::Error::last_os_error())
+}
+
+impl NlSocket {
+    fn open() -> Result<Self, ConntrackError> {
+        // SAFETY: socket(2) with constant arguments; the result is checked.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_NETFILTER,
+            )
+        };
+        if fd < 0 {
+            return Err(errno("opening a ctnetlink socket"));
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sockaddr_nl is plain data; all-zero is a valid value (nl_pid 0: kernel picks).
+        let mut addr: libc::sockaddr_nl = unsafe { zeroed() };
+        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        // SAFETY: `addr` is a valid sockaddr_nl and the length is its size.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&raw const addr).cast::<libc::sockaddr>(),
+                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(errno("binding a ctnetlink socket"));
+        }
+        Ok(Self { fd })
+    }
+
+    fn set_int(
+        &self,
+        level: libc::c_int,
+        name: libc::c_int,
+        value: libc::c_int,
+        what: &'static str,
+    ) -> Result<(), ConntrackError> {
+        // SAFETY: the option value is a valid c_int of the given length.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                level,
+                name,
+                (&raw const value).cast::<libc::c_void>(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 { Err(errno(what)) } else { Ok(()) }
+    }
+
+    fn get_int(
+        &self,
+        level: libc::c_int,
+        name: libc::c_int,
+        what: &'static str,
+    ) -> Result<libc::c_int, ConntrackError> {
+        let mut value: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `value` and `len` are valid for writes of the sizes given.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                level,
+                name,
+                (&raw mut value).cast::<libc::c_void>(),
+                &mut len,
+            )
+        };
+        if rc < 0 { Err(errno(what)) } else { Ok(value) }
+    }
+
+    fn set_timeout(&self, timeout: Duration) -> Result<(), ConntrackError> {
+        let tv = libc::timeval {
+            tv_sec: timeout.as_secs().try_into().unwrap_or(libc::time_t::MAX),
+            tv_usec: timeout.subsec_micros().into(),
+        };
+        // SAFETY: the option value is a valid timeval of the given length.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&raw const tv).cast::<libc::c_void>(),
+                size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            Err(errno("setting the ctnetlink read timeout"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Receives one datagram; `Ok(n)` with `n > buf.len()` means it was truncated (MSG_TRUNC).
+    fn recv(&self, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+        let n = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr().cast::<libc::c_void>(),
+                buf.len(),
+                flags | libc::MSG_TRUNC,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    fn send(&self, msg: &[u8]) -> Result<(), ConntrackError> {
+        loop {
+            // SAFETY: `msg` is valid for reads of `msg.len()` bytes; an unconnected netlink
+            // socket sends to the kernel.
+            let n = unsafe {
+                libc::send(
+                    self.fd.as_raw_fd(),
+                    msg.as_ptr().cast::<libc::c_void>(),
+                    msg.len(),
+                    0,
+                )
+            };
+            if n >= 0 {
+                return Ok(());
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(os_error("sending a ctnetlink request", err));
+            }
+        }
+    }
+}
+
+/// How [`EventSocket::recv_batch`] waits for the first datagram of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Never wait: return at once when nothing is queued (for callers polling the fd).
+    NonBlocking,
+    /// Wait until a datagram (or an error) arrives.
+    Forever,
+    /// Wait at most this long (the reader thread can then check whether it should stop).
+    Timeout(Duration),
+}
+
+/// Settings of the DESTROY event socket.
+#[derive(Clone, Copy, Debug)]
+pub struct EventOptions {
+    /// Receive buffer asked of the kernel (`SO_RCVBUFFORCE`; the kernel doubles it for
+    /// bookkeeping). Falls back to `SO_RCVBUF`, capped by `net.core.rmem_max`, with a warning
+    /// when natrec may not force it.
+    pub rcvbuf_bytes: usize,
+    /// How a batch waits for its first datagram.
+    pub wait: Wait,
+    /// Most datagrams read by one [`EventSocket::recv_batch`] call.
+    pub max_batch: usize,
+}
+
+impl Default for EventOptions {
+    fn default() -> Self {
+        Self {
+            rcvbuf_bytes: 64 << 20,
+            wait: Wait::Timeout(Duration::from_millis(200)),
+            max_batch: 4096,
+        }
+    }
+}
+
+/// What one [`EventSocket::recv_batch`] call saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[must_use]
+pub struct RecvStatus {
+    /// DESTROY entries appended to the output.
+    pub entries: usize,
+    /// ENOBUFS errors (and `NLMSG_OVERRUN` messages) the socket reported. In reliable mode
+    /// the kernel keeps a dying entry until its event is delivered, so this is normally not a
+    /// loss, but natrec cannot prove it: resync with a dump and mark ends seen only by it
+    /// approximate.
+    pub enobufs: u32,
+    /// Messages that could not be read (truncated datagrams, malformed messages, unexpected
+    /// netlink errors): events that may be lost; resync as for `enobufs`.
+    pub unreadable: u32,
+    /// The call stopped because nothing more was queued (`false`: it stopped at
+    /// [`EventOptions::max_batch`] and more may be waiting).
+    pub drained: bool,
+}
+
+impl RecvStatus {
+    /// Whether the caller should resync by a dump (an event may have been lost).
+    pub fn needs_resync(&self) -> bool {
+        self.enobufs > 0 || self.unreadable > 0
+    }
+}
+
+/// Totals since the socket was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventStats {
+    /// Datagrams received.
+    pub datagrams: u64,
+    /// DESTROY entries delivered.
+    pub destroys: u64,
+    /// ENOBUFS errors and `NLMSG_OVERRUN` messages.
+    pub enobufs: u64,
+    /// Unreadable messages (see [`RecvStatus::unreadable`]).
+    pub unreadable: u64,
+    /// Other messages (not a ctnetlink conntrack DESTROY), skipped.
+    pub ignored: u64,
+}
+
+/// The ctnetlink DESTROY event socket, in reliable mode.
+///
+/// Bound to `NFNLGRP_CONNTRACK_DESTROY` in the network namespace of the thread that opens it,
+/// with `NETLINK_BROADCAST_ERROR` set (as conntrackd's `NetlinkEventsReliable`): when an event
+/// does not fit the socket's buffer, the kernel keeps the dying entry and delivers its DESTROY
+/// later instead of dropping it. `NETLINK_NO_ENOBUFS` is not set, so every overrun is reported.
+///
+/// Caveat of reliable mode: dying entries count against `nf_conntrack_max` until read, so the
+/// reader must never stall on anything downstream.
+#[derive(Debug)]
+pub struct EventSocket {
+    sock: NlSocket,
+    buf: Vec<u8>,
+    opts: EventOptions,
+    stats: EventStats,
+    rcvbuf: usize,
+}
+
+impl EventSocket {
+    /// Opens the socket in the calling thread's network namespace.
+    pub fn open(opts: &EventOptions) -> Result<Self, ConntrackError> {
+        let sock = NlSocket::open()?;
+        sock.set_int(
+            libc::SOL_NETLINK,
+            libc::NETLINK_ADD_MEMBERSHIP,
+            NFNLGRP_CONNTRACK_DESTROY,
+            "joining the conntrack DESTROY event group",
+        )?;
+        sock.set_int(
+            libc::SOL_NETLINK,
+            libc::NETLINK_BROADCAST_ERROR,
+            1,
+            "setting NETLINK_BROADCAST_ERROR (reliable events)",
+        )?;
+        let want = libc::c_int::try_from(opts.rcvbuf_bytes.min(i32::MAX as usize / 2))
+            .unwrap_or(i32::MAX / 2);
+        if let Err(e) = sock.set_int(
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            want,
+            "setting SO_RCVBUFFORCE",
+        ) {
+            tracing::warn!(
+                "could not force a {} byte ctnetlink receive buffer ({e}); asking SO_RCVBUF, which net.core.rmem_max caps",
+                opts.rcvbuf_bytes
+            );
+            sock.set_int(libc::SOL_SOCKET, libc::SO_RCVBUF, want, "setting SO_RCVBUF")?;
+        }
+        let rcvbuf = sock.get_int(libc::SOL_SOCKET, libc::SO_RCVBUF, "reading SO_RCVBUF")?;
+        if let Wait::Timeout(t) = opts.wait {
+            sock.set_timeout(t)?;
+        }
+        Ok(Self {
+            sock,
+            buf: vec![0; RECV_BUF_BYTES],
+            opts: *opts,
+            stats: EventStats::default(),
+            rcvbuf: usize::try_from(rcvbuf).unwrap_or(0),
+        })
+    }
+
+    /// The receive buffer the kernel granted (`SO_RCVBUF`, which counts its bookkeeping too).
+    pub fn rcvbuf_bytes(&self) -> usize {
+        self.rcvbuf
+    }
+
+    /// Totals since the socket was opened.
+    pub fn stats(&self) -> EventStats {
+        self.stats
+    }
+
+    /// Reads the queued DESTROY events into `out` (appending).
+    ///
+    /// Waits for the first datagram as [`EventOptions::wait`] says, then reads without waiting
+    /// until nothing is queued or [`EventOptions::max_batch`] datagrams were read. ENOBUFS,
+    /// truncated datagrams and malformed messages are counted in the status, never fatal: the
+    /// reader keeps reading. An error is returned only when the socket itself fails.
+    pub fn recv_batch(&mut self, out: &mut Vec<CtEntry>) -> Result<RecvStatus, ConntrackError> {
+        let mut st = RecvStatus::default();
+        let mut datagrams = 0usize;
+        let mut first = self.opts.wait != Wait::NonBlocking;
+        while datagrams < self.opts.max_batch.max(1) {
+            let flags = if first { 0 } else { libc::MSG_DONTWAIT };
+            let n = match self.sock.recv(&mut self.buf, flags) {
+                Ok(n) => n,
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EAGAIN) => {
+                        st.drained = true;
+                        return Ok(st);
+                    }
+                    Some(libc::ENOBUFS) => {
+                        st.enobufs += 1;
+                        self.stats.enobufs += 1;
+                        // Events are queued (the buffer filled up): read them without waiting.
+                        first = false;
+                        continue;
+                    }
+                    _ => return Err(os_error("reading ctnetlink events", e)),
+                },
+            };
+            first = false;
+            datagrams += 1;
+            self.stats.datagrams += 1;
+            if n > self.buf.len() {
+                tracing::warn!(
+                    "a {n} byte ctnetlink datagram did not fit the {} byte buffer",
+                    self.buf.len()
+                );
+                st.unreadable += 1;
+                self.stats.unreadable += 1;
+                continue;
+            }
+            for msg in NlMsgs::new(&self.buf[..n]) {
+                let msg = match msg {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!("skipping the rest of a ctnetlink datagram: {e}");
+                        st.unreadable += 1;
+                        self.stats.unreadable += 1;
+                        break;
+                    }
+                };
+                match msg.ty {
+                    NLMSG_NOOP | NLMSG_DONE => self.stats.ignored += 1,
+                    NLMSG_OVERRUN => {
+                        st.enobufs += 1;
+                        self.stats.enobufs += 1;
+                    }
+                    NLMSG_ERROR => {
+                        let errno = parse::payload_errno(msg.payload).unwrap_or(libc::EPROTO);
+                        if errno != 0 {
+                            tracing::warn!(
+                                "ctnetlink event socket got an error message: {}",
+                                io::Error::from_raw_os_error(errno)
+                            );
+                            st.unreadable += 1;
+                            self.stats.unreadable += 1;
+                        }
+                    }
+                    ty => match parse::parse_ct_msg(ty, msg.payload) {
+                        Ok(Some((CtMsgKind::Delete, e))) => {
+                            out.push(e);
+                            st.entries += 1;
+                            self.stats.destroys += 1;
+                        }
+                        Ok(_) => self.stats.ignored += 1,
+                        Err(e) => {
+                            tracing::warn!("skipping a ctnetlink event: {e}");
+                            st.unreadable += 1;
+                            self.stats.unreadable += 1;
+                        }
+                    },
+                }
+            }
+        }
+        Ok(st)
+    }
+}
+
+impl AsFd for EventSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.fd.as_fd()
+    }
+}
+
+impl AsRawFd for EventSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock.fd.as_raw_fd()
+    }
+}
+
+/// What one dump pass saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[must_use]
+pub struct DumpPass {
+    /// Entries handed to the callback.
+    pub entries: u64,
+    /// Messages that could not be parsed (skipped, with a warning).
+    pub unreadable: u64,
+    /// The kernel flagged the dump inconsistent (`NLM_F_DUMP_INTR`): the table changed in a way
+    /// that may have hidden or repeated entries; redo it.
+    pub interrupted: bool,
+}
+
+/// How many times [`DumpSocket::dump`] redoes an interrupted dump.
+const DUMP_ATTEMPTS: u32 = 3;
+
+/// A socket for dumping the conntrack table (`IPCTNL_MSG_CT_GET` with `NLM_F_DUMP`).
+///
+/// Dumps every entry of both families and every zone in the network namespace of the thread
+/// that opened it. A dump also makes the kernel reap expired entries at once (it emits their
+/// DESTROY events).
+#[derive(Debug)]
+pub struct DumpSocket {
+    sock: NlSocket,
+    buf: Vec<u8>,
+    seq: u32,
+}
+
+impl DumpSocket {
+    /// Opens the socket in the calling thread's network namespace.
+    pub fn open() -> Result<Self, ConntrackError> {
+        let sock = NlSocket::open()?;
+        // Different sockets' sequences need not differ; start off a clock for readable traces.
+        let seq = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(1);
+        Ok(Self {
+            sock,
+            buf: vec![0; RECV_BUF_BYTES],
+            seq,
+        })
+    }
+
+    /// Dumps the table, calling `f` for each entry as it arrives (for tables of millions).
+    ///
+    /// One pass: when it comes back [`DumpPass::interrupted`], `f` may have seen an inconsistent
+    /// picture and the caller should redo the dump.
+    pub fn dump_each(&mut self, f: &mut dyn FnMut(CtEntry)) -> Result<DumpPass, ConntrackError> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let ty = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
+        let req = parse::build_request(ty, NLM_F_REQUEST | NLM_F_DUMP, seq, libc::AF_UNSPEC as u8);
+        self.sock.send(&req)?;
+        let mut pass = DumpPass::default();
+        loop {
+            let n = match self.sock.recv(&mut self.buf, 0) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(os_error("reading a conntrack dump", e)),
+            };
+            if n > self.buf.len() {
+                return Err(ConntrackError::Truncated {
+                    len: n,
+                    buf: self.buf.len(),
+                });
+            }
+            for msg in NlMsgs::new(&self.buf[..n]) {
+                let msg = msg?;
+                if msg.seq != seq {
+                    // A leftover of an earlier dump that was abandoned on an error.
+                    continue;
+                }
+                if msg.flags & NLM_F_DUMP_INTR != 0 {
+                    pass.interrupted = true;
+                }
+                match msg.ty {
+                    NLMSG_DONE => {
+                        // A dump's DONE carries the dump's result (0 or a negative errno).
+                        let errno = parse::payload_errno(msg.payload).unwrap_or(0);
+                        if errno != 0 {
+                            return Err(kernel_error("dumping the conntrack table", errno));
+                        }
+                        return Ok(pass);
+                    }
+                    NLMSG_ERROR => {
+                        let errno = parse::payload_errno(msg.payload)?;
+                        if errno != 0 {
+                            return Err(kernel_error("dumping the conntrack table", errno));
+                        }
+                    }
+                    NLMSG_NOOP | NLMSG_OVERRUN => {}
+                    ty => match parse::parse_ct_msg(ty, msg.payload) {
+                        Ok(Some((_, e))) => {
+                            pass.entries += 1;
+                            f(e);
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!("skipping a conntrack dump entry: {e}");
+                            pass.unreadable += 1;
+                        }
+                    },
+                }
+            }
+        }
+    }
+
+    /// Dumps the whole table into a vector, redoing a dump the kernel flags interrupted (up to
+    /// 3 attempts).
+    pub fn dump(&mut self) -> Result<Vec<CtEntry>, ConntrackError> {
+        for _ in 0..DUMP_ATTEMPTS {
+            let mut entries = Vec::new();
+            let pass = self.dump_each(&mut |e| entries.push(e))?;
+            if !pass.interrupted {
+                return Ok(entries);
+            }
+        }
+        Err(ConntrackError::DumpInterrupted {
+            attempts: DUMP_ATTEMPTS,
+        })
+    }
+}
+
+/// Maps a kernel-reported errno (from an `NLMSG_ERROR`) to an error.
+fn kernel_error(what: &'static str, errno: i32) -> ConntrackError {
+    os_error(what, io::Error::from_raw_os_error(errno))
+}
+
+/// Dumps the conntrack table of the calling thread's network namespace (a one-off socket).
+pub fn dump() -> Result<Vec<CtEntry>, ConntrackError> {
+    DumpSocket::open()?.dump()
+}
