@@ -1,2 +1,111 @@
-//! `cargo xtask`: set-up, demo, tests (being written this session).
-fn main() {}
+//! `cargo xtask`: natrec's developer commands.
+//!
+//! xtask depends on nothing of natrec's own (building `recorder` needs the very toolchain pieces
+//! `setup` installs); every other command runs `setup` first, then cargo.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod setup;
+
+use setup::run;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "natrec developer commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what a fresh machine lacks (Debian packages, nightly rust-src, bpf-linker).
+    Setup,
+    /// Set up, build, and run every test (what CI runs).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, and run the demo lab: a NAT gateway in network namespaces, natrec
+    /// recording on its WAN, traffic, the captured translations, a query; then tear down.
+    Demo,
+    /// Run the benchmarks (criterion): `store`, `query`, or all.
+    Bench {
+        /// Which part: store or query (default: all).
+        part: Option<String>,
+    },
+    /// Generate the synthetic ISP workload (arguments go to natrec-gen; see --help).
+    Gen {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from)
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(workspace_root());
+    c
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Setup => setup::setup(),
+        Cmd::Test { args } => {
+            setup::setup()?;
+            run(cargo().args(["build", "--workspace", "--bins"]))?;
+            let natrec = target_dir().join("debug").join("natrec");
+            run(cargo()
+                .args(["test", "--workspace", "--no-fail-fast"])
+                .args(&args)
+                .env("NATREC_BIN", &natrec))
+        }
+        Cmd::Demo => {
+            setup::setup()?;
+            run(cargo().args(["build", "--workspace", "--bins"]))?;
+            let natrec = target_dir().join("debug").join("natrec");
+            run(cargo()
+                .args(["run", "--quiet", "-p", "natrec-tests", "--bin", "natrec-demo", "--"])
+                .arg(&natrec))
+        }
+        Cmd::Bench { part } => {
+            setup::setup()?;
+            let parts: Vec<&str> = match part.as_deref() {
+                None | Some("all") => vec!["store", "query"],
+                Some(p @ ("store" | "query")) => vec![p],
+                Some(other) => anyhow::bail!("unknown benchmark {other:?}: expected store or query"),
+            };
+            for p in parts {
+                run(cargo().args(["bench", "-p", "recorder", "--bench", p]))?;
+            }
+            Ok(())
+        }
+        Cmd::Gen { args } => {
+            setup::setup()?;
+            run(cargo().args(["run", "--quiet", "--release", "-p", "recorder", "--bin", "natrec-gen", "--"]).args(&args))
+        }
+    }
+}
