@@ -5,8 +5,9 @@
 //!   every ENOBUFS is still reported ([`RecvStatus::enobufs`]) so the caller can resync.
 //! - [`DumpSocket`] / [`dump`] list the table (start-up seeding, resync, and reaping: a dump makes
 //!   the kernel's lazy GC emit the DESTROY events of expired entries at once).
-//! - [`enable_timestamps`] and [`events_setting`] handle `net.netfilter.nf_conntrack_timestamp`
-//!   and `nf_conntrack_events`.
+//! - [`enable_timestamps`], [`enable_events`] and [`events_setting`] handle
+//!   `net.netfilter.nf_conntrack_timestamp` and `nf_conntrack_events` (set it to 1: with the
+//!   default 2, entries created while nobody listened never send a DESTROY event).
 //!
 //! Everything works in the network namespace of the calling thread (a socket belongs to the
 //! netns of the thread that creates it; `/proc/sys/net` shows the reader's netns).
@@ -25,7 +26,7 @@ pub use parse::{CtEntry, CtMsgKind};
 pub use socket::{
     DumpPass, DumpSocket, EventOptions, EventSocket, EventStats, RecvStatus, Wait, dump,
 };
-pub use sysctl::{enable_timestamps, events_setting};
+pub use sysctl::{enable_events, enable_timestamps, events_setting};
 
 /// What went wrong talking to conntrack.
 #[derive(Debug, thiserror::Error)]

@@ -17,9 +17,22 @@ pub fn enable_timestamps() -> Result<u32, ConntrackError> {
     enable_at(Path::new(TIMESTAMP))
 }
 
+/// Sets `net.netfilter.nf_conntrack_events` to 1 and returns its previous value, for the caller
+/// to log.
+///
+/// With the default 2 ("auto") the kernel attaches the event extension only to entries created
+/// while some process listens for conntrack events: an entry created while natrec was not
+/// running (before it started, during a restart) never sends its DESTROY event, even after
+/// natrec subscribes. With 1 every new entry gets it. Entries that already exist without it
+/// stay silent either way; only a dump notices that they are gone.
+pub fn enable_events() -> Result<u32, ConntrackError> {
+    enable_at(Path::new(EVENTS))
+}
+
 /// Reads `net.netfilter.nf_conntrack_events`: 0 means the kernel sends no conntrack events at
-/// all (natrec then sees no ends; a warning is logged), 1 means on, 2 (the default of recent
-/// kernels) means on whenever a listener such as natrec is subscribed.
+/// all (natrec then sees no ends; a warning is logged), 1 means on for every entry, 2 (the
+/// default of recent kernels) means on for entries created while a listener is subscribed
+/// (see [`enable_events`]).
 pub fn events_setting() -> Result<u32, ConntrackError> {
     let v = read_at(Path::new(EVENTS))?;
     if v == 0 {
