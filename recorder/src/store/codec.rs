@@ -1,0 +1,523 @@
+//! The block codec: records column by column, each column zstd-compressed.
+//!
+//! Block payload (inside a block frame):
+//!
+//! ```text
+//! u8 kind (0 live, 1 checkpoint, 2 sealed)   u8 class (0 <1 min, 1 <10 min, 2 longer/open, 3 carried, 255 live)
+//! uvarint n_full   uvarint n_ref   uvarint first_ordinal
+//! zigzag min_start zigzag max_start zigzag max_end   u8 any_open
+//! u8 n_cols (19), then per column: u8 codec (0 raw, 1 zstd) uvarint raw_len uvarint stored_len
+//! column data, concatenated in column order
+//! ```
+//!
+//! Full-record columns, one entry per record in order: 0 kind (u8: 0 snat, 1 dnat, 2 both),
+//! 1 proto (u8), 2 flags (u8), 3 bits (u8: 1 has end, 2 carried), 4 zone (uvarint),
+//! 5 start (zigzag delta from the previous start, the first from `min_start`), 6 duration
+//! (uvarint `end - start`, only for records with an end), 7 inside address (uvarint dictionary
+//! index), 8 inside port, 9 outside address, 10 outside port minus inside port (wrapping),
+//! 11 remote address, 12 remote port. Ports are u16 stored as two byte planes (all low bytes,
+//! then all high bytes). 13–15: the inside, outside and remote dictionaries (uvarint count, then
+//! per address u8 family 4 or 6 and 4 or 16 bytes), most frequent first.
+//! End-reference columns (live blocks only): 16 ordinal distance (uvarint `first_ordinal +
+//! n_full - ordinal`), 17 end (zigzag delta from the previous end, the first from `min_start`),
+//! 18 flags (u8).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Block kinds.
+pub(crate) const KIND_LIVE: u8 = 0;
+pub(crate) const KIND_CHECKPOINT: u8 = 1;
+pub(crate) const KIND_SEALED: u8 = 2;
+/// The duration class of checkpoint (carried) groups and of live blocks.
+pub(crate) const CLASS_CARRIED: u8 = 3;
+pub(crate) const CLASS_LIVE: u8 = 255;
+
+const N_COLS: usize = 19;
+
+/// One translation with times in units and addresses as ids (into an interner or a block's
+/// dictionaries).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Rec {
+    pub start: i64,
+    pub end: Option<i64>,
+    pub inside: u32,
+    pub outside: u32,
+    pub remote: u32,
+    pub in_port: u16,
+    pub out_port: u16,
+    pub rem_port: u16,
+    pub zone: u16,
+    pub kind: u8,
+    pub proto: u8,
+    pub flags: u8,
+    pub carried: bool,
+}
+
+/// The end of a translation whose full record is earlier in the same segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct EndRef {
+    pub ordinal: u64,
+    pub end: i64,
+    pub flags: u8,
+}
+
+/// Addresses to dense ids.
+#[derive(Debug, Default)]
+pub(crate) struct Interner {
+    pub addrs: Vec<IpAddr>,
+    map: HashMap<IpAddr, u32>,
+}
+
+impl Interner {
+    pub fn id(&mut self, a: IpAddr) -> u32 {
+        if let Some(&i) = self.map.get(&a) {
+            return i;
+        }
+        let i = u32::try_from(self.addrs.len()).unwrap_or(u32::MAX);
+        self.addrs.push(a);
+        self.map.insert(a, i);
+        i
+    }
+}
+
+/// What a block header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BlockMeta {
+    pub kind: u8,
+    pub class: u8,
+    pub n_full: u64,
+    pub n_ref: u64,
+    pub first_ordinal: u64,
+    pub min_start: i64,
+    pub max_start: i64,
+    /// The latest end (or start), `i64::MAX` when a record is open.
+    pub max_end: i64,
+}
+
+pub(crate) fn put_uvarint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// A cursor over a byte slice.
+pub(crate) struct Cur<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cur<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Cur { buf, pos: 0 }
+    }
+    pub fn u8(&mut self) -> Result<u8, String> {
+        let b = *self.buf.get(self.pos).ok_or("truncated")?;
+        self.pos += 1;
+        Ok(b)
+    }
+    pub fn uvarint(&mut self) -> Result<u64, String> {
+        let mut v = 0u64;
+        let mut shift = 0;
+        loop {
+            let b = self.u8()?;
+            if shift >= 64 {
+                return Err("varint too long".into());
+            }
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok(v);
+            }
+            shift += 7;
+        }
+    }
+    pub fn ivarint(&mut self) -> Result<i64, String> {
+        self.uvarint().map(unzigzag)
+    }
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or("truncated")?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    pub fn rest(&self) -> &'a [u8] {
+        &self.buf[self.pos..]
+    }
+}
+
+pub(crate) fn kind_to_code(k: crate::model::Kind) -> u8 {
+    match k {
+        crate::model::Kind::Snat => 0,
+        crate::model::Kind::Dnat => 1,
+        crate::model::Kind::Both => 2,
+    }
+}
+
+pub(crate) fn kind_from_code(c: u8) -> Option<crate::model::Kind> {
+    match c {
+        0 => Some(crate::model::Kind::Snat),
+        1 => Some(crate::model::Kind::Dnat),
+        2 => Some(crate::model::Kind::Both),
+        _ => None,
+    }
+}
+
+/// A per-block dictionary: global id to local index, most frequent first.
+fn dictionary(ids: impl Iterator<Item = u32>, addrs: &[IpAddr]) -> (HashMap<u32, u32>, Vec<u8>) {
+    let mut counts: HashMap<u32, u32> = HashMap::new();
+    for id in ids {
+        *counts.entry(id).or_default() += 1;
+    }
+    let mut order: Vec<(u32, u32)> = counts.into_iter().collect();
+    order.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut map = HashMap::with_capacity(order.len());
+    let mut col = Vec::with_capacity(order.len() * 5 + 4);
+    put_uvarint(&mut col, order.len() as u64);
+    for (local, (id, _)) in order.iter().enumerate() {
+        map.insert(*id, local as u32);
+        match addrs.get(*id as usize) {
+            Some(IpAddr::V6(a)) => {
+                col.push(6);
+                col.extend_from_slice(&a.octets());
+            }
+            Some(IpAddr::V4(a)) => {
+                col.push(4);
+                col.extend_from_slice(&a.octets());
+            }
+            None => {
+                col.push(4);
+                col.extend_from_slice(&[0; 4]);
+            }
+        }
+    }
+    (map, col)
+}
+
+fn put_planes(col: &mut Vec<u8>, vals: impl Iterator<Item = u16> + Clone) {
+    col.extend(vals.clone().map(|v| v as u8));
+    col.extend(vals.map(|v| (v >> 8) as u8));
+}
+
+/// Encodes a block. `recs` use ids of `addrs`. Appends the payload to `out`.
+pub(crate) fn encode_block(
+    kind: u8,
+    class: u8,
+    first_ordinal: u64,
+    recs: &[Rec],
+    refs: &[EndRef],
+    addrs: &[IpAddr],
+    level: i32,
+    out: &mut Vec<u8>,
+) -> std::io::Result<BlockMeta> {
+    let min_start = recs.iter().map(|r| r.start).min().unwrap_or(0);
+    let max_start = recs.iter().map(|r| r.start).max().unwrap_or(min_start);
+    let any_open = recs.iter().any(|r| r.end.is_none());
+    let max_end = if any_open {
+        i64::MAX
+    } else {
+        recs.iter()
+            .map(|r| r.end.unwrap_or(r.start))
+            .chain(refs.iter().map(|r| r.end))
+            .max()
+            .unwrap_or(min_start)
+    };
+    let meta = BlockMeta {
+        kind,
+        class,
+        n_full: recs.len() as u64,
+        n_ref: refs.len() as u64,
+        first_ordinal,
+        min_start,
+        max_start,
+        max_end,
+    };
+    let n = recs.len();
+    let mut cols: Vec<Vec<u8>> = vec![Vec::new(); N_COLS];
+    cols[0].extend(recs.iter().map(|r| r.kind));
+    cols[1].extend(recs.iter().map(|r| r.proto));
+    cols[2].extend(recs.iter().map(|r| r.flags));
+    cols[3].extend(recs.iter().map(|r| u8::from(r.end.is_some()) | (u8::from(r.carried) << 1)));
+    let mut prev = min_start;
+    cols[5].reserve(n * 2);
+    cols[6].reserve(n * 2);
+    for r in recs {
+        put_uvarint(&mut cols[4], u64::from(r.zone));
+        put_uvarint(&mut cols[5], zigzag(r.start.wrapping_sub(prev)));
+        prev = r.start;
+        if let Some(e) = r.end {
+            put_uvarint(&mut cols[6], e.wrapping_sub(r.start) as u64);
+        }
+    }
+    let (din, c13) = dictionary(recs.iter().map(|r| r.inside), addrs);
+    let (dout, c14) = dictionary(recs.iter().map(|r| r.outside), addrs);
+    let (drem, c15) = dictionary(recs.iter().map(|r| r.remote), addrs);
+    for r in recs {
+        put_uvarint(&mut cols[7], u64::from(din.get(&r.inside).copied().unwrap_or(0)));
+        put_uvarint(&mut cols[9], u64::from(dout.get(&r.outside).copied().unwrap_or(0)));
+        put_uvarint(&mut cols[11], u64::from(drem.get(&r.remote).copied().unwrap_or(0)));
+    }
+    put_planes(&mut cols[8], recs.iter().map(|r| r.in_port));
+    put_planes(&mut cols[10], recs.iter().map(|r| r.out_port.wrapping_sub(r.in_port)));
+    put_planes(&mut cols[12], recs.iter().map(|r| r.rem_port));
+    cols[13] = c13;
+    cols[14] = c14;
+    cols[15] = c15;
+    let boundary = first_ordinal + n as u64;
+    let mut prev_end = min_start;
+    for r in refs {
+        put_uvarint(&mut cols[16], boundary.wrapping_sub(r.ordinal));
+        put_uvarint(&mut cols[17], zigzag(r.end.wrapping_sub(prev_end)));
+        prev_end = r.end;
+        cols[18].push(r.flags);
+    }
+
+    out.push(kind);
+    out.push(class);
+    put_uvarint(out, meta.n_full);
+    put_uvarint(out, meta.n_ref);
+    put_uvarint(out, first_ordinal);
+    put_uvarint(out, zigzag(min_start));
+    put_uvarint(out, zigzag(max_start));
+    put_uvarint(out, zigzag(if any_open { 0 } else { max_end }));
+    out.push(u8::from(any_open));
+    out.push(N_COLS as u8);
+    let mut stored: Vec<(u8, usize, Vec<u8>)> = Vec::with_capacity(N_COLS);
+    for c in cols {
+        if c.len() >= 32 {
+            let z = zstd::bulk::compress(&c, level)?;
+            if z.len() < c.len() {
+                stored.push((1, c.len(), z));
+                continue;
+            }
+        }
+        stored.push((0, c.len(), c));
+    }
+    for (codec, raw, c) in &stored {
+        out.push(*codec);
+        put_uvarint(out, *raw as u64);
+        put_uvarint(out, c.len() as u64);
+    }
+    for (_, _, c) in &stored {
+        out.extend_from_slice(c);
+    }
+    Ok(meta)
+}
+
+/// A parsed block whose columns are decompressed on demand.
+pub(crate) struct BlockView<'a> {
+    pub meta: BlockMeta,
+    cols: Vec<(u8, usize, &'a [u8])>,
+}
+
+/// A block's address dictionaries.
+pub(crate) struct Dicts {
+    pub inside: Vec<IpAddr>,
+    pub outside: Vec<IpAddr>,
+    pub remote: Vec<IpAddr>,
+}
+
+impl<'a> BlockView<'a> {
+    pub fn parse(payload: &'a [u8]) -> Result<Self, String> {
+        let mut c = Cur::new(payload);
+        let kind = c.u8()?;
+        let class = c.u8()?;
+        let n_full = c.uvarint()?;
+        let n_ref = c.uvarint()?;
+        let first_ordinal = c.uvarint()?;
+        let min_start = c.ivarint()?;
+        let max_start = c.ivarint()?;
+        let max_end = c.ivarint()?;
+        let any_open = c.u8()? != 0;
+        let n_cols = usize::from(c.u8()?);
+        if n_cols < N_COLS {
+            return Err(format!("{n_cols} columns, expected {N_COLS}"));
+        }
+        if kind > KIND_SEALED {
+            return Err(format!("unknown block kind {kind}"));
+        }
+        let mut dir = Vec::with_capacity(n_cols);
+        for _ in 0..n_cols {
+            let codec = c.u8()?;
+            let raw = usize::try_from(c.uvarint()?).map_err(|_| "column too large")?;
+            let stored = usize::try_from(c.uvarint()?).map_err(|_| "column too large")?;
+            dir.push((codec, raw, stored));
+        }
+        let mut cols = Vec::with_capacity(n_cols);
+        for (codec, raw, stored) in dir {
+            if raw > 1 << 30 {
+                return Err("column too large".into());
+            }
+            cols.push((codec, raw, c.bytes(stored)?));
+        }
+        let meta = BlockMeta {
+            kind,
+            class,
+            n_full,
+            n_ref,
+            first_ordinal,
+            min_start,
+            max_start,
+            max_end: if any_open { i64::MAX } else { max_end },
+        };
+        Ok(BlockView { meta, cols })
+    }
+
+    fn col(&self, i: usize) -> Result<std::borrow::Cow<'a, [u8]>, String> {
+        let (codec, raw, data) = self.cols.get(i).copied().ok_or("missing column")?;
+        match codec {
+            0 => Ok(std::borrow::Cow::Borrowed(data)),
+            1 => {
+                let v = zstd::bulk::decompress(data, raw).map_err(|e| format!("column {i}: {e}"))?;
+                if v.len() != raw {
+                    return Err(format!("column {i}: {} bytes, expected {raw}", v.len()));
+                }
+                Ok(std::borrow::Cow::Owned(v))
+            }
+            other => Err(format!("column {i}: unknown codec {other}")),
+        }
+    }
+
+    fn dict(&self, i: usize) -> Result<Vec<IpAddr>, String> {
+        let col = self.col(i)?;
+        let mut c = Cur::new(&col);
+        let n = c.uvarint()?;
+        let mut out = Vec::with_capacity(usize::try_from(n.min(1 << 20)).unwrap_or(0));
+        for _ in 0..n {
+            match c.u8()? {
+                4 => {
+                    let b = c.bytes(4)?;
+                    out.push(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3])));
+                }
+                6 => {
+                    let mut o = [0u8; 16];
+                    o.copy_from_slice(c.bytes(16)?);
+                    out.push(IpAddr::V6(Ipv6Addr::from(o)));
+                }
+                f => return Err(format!("unknown address family {f}")),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The three address dictionaries.
+    pub fn dicts(&self) -> Result<Dicts, String> {
+        Ok(Dicts { inside: self.dict(13)?, outside: self.dict(14)?, remote: self.dict(15)? })
+    }
+
+    /// Decodes every record (address ids index the dictionaries) and end reference.
+    pub fn records(&self, dicts: &Dicts) -> Result<(Vec<Rec>, Vec<EndRef>), String> {
+        let n = usize::try_from(self.meta.n_full).map_err(|_| "too many records")?;
+        if n > 1 << 24 {
+            return Err("too many records".into());
+        }
+        let k = self.col(0)?;
+        let p = self.col(1)?;
+        let f = self.col(2)?;
+        let b = self.col(3)?;
+        if k.len() != n || p.len() != n || f.len() != n || b.len() != n {
+            return Err("column lengths disagree with the record count".into());
+        }
+        let zone = self.col(4)?;
+        let start = self.col(5)?;
+        let dur = self.col(6)?;
+        let ii = self.col(7)?;
+        let ip = self.col(8)?;
+        let oi = self.col(9)?;
+        let op = self.col(10)?;
+        let ri = self.col(11)?;
+        let rp = self.col(12)?;
+        if ip.len() != 2 * n || op.len() != 2 * n || rp.len() != 2 * n {
+            return Err("port columns disagree with the record count".into());
+        }
+        let (mut zc, mut sc, mut dc) = (Cur::new(&zone), Cur::new(&start), Cur::new(&dur));
+        let (mut ic, mut oc, mut rc) = (Cur::new(&ii), Cur::new(&oi), Cur::new(&ri));
+        let port = |col: &[u8], i: usize| u16::from(col[i]) | (u16::from(col[n + i]) << 8);
+        let idx = |c: &mut Cur<'_>, len: usize| -> Result<u32, String> {
+            let v = c.uvarint()?;
+            if v as usize >= len {
+                return Err("dictionary index out of range".into());
+            }
+            Ok(v as u32)
+        };
+        let mut recs = Vec::with_capacity(n);
+        let mut prev = self.meta.min_start;
+        for i in 0..n {
+            let s = prev.wrapping_add(sc.ivarint()?);
+            prev = s;
+            let end = if b[i] & 1 != 0 {
+                Some(s.wrapping_add(dc.uvarint()? as i64))
+            } else {
+                None
+            };
+            let in_port = port(&ip, i);
+            recs.push(Rec {
+                start: s,
+                end,
+                inside: idx(&mut ic, dicts.inside.len())?,
+                outside: idx(&mut oc, dicts.outside.len())?,
+                remote: idx(&mut rc, dicts.remote.len())?,
+                in_port,
+                out_port: port(&op, i).wrapping_add(in_port),
+                rem_port: port(&rp, i),
+                zone: u16::try_from(zc.uvarint()?).map_err(|_| "zone out of range")?,
+                kind: k[i],
+                proto: p[i],
+                flags: f[i],
+                carried: b[i] & 2 != 0,
+            });
+        }
+        let nr = usize::try_from(self.meta.n_ref).map_err(|_| "too many references")?;
+        if nr > 1 << 24 {
+            return Err("too many references".into());
+        }
+        let (o, e, fl) = (self.col(16)?, self.col(17)?, self.col(18)?);
+        if fl.len() != nr {
+            return Err("reference columns disagree with the count".into());
+        }
+        let (mut ocur, mut ecur) = (Cur::new(&o), Cur::new(&e));
+        let boundary = self.meta.first_ordinal + n as u64;
+        let mut refs = Vec::with_capacity(nr);
+        let mut prev_end = self.meta.min_start;
+        for flags in fl.iter().copied() {
+            let ordinal = boundary.wrapping_sub(ocur.uvarint()?);
+            let end = prev_end.wrapping_add(ecur.ivarint()?);
+            prev_end = end;
+            refs.push(EndRef { ordinal, end, flags });
+        }
+        Ok((recs, refs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_round_trip() {
+        let mut b = Vec::new();
+        for v in [0u64, 1, 127, 128, 300, u64::MAX] {
+            put_uvarint(&mut b, v);
+        }
+        for v in [0i64, -1, 1, i64::MIN, i64::MAX] {
+            put_uvarint(&mut b, zigzag(v));
+        }
+        let mut c = Cur::new(&b);
+        for v in [0u64, 1, 127, 128, 300, u64::MAX] {
+            assert_eq!(c.uvarint().expect("varint"), v);
+        }
+        for v in [0i64, -1, 1, i64::MIN, i64::MAX] {
+            assert_eq!(c.ivarint().expect("varint"), v);
+        }
+        assert!(c.u8().is_err());
+    }
+}

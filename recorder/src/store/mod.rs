@@ -1,0 +1,226 @@
+//! The attribution log store: compact, compressed, rotating, tamper-evident segment files.
+//!
+//! A directory holds numbered **segments**. The one being written is `NAME.open`; at rotation it
+//! is rewritten into compact sorted blocks and sealed as `NAME.seg`. `NAME` is
+//! `YYYYMMDDTHHMMSS.mmmZ-SSSSSSSSSS` (creation time UTC, then the 10-digit segment sequence
+//! number), so names sort by time. `retention.log` records the segments retention deleted.
+//!
+//! # Format (version 1, all integers little-endian)
+//!
+//! The full specification, with every field, is `docs/FORMAT.md`; in short:
+//!
+//! ```text
+//! segment  := header frame*            (an .open file; its tail may be torn)
+//!           | header block+ index seal (a sealed file)
+//! header   := "NATRSEG1" u16 version=1 u8 resolution u8 0 u32 0 u64 seq i64 created_ns
+//!             [32] prev_chain u32 crc32(bytes 0..64) u32 0                         (72 bytes)
+//! frame    := u8 type u8[3]=0 u32 len u32 crc32(type, len, payload) payload[len]
+//!             type 1 = block, 2 = seal, 3 = index
+//! seal     := frame of type 2 whose payload is 116 bytes, the last 128 bytes of a sealed file:
+//!             u64 seq u32 blocks u64 records u64 new_records i64 min_time i64 max_time
+//!             u64 index_offset [32] content_sha256 [32] chain
+//!             content_sha256 = SHA-256(file bytes before the seal frame)
+//!             chain          = SHA-256(prev_chain ‖ content_sha256 ‖ seq as u64 LE)
+//! ```
+//!
+//! A **block** holds records column by column (see [`codec`]): per-block dictionaries of inside,
+//! outside and remote addresses, ports as byte planes, start times delta-coded in the segment's
+//! [`Resolution`], durations, each column zstd-compressed. A record is one translation: start,
+//! optional end, endpoints, kind, protocol, zone, flags, and a `carried` bit.
+//!
+//! **Invariants.** Every frame's CRC holds. In a sealed segment, blocks come as *groups*:
+//! checkpoint records first (translations started in an earlier segment and still open when this
+//! one began, `carried` set), then new translations by duration class (under 1 min, under 10 min,
+//! longer or still open), each group sorted by start; every translation of the segment appears
+//! once, merged with its end when that end happened before the seal. A translation open at seal
+//! is carried into the next segment's checkpoint, so a query at any instant of a long flow finds
+//! it in the segment covering that instant, also across a restart (recovery seals the torn
+//! segment and the new one starts with the recovered open translations). `prev_chain` of segment
+//! `n` is the `chain` of segment `n - 1` (zeros for segment 0, or the chain recorded in
+//! `retention.log` for a deleted predecessor).
+//!
+//! The index frame is a cache: it can always be rebuilt by walking the block frames.
+//!
+//! In an `.open` segment, blocks hold events as they came: full records (starts, and ends whose
+//! start is not in the segment) and *end references* (segment ordinal of the full record, end
+//! time, flags). The first block is the checkpoint (block kind 1). Recovery keeps every frame
+//! whose CRC holds and cuts the file after the last one.
+
+pub(crate) mod codec;
+mod reader;
+mod segment;
+mod verify;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+pub use reader::Reader;
+pub use segment::{SegmentInfo, SegmentState, list_segments};
+pub use verify::{Problem, ProblemKind, VerifyReport, verify};
+pub use writer::{Writer, WriterStats};
+
+/// Errors of the attribution store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An I/O operation on a store file failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not a natrec segment or is damaged where it cannot be skipped.
+    #[error("{path}: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    /// A time cannot be stored (outside the range of the resolution's 64-bit counter).
+    #[error("time {0} cannot be represented")]
+    Time(String),
+    /// The options are inconsistent.
+    #[error("invalid store options: {0}")]
+    Options(String),
+}
+
+impl StoreError {
+    pub(crate) fn io(op: &'static str, path: &Path, source: std::io::Error) -> Self {
+        StoreError::Io { op, path: path.to_owned(), source }
+    }
+    pub(crate) fn corrupt(path: &Path, reason: impl Into<String>) -> Self {
+        StoreError::Corrupt { path: path.to_owned(), reason: reason.into() }
+    }
+    /// Whether the error is a full file system (ENOSPC or EDQUOT).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Io { source, .. } => is_disk_full(source),
+            _ => false,
+        }
+    }
+}
+
+pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// The unit in which a segment stores times; coarser units compress better.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Resolution {
+    /// Milliseconds (the default).
+    #[default]
+    Millis,
+    /// Microseconds.
+    Micros,
+    /// Nanoseconds (the kernel's own resolution).
+    Nanos,
+}
+
+impl Resolution {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Resolution::Millis => 0,
+            Resolution::Micros => 1,
+            Resolution::Nanos => 2,
+        }
+    }
+    pub(crate) fn from_code(c: u8) -> Option<Self> {
+        match c {
+            0 => Some(Resolution::Millis),
+            1 => Some(Resolution::Micros),
+            2 => Some(Resolution::Nanos),
+            _ => None,
+        }
+    }
+    fn nanos_per_unit(self) -> i128 {
+        match self {
+            Resolution::Millis => 1_000_000,
+            Resolution::Micros => 1_000,
+            Resolution::Nanos => 1,
+        }
+    }
+    /// A time as a count of units since the Unix epoch (rounded down).
+    pub fn to_units(self, t: Timestamp) -> Result<i64, StoreError> {
+        i64::try_from(t.as_nanosecond().div_euclid(self.nanos_per_unit()))
+            .map_err(|_| StoreError::Time(t.to_string()))
+    }
+    /// A count of units since the Unix epoch as a time.
+    pub fn from_units(self, u: i64) -> Result<Timestamp, StoreError> {
+        Timestamp::from_nanosecond(i128::from(u) * self.nanos_per_unit())
+            .map_err(|_| StoreError::Time(format!("{u} units")))
+    }
+    /// `t` rounded down to this resolution: what the store gives back.
+    pub fn truncate(self, t: Timestamp) -> Result<Timestamp, StoreError> {
+        self.from_units(self.to_units(t)?)
+    }
+    /// A duration in units (rounded down, saturating).
+    pub(crate) fn duration_units(self, d: Duration) -> i64 {
+        i64::try_from(d.as_nanos() / self.nanos_per_unit().unsigned_abs()).unwrap_or(i64::MAX)
+    }
+    /// The setting's name (`ms`, `us`, `ns`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Resolution::Millis => "ms",
+            Resolution::Micros => "us",
+            Resolution::Nanos => "ns",
+        }
+    }
+}
+
+impl std::str::FromStr for Resolution {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ms" | "millis" | "milliseconds" => Ok(Resolution::Millis),
+            "us" | "µs" | "micros" | "microseconds" => Ok(Resolution::Micros),
+            "ns" | "nanos" | "nanoseconds" => Ok(Resolution::Nanos),
+            _ => Err(StoreError::Options(format!(
+                "unknown time resolution {s:?}: expected ms, us or ns"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Resolution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a [`Writer`] writes, rotates and retains segments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriterOptions {
+    /// The segment directory (created if missing).
+    pub dir: PathBuf,
+    /// Seal the active segment when it is this old (default 1 h).
+    pub rotate_age: Duration,
+    /// Seal the active segment when it has this many bytes (default 256 MiB).
+    pub rotate_size: u64,
+    /// Write, flush and fsync buffered events at least this often (default 1 s).
+    pub flush_interval: Duration,
+    /// Delete sealed segments whose last record is older than this many days.
+    pub retain_days: Option<u32>,
+    /// Delete the oldest sealed segments while the sealed segments exceed this many bytes.
+    pub retain_size: Option<u64>,
+    /// The unit of stored times (default milliseconds).
+    pub resolution: Resolution,
+    /// Records per block of a sealed segment (default 65536).
+    pub block_records: usize,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            dir: PathBuf::from("."),
+            rotate_age: Duration::from_secs(3600),
+            rotate_size: 256 << 20,
+            flush_interval: Duration::from_secs(1),
+            retain_days: None,
+            retain_size: None,
+            resolution: Resolution::Millis,
+            block_records: 65536,
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! Reading a segment directory: the [`TranslationSource`] of the query layer.
+//!
+//! A scan walks segments in order. In each it reads only the blocks whose time range (from the
+//! index) touches the filter's and whose address dictionaries contain the filter's addresses,
+//! then compares dictionary indices and ports before building a [`Translation`]. A match still
+//! open at the end of its segment waits for the next segment's checkpoint, which carries it with
+//! its end if it ended there (or again open). The walk stops at the first segment whose new
+//! translations all start after the filter's end once nothing waits.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+
+use super::codec::{BlockView, Dicts, KIND_CHECKPOINT, Rec};
+use super::segment::{self, SegMeta, SegmentInfo};
+use super::writer::to_translation;
+use super::{Resolution, StoreError};
+use crate::model::{FlowKey, Translation};
+use crate::scan::{Damage, EndpointMatch, Filter, ScanReport, TranslationSource};
+
+/// A segment directory opened for queries.
+pub struct Reader {
+    dir: PathBuf,
+    segs: Vec<SegMeta>,
+}
+
+impl Reader {
+    /// Opens `dir`: reads every segment's seal and index (or rebuilds the index of a segment
+    /// whose seal or index is damaged).
+    pub fn open(dir: &Path) -> Result<Reader, StoreError> {
+        let mut segs = Vec::new();
+        for p in segment::segment_files(dir)? {
+            segs.push(segment::load_meta(&p)?);
+        }
+        Ok(Reader { dir: dir.to_owned(), segs })
+    }
+
+    /// The directory read.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The segments, as `natrec segments` lists them.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        self.segs.iter().map(SegmentInfo::from_meta).collect()
+    }
+
+    /// The resolution of the newest segment (what a point query can distinguish).
+    pub fn resolution(&self) -> Resolution {
+        self.segs.last().map(|m| m.resolution).unwrap_or_default()
+    }
+
+    fn coverage(&self) -> Option<(Timestamp, Timestamp)> {
+        let mut out: Option<(Timestamp, Timestamp)> = None;
+        for m in &self.segs {
+            for b in m.blocks.iter().filter(|b| b.meta.n_full > 0 || b.meta.n_ref > 0) {
+                let hi = if b.meta.max_end == i64::MAX { b.meta.max_start } else { b.meta.max_end };
+                let (Ok(lo), Ok(hi)) = (m.resolution.from_units(b.meta.min_start), m.resolution.from_units(hi)) else {
+                    continue;
+                };
+                out = Some(out.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+            }
+        }
+        out
+    }
+}
+
+/// The filter's addresses as indices into one block's dictionaries.
+struct Local {
+    inside: Option<(u32, Option<u16>)>,
+    outside: Option<(u32, Option<u16>)>,
+    remote: Option<(u32, Option<u16>)>,
+}
+
+fn local(m: Option<EndpointMatch>, dict: &[IpAddr]) -> Result<Option<(u32, Option<u16>)>, ()> {
+    match m {
+        None => Ok(None),
+        Some(m) => dict
+            .iter()
+            .position(|a| *a == m.ip)
+            .map(|i| Some((i as u32, m.port)))
+            .ok_or(()),
+    }
+}
+
+impl Local {
+    /// `None` when the block cannot hold a match.
+    fn of(f: &Filter, d: &Dicts) -> Option<Local> {
+        Some(Local {
+            inside: local(f.inside, &d.inside).ok()?,
+            outside: local(f.outside, &d.outside).ok()?,
+            remote: local(f.remote, &d.remote).ok()?,
+        })
+    }
+    fn quick(&self, r: &Rec) -> bool {
+        let ok = |q: Option<(u32, Option<u16>)>, id: u32, port: u16| {
+            q.is_none_or(|(i, p)| i == id && p.is_none_or(|p| p == port))
+        };
+        ok(self.inside, r.inside, r.in_port)
+            && ok(self.outside, r.outside, r.out_port)
+            && ok(self.remote, r.remote, r.rem_port)
+    }
+}
+
+type PKey = (FlowKey, Timestamp);
+
+struct Scan<'a> {
+    filter: &'a Filter,
+    f: &'a mut dyn FnMut(&Translation),
+    report: ScanReport,
+    pending: HashMap<PKey, Translation>,
+}
+
+impl Scan<'_> {
+    /// One record: `carried` records resolve waiting ones; `fresh` says whether a record not
+    /// waiting may be considered (its block was read for the filter, not only to resolve).
+    fn record(&mut self, t: Translation, carried: bool, fresh: bool, prev: &mut HashMap<PKey, Translation>) {
+        let pk = (t.key(), t.start);
+        let resolves = carried && prev.remove(&pk).is_some();
+        if !resolves && !fresh {
+            return;
+        }
+        if t.end.is_some() {
+            if self.filter.matches(&t) {
+                (self.f)(&t);
+            }
+        } else if self.filter.matches(&t) {
+            self.pending.insert(pk, t);
+        }
+    }
+    fn damage(&mut self, path: &Path, block: Option<u64>, reason: String) {
+        self.report.damage.push(Damage { segment: path.to_owned(), block, reason });
+    }
+}
+
+impl TranslationSource for Reader {
+    type Error = StoreError;
+
+    fn scan(&self, filter: &Filter, f: &mut dyn FnMut(&Translation)) -> Result<ScanReport, StoreError> {
+        let mut s = Scan {
+            filter,
+            f,
+            report: ScanReport { segments_total: self.segs.len(), coverage: self.coverage(), ..ScanReport::default() },
+            pending: HashMap::new(),
+        };
+        for m in &self.segs {
+            for (block, reason) in &m.damage {
+                if !reason.starts_with("torn tail") {
+                    s.damage(&m.path, *block, reason.clone());
+                }
+            }
+            let res = m.resolution;
+            let from_u = res.to_units(filter.from).unwrap_or(i64::MIN);
+            let to_u = res.to_units(filter.to).unwrap_or(i64::MAX);
+            let mut prev = std::mem::take(&mut s.pending);
+            if !m.sealed {
+                scan_open(m, &mut s, &mut prev)?;
+            } else {
+                let new_min = m
+                    .blocks
+                    .iter()
+                    .filter(|b| b.meta.kind != KIND_CHECKPOINT && b.meta.n_full > 0)
+                    .map(|b| b.meta.min_start)
+                    .min()
+                    .unwrap_or(i64::MAX);
+                let past = new_min > to_u;
+                if past && prev.is_empty() {
+                    // Everything later starts after the filter's end and nothing waits.
+                    s.pending = prev;
+                    break;
+                }
+                scan_sealed(m, &mut s, &mut prev, from_u, to_u, past)?;
+            }
+            // Waiting translations absent from this segment's checkpoint ended before it
+            // began, at a time that was not recorded.
+            for (_, t) in prev.drain() {
+                (s.f)(&t);
+            }
+        }
+        for (_, t) in s.pending.drain() {
+            (s.f)(&t);
+        }
+        Ok(s.report)
+    }
+}
+
+fn scan_sealed(
+    m: &SegMeta,
+    s: &mut Scan<'_>,
+    prev: &mut HashMap<PKey, Translation>,
+    from_u: i64,
+    to_u: i64,
+    past: bool,
+) -> Result<(), StoreError> {
+    let mut file: Option<File> = None;
+    let mut opened = false;
+    for (i, b) in m.blocks.iter().enumerate() {
+        let overlaps = !past && b.meta.min_start <= to_u && b.meta.max_end >= from_u;
+        let resolve = b.meta.kind == KIND_CHECKPOINT && !prev.is_empty();
+        if !overlaps && !resolve {
+            s.report.blocks_skipped += 1;
+            continue;
+        }
+        let file = match &file {
+            Some(f) => f,
+            None => {
+                let f = File::open(&m.path).map_err(|e| StoreError::io("opening", &m.path, e))?;
+                file.insert(f)
+            }
+        };
+        if !opened {
+            s.report.segments_opened += 1;
+            opened = true;
+        }
+        let payload = match segment::read_block(file, &m.path, b) {
+            Ok(p) => p,
+            Err(e) => {
+                s.damage(&m.path, Some(i as u64), e);
+                continue;
+            }
+        };
+        let decoded = (|| {
+            let v = BlockView::parse(&payload)?;
+            let d = v.dicts()?;
+            let Some(q) = Local::of(s.filter, &d) else {
+                return Ok(None);
+            };
+            let (recs, _) = v.records(&d)?;
+            Ok::<_, String>(Some((d, q, recs)))
+        })();
+        let (d, q, recs) = match decoded {
+            Ok(Some(x)) => x,
+            Ok(None) => {
+                s.report.blocks_skipped += 1;
+                continue;
+            }
+            Err(e) => {
+                s.damage(&m.path, Some(i as u64), e);
+                continue;
+            }
+        };
+        s.report.blocks_read += 1;
+        s.report.translations_scanned += recs.len() as u64;
+        let proto = s.filter.proto.map(|p| p.0);
+        for r in &recs {
+            if !q.quick(r) || proto.is_some_and(|p| p != r.proto) {
+                continue;
+            }
+            if !r.carried && (r.start > to_u || r.end.is_some_and(|e| e < from_u)) {
+                // Cannot match (a carried record may still end a waiting one).
+                continue;
+            }
+            let t = block_translation(r, &d, m.resolution).map_err(|e| StoreError::corrupt(&m.path, e.to_string()))?;
+            s.record(t, r.carried, overlaps, prev);
+        }
+    }
+    Ok(())
+}
+
+fn block_translation(r: &Rec, d: &Dicts, res: Resolution) -> Result<Translation, StoreError> {
+    let mut t = to_translation(&Rec { inside: 0, outside: 0, remote: 0, ..*r }, &[IpAddr::from([0u8; 4])], res)?;
+    let get = |v: &[IpAddr], i: u32| v.get(i as usize).copied().ok_or_else(|| StoreError::Time("address index".into()));
+    t.inside.set_ip(get(&d.inside, r.inside)?);
+    t.outside.set_ip(get(&d.outside, r.outside)?);
+    t.remote.set_ip(get(&d.remote, r.remote)?);
+    Ok(t)
+}
+
+fn scan_open(m: &SegMeta, s: &mut Scan<'_>, prev: &mut HashMap<PKey, Translation>) -> Result<(), StoreError> {
+    let rec = match segment::recover_open(&m.path) {
+        Ok(r) => r,
+        Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            // Sealed since the reader opened: read the sealed file.
+            let sealed = segment::load_meta(&m.path.with_extension("seg"))?;
+            let res = sealed.resolution;
+            let from_u = res.to_units(s.filter.from).unwrap_or(i64::MIN);
+            let to_u = res.to_units(s.filter.to).unwrap_or(i64::MAX);
+            return scan_sealed(&sealed, s, prev, from_u, to_u, false);
+        }
+        Err(e) => {
+            s.damage(&m.path, None, e.to_string());
+            return Ok(());
+        }
+    };
+    s.report.segments_opened += 1;
+    s.report.blocks_read += m.blocks.len() as u64;
+    s.report.translations_scanned += rec.recs.len() as u64;
+    for b in rec.bad_blocks {
+        s.damage(&m.path, None, b);
+    }
+    for r in &rec.recs {
+        let t = to_translation(r, &rec.addrs.addrs, rec.header.resolution)?;
+        s.record(t, r.carried, true, prev);
+    }
+    Ok(())
+}

@@ -1,0 +1,769 @@
+//! Segment files: header, frames, seal, index, sealing an `.open` file, listing.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use sha2::{Digest, Sha256};
+
+use super::codec::{
+    self, BlockView, CLASS_CARRIED, Cur, EndRef, Interner, KIND_CHECKPOINT, KIND_SEALED, Rec,
+    put_uvarint,
+};
+use super::{Resolution, StoreError};
+
+pub(crate) const MAGIC: &[u8; 8] = b"NATRSEG1";
+pub(crate) const VERSION: u16 = 1;
+pub(crate) const HEADER_LEN: usize = 72;
+pub(crate) const FRAME_HEADER: usize = 12;
+pub(crate) const SEAL_PAYLOAD: usize = 120;
+pub(crate) const SEAL_FRAME: usize = FRAME_HEADER + SEAL_PAYLOAD;
+pub(crate) const T_BLOCK: u8 = 1;
+pub(crate) const T_SEAL: u8 = 2;
+pub(crate) const T_INDEX: u8 = 3;
+/// Largest frame payload accepted when reading.
+const MAX_FRAME: usize = 1 << 30;
+/// zstd level of sealed blocks.
+pub(crate) const SEALED_LEVEL: i32 = 9;
+/// Duration class limits (in seconds): under 1 min, under 10 min, longer or open.
+const CLASS_LIMITS_S: [i64; 2] = [60, 600];
+
+/// The fixed header of a segment file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub resolution: Resolution,
+    pub seq: u64,
+    pub created_ns: i64,
+    pub prev_chain: [u8; 32],
+}
+
+impl Header {
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[0..8].copy_from_slice(MAGIC);
+        b[8..10].copy_from_slice(&VERSION.to_le_bytes());
+        b[10] = self.resolution.code();
+        b[16..24].copy_from_slice(&self.seq.to_le_bytes());
+        b[24..32].copy_from_slice(&self.created_ns.to_le_bytes());
+        b[32..64].copy_from_slice(&self.prev_chain);
+        let crc = crc32fast::hash(&b[0..64]);
+        b[64..68].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+    pub fn decode(b: &[u8]) -> Result<Header, String> {
+        if b.len() < HEADER_LEN {
+            return Err("shorter than a segment header".into());
+        }
+        if &b[0..8] != MAGIC {
+            return Err("not a natrec segment (bad magic)".into());
+        }
+        if crc32fast::hash(&b[0..64]).to_le_bytes() != b[64..68] {
+            return Err("header checksum mismatch".into());
+        }
+        let version = u16::from_le_bytes([b[8], b[9]]);
+        if version != VERSION {
+            return Err(format!("unsupported segment version {version}"));
+        }
+        let resolution = Resolution::from_code(b[10]).ok_or("unknown time resolution")?;
+        let mut prev_chain = [0u8; 32];
+        prev_chain.copy_from_slice(&b[32..64]);
+        Ok(Header {
+            resolution,
+            seq: u64::from_le_bytes(b[16..24].try_into().map_err(|_| "header")?),
+            created_ns: i64::from_le_bytes(b[24..32].try_into().map_err(|_| "header")?),
+            prev_chain,
+        })
+    }
+}
+
+/// The seal: the last frame of a sealed segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Seal {
+    pub seq: u64,
+    pub blocks: u32,
+    pub records: u64,
+    pub new_records: u64,
+    pub min_time: i64,
+    pub max_time: i64,
+    pub index_offset: u64,
+    pub content_sha: [u8; 32],
+    pub chain: [u8; 32],
+    pub resolution: Resolution,
+}
+
+impl Seal {
+    fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(SEAL_PAYLOAD);
+        b.extend_from_slice(&self.seq.to_le_bytes());
+        b.extend_from_slice(&self.blocks.to_le_bytes());
+        b.extend_from_slice(&self.records.to_le_bytes());
+        b.extend_from_slice(&self.new_records.to_le_bytes());
+        b.extend_from_slice(&self.min_time.to_le_bytes());
+        b.extend_from_slice(&self.max_time.to_le_bytes());
+        b.extend_from_slice(&self.index_offset.to_le_bytes());
+        b.extend_from_slice(&self.content_sha);
+        b.extend_from_slice(&self.chain);
+        b.extend_from_slice(&[self.resolution.code(), 0, 0, 0]);
+        b
+    }
+    pub fn decode(p: &[u8]) -> Result<Seal, String> {
+        if p.len() != SEAL_PAYLOAD {
+            return Err("seal has the wrong length".into());
+        }
+        let u64_at = |o: usize| u64::from_le_bytes(p[o..o + 8].try_into().unwrap_or([0; 8]));
+        let mut content_sha = [0u8; 32];
+        content_sha.copy_from_slice(&p[52..84]);
+        let mut chain = [0u8; 32];
+        chain.copy_from_slice(&p[84..116]);
+        Ok(Seal {
+            seq: u64_at(0),
+            blocks: u32::from_le_bytes(p[8..12].try_into().unwrap_or([0; 4])),
+            records: u64_at(12),
+            new_records: u64_at(20),
+            min_time: u64_at(28) as i64,
+            max_time: u64_at(36) as i64,
+            index_offset: u64_at(44),
+            content_sha,
+            chain,
+            resolution: Resolution::from_code(p[116]).ok_or("unknown time resolution")?,
+        })
+    }
+}
+
+/// `chain = SHA-256(prev_chain ‖ content_sha ‖ seq)`.
+pub(crate) fn chain_hash(prev: &[u8; 32], content_sha: &[u8; 32], seq: u64) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(prev);
+    h.update(content_sha);
+    h.update(seq.to_le_bytes());
+    h.finalize().into()
+}
+
+pub(crate) fn frame_bytes(out: &mut Vec<u8>, ty: u8, payload: &[u8]) {
+    let len = payload.len() as u32;
+    let mut h = crc32fast::Hasher::new();
+    h.update(&[ty]);
+    h.update(&len.to_le_bytes());
+    h.update(payload);
+    out.extend_from_slice(&[ty, 0, 0, 0]);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&h.finalize().to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// A frame found in a file.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FrameRef {
+    pub ty: u8,
+    pub offset: usize,
+    pub len: usize,
+}
+
+impl FrameRef {
+    pub fn payload<'a>(&self, data: &'a [u8]) -> &'a [u8] {
+        &data[self.offset + FRAME_HEADER..self.offset + FRAME_HEADER + self.len]
+    }
+    pub fn end(&self) -> usize {
+        self.offset + FRAME_HEADER + self.len
+    }
+}
+
+/// Checks the frame at `off`: `Ok(frame)`, or why not.
+pub(crate) fn frame_at(data: &[u8], off: usize) -> Result<FrameRef, String> {
+    let h = data.get(off..off + FRAME_HEADER).ok_or("truncated frame header")?;
+    let ty = h[0];
+    let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
+    let crc = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
+    if !(T_BLOCK..=T_INDEX).contains(&ty) || h[1..4] != [0, 0, 0] {
+        return Err(format!("bad frame header at byte {off}"));
+    }
+    if len > MAX_FRAME {
+        return Err(format!("frame at byte {off} claims {len} bytes"));
+    }
+    let payload = data
+        .get(off + FRAME_HEADER..off + FRAME_HEADER + len)
+        .ok_or_else(|| format!("frame at byte {off} truncated"))?;
+    let mut hs = crc32fast::Hasher::new();
+    hs.update(&[ty]);
+    hs.update(&(len as u32).to_le_bytes());
+    hs.update(payload);
+    if hs.finalize() != crc {
+        return Err(format!("frame at byte {off}: checksum mismatch"));
+    }
+    Ok(FrameRef { ty, offset: off, len })
+}
+
+/// The result of walking a file's frames.
+pub(crate) struct Walk {
+    pub frames: Vec<FrameRef>,
+    /// Damaged regions: byte offset and reason.
+    pub damage: Vec<(usize, String)>,
+    /// End of the last good frame before the first damage (the recovery cut point).
+    pub clean_end: usize,
+}
+
+/// Walks frames from the header on; after damage, resynchronizes on the next frame whose
+/// checksum holds.
+pub(crate) fn walk(data: &[u8]) -> Walk {
+    let mut w = Walk { frames: Vec::new(), damage: Vec::new(), clean_end: HEADER_LEN.min(data.len()) };
+    let mut off = HEADER_LEN;
+    while off < data.len() {
+        match frame_at(data, off) {
+            Ok(f) => {
+                if w.damage.is_empty() {
+                    w.clean_end = f.end();
+                }
+                off = f.end();
+                w.frames.push(f);
+            }
+            Err(reason) => {
+                w.damage.push((off, reason));
+                // Try the declared length first, then every later byte.
+                let mut next = None;
+                if let Some(h) = data.get(off + 4..off + 8) {
+                    let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+                    let cand = off + FRAME_HEADER + len;
+                    if len <= MAX_FRAME && frame_at(data, cand).is_ok() {
+                        next = Some(cand);
+                    }
+                }
+                if next.is_none() {
+                    next = (off + 1..data.len().saturating_sub(FRAME_HEADER - 1))
+                        .find(|&p| data[p] <= T_INDEX && data[p] >= T_BLOCK && frame_at(data, p).is_ok());
+                }
+                match next {
+                    Some(n) => off = n,
+                    None => break,
+                }
+            }
+        }
+    }
+    w
+}
+
+/// One block of a segment, as the index lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BlockEntry {
+    pub offset: u64,
+    /// Frame length including its header.
+    pub len: u64,
+    pub meta: codec::BlockMeta,
+}
+
+fn encode_index(blocks: &[BlockEntry]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(blocks.len() * 32 + 4);
+    put_uvarint(&mut b, blocks.len() as u64);
+    let zz = |v: i64| ((v << 1) ^ (v >> 63)) as u64;
+    for e in blocks {
+        put_uvarint(&mut b, e.offset);
+        put_uvarint(&mut b, e.len);
+        b.push(e.meta.kind);
+        b.push(e.meta.class);
+        put_uvarint(&mut b, e.meta.n_full);
+        put_uvarint(&mut b, e.meta.n_ref);
+        put_uvarint(&mut b, e.meta.first_ordinal);
+        put_uvarint(&mut b, zz(e.meta.min_start));
+        put_uvarint(&mut b, zz(e.meta.max_start));
+        put_uvarint(&mut b, zz(e.meta.max_end));
+    }
+    b
+}
+
+fn decode_index(p: &[u8]) -> Result<Vec<BlockEntry>, String> {
+    let mut c = Cur::new(p);
+    let n = c.uvarint()?;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let offset = c.uvarint()?;
+        let len = c.uvarint()?;
+        let kind = c.u8()?;
+        let class = c.u8()?;
+        let n_full = c.uvarint()?;
+        let n_ref = c.uvarint()?;
+        let first_ordinal = c.uvarint()?;
+        let min_start = c.ivarint()?;
+        let max_start = c.ivarint()?;
+        let max_end = c.ivarint()?;
+        out.push(BlockEntry {
+            offset,
+            len,
+            meta: codec::BlockMeta { kind, class, n_full, n_ref, first_ordinal, min_start, max_start, max_end },
+        });
+    }
+    if !c.rest().is_empty() {
+        return Err("trailing bytes in index".into());
+    }
+    Ok(out)
+}
+
+/// What is known about one segment file without reading its blocks.
+#[derive(Clone, Debug)]
+pub(crate) struct SegMeta {
+    pub path: PathBuf,
+    pub sealed: bool,
+    pub header: Option<Header>,
+    pub seal: Option<Seal>,
+    pub resolution: Resolution,
+    pub blocks: Vec<BlockEntry>,
+    /// Damage found while loading: block number (if known) and reason.
+    pub damage: Vec<(Option<u64>, String)>,
+    pub bytes: u64,
+}
+
+/// Loads a segment's metadata: from the seal and index of a sealed file when they hold,
+/// otherwise by walking every frame (the index is a cache).
+pub(crate) fn load_meta(path: &Path) -> Result<SegMeta, StoreError> {
+    let sealed = path.extension().is_some_and(|e| e == "seg");
+    let file = File::open(path).map_err(|e| StoreError::io("opening", path, e))?;
+    let bytes = file.metadata().map_err(|e| StoreError::io("reading metadata of", path, e))?.len();
+    if sealed && bytes as usize >= HEADER_LEN + SEAL_FRAME {
+        if let Ok(m) = load_fast(&file, path, bytes) {
+            return Ok(m);
+        }
+    }
+    let data = fs::read(path).map_err(|e| StoreError::io("reading", path, e))?;
+    Ok(meta_from_bytes(path, &data, sealed))
+}
+
+fn load_fast(file: &File, path: &Path, bytes: u64) -> Result<SegMeta, String> {
+    let mut head = [0u8; HEADER_LEN];
+    file.read_exact_at(&mut head, 0).map_err(|e| e.to_string())?;
+    let header = Header::decode(&head)?;
+    let mut tail = vec![0u8; SEAL_FRAME];
+    let seal_off = bytes - SEAL_FRAME as u64;
+    file.read_exact_at(&mut tail, seal_off).map_err(|e| e.to_string())?;
+    let f = frame_at(&tail, 0)?;
+    if f.ty != T_SEAL {
+        return Err("no seal".into());
+    }
+    let seal = Seal::decode(f.payload(&tail))?;
+    if seal.index_offset >= seal_off || seal.index_offset < HEADER_LEN as u64 {
+        return Err("index offset out of range".into());
+    }
+    let mut idx = vec![0u8; (seal_off - seal.index_offset) as usize];
+    file.read_exact_at(&mut idx, seal.index_offset).map_err(|e| e.to_string())?;
+    let f = frame_at(&idx, 0)?;
+    if f.ty != T_INDEX || f.end() != idx.len() {
+        return Err("no index".into());
+    }
+    let blocks = decode_index(f.payload(&idx))?;
+    if blocks.len() != seal.blocks as usize || blocks.iter().any(|b| b.offset + b.len > seal.index_offset) {
+        return Err("index disagrees with the seal".into());
+    }
+    Ok(SegMeta {
+        path: path.to_owned(),
+        sealed: true,
+        header: Some(header),
+        resolution: header.resolution,
+        seal: Some(seal),
+        blocks,
+        damage: Vec::new(),
+        bytes,
+    })
+}
+
+/// Metadata by walking every frame of `data`.
+pub(crate) fn meta_from_bytes(path: &Path, data: &[u8], sealed: bool) -> SegMeta {
+    let mut damage = Vec::new();
+    let header = match Header::decode(data) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            damage.push((None, e));
+            None
+        }
+    };
+    let w = walk(data);
+    let mut seal = None;
+    let mut blocks = Vec::new();
+    // Block numbers of damaged regions: the number the next good block would have.
+    let mut dmg = w.damage.iter().peekable();
+    for f in &w.frames {
+        while let Some((off, reason)) = dmg.next_if(|(o, _)| *o < f.offset) {
+            damage.push((Some(blocks.len() as u64), format!("{reason} (byte {off})")));
+        }
+        match f.ty {
+            T_BLOCK => match BlockView::parse(f.payload(data)) {
+                Ok(v) => blocks.push(BlockEntry { offset: f.offset as u64, len: (f.len + FRAME_HEADER) as u64, meta: v.meta }),
+                Err(e) => damage.push((Some(blocks.len() as u64), e)),
+            },
+            T_SEAL => match Seal::decode(f.payload(data)) {
+                Ok(s) => seal = Some(s),
+                Err(e) => damage.push((None, format!("seal: {e}"))),
+            },
+            _ => {}
+        }
+    }
+    for (off, reason) in dmg {
+        if sealed || off < &w.clean_end {
+            damage.push((Some(blocks.len() as u64), format!("{reason} (byte {off})")));
+        } else if !sealed {
+            damage.push((None, format!("torn tail at byte {off}: {reason}")));
+        }
+    }
+    if sealed && seal.is_none() {
+        damage.push((None, "no valid seal".into()));
+    }
+    let resolution = header
+        .map(|h| h.resolution)
+        .or(seal.map(|s| s.resolution))
+        .unwrap_or_default();
+    SegMeta {
+        path: path.to_owned(),
+        sealed,
+        header,
+        seal,
+        resolution,
+        blocks,
+        damage,
+        bytes: data.len() as u64,
+    }
+}
+
+/// Reads and decodes one block of a segment: records with addresses resolved.
+pub(crate) fn read_block(file: &File, path: &Path, e: &BlockEntry) -> Result<Vec<u8>, String> {
+    let len = usize::try_from(e.len).map_err(|_| "block too large")?;
+    if len > MAX_FRAME + FRAME_HEADER {
+        return Err("block too large".into());
+    }
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, e.offset).map_err(|err| format!("reading {}: {err}", path.display()))?;
+    let f = frame_at(&buf, 0)?;
+    if f.ty != T_BLOCK || f.end() != len {
+        return Err("not a block frame".into());
+    }
+    buf.drain(..FRAME_HEADER);
+    Ok(buf)
+}
+
+/// The records of an `.open` file's good prefix, merged (end references applied).
+pub(crate) struct Recovered {
+    pub header: Header,
+    pub recs: Vec<Rec>,
+    pub addrs: Interner,
+    /// End of the good prefix.
+    pub clean_end: usize,
+    /// Frames beyond the good prefix (torn or damaged) were dropped.
+    pub dropped_bytes: usize,
+    /// Blocks that could not be decoded (skipped).
+    pub bad_blocks: Vec<String>,
+}
+
+/// Reads an `.open` segment: every block up to the first damage, merged.
+pub(crate) fn recover_open(path: &Path) -> Result<Recovered, StoreError> {
+    let data = fs::read(path).map_err(|e| StoreError::io("reading", path, e))?;
+    let header = Header::decode(&data).map_err(|e| StoreError::corrupt(path, e))?;
+    let w = walk(&data);
+    let mut addrs = Interner::default();
+    let mut recs: Vec<Rec> = Vec::new();
+    let mut bad_blocks = Vec::new();
+    for f in w.frames.iter().filter(|f| f.end() <= w.clean_end && f.ty == T_BLOCK) {
+        let res = (|| {
+            let v = BlockView::parse(f.payload(&data))?;
+            let d = v.dicts()?;
+            let (rs, refs) = v.records(&d)?;
+            if v.meta.first_ordinal != recs.len() as u64 {
+                return Err(format!(
+                    "block starts at ordinal {}, expected {}",
+                    v.meta.first_ordinal,
+                    recs.len()
+                ));
+            }
+            Ok::<_, String>((d, rs, refs))
+        })();
+        match res {
+            Ok((d, rs, refs)) => {
+                for mut r in rs {
+                    r.inside = addrs.id(d.inside[r.inside as usize]);
+                    r.outside = addrs.id(d.outside[r.outside as usize]);
+                    r.remote = addrs.id(d.remote[r.remote as usize]);
+                    recs.push(r);
+                }
+                apply_refs(&mut recs, &refs);
+            }
+            Err(e) => {
+                // An undecodable block with a valid checksum: the prefix ends here.
+                bad_blocks.push(format!("block at byte {}: {e}", f.offset));
+                break;
+            }
+        }
+    }
+    Ok(Recovered {
+        header,
+        recs,
+        addrs,
+        clean_end: w.clean_end,
+        dropped_bytes: data.len() - w.clean_end,
+        bad_blocks,
+    })
+}
+
+pub(crate) fn apply_refs(recs: &mut [Rec], refs: &[EndRef]) {
+    for r in refs {
+        if let Some(rec) = recs.get_mut(r.ordinal as usize) {
+            rec.end = Some(r.end);
+            rec.flags |= r.flags;
+        }
+    }
+}
+
+/// The duration class of a new record.
+fn class_of(r: &Rec, res: Resolution) -> u8 {
+    let Some(e) = r.end else { return 2 };
+    let d = e.saturating_sub(r.start);
+    for (i, lim) in CLASS_LIMITS_S.iter().enumerate() {
+        if d < res.duration_units(std::time::Duration::from_secs(*lim as u64)) {
+            return i as u8;
+        }
+    }
+    2
+}
+
+/// A writer that hashes what it writes.
+struct HashingWriter<W: Write> {
+    inner: W,
+    sha: Sha256,
+    written: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The outcome of sealing.
+#[derive(Clone, Debug)]
+pub(crate) struct Sealed {
+    pub path: PathBuf,
+    pub chain: [u8; 32],
+}
+
+/// Writes a sealed segment from merged records: groups by duration class, sorted by start,
+/// blocks of `block_records`, index, seal. Writes `final_path` + `.tmp`, fsyncs, renames.
+pub(crate) fn write_sealed(
+    final_path: &Path,
+    header: &Header,
+    recs: &mut [Rec],
+    addrs: &[std::net::IpAddr],
+    block_records: usize,
+) -> Result<Sealed, StoreError> {
+    let tmp = final_path.with_extension("seg.tmp");
+    let res = write_sealed_tmp(&tmp, header, recs, addrs, block_records);
+    let chain = match res {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    fs::rename(&tmp, final_path).map_err(|e| StoreError::io("renaming", &tmp, e))?;
+    if let Some(dir) = final_path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(Sealed { path: final_path.to_owned(), chain })
+}
+
+fn write_sealed_tmp(
+    tmp: &Path,
+    header: &Header,
+    recs: &mut [Rec],
+    addrs: &[std::net::IpAddr],
+    block_records: usize,
+) -> Result<[u8; 32], StoreError> {
+    let res = header.resolution;
+    let io = |op| move |e| StoreError::io(op, tmp, e);
+    let file = OpenOptions::new().write(true).create(true).truncate(true).open(tmp).map_err(io("creating"))?;
+    let mut w = HashingWriter { inner: BufWriter::with_capacity(1 << 20, file), sha: Sha256::new(), written: 0 };
+    w.write_all(&header.encode()).map_err(io("writing"))?;
+    recs.sort_unstable_by_key(|r| {
+        let group = if r.carried { 0 } else { 1 + class_of(r, res) };
+        (group, r.start)
+    });
+    let mut index = Vec::new();
+    let mut payload = Vec::new();
+    let mut frame = Vec::new();
+    let mut i = 0;
+    let block_records = block_records.max(1);
+    while i < recs.len() {
+        let group = |r: &Rec| if r.carried { CLASS_CARRIED } else { class_of(r, res) };
+        let g = group(&recs[i]);
+        let mut j = i;
+        while j < recs.len() && j - i < block_records && group(&recs[j]) == g {
+            j += 1;
+        }
+        payload.clear();
+        let kind = if g == CLASS_CARRIED { KIND_CHECKPOINT } else { KIND_SEALED };
+        let meta = codec::encode_block(kind, g, 0, &recs[i..j], &[], addrs, SEALED_LEVEL, &mut payload)
+            .map_err(io("compressing"))?;
+        frame.clear();
+        frame_bytes(&mut frame, T_BLOCK, &payload);
+        index.push(BlockEntry { offset: w.written, len: frame.len() as u64, meta });
+        w.write_all(&frame).map_err(io("writing"))?;
+        i = j;
+    }
+    let index_offset = w.written;
+    frame.clear();
+    frame_bytes(&mut frame, T_INDEX, &encode_index(&index));
+    w.write_all(&frame).map_err(io("writing"))?;
+    let content_sha: [u8; 32] = w.sha.clone().finalize().into();
+    let chain = chain_hash(&header.prev_chain, &content_sha, header.seq);
+    let new: Vec<&Rec> = recs.iter().filter(|r| !r.carried).collect();
+    let seal = Seal {
+        seq: header.seq,
+        blocks: index.len() as u32,
+        records: recs.len() as u64,
+        new_records: new.len() as u64,
+        min_time: new.iter().map(|r| r.start).min().unwrap_or(0),
+        max_time: recs.iter().map(|r| r.end.unwrap_or(r.start)).max().unwrap_or(0),
+        index_offset,
+        content_sha,
+        chain,
+        resolution: res,
+    };
+    frame.clear();
+    frame_bytes(&mut frame, T_SEAL, &seal.encode());
+    w.write_all(&frame).map_err(io("writing"))?;
+    let file = w.inner.into_inner().map_err(|e| StoreError::io("writing", tmp, e.into_error()))?;
+    file.sync_all().map_err(io("syncing"))?;
+    Ok(chain)
+}
+
+/// fsyncs a directory so renames and creations in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io("syncing directory", dir, e))
+}
+
+/// A segment's file name (without extension): creation time, then sequence number.
+pub(crate) fn segment_stem(created_ns: i64, seq: u64) -> String {
+    let t = Timestamp::from_nanosecond(i128::from(created_ns)).unwrap_or(Timestamp::UNIX_EPOCH);
+    let ms = created_ns.rem_euclid(1_000_000_000) / 1_000_000;
+    format!("{}.{ms:03}Z-{seq:010}", t.strftime("%Y%m%dT%H%M%S"))
+}
+
+/// The sequence number in a segment file name.
+pub(crate) fn seq_of_name(path: &Path) -> Option<u64> {
+    let stem = path.file_name()?.to_str()?.split('.').take(2).collect::<Vec<_>>().join(".");
+    stem.rsplit('-').next()?.parse().ok()
+}
+
+/// The segment files of `dir` (sealed and open), in sequence order.
+pub(crate) fn segment_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    let rd = fs::read_dir(dir).map_err(|e| StoreError::io("listing", dir, e))?;
+    let mut out = Vec::new();
+    for ent in rd {
+        let ent = ent.map_err(|e| StoreError::io("listing", dir, e))?;
+        let p = ent.path();
+        let ext = p.extension().and_then(|e| e.to_str());
+        if matches!(ext, Some("seg") | Some("open")) && seq_of_name(&p).is_some() {
+            out.push(p);
+        }
+    }
+    out.sort_by_key(|p| (seq_of_name(p), p.extension().is_some_and(|e| e == "open")));
+    Ok(out)
+}
+
+/// The state of a segment file.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SegmentState {
+    /// Sealed, seal and index readable.
+    Sealed,
+    /// Being written (or left by a crash: the next `natrec record` recovers it).
+    Open,
+    /// Some part cannot be read; `natrec verify` says which.
+    Damaged,
+}
+
+/// One line of `natrec segments`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SegmentInfo {
+    pub path: PathBuf,
+    pub seq: u64,
+    pub state: SegmentState,
+    /// Earliest start of a translation that began in this segment.
+    pub first: Option<Timestamp>,
+    /// Latest start or end written.
+    pub last: Option<Timestamp>,
+    /// Translations that began in this segment (for an open segment: full records so far).
+    pub records: u64,
+    /// Translations carried over from the previous segment (checkpoint).
+    pub carried: u64,
+    pub blocks: u64,
+    pub bytes: u64,
+    pub resolution: Resolution,
+}
+
+impl serde::Serialize for Resolution {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl SegmentInfo {
+    /// File bytes per translation that began in the segment.
+    pub fn bytes_per_record(&self) -> Option<f64> {
+        (self.records > 0).then(|| self.bytes as f64 / self.records as f64)
+    }
+}
+
+impl SegmentInfo {
+    pub(crate) fn from_meta(m: &SegMeta) -> SegmentInfo {
+        let res = m.resolution;
+        let ts = |u: i64| res.from_units(u).ok();
+        let carried: u64 = m.blocks.iter().filter(|b| b.meta.kind == KIND_CHECKPOINT).map(|b| b.meta.n_full).sum();
+        let total: u64 = m.blocks.iter().map(|b| b.meta.n_full).sum();
+        let new = m.blocks.iter().filter(|b| b.meta.kind != KIND_CHECKPOINT);
+        let (first, last) = match m.seal {
+            Some(s) if m.damage.is_empty() => (
+                (s.new_records > 0).then(|| ts(s.min_time)).flatten(),
+                (s.records > 0).then(|| ts(s.max_time)).flatten(),
+            ),
+            _ => (
+                new.clone().filter(|b| b.meta.n_full > 0).map(|b| b.meta.min_start).min().and_then(ts),
+                m.blocks
+                    .iter()
+                    .map(|b| if b.meta.max_end == i64::MAX { b.meta.max_start } else { b.meta.max_end })
+                    .max()
+                    .and_then(ts),
+            ),
+        };
+        SegmentInfo {
+            path: m.path.clone(),
+            seq: m.header.map(|h| h.seq).or(m.seal.map(|s| s.seq)).or(seq_of_name(&m.path)).unwrap_or(0),
+            state: if !m.damage.iter().all(|(_, r)| r.starts_with("torn tail")) {
+                SegmentState::Damaged
+            } else if m.sealed {
+                SegmentState::Sealed
+            } else {
+                SegmentState::Open
+            },
+            first,
+            last,
+            records: total - carried,
+            carried,
+            blocks: m.blocks.len() as u64,
+            bytes: m.bytes,
+            resolution: res,
+        }
+    }
+}
+
+/// Lists the segments of `dir` in order.
+pub fn list_segments(dir: &Path) -> Result<Vec<SegmentInfo>, StoreError> {
+    let mut out = Vec::new();
+    for p in segment_files(dir)? {
+        let m = load_meta(&p)?;
+        out.push(SegmentInfo::from_meta(&m));
+    }
+    Ok(out)
+}

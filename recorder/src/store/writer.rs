@@ -1,0 +1,658 @@
+//! The segment writer: buffering, flushing, rotation, recovery, retention.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+
+use super::codec::{self, EndRef, Interner, KIND_CHECKPOINT, KIND_LIVE, Rec};
+use super::segment::{self, Header, T_BLOCK};
+use super::{Resolution, StoreError, WriterOptions};
+use crate::model::{Flags, FlowEvent, Proto, Translation};
+
+/// zstd level of live blocks (rewritten at seal).
+const LIVE_LEVEL: i32 = 1;
+/// How long to wait before retrying a rotation or segment creation that failed.
+const RETRY_SECS: i64 = 10;
+/// How often retention runs between rotations.
+const RETENTION_EVERY_SECS: i64 = 60;
+/// The name of the retention log in a store directory.
+pub(crate) const RETENTION_LOG: &str = "retention.log";
+
+/// Counters of a [`Writer`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WriterStats {
+    /// Events given to [`Writer::append`].
+    pub appended: u64,
+    /// Block frames written (live blocks; sealing rewrites them).
+    pub blocks_written: u64,
+    /// Bytes written to `.open` files.
+    pub bytes_written: u64,
+    /// Successful flush-and-fsync rounds.
+    pub flushes: u64,
+    /// Events that could not be written (disk full or other write errors) and were dropped.
+    pub lost_events: u64,
+    /// Write, fsync, seal or delete operations that failed (each was retried or counted).
+    pub write_errors: u64,
+    /// Segments sealed.
+    pub segments_sealed: u64,
+    /// Segments deleted by retention.
+    pub segments_deleted: u64,
+    /// Translations open right now.
+    pub open_translations: u64,
+    /// The last error, for the operator.
+    pub last_error: Option<String>,
+}
+
+/// A compact key of a live translation (addresses interned).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    inside: u32,
+    outside: u32,
+    remote: u32,
+    ports: [u16; 3],
+    zone: u16,
+    proto: u8,
+}
+
+impl Key {
+    fn of(r: &Rec) -> Key {
+        Key {
+            inside: r.inside,
+            outside: r.outside,
+            remote: r.remote,
+            ports: [r.in_port, r.out_port, r.rem_port],
+            zone: r.zone,
+            proto: r.proto,
+        }
+    }
+}
+
+struct Active {
+    file: File,
+    path: PathBuf,
+    header: Header,
+    /// End of the last complete frame: everything before it is good.
+    len: u64,
+    created: Timestamp,
+}
+
+/// Writes translations into segments of a directory (see the module docs for the format).
+pub struct Writer {
+    opts: WriterOptions,
+    res: Resolution,
+    active: Option<Active>,
+    prev_chain: [u8; 32],
+    next_seq: u64,
+    addrs: Interner,
+    /// Full records not yet written; their ordinals are `written_ordinal..`.
+    pending: Vec<Rec>,
+    pending_refs: Vec<EndRef>,
+    /// Ordinals of full records on disk in the active segment.
+    written_ordinal: u64,
+    /// Live translations: start and ordinal in the active segment.
+    open: HashMap<Key, (i64, u64)>,
+    recovered_open: Vec<Translation>,
+    last_flush: Option<Timestamp>,
+    retry_after: Option<Timestamp>,
+    last_retention: Option<Timestamp>,
+    /// Segment creation failed: create one at the next chance.
+    stats: WriterStats,
+}
+
+fn now_ns(t: Timestamp) -> i64 {
+    i64::try_from(t.as_nanosecond()).unwrap_or(i64::MAX)
+}
+
+impl Writer {
+    /// Opens DIR (creating it), recovers a torn `.open` tail, seals it, starts a new segment.
+    pub fn open(opts: WriterOptions) -> Result<Writer, StoreError> {
+        if opts.block_records == 0 {
+            return Err(StoreError::Options("block_records must be at least 1".into()));
+        }
+        let dir = opts.dir.clone();
+        fs::create_dir_all(&dir).map_err(|e| StoreError::io("creating", &dir, e))?;
+        let mut stats = WriterStats::default();
+        // Leftovers of an interrupted seal.
+        for ent in fs::read_dir(&dir).map_err(|e| StoreError::io("listing", &dir, e))? {
+            let p = ent.map_err(|e| StoreError::io("listing", &dir, e))?.path();
+            if p.to_string_lossy().ends_with(".seg.tmp") {
+                fs::remove_file(&p).map_err(|e| StoreError::io("removing", &p, e))?;
+            }
+        }
+        let mut carried: Vec<Rec> = Vec::new();
+        let mut addrs = Interner::default();
+        let mut recovered_open = Vec::new();
+        for p in segment::segment_files(&dir)? {
+            if p.extension().is_none_or(|e| e != "open") {
+                continue;
+            }
+            let sealed = p.with_extension("seg");
+            if sealed.exists() {
+                // Crash after the rename of a seal: the sealed file is complete.
+                fs::remove_file(&p).map_err(|e| StoreError::io("removing", &p, e))?;
+                continue;
+            }
+            let mut rec = match segment::recover_open(&p) {
+                Ok(r) => r,
+                Err(StoreError::Corrupt { reason, .. }) => {
+                    // No readable header: nothing can be recovered; keep the bytes aside.
+                    let aside = p.with_extension("open.damaged");
+                    tracing::warn!(path = %p.display(), %reason, "unrecoverable open segment moved aside");
+                    fs::rename(&p, &aside).map_err(|e| StoreError::io("renaming", &p, e))?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if rec.dropped_bytes > 0 {
+                tracing::warn!(path = %p.display(), bytes = rec.dropped_bytes, "cut the torn tail of an open segment");
+                let f = OpenOptions::new().write(true).open(&p).map_err(|e| StoreError::io("opening", &p, e))?;
+                f.set_len(rec.clean_end as u64).map_err(|e| StoreError::io("truncating", &p, e))?;
+                f.sync_all().map_err(|e| StoreError::io("syncing", &p, e))?;
+            }
+            for b in &rec.bad_blocks {
+                tracing::warn!(path = %p.display(), block = %b, "skipped an undecodable block");
+            }
+            let res = rec.header.resolution;
+            let sealed_info = segment::write_sealed(&sealed, &rec.header, &mut rec.recs, &rec.addrs.addrs, opts.block_records)?;
+            fs::remove_file(&p).map_err(|e| StoreError::io("removing", &p, e))?;
+            segment::sync_dir(&dir)?;
+            stats.segments_sealed += 1;
+            tracing::info!(path = %sealed_info.path.display(), "recovered and sealed");
+            carried = rec.recs.iter().filter(|r| r.end.is_none()).copied().collect();
+            recovered_open = carried
+                .iter()
+                .map(|r| to_translation(r, &rec.addrs.addrs, res))
+                .collect::<Result<Vec<_>, _>>()?;
+            if res != opts.resolution {
+                // The new segment has another resolution: re-express the carried times.
+                for r in &mut carried {
+                    r.start = rescale(r.start, res, opts.resolution)?;
+                }
+            }
+            addrs = rec.addrs;
+        }
+        let (prev_chain, next_seq) = last_chain(&dir)?;
+        let mut w = Writer {
+            res: opts.resolution,
+            opts,
+            active: None,
+            prev_chain,
+            next_seq,
+            addrs,
+            pending: Vec::new(),
+            pending_refs: Vec::new(),
+            written_ordinal: 0,
+            open: HashMap::new(),
+            recovered_open,
+            last_flush: None,
+            retry_after: None,
+            last_retention: None,
+            stats,
+        };
+        w.start_segment(carried, Timestamp::now())?;
+        w.retention(Timestamp::now());
+        Ok(w)
+    }
+
+    /// Translations that were open (started, not ended) at the end of the recovered data: the
+    /// recorder reconciles them with the kernel's live entries at start-up.
+    pub fn recovered_open(&self) -> &[Translation] {
+        &self.recovered_open
+    }
+
+    /// The time resolution of the segments this writer writes.
+    pub fn resolution(&self) -> Resolution {
+        self.res
+    }
+
+    /// Appends one event (buffers it; encodes a block when full or at flush time).
+    ///
+    /// Times are rounded down to the resolution. A start for a translation already open with the
+    /// same start is ignored (idempotent re-seeding after a restart); an end whose start is in
+    /// the active segment is stored as a reference to it.
+    pub fn append(&mut self, ev: &FlowEvent) -> Result<(), StoreError> {
+        self.stats.appended += 1;
+        let mut r = self.to_rec(ev.translation())?;
+        let key = Key::of(&r);
+        match ev {
+            FlowEvent::Start(_) => {
+                r.end = None;
+                if let Some(&(start, _)) = self.open.get(&key) {
+                    if start == r.start {
+                        return Ok(());
+                    }
+                }
+                let ord = self.written_ordinal + self.pending.len() as u64;
+                self.open.insert(key, (r.start, ord));
+                self.pending.push(r);
+            }
+            FlowEvent::End(_) => {
+                let end = r.end.unwrap_or(r.start);
+                match self.open.get(&key) {
+                    Some(&(start, ord)) if start == r.start => {
+                        self.open.remove(&key);
+                        self.pending_refs.push(EndRef { ordinal: ord, end, flags: r.flags });
+                    }
+                    _ => {
+                        r.end = Some(end);
+                        self.pending.push(r);
+                    }
+                }
+            }
+        }
+        if self.pending.len() + self.pending_refs.len() >= self.opts.block_records && self.active.is_some() {
+            if let Err(e) = self.write_pending() {
+                self.note_error(&e);
+                self.drop_if_too_much();
+            }
+        }
+        Ok(())
+    }
+
+    /// Periodic work, called at least every 100 ms by the owner: flush+fsync when
+    /// flush_interval elapsed, rotate by age/size, apply retention.
+    ///
+    /// A full disk is not an error here: what could not be written is counted in
+    /// [`WriterStats::lost_events`] and writing resumes when space returns.
+    pub fn tick(&mut self, now: Timestamp) -> Result<(), StoreError> {
+        let retry_ok = self.retry_after.is_none_or(|t| now >= t);
+        if self.active.is_none() {
+            if !retry_ok {
+                return Ok(());
+            }
+            let carried = std::mem::take(&mut self.pending);
+            let refs = std::mem::take(&mut self.pending_refs);
+            // start_segment renumbers: keep the buffered events in order.
+            if let Err(e) = self.start_segment_with(carried, refs, now) {
+                self.note_error(&e);
+                self.retry_after = Some(now + jiff::SignedDuration::from_secs(RETRY_SECS));
+                self.drop_if_too_much();
+                return Ok(());
+            }
+        }
+        let due = self.last_flush.is_none_or(|t| {
+            now.duration_since(t).unsigned_abs() >= self.opts.flush_interval || now < t
+        });
+        if due {
+            self.flush_now(now);
+        }
+        let rotate = self.active.as_ref().is_some_and(|a| {
+            a.len >= self.opts.rotate_size
+                || now.duration_since(a.created).unsigned_abs() >= self.opts.rotate_age && now > a.created
+        });
+        if rotate && retry_ok {
+            if let Err(e) = self.rotate(now) {
+                self.note_error(&e);
+                self.retry_after = Some(now + jiff::SignedDuration::from_secs(RETRY_SECS));
+            }
+        }
+        if self.last_retention.is_none_or(|t| now.duration_since(t).as_secs() >= RETENTION_EVERY_SECS) {
+            self.retention(now);
+        }
+        Ok(())
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> WriterStats {
+        let mut s = self.stats.clone();
+        s.open_translations = self.open.len() as u64;
+        s
+    }
+
+    /// Flushes, fsyncs and seals the active segment.
+    pub fn close(mut self) -> Result<WriterStats, StoreError> {
+        if self.active.is_none() {
+            let carried = std::mem::take(&mut self.pending);
+            let refs = std::mem::take(&mut self.pending_refs);
+            self.start_segment_with(carried, refs, Timestamp::now())?;
+        }
+        self.write_pending()?;
+        self.sync()?;
+        self.seal_active()?;
+        Ok(self.stats())
+    }
+
+    fn note_error(&mut self, e: &StoreError) {
+        self.stats.write_errors += 1;
+        self.stats.last_error = Some(e.to_string());
+        if e.is_disk_full() {
+            tracing::warn!(error = %e, "disk full: buffering, retrying later");
+        } else {
+            tracing::error!(error = %e, "store write failed");
+        }
+    }
+
+    fn flush_now(&mut self, now: Timestamp) {
+        if self.active.is_none() {
+            return;
+        }
+        match self.write_pending().and_then(|()| self.sync()) {
+            Ok(()) => {
+                self.stats.flushes += 1;
+                self.last_flush = Some(now);
+            }
+            Err(e) => {
+                self.note_error(&e);
+                self.drop_if_too_much();
+                self.last_flush = Some(now);
+            }
+        }
+    }
+
+    /// After a failed write: drop buffered events beyond a bound (keeping memory bounded),
+    /// counting them as lost. The checkpoint prefix is kept.
+    fn drop_if_too_much(&mut self) {
+        let limit = self.opts.block_records.saturating_mul(4).max(1 << 16);
+        if self.pending.len() + self.pending_refs.len() <= limit {
+            return;
+        }
+        let keep = self.pending.iter().take_while(|r| r.carried).count();
+        let lost = (self.pending.len() - keep + self.pending_refs.len()) as u64;
+        self.pending.truncate(keep);
+        self.pending_refs.clear();
+        let bound = self.written_ordinal + keep as u64;
+        self.open.retain(|_, (_, ord)| *ord < bound);
+        self.stats.lost_events += lost;
+        tracing::warn!(lost, "dropped buffered events that could not be written");
+    }
+
+    /// Writes buffered events as block frames (no fsync).
+    fn write_pending(&mut self) -> Result<(), StoreError> {
+        let Some(a) = self.active.as_mut() else {
+            return Ok(());
+        };
+        if self.pending.is_empty() && self.pending_refs.is_empty() {
+            return Ok(());
+        }
+        let ncarried = self.pending.iter().take_while(|r| r.carried).count();
+        let mut frames = Vec::new();
+        let mut payload = Vec::new();
+        let io = |e| StoreError::io("encoding a block for", &a.path, e);
+        if ncarried > 0 {
+            codec::encode_block(KIND_CHECKPOINT, codec::CLASS_LIVE, self.written_ordinal, &self.pending[..ncarried], &[], &self.addrs.addrs, LIVE_LEVEL, &mut payload).map_err(io)?;
+            segment::frame_bytes(&mut frames, T_BLOCK, &payload);
+            payload.clear();
+        }
+        let rest = &self.pending[ncarried..];
+        if !rest.is_empty() || !self.pending_refs.is_empty() {
+            codec::encode_block(KIND_LIVE, codec::CLASS_LIVE, self.written_ordinal + ncarried as u64, rest, &self.pending_refs, &self.addrs.addrs, LIVE_LEVEL, &mut payload).map_err(io)?;
+            segment::frame_bytes(&mut frames, T_BLOCK, &payload);
+        }
+        if let Err(e) = a.file.write_all_at(&frames, a.len) {
+            // Never leave a partial frame behind.
+            let _ = a.file.set_len(a.len);
+            return Err(StoreError::io("writing", &a.path, e));
+        }
+        a.len += frames.len() as u64;
+        self.stats.blocks_written += 1 + u64::from(ncarried > 0);
+        self.stats.bytes_written += frames.len() as u64;
+        self.written_ordinal += self.pending.len() as u64;
+        self.pending.clear();
+        self.pending_refs.clear();
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        if let Some(a) = &self.active {
+            a.file.sync_data().map_err(|e| StoreError::io("syncing", &a.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Creates a new active segment whose checkpoint is `carried`.
+    fn start_segment(&mut self, carried: Vec<Rec>, now: Timestamp) -> Result<(), StoreError> {
+        self.start_segment_with(carried, Vec::new(), now)
+    }
+
+    /// Creates a new active segment; `recs` (carried prefix, then new records) and `refs` are
+    /// buffered events (ordinals from 0) to write first.
+    fn start_segment_with(&mut self, mut recs: Vec<Rec>, refs: Vec<EndRef>, now: Timestamp) -> Result<(), StoreError> {
+        for r in recs.iter_mut().filter(|r| r.carried) {
+            r.end = None;
+        }
+        self.open.clear();
+        for (i, r) in recs.iter().enumerate() {
+            if r.end.is_none() {
+                self.open.insert(Key::of(r), (r.start, i as u64));
+            }
+        }
+        let ended: std::collections::HashSet<u64> = refs.iter().map(|r| r.ordinal).collect();
+        self.open.retain(|_, (_, o)| !ended.contains(o));
+        self.pending = recs;
+        self.pending_refs = refs;
+        self.written_ordinal = 0;
+        let header = Header {
+            resolution: self.res,
+            seq: self.next_seq,
+            created_ns: now_ns(now),
+            prev_chain: self.prev_chain,
+        };
+        let path = self.opts.dir.join(format!("{}.open", segment::segment_stem(header.created_ns, header.seq)));
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| StoreError::io("creating", &path, e))?;
+        let res = file.write_all(&header.encode()).and_then(|()| file.sync_all());
+        if let Err(e) = res {
+            drop(file);
+            let _ = fs::remove_file(&path);
+            return Err(StoreError::io("writing", &path, e));
+        }
+        segment::sync_dir(&self.opts.dir)?;
+        self.active = Some(Active { file, path, header, len: segment::HEADER_LEN as u64, created: now });
+        self.next_seq += 1;
+        // The checkpoint (and whatever was buffered) is made durable at once.
+        if let Err(e) = self.write_pending().and_then(|()| self.sync()) {
+            self.note_error(&e);
+        }
+        self.last_flush = Some(now);
+        Ok(())
+    }
+
+    /// Seals the active segment; returns the records still open in it (for the checkpoint).
+    fn seal_active(&mut self) -> Result<Vec<Rec>, StoreError> {
+        let Some(a) = self.active.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let path = a.path.clone();
+        let mut rec = segment::recover_open(&path)?;
+        // Records are in ordinal order until write_sealed sorts them: pick the open ones now.
+        let mut carried: Vec<Rec> = self
+            .open
+            .values()
+            .filter_map(|&(start, ord)| {
+                rec.recs.get(ord as usize).filter(|r| r.start == start && r.end.is_none()).copied()
+            })
+            .collect();
+        carried.sort_unstable_by_key(|r| r.start);
+        for c in &mut carried {
+            c.carried = true;
+        }
+        let final_path = path.with_extension("seg");
+        let sealed = segment::write_sealed(&final_path, &a.header, &mut rec.recs, &rec.addrs.addrs, self.opts.block_records)?;
+        fs::remove_file(&path).map_err(|e| StoreError::io("removing", &path, e))?;
+        segment::sync_dir(&self.opts.dir)?;
+        self.active = None;
+        self.prev_chain = sealed.chain;
+        self.stats.segments_sealed += 1;
+        // The carried records use the recovered interner's ids.
+        self.addrs = rec.addrs;
+        Ok(carried)
+    }
+
+    fn rotate(&mut self, now: Timestamp) -> Result<(), StoreError> {
+        self.write_pending()?;
+        self.sync()?;
+        let carried = self.seal_active()?;
+        self.start_segment(carried, now)?;
+        self.retention(now);
+        Ok(())
+    }
+
+    /// Deletes the oldest sealed segments beyond the retention limits, recording each deletion
+    /// in `retention.log` first.
+    fn retention(&mut self, now: Timestamp) {
+        self.last_retention = Some(now);
+        if self.opts.retain_days.is_none() && self.opts.retain_size.is_none() {
+            return;
+        }
+        if let Err(e) = self.retention_inner(now) {
+            self.note_error(&e);
+        }
+    }
+
+    fn retention_inner(&mut self, now: Timestamp) -> Result<(), StoreError> {
+        let dir = self.opts.dir.clone();
+        let mut sealed = Vec::new();
+        for p in segment::segment_files(&dir)? {
+            if p.extension().is_some_and(|e| e == "seg") {
+                sealed.push(segment::load_meta(&p)?);
+            }
+        }
+        let mut total: u64 = sealed.iter().map(|m| m.bytes).sum();
+        let cutoff = self.opts.retain_days.map(|d| now_ns(now) - i64::from(d) * 86_400 * 1_000_000_000);
+        for m in sealed {
+            let last_ns = m.seal.map(|s| i128::from(s.max_time) * unit_ns(m.resolution));
+            let too_old = cutoff.zip(last_ns).is_some_and(|(c, l)| l < i128::from(c));
+            let too_big = self.opts.retain_size.is_some_and(|s| total > s);
+            if !too_old && !too_big {
+                break;
+            }
+            let seq = m.header.map(|h| h.seq).or(m.seal.map(|s| s.seq)).or(segment::seq_of_name(&m.path)).unwrap_or(0);
+            let chain = m.seal.map(|s| hex(&s.chain)).unwrap_or_else(|| "unknown".into());
+            let name = m.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let line = format!("deleted seq={seq} chain={chain} file={name} at={now}\n");
+            let log = dir.join(RETENTION_LOG);
+            let mut f = OpenOptions::new().create(true).append(true).open(&log).map_err(|e| StoreError::io("opening", &log, e))?;
+            f.write_all(line.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| StoreError::io("writing", &log, e))?;
+            fs::remove_file(&m.path).map_err(|e| StoreError::io("removing", &m.path, e))?;
+            segment::sync_dir(&dir)?;
+            total -= m.bytes;
+            self.stats.segments_deleted += 1;
+            tracing::info!(segment = %name, "deleted by retention");
+        }
+        Ok(())
+    }
+
+    fn to_rec(&mut self, t: &Translation) -> Result<Rec, StoreError> {
+        Ok(Rec {
+            start: self.res.to_units(t.start)?,
+            end: t.end.map(|e| self.res.to_units(e)).transpose()?,
+            inside: self.addrs.id(t.inside.ip()),
+            outside: self.addrs.id(t.outside.ip()),
+            remote: self.addrs.id(t.remote.ip()),
+            in_port: t.inside.port(),
+            out_port: t.outside.port(),
+            rem_port: t.remote.port(),
+            zone: t.zone,
+            kind: codec::kind_to_code(t.kind),
+            proto: t.proto.0,
+            flags: t.flags.0,
+            carried: false,
+        })
+    }
+}
+
+fn unit_ns(r: Resolution) -> i128 {
+    match r {
+        Resolution::Millis => 1_000_000,
+        Resolution::Micros => 1_000,
+        Resolution::Nanos => 1,
+    }
+}
+
+fn rescale(u: i64, from: Resolution, to: Resolution) -> Result<i64, StoreError> {
+    to.to_units(from.from_units(u)?)
+}
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A record as a translation.
+pub(crate) fn to_translation(r: &Rec, addrs: &[IpAddr], res: Resolution) -> Result<Translation, StoreError> {
+    let ip = |id: u32| addrs.get(id as usize).copied().ok_or_else(|| StoreError::Time("address id out of range".into()));
+    Ok(Translation {
+        kind: codec::kind_from_code(r.kind).ok_or_else(|| StoreError::Time(format!("unknown kind {}", r.kind)))?,
+        proto: Proto(r.proto),
+        inside: SocketAddr::new(ip(r.inside)?, r.in_port),
+        outside: SocketAddr::new(ip(r.outside)?, r.out_port),
+        remote: SocketAddr::new(ip(r.remote)?, r.rem_port),
+        zone: r.zone,
+        start: res.from_units(r.start)?,
+        end: r.end.map(|e| res.from_units(e)).transpose()?,
+        flags: Flags(r.flags),
+    })
+}
+
+/// One line of `retention.log`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RetentionEntry {
+    pub seq: u64,
+    pub chain: Option<[u8; 32]>,
+    pub file: String,
+}
+
+pub(crate) fn read_retention(dir: &Path) -> Result<Vec<RetentionEntry>, StoreError> {
+    let p = dir.join(RETENTION_LOG);
+    let text = match fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::io("reading", &p, e)),
+    };
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let field = |k: &str| line.split(' ').find_map(|w| w.strip_prefix(k).map(str::to_owned));
+        let seq = field("seq=").and_then(|s| s.parse().ok());
+        let Some(seq) = seq else {
+            return Err(StoreError::corrupt(&p, format!("line {}: expected `deleted seq=N chain=HEX file=NAME at=TIME`", n + 1)));
+        };
+        let chain = field("chain=").and_then(|h| unhex(&h));
+        out.push(RetentionEntry { seq, chain, file: field("file=").unwrap_or_default() });
+    }
+    Ok(out)
+}
+
+fn unhex(h: &str) -> Option<[u8; 32]> {
+    if h.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The chain of the newest sealed (or retention-deleted) segment and the next sequence number.
+fn last_chain(dir: &Path) -> Result<([u8; 32], u64), StoreError> {
+    let mut best: Option<(u64, [u8; 32])> = None;
+    for e in read_retention(dir)? {
+        if best.is_none_or(|(s, _)| e.seq >= s) {
+            best = Some((e.seq, e.chain.unwrap_or([0; 32])));
+        }
+    }
+    for p in segment::segment_files(dir)? {
+        let Some(seq) = segment::seq_of_name(&p) else { continue };
+        if best.is_some_and(|(s, _)| seq < s) {
+            continue;
+        }
+        let m = segment::load_meta(&p)?;
+        let chain = match m.seal {
+            Some(s) => s.chain,
+            None => {
+                tracing::warn!(path = %p.display(), "the newest segment has no readable seal: the chain restarts from zeros");
+                [0; 32]
+            }
+        };
+        best = Some((seq, chain));
+    }
+    Ok(best.map_or(([0; 32], 0), |(s, c)| (c, s + 1)))
+}
