@@ -1,1 +1,479 @@
-//! (being written this session)
+//! `natrec record`: the capture daemon.
+//!
+//! ```text
+//!  eBPF ring buffer ──(AsyncFd)──┐
+//!  ctnetlink DESTROY (own thread, never blocks) ──(unbounded channel)──┼─► Tracker ─► JSON Lines
+//!  conntrack dumps (blocking pool: seed, resync, reap) ──(channel)─────┘            └► store
+//! ```
+//!
+//! One tokio task owns the tracker and the sinks; the ctnetlink reader runs on its own OS thread
+//! and only forwards, because a stalled reliable reader keeps dying entries counted against
+//! `nf_conntrack_max`. Before every batch of DESTROY events the ring buffer is drained, so the
+//! start of an entry (submitted at its first packet) is always handled before its end.
+
+use std::collections::HashSet;
+use std::os::fd::AsFd as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use recorder_common::{NatEvent, NatKind};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+
+use crate::capture::{Capture, CaptureConfig, CaptureError, ClockMap, KernelCounters};
+use crate::conntrack::{self, ConntrackError, CtEntry, EventOptions, EventSocket, EventStats, Wait};
+use crate::model::{Flags, FlowEvent, FlowKey, Translation};
+use crate::sink::{JsonlSink, SinkError};
+use crate::store::{StoreError, Writer, WriterOptions, WriterStats};
+use crate::tracker::{Tracker, TrackerStats};
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error("ctnetlink: {0}")]
+    Conntrack(#[from] ConntrackError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("attribution store: {0}")]
+    Store(#[from] StoreError),
+    #[error("nothing to write to: give --dir DIR (the attribution store) and/or --jsonl FILE")]
+    NoOutput,
+    #[error("{0}: {1}")]
+    Io(&'static str, std::io::Error),
+}
+
+/// Everything `natrec record` needs, validated.
+#[derive(Clone, Debug)]
+pub struct RecordConfig {
+    pub capture: CaptureConfig,
+    pub jsonl: Option<PathBuf>,
+    pub store: Option<WriterOptions>,
+    /// How often to dump conntrack so that expired entries are reaped (their DESTROY events
+    /// come at once instead of up to a minute late). `None`: never.
+    pub reap_interval: Option<Duration>,
+    pub netlink_rcvbuf: usize,
+    /// How often counters go to the log.
+    pub stats_interval: Duration,
+    /// Set `net.netfilter.nf_conntrack_timestamp=1` (exact start and stop times).
+    pub enable_timestamps: bool,
+}
+
+/// What a run did, reported at shutdown (and as JSON by `--stats-json`).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RecordSummary {
+    pub kernel: KernelCounters,
+    pub tracker: TrackerStats,
+    pub netlink_destroys: u64,
+    pub netlink_enobufs: u64,
+    pub netlink_unreadable: u64,
+    pub resyncs: u64,
+    pub dumps: u64,
+    /// Events whose kernel data could not be made into a translation (unknown family/kind).
+    pub malformed_events: u64,
+    pub store: Option<WriterStats>,
+    pub open_at_exit: usize,
+}
+
+/// Messages from the ctnetlink reader thread.
+enum NlMsg {
+    Destroys(Vec<CtEntry>, Timestamp),
+    /// An event may have been lost (ENOBUFS, unreadable message): resync.
+    MayHaveLost { enobufs: u32, unreadable: u32 },
+    Stats(EventStats),
+    Failed(ConntrackError),
+}
+
+/// Why a dump was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DumpPurpose {
+    /// Reap expired entries (their DESTROY events follow); nothing else is done with it.
+    Reap,
+    /// Check the open set against the kernel's after a possible loss.
+    Resync,
+}
+
+struct DumpResult {
+    purpose: DumpPurpose,
+    started: Timestamp,
+    done: Timestamp,
+    entries: Result<Vec<CtEntry>, ConntrackError>,
+}
+
+/// A resync waiting for in-flight DESTROY events to arrive before it closes anything.
+struct PendingResync {
+    live: HashSet<FlowKey>,
+    started: Timestamp,
+    done: Timestamp,
+    at: Instant,
+}
+
+/// How long a resync waits for DESTROY events already on their way.
+const RESYNC_GRACE: Duration = Duration::from_secs(2);
+const TICK: Duration = Duration::from_millis(100);
+
+/// Builds a translation from an eBPF event.
+fn from_event(ev: &NatEvent, clock: &ClockMap) -> Option<Translation> {
+    let kind = NatKind::from_u8(ev.kind)?;
+    let (start, flags) = match ev.ct_start_ns {
+        0 => (clock.wall(ev.ktime_ns), Flags::START_APPROX),
+        ns => (Timestamp::from_nanosecond(ns as i128).ok()?, Flags::empty()),
+    };
+    let mut t = Translation::from_endpoints(ev.family, ev.proto, kind, &ev.ep, ev.zone, start)?;
+    t.flags = flags;
+    Some(t)
+}
+
+/// Builds a translation from a conntrack entry (dump or DESTROY); `None` when it is not NATed.
+/// Times the entry lacks are taken from `now` and flagged approximate.
+fn from_entry(e: &CtEntry, now: Timestamp, ended: bool) -> Option<Translation> {
+    let (kind, ep) = e.nat()?;
+    let ts = |ns: Option<u64>| ns.and_then(|n| Timestamp::from_nanosecond(n as i128).ok());
+    let mut flags = Flags::empty();
+    let start = ts(e.start_ns).unwrap_or_else(|| {
+        flags.insert(Flags::START_APPROX);
+        now
+    });
+    let mut t = Translation::from_endpoints(e.family, e.proto, kind, &ep, e.zone, start)?;
+    if ended {
+        t.end = Some(ts(e.stop_ns).unwrap_or_else(|| {
+            flags.insert(Flags::END_APPROX);
+            now
+        }));
+    }
+    t.flags = flags;
+    Some(t)
+}
+
+/// The outputs, written in order.
+struct Sinks {
+    jsonl: Option<JsonlSink>,
+    store: Option<Writer>,
+    store_errors: u64,
+    last_store_error_log: Option<Instant>,
+}
+
+impl Sinks {
+    fn write(&mut self, events: &mut Vec<FlowEvent>) -> Result<(), DaemonError> {
+        for ev in events.drain(..) {
+            if let Some(j) = &mut self.jsonl {
+                j.write(&ev)?;
+            }
+            if let Some(s) = &mut self.store {
+                if let Err(e) = s.append(&ev) {
+                    self.store_error(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self, now: Timestamp) -> Result<(), DaemonError> {
+        if let Some(j) = &mut self.jsonl {
+            j.flush()?;
+        }
+        if let Some(s) = &mut self.store {
+            if let Err(e) = s.tick(now) {
+                self.store_error(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Store errors are counted and logged (at most every 10 s), never fatal: the capture goes
+    /// on and the JSON Lines sink, if any, keeps everything.
+    fn store_error(&mut self, e: StoreError) {
+        self.store_errors += 1;
+        if self.last_store_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            tracing::error!(errors = self.store_errors, "attribution store: {e}");
+            self.last_store_error_log = Some(Instant::now());
+        }
+    }
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub fn run(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
+    if cfg.jsonl.is_none() && cfg.store.is_none() {
+        return Err(DaemonError::NoOutput);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| DaemonError::Io("starting the runtime", e))?;
+    rt.block_on(run_async(cfg))
+}
+
+async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
+    let mut summary = RecordSummary::default();
+    if cfg.enable_timestamps {
+        match conntrack::enable_timestamps() {
+            Ok(0) => tracing::info!("enabled net.netfilter.nf_conntrack_timestamp (exact start and stop times)"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("could not enable conntrack timestamps ({e}): times will be natrec's observations, flagged approximate"),
+        }
+    }
+    match conntrack::events_setting() {
+        Ok(0) => tracing::warn!("net.netfilter.nf_conntrack_events is 0: the kernel sends no DESTROY events; ends will come only from resync dumps"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("reading nf_conntrack_events: {e}"),
+    }
+
+    let mut sinks = Sinks {
+        jsonl: cfg.jsonl.as_deref().map(JsonlSink::open).transpose()?,
+        store: cfg.store.clone().map(Writer::open).transpose()?,
+        store_errors: 0,
+        last_store_error_log: None,
+    };
+    let mut capture = Capture::start(&cfg.capture)?;
+    if !capture.has_timestamps() {
+        tracing::warn!("this kernel's BTF has no conntrack timestamp extension: starts are natrec's observations");
+    }
+    let ring_dup = capture
+        .ring()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| DaemonError::Io("duplicating the ring buffer fd", e))?;
+    // SAFETY: an OwnedFd stays open and names the same file until the AsyncFd drops it.
+    let ring_fd = unsafe { AsyncFd::register_with_interest(ring_dup, tokio::io::Interest::READABLE) }
+        .map_err(|e| DaemonError::Io("polling the ring buffer", e.into()))?;
+
+    // The event socket opens before the seeding dump, so no end is missed in between.
+    let events = EventSocket::open(&EventOptions {
+        rcvbuf_bytes: cfg.netlink_rcvbuf,
+        wait: Wait::Timeout(Duration::from_millis(200)),
+        max_batch: 4096,
+    })?;
+    tracing::info!(rcvbuf = events.rcvbuf_bytes(), "ctnetlink DESTROY events in reliable mode");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (nl_tx, mut nl_rx) = mpsc::unbounded_channel();
+    let reader = spawn_reader(events, nl_tx, stop.clone())?;
+
+    let mut tracker = Tracker::new();
+    let mut out = Vec::new();
+    let clock = ClockMap::new();
+    if let Some(store) = &sinks.store {
+        for t in store.recovered_open() {
+            tracker.adopt(t.clone());
+        }
+        if !store.recovered_open().is_empty() {
+            tracing::info!(count = store.recovered_open().len(), "translations open in the store at the last stop");
+        }
+    }
+
+    // Seed: the translations that exist now.
+    let started = Timestamp::now();
+    let entries = tokio::task::spawn_blocking(conntrack::dump)
+        .await
+        .map_err(|e| DaemonError::Io("seeding dump", std::io::Error::other(e)))??;
+    let done = Timestamp::now();
+    summary.dumps += 1;
+    let mut live = HashSet::new();
+    for e in &entries {
+        if let Some(mut t) = from_entry(e, started, false) {
+            t.flags.insert(Flags::SEEDED);
+            live.insert(t.key());
+            tracker.start(t, &mut out);
+        }
+    }
+    tracker.resync(&live, started, done, &mut out);
+    sinks.write(&mut out)?;
+    tracing::info!(
+        seeded = tracker.stats().seeded,
+        entries = entries.len(),
+        interfaces = ?capture.attachments().iter().map(|a| a.interface.as_str()).collect::<Vec<_>>(),
+        "ready: recording"
+    );
+    drop(entries);
+
+    let (dump_tx, mut dump_rx) = mpsc::unbounded_channel::<DumpResult>();
+    let mut dump_in_flight = false;
+    let mut resync_wanted = false;
+    let mut pending_resync: Option<PendingResync> = None;
+    let mut last_reap = Instant::now();
+    let mut last_stats = Instant::now();
+    let mut last_full = 0u64;
+    let mut nl_stats = EventStats::default();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| DaemonError::Io("installing the SIGTERM handler", e))?;
+
+    let mut clock = clock;
+    loop {
+        tokio::select! {
+            guard = ring_fd.readable() => {
+                let mut guard = guard.map_err(|e| DaemonError::Io("polling the ring buffer", e))?;
+                drain_ring(&mut capture, &clock, &mut tracker, &mut out, &mut summary);
+                guard.clear_ready();
+                sinks.write(&mut out)?;
+            }
+            msg = nl_rx.recv() => {
+                let Some(msg) = msg else { break };
+                // Starts before ends: everything in the ring was submitted before these died.
+                drain_ring(&mut capture, &clock, &mut tracker, &mut out, &mut summary);
+                match msg {
+                    NlMsg::Destroys(list, received) => {
+                        for e in &list {
+                            if let Some(t) = from_entry(e, received, true) {
+                                tracker.end(t, &mut out);
+                            }
+                        }
+                    }
+                    NlMsg::MayHaveLost { enobufs, unreadable } => {
+                        tracing::warn!(enobufs, unreadable, "ctnetlink reported a possible event loss: resyncing with a dump");
+                        resync_wanted = true;
+                    }
+                    NlMsg::Stats(s) => nl_stats = s,
+                    NlMsg::Failed(e) => return Err(e.into()),
+                }
+                sinks.write(&mut out)?;
+            }
+            Some(res) = dump_rx.recv() => {
+                dump_in_flight = false;
+                summary.dumps += 1;
+                match res.entries {
+                    Ok(entries) if res.purpose == DumpPurpose::Resync => {
+                        summary.resyncs += 1;
+                        let live = entries.iter().filter_map(|e| from_entry(e, res.started, false)).map(|t| t.key()).collect();
+                        pending_resync = Some(PendingResync { live, started: res.started, done: res.done, at: Instant::now() + RESYNC_GRACE });
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("conntrack dump failed: {e}"),
+                }
+            }
+            _ = tick.tick() => {
+                clock.refresh();
+                let now = Timestamp::now();
+                if pending_resync.as_ref().is_some_and(|p| Instant::now() >= p.at) {
+                    if let Some(p) = pending_resync.take() {
+                        drain_ring(&mut capture, &clock, &mut tracker, &mut out, &mut summary);
+                        let before = tracker.stats().approx_ends;
+                        tracker.resync(&p.live, p.started, p.done, &mut out);
+                        tracing::info!(closed = tracker.stats().approx_ends - before, "resync done");
+                    }
+                }
+                sinks.write(&mut out)?;
+                sinks.tick(now)?;
+                let reap_due = cfg.reap_interval.is_some_and(|i| last_reap.elapsed() >= i);
+                if !dump_in_flight && (resync_wanted || reap_due) {
+                    let purpose = if resync_wanted { DumpPurpose::Resync } else { DumpPurpose::Reap };
+                    resync_wanted = false;
+                    last_reap = Instant::now();
+                    dump_in_flight = true;
+                    let tx = dump_tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let started = Timestamp::now();
+                        let entries = conntrack::dump();
+                        let _ = tx.send(DumpResult { purpose, started, done: Timestamp::now(), entries });
+                    });
+                }
+                if last_stats.elapsed() >= Duration::from_secs(1) {
+                    let k = capture.counters()?;
+                    if k.ringbuf_full > last_full {
+                        tracing::warn!(lost = k.ringbuf_full - last_full, total = k.ringbuf_full, "ring buffer full: events lost in the kernel (raise --ringbuf-size); those entries are reported again at their next packet or their end");
+                        last_full = k.ringbuf_full;
+                    }
+                    if last_stats.elapsed() >= cfg.stats_interval {
+                        let t = tracker.stats();
+                        tracing::info!(packets = k.packets, events = k.events, ringbuf_full = k.ringbuf_full, starts = t.starts, ends = t.ends, open = tracker.open_count(), destroys = nl_stats.destroys, enobufs = nl_stats.enobufs, "counters");
+                        last_stats = Instant::now();
+                    }
+                }
+            }
+            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: stopping"); break; }
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+        }
+    }
+
+    // Shutdown: stop the reader, take what is queued, close the outputs.
+    stop.store(true, Ordering::Relaxed);
+    drain_ring(&mut capture, &clock, &mut tracker, &mut out, &mut summary);
+    if reader.join().is_err() {
+        tracing::error!("the ctnetlink reader thread panicked");
+    }
+    while let Ok(msg) = nl_rx.try_recv() {
+        match msg {
+            NlMsg::Destroys(list, received) => {
+                for e in &list {
+                    if let Some(t) = from_entry(e, received, true) {
+                        tracker.end(t, &mut out);
+                    }
+                }
+            }
+            NlMsg::Stats(s) => nl_stats = s,
+            NlMsg::MayHaveLost { .. } | NlMsg::Failed(_) => {}
+        }
+    }
+    sinks.write(&mut out)?;
+    sinks.tick(Timestamp::now())?;
+    summary.kernel = capture.counters()?;
+    drop(capture);
+    summary.tracker = tracker.stats();
+    summary.netlink_destroys = nl_stats.destroys;
+    summary.netlink_enobufs = nl_stats.enobufs;
+    summary.netlink_unreadable = nl_stats.unreadable;
+    summary.open_at_exit = tracker.open_count();
+    if let Some(store) = sinks.store.take() {
+        let stats = store.close()?;
+        summary.store = Some(stats);
+    }
+    if sinks.store_errors > 0 {
+        tracing::error!(errors = sinks.store_errors, "the attribution store failed to take some events");
+    }
+    Ok(summary)
+}
+
+fn drain_ring(
+    capture: &mut Capture,
+    clock: &ClockMap,
+    tracker: &mut Tracker,
+    out: &mut Vec<FlowEvent>,
+    summary: &mut RecordSummary,
+) {
+    while let Some(ev) = capture.next_event() {
+        match from_event(&ev, clock) {
+            Some(t) => tracker.start(t, out),
+            None => summary.malformed_events += 1,
+        }
+    }
+}
+
+/// The ctnetlink reader: reads and forwards, nothing else, until `stop`.
+fn spawn_reader(
+    mut sock: EventSocket,
+    tx: mpsc::UnboundedSender<NlMsg>,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, DaemonError> {
+    std::thread::Builder::new()
+        .name("natrec-ctnetlink".into())
+        .spawn(move || {
+            let mut last_stats = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                let mut list = Vec::new();
+                match sock.recv_batch(&mut list) {
+                    Ok(st) => {
+                        if !list.is_empty() && tx.send(NlMsg::Destroys(list, Timestamp::now())).is_err() {
+                            return;
+                        }
+                        if st.needs_resync() {
+                            let _ = tx.send(NlMsg::MayHaveLost { enobufs: st.enobufs, unreadable: st.unreadable });
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(NlMsg::Failed(e));
+                        return;
+                    }
+                }
+                if last_stats.elapsed() >= Duration::from_millis(500) {
+                    let _ = tx.send(NlMsg::Stats(sock.stats()));
+                    last_stats = Instant::now();
+                }
+            }
+            let _ = tx.send(NlMsg::Stats(sock.stats()));
+        })
+        .map_err(|e| DaemonError::Io("starting the ctnetlink reader thread", e))
+}

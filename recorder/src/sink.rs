@@ -1,1 +1,89 @@
-//! (being written this session)
+//! Where `natrec record` writes its [`FlowEvent`] stream: JSON Lines (a file or stdout) and the
+//! attribution store.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::model::FlowEvent;
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("opening {path}: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("writing JSON Lines to {target}: {source}")]
+    Write { target: String, source: io::Error },
+}
+
+/// The JSON Lines sink: one [`FlowEvent`] a line, appended; flushed at every tick so a reader
+/// (`tail -f`, the test harness) sees events within the daemon's tick.
+pub struct JsonlSink {
+    target: String,
+    out: BufWriter<Box<dyn Write + Send>>,
+}
+
+impl JsonlSink {
+    /// `-` is standard output; anything else a file, created or appended to.
+    pub fn open(path: &Path) -> Result<Self, SinkError> {
+        let (target, w): (String, Box<dyn Write + Send>) = if path == Path::new("-") {
+            ("standard output".into(), Box::new(io::stdout()))
+        } else {
+            let f: File = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| SinkError::Open { path: path.to_owned(), source })?;
+            (path.display().to_string(), Box::new(f))
+        };
+        Ok(Self { target, out: BufWriter::with_capacity(1 << 16, w) })
+    }
+
+    pub fn write(&mut self, ev: &FlowEvent) -> Result<(), SinkError> {
+        serde_json::to_writer(&mut self.out, ev)
+            .map_err(io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"))
+            .map_err(|source| SinkError::Write { target: self.target.clone(), source })
+    }
+
+    pub fn flush(&mut self) -> Result<(), SinkError> {
+        self.out
+            .flush()
+            .map_err(|source| SinkError::Write { target: self.target.clone(), source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Flags, Kind, Proto, Translation};
+
+    #[test]
+    fn events_are_appended_one_per_line() {
+        let dir = std::env::temp_dir().join(format!("natrec-sink-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let path = dir.join("events.jsonl");
+        let _ = std::fs::remove_file(&path);
+        let t = Translation {
+            kind: Kind::Dnat,
+            proto: Proto::TCP,
+            inside: "10.0.9.2:80".parse().expect("addr"),
+            outside: "100.64.0.1:8080".parse().expect("addr"),
+            remote: "100.64.1.5:50000".parse().expect("addr"),
+            zone: 0,
+            start: "2026-01-01T00:00:00Z".parse().expect("time"),
+            end: None,
+            flags: Flags::empty(),
+        };
+        for _ in 0..2 {
+            let mut s = JsonlSink::open(&path).expect("open");
+            s.write(&FlowEvent::Start(t.clone())).expect("write");
+            s.flush().expect("flush");
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        let lines: Vec<FlowEvent> =
+            text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+        assert_eq!(lines, vec![FlowEvent::Start(t.clone()), FlowEvent::Start(t)]);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}

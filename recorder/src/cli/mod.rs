@@ -10,6 +10,7 @@ mod query;
 mod record;
 mod segments;
 mod store_args;
+mod units;
 mod verify;
 
 #[derive(Debug, Parser)]

@@ -1,0 +1,137 @@
+//! `cargo xtask demo`: natrec's main job on a self-contained lab.
+//!
+//! Builds a NAT gateway in network namespaces (three inside hosts, masquerade through `wan0`, a
+//! port forward, an outside network of servers), runs `natrec record` in the gateway, makes TCP,
+//! UDP and ICMP traffic (two hosts with the same source port to the same server, so the gateway
+//! rewrites one), ends the flows, shows what natrec captured and what `natrec query` answers, and
+//! removes everything it created.
+//!
+//! Usage: `natrec-demo PATH-TO-NATREC` (xtask passes it).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use natrec_tests::gateway::{DNAT_TCP_INSIDE_PORT, DNAT_TCP_PORT, GatewayLab, LabSpec};
+use natrec_tests::lab::{TempDir, ensure_root_capabilities};
+use natrec_tests::recorder_proc::NatrecRecord;
+use natrec_tests::traffic::{EchoServer, FlowDone, ping, tcp_exchange, udp_exchange};
+use natrec_tests::conntrack::conntrack_flush;
+use recorder::model::FlowEvent;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("natrec-demo: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let natrec = std::env::args().nth(1).context("usage: natrec-demo PATH-TO-NATREC")?;
+    // SAFETY: set before any thread starts.
+    unsafe { std::env::set_var("NATREC_BIN", &natrec) };
+    if !ensure_root_capabilities()? {
+        bail!("the demo needs root, network namespaces, nftables and conntrack");
+    }
+
+    println!("== building the lab: 3 inside hosts, a masquerading gateway with a port forward, outside servers");
+    let lab = GatewayLab::build(LabSpec { prefix: "demo".into(), ..LabSpec::default() })?;
+    let servers = lab.servers();
+    let web = SocketAddr::new(IpAddr::V4(servers[0]), 443);
+    let dns = SocketAddr::new(IpAddr::V4(servers[1 % servers.len()]), 53);
+    let _web = EchoServer::tcp(lab.outside(), web)?;
+    let _dns = EchoServer::udp(lab.outside(), dns)?;
+    let host1 = &lab.hosts()[0];
+    let _forwarded = EchoServer::tcp(host1.ns(), SocketAddr::new(IpAddr::V4(host1.addr()), DNAT_TCP_INSIDE_PORT))?;
+    for (i, h) in lab.hosts().iter().enumerate() {
+        println!("   inside host {}: {} (namespace {})", i + 1, h.addr(), h.ns().name());
+    }
+    println!("   gateway {} : WAN {} ({}), outside servers {:?}", lab.gateway().name(), lab.wan_if(), lab.wan_addr(), servers);
+
+    let work = TempDir::new("natrec-demo")?;
+    let jsonl = work.path().join("events.jsonl");
+    let store = work.path().join("segments");
+    let store_arg = store.to_str().context("temp path is not UTF-8")?;
+    println!("\n== starting natrec record in the gateway (segments in {})", store.display());
+    let rec = NatrecRecord::start(&lab, &jsonl, &["--dir", store_arg])?;
+
+    println!("\n== traffic");
+    let mut flows: Vec<FlowDone> = Vec::new();
+    let any = |ip: Ipv4Addr| SocketAddr::new(IpAddr::V4(ip), 0);
+    for h in lab.hosts() {
+        flows.push(tcp_exchange(h.ns(), any(h.addr()), web, 3)?);
+        flows.push(udp_exchange(h.ns(), any(h.addr()), dns, 2)?);
+    }
+    // Two hosts, one source port, one server: the gateway must rewrite one of them.
+    for h in &lab.hosts()[1..3] {
+        flows.push(tcp_exchange(h.ns(), SocketAddr::new(IpAddr::V4(h.addr()), 40000), web, 2)?);
+    }
+    flows.push(ping(lab.hosts()[2].ns(), lab.hosts()[2].addr(), 777, servers[0], 2)?);
+    // From the outside, through the port forward to inside host 1.
+    let forward = SocketAddr::new(IpAddr::V4(lab.wan_addr()), DNAT_TCP_PORT);
+    flows.push(tcp_exchange(lab.outside(), any(servers[0]), forward, 2)?);
+    for f in &flows {
+        println!("   {:<5} {} -> {}", f.proto.to_string(), f.local, f.remote);
+    }
+
+    println!("\n== ending the flows (conntrack -F in the gateway) and waiting for natrec's end events");
+    std::thread::sleep(Duration::from_millis(300));
+    conntrack_flush(lab.gateway())?;
+    let (events, complete) = rec.wait_for(Duration::from_secs(20), |evs| {
+        let starts = evs.iter().filter(|e| matches!(e, FlowEvent::Start(_))).count();
+        let ends = evs.iter().filter(|e| matches!(e, FlowEvent::End(_))).count();
+        starts >= flows.len() && ends >= starts
+    })?;
+    if !complete {
+        eprintln!("natrec-demo: not every flow has its end event yet ({} events)", events.len());
+    }
+    let (events, log) = rec.stop()?;
+    let ends: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            FlowEvent::End(t) => Some(t),
+            FlowEvent::Start(_) => None,
+        })
+        .collect();
+
+    println!("\n== natrec captured {} translations:", ends.len());
+    println!("   {:<5} {:<5} {:<22} {:<22} {:<22} {:<12} {:>9}", "kind", "proto", "inside", "outside", "remote", "start (UTC)", "seconds");
+    for t in &ends {
+        let secs = t.end.map(|e| (e - t.start).get_milliseconds() as f64 / 1000.0).unwrap_or(f64::NAN);
+        println!(
+            "   {:<5} {:<5} {:<22} {:<22} {:<22} {:<12} {:>9.3}",
+            t.kind.to_string(),
+            t.proto.to_string(),
+            t.inside.to_string(),
+            t.outside.to_string(),
+            t.remote.to_string(),
+            t.start.strftime("%H:%M:%S%.3f").to_string(),
+            secs
+        );
+    }
+    let summary = log.lines().filter(|l| l.contains("stopped")).collect::<Vec<_>>().join("\n");
+    println!("\n== natrec's own summary:\n{summary}");
+
+    // Ask the question an abuse report asks, about the rewritten flow.
+    if let Some(t) = ends.iter().find(|t| t.inside.port() == 40000 && t.outside.port() != 40000) {
+        let at = t.start.to_string();
+        let outside = t.outside.to_string();
+        println!("\n== natrec query --outside {outside} --at {at}");
+        let status = Command::new(&natrec)
+            .args(["query", "--dir", store_arg, "--outside", &outside, "--at", &at])
+            .status()
+            .context("running natrec query")?;
+        println!("   (exit status {status})");
+    }
+    println!("\n== natrec verify {}", store.display());
+    let _ = Command::new(&natrec).args(["verify", store_arg]).status().context("running natrec verify")?;
+
+    println!("\n== tearing the lab down");
+    drop(lab);
+    println!("done.");
+    Ok(())
+}
