@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, anyhow};
 use recorder::model::Proto;
+use recorder::store::Reader;
 use recorder::query::{
     self, Answer, DEFAULT_WINDOW, Query, SubscriberMap, When, parse_duration, parse_endpoint, parse_time,
     parse_tz,
@@ -101,16 +102,19 @@ fn build_query(args: &Args) -> anyhow::Result<Query> {
     Ok(query)
 }
 
-/// Opens the segment directory as a translation source.
-fn open_store(dir: &Path) -> anyhow::Result<Box<[recorder::model::Translation]>> {
-    anyhow::bail!("cannot read {}: the segment reader is not in this build yet", dir.display())
+/// Opens the segment directory (a missing one is an error, not an empty answer).
+fn open_store(dir: &Path) -> anyhow::Result<Reader> {
+    if !dir.is_dir() {
+        anyhow::bail!("expected a segment directory at {} (--dir or NATREC_DIR)", dir.display());
+    }
+    Reader::open(dir).with_context(|| format!("opening the segment directory {}", dir.display()))
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let query = build_query(&args)?;
     let subscribers = args.subscribers.as_deref().map(SubscriberMap::load).transpose()?;
     let store = open_store(&args.dir)?;
-    let mut answer = query::ask(&*store, &query).with_context(|| format!("querying {}", args.dir.display()))?;
+    let mut answer = query::ask(&store, &query).with_context(|| format!("querying {}", args.dir.display()))?;
     if let Some(map) = &subscribers {
         answer.label_accounts(map);
     }
