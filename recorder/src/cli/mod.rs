@@ -54,12 +54,13 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .with_context(|| format!("invalid --log filter {filter:?}"))?;
-    tracing_log::LogTracer::init().context("installing the log bridge")?;
-    tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .try_init()
-        .map_err(|e| anyhow::anyhow!("installing the logger: {e}"))?;
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).context("installing the logger")?;
+    tracing_log::LogTracer::init().context("bridging the log crate (aya, aya-log) into tracing")?;
     Ok(())
 }
 
