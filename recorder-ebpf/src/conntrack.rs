@@ -3,6 +3,7 @@ use aya_ebpf::EbpfContext as _;
 use aya_ebpf::cty::c_void;
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, generated};
 use aya_ebpf::programs::TcContext;
+use aya_log_ebpf::debug;
 use recorder_common::{
     Hook, IP_CT_ESTABLISHED, KernelOffsets, NatEvent, NatKind, Tuple, classify_into, counter,
 };
@@ -52,6 +53,11 @@ fn try_observe(ctx: &TcContext, hook: Hook) -> Result<(), ()> {
         return Ok(());
     };
     count(counter::NAT_PACKETS);
+    if hook == Hook::LanEgress && kind == NatKind::Snat {
+        // Inside interfaces are hooked for port forwards; SNAT entries are reported at the WAN
+        // (their replies leaving here would only cost lookups).
+        return Ok(());
+    }
 
     // SAFETY: map values are plain u64s; the reference is used at once.
     let seen = unsafe { SEEN.get(&ct) }.copied();
@@ -78,6 +84,8 @@ fn try_observe(ctx: &TcContext, hook: Hook) -> Result<(), ()> {
     }
     entry.submit(0);
     count(counter::EVENTS);
+    // Off unless userspace runs with debug logging (AYA_LOG_LEVEL is set at load time).
+    debug!(ctx, "natrec: reported conntrack entry {:x} kind {} ctinfo {}", ct, kind as u8, ctinfo);
     // An LRU update can fail only when memory is short; the entry is then reported again on its
     // next packet and userspace drops the duplicate.
     let _ = SEEN.insert(&ct, &start, 0);

@@ -42,6 +42,8 @@ pub enum CaptureError {
     Program { what: String, source: aya::programs::ProgramError },
     #[error("{what}: {source}")]
     Map { what: String, source: aya::maps::MapError },
+    #[error("setting up the eBPF log reader: {0}")]
+    Log(String),
     #[error("ring buffer size {0} must be a power of two and a multiple of the page size")]
     BadRingSize(u32),
 }
@@ -92,10 +94,15 @@ pub struct Capture {
     // Field order matters: the maps are dropped before the object that owns the programs.
     ring: RingBuf<MapData>,
     counters: PerCpuArray<MapData, u64>,
+    logger: aya_log::EbpfLogger<&'static dyn log::Log>,
     attachments: Vec<Attachment>,
     offsets: KernelOffsets,
     _ebpf: Ebpf,
 }
+
+/// aya-log's `Level::Warn` and `Level::Debug`, as the kernel-side filter compares them.
+const LOG_LEVEL_WARN: u8 = 2;
+const LOG_LEVEL_DEBUG: u8 = 4;
 
 const WAN_PROGRAM: &str = "natrec_wan_egress";
 const LAN_PROGRAM: &str = "natrec_lan_egress";
@@ -152,8 +159,15 @@ impl Capture {
 
         let offsets = KernelBtf::load()?.offsets()?;
         tracing::debug!(?offsets, "kernel offsets from BTF");
+        // aya-log's level filter runs in the kernel: debug records cost nothing unless asked for.
+        let log_level: u8 = if tracing::enabled!(target: "recorder::ebpf", tracing::Level::DEBUG) {
+            LOG_LEVEL_DEBUG
+        } else {
+            LOG_LEVEL_WARN
+        };
         let mut ebpf = EbpfLoader::new()
             .override_global("OFFSETS", &offsets, true)
+            .override_global(aya_log::LEVEL, &log_level, false)
             .map_max_entries("EVENTS", cfg.ringbuf_bytes)
             .map_max_entries("SEEN", cfg.seen_entries)
             .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/recorder")))?;
@@ -189,12 +203,14 @@ impl Capture {
             }
         }
 
+        let logger = aya_log::EbpfLogger::init(&mut ebpf)
+            .map_err(|e| CaptureError::Log(e.to_string()))?;
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(CaptureError::MissingItem("EVENTS"))?)
             .map_err(|source| CaptureError::Map { what: "ring buffer EVENTS".into(), source })?;
         let counters =
             PerCpuArray::try_from(ebpf.take_map("COUNTERS").ok_or(CaptureError::MissingItem("COUNTERS"))?)
                 .map_err(|source| CaptureError::Map { what: "map COUNTERS".into(), source })?;
-        Ok(Self { ring, counters, attachments, offsets, _ebpf: ebpf })
+        Ok(Self { ring, counters, logger, attachments, offsets, _ebpf: ebpf })
     }
 
     /// The ring buffer the programs write [`NatEvent`]s into.
@@ -228,6 +244,11 @@ impl Capture {
             ringbuf_full: get(counter::RINGBUF_FULL)?,
             read_errors: get(counter::READ_ERRORS)?,
         })
+    }
+
+    /// Forwards the programs' log records (aya-log) to the `log` crate, bridged into tracing.
+    pub fn flush_logs(&mut self) {
+        self.logger.flush();
     }
 
     pub fn attachments(&self) -> &[Attachment] {

@@ -347,6 +347,7 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
             }
             _ = tick.tick() => {
                 clock.refresh();
+                capture.flush_logs();
                 let now = Timestamp::now();
                 if pending_resync.as_ref().is_some_and(|p| Instant::now() >= p.at) {
                     if let Some(p) = pending_resync.take() {
