@@ -66,6 +66,42 @@ pub fn run_cmd(args: &[&str]) -> Result<Output> {
     Ok(out)
 }
 
+/// Runs a command to completion with `input` on its stdin; an error carries its stderr when it
+/// exits non-zero.
+pub fn run_cmd_input(args: &[&str], input: &str) -> Result<Output> {
+    use std::io::Write as _;
+    let (prog, rest) = args
+        .split_first()
+        .ok_or_else(|| LabError::Invalid("empty command line".into()))?;
+    let cmd = args.join(" ");
+    let mut child = Command::new(prog)
+        .args(rest)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| LabError::Spawn {
+            cmd: cmd.clone(),
+            source,
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .map_err(io_err(format!("writing to `{cmd}`")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(io_err(format!("waiting for `{cmd}`")))?;
+    if !out.status.success() {
+        return Err(LabError::Command {
+            cmd,
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(out)
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A unique short name: `nr-<prefix>-<pid>-<n>`.
@@ -125,6 +161,11 @@ impl Netns {
         let mut line = vec!["ip", "netns", "exec", self.name.as_str()];
         line.extend_from_slice(args);
         line
+    }
+
+    /// Runs `ip netns exec NAME args…` with `input` on its stdin (e.g. `nft -f -`).
+    pub fn exec_input(&self, args: &[&str], input: &str) -> Result<Output> {
+        run_cmd_input(&self.exec_line(args), input)
     }
 
     /// Sets a sysctl inside the namespace (`key` in dotted form, e.g. `net.ipv4.ip_forward`).
@@ -324,4 +365,117 @@ pub fn lab_test_start() -> Result<bool> {
         println!("skipped: NATREC_TESTS_NO_ROOT=1");
     }
     Ok(go)
+}
+
+/// Creates a veth pair with one end (`a_if`) in `a` and the other (`b_if`) in `b`, both up.
+/// Deleting either namespace deletes the pair.
+pub fn veth_pair(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<()> {
+    for name in [a_if, b_if] {
+        if name.len() > 15 {
+            return Err(LabError::Invalid(format!(
+                "interface name {name:?} is longer than 15 bytes"
+            )));
+        }
+    }
+    run_cmd(&[
+        "ip",
+        "-n",
+        a.name(),
+        "link",
+        "add",
+        a_if,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_if,
+        "netns",
+        b.name(),
+    ])?;
+    a.exec(&["ip", "link", "set", a_if, "up"])?;
+    b.exec(&["ip", "link", "set", b_if, "up"])?;
+    Ok(())
+}
+
+/// An nftables table created from a ruleset text, deleted on drop.
+///
+/// Tables in a lab namespace vanish with it anyway; the guard matters for tables created in a
+/// namespace that outlives the test (`ns = None` is the caller's own namespace).
+#[derive(Debug)]
+pub struct NftTable {
+    ns: Option<String>,
+    family: String,
+    name: String,
+}
+
+impl NftTable {
+    /// Loads `ruleset` (which must define table `family name`) with `nft -f -`, in `ns` or in
+    /// the caller's namespace.
+    pub fn create(ns: Option<&Netns>, family: &str, name: &str, ruleset: &str) -> Result<NftTable> {
+        let table = NftTable {
+            ns: ns.map(|n| n.name().to_owned()),
+            family: family.to_owned(),
+            name: name.to_owned(),
+        };
+        run_cmd_input(&table.line(&["nft", "-f", "-"]), ruleset)?;
+        Ok(table)
+    }
+
+    /// The table's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn line<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut line = Vec::new();
+        if let Some(ns) = &self.ns {
+            line.extend(["ip", "netns", "exec", ns.as_str()]);
+        }
+        line.extend_from_slice(args);
+        line
+    }
+}
+
+impl Drop for NftTable {
+    fn drop(&mut self) {
+        let family = self.family.clone();
+        let name = self.name.clone();
+        // A table in a namespace that is already gone needs no deleting.
+        if let Some(ns) = &self.ns
+            && !std::path::Path::new(&format!("/run/netns/{ns}")).exists()
+        {
+            return;
+        }
+        if let Err(e) = run_cmd(&self.line(&["nft", "delete", "table", &family, &name])) {
+            eprintln!("lab: could not delete nft table {family} {name}: {e}");
+        }
+    }
+}
+
+/// A directory under the system temporary directory, removed with its contents on drop.
+#[derive(Debug)]
+pub struct TempDir {
+    path: std::path::PathBuf,
+}
+
+impl TempDir {
+    /// Creates `$TMPDIR/natrec-<prefix>-<pid>-<n>`.
+    pub fn new(prefix: &str) -> Result<TempDir> {
+        let path = std::env::temp_dir().join(unique_name(prefix).replacen("nr-", "natrec-", 1));
+        std::fs::create_dir_all(&path).map_err(io_err(format!("creating {}", path.display())))?;
+        Ok(TempDir { path })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.path) {
+            eprintln!("lab: could not remove {}: {e}", self.path.display());
+        }
+    }
 }

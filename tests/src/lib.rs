@@ -4,4 +4,9 @@
 //! Everything here needs root (namespaces, nftables, conntrack); see
 //! [`lab::ensure_root_capabilities`].
 
+pub mod capture;
+pub mod conntrack;
+pub mod gateway;
 pub mod lab;
+pub mod recorder_proc;
+pub mod traffic;

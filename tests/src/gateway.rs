@@ -1,0 +1,370 @@
+//! A NAT gateway lab: inside hosts, a gateway with nftables NAT, an outside network of servers.
+//!
+//! Addressing (only 10.x and 100.64.x, never routed outside the lab):
+//!
+//! | what | where | addresses |
+//! |------|-------|-----------|
+//! | inside host `i` (1-based) | its own namespace, `eth0` | `10.0.i.2`, `10.0.i.3`, … (one per [`LabSpec::addrs_per_host`]), default route via `10.0.i.1` |
+//! | gateway LAN side | gateway namespace, `lan<i>` (veth to host `i`) | `10.0.i.1/24` |
+//! | gateway WAN side | gateway namespace, `wan0` (veth to the outside) | `100.64.0.1/24` and the rest of the outside pool, `100.64.0.2` … `100.64.0.<pool>`; default route via `100.64.0.254` |
+//! | outside router | outside namespace, `eth0` | `100.64.0.254/24` |
+//! | outside servers | outside namespace, `eth0` | `100.64.1.1` … `100.64.1.<servers>` (`/24`) |
+//!
+//! The outside namespace has no route to `10.0.0.0/8`: inside hosts reach it only through the
+//! gateway's source NAT. The gateway's nftables table `ip natrec_lab` masquerades (pool of 1) or
+//! `snat`s to the pool range (pool ≥ 2) everything leaving `wan0`, and when
+//! [`LabSpec::port_forward`] is set forwards `100.64.0.1:8080/tcp` to `10.0.1.2:80` and
+//! `100.64.0.1:5353/udp` to `10.0.1.2:53` (inside host 1).
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use crate::lab::{LabError, Netns, NftTable, Result, veth_pair};
+
+/// The gateway's WAN interface.
+pub const WAN_IF: &str = "wan0";
+/// The outside router's address on the WAN link.
+pub const OUTSIDE_ROUTER: Ipv4Addr = Ipv4Addr::new(100, 64, 0, 254);
+/// The port-forward's outside TCP port (to inside host 1, port [`DNAT_TCP_INSIDE_PORT`]).
+pub const DNAT_TCP_PORT: u16 = 8080;
+/// The inside port the TCP port forward reaches.
+pub const DNAT_TCP_INSIDE_PORT: u16 = 80;
+/// The port-forward's outside UDP port (to inside host 1, port [`DNAT_UDP_INSIDE_PORT`]).
+pub const DNAT_UDP_PORT: u16 = 5353;
+/// The inside port the UDP port forward reaches.
+pub const DNAT_UDP_INSIDE_PORT: u16 = 53;
+/// The name of the gateway's nftables table (family `ip`).
+pub const NFT_TABLE: &str = "natrec_lab";
+
+/// Conntrack timeouts (seconds) set in the gateway namespace: `(sysctl name under
+/// net.netfilter, seconds)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timeouts(pub Vec<(String, u32)>);
+
+impl Timeouts {
+    /// Short timeouts so that finished flows end within seconds: UDP and ICMP 3 s, TCP closing
+    /// states 2 s (established TCP keeps the kernel default).
+    pub fn short() -> Timeouts {
+        Timeouts(
+            [
+                ("nf_conntrack_udp_timeout", 3),
+                ("nf_conntrack_udp_timeout_stream", 3),
+                ("nf_conntrack_icmp_timeout", 3),
+                ("nf_conntrack_tcp_timeout_time_wait", 2),
+                ("nf_conntrack_tcp_timeout_close", 2),
+                ("nf_conntrack_tcp_timeout_close_wait", 2),
+                ("nf_conntrack_tcp_timeout_fin_wait", 2),
+                ("nf_conntrack_tcp_timeout_last_ack", 2),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        )
+    }
+
+    /// The kernel defaults (nothing set).
+    pub fn kernel_defaults() -> Timeouts {
+        Timeouts(Vec::new())
+    }
+}
+
+/// What lab to build.
+#[derive(Clone, Debug)]
+pub struct LabSpec {
+    /// Namespace name prefix (short: it is part of every namespace name).
+    pub prefix: String,
+    /// Inside host namespaces (1–250).
+    pub inside_hosts: u8,
+    /// Addresses per inside host (1–200).
+    pub addrs_per_host: u8,
+    /// Outside pool size: 1 = `masquerade` on `wan0`, ≥ 2 = `snat to 100.64.0.1-100.64.0.<n>`
+    /// (at most 250).
+    pub pool_size: u8,
+    /// Options appended to the masquerade/snat statement, e.g. `"random"`, `"persistent"`
+    /// (empty for none).
+    pub nat_options: String,
+    /// Outside server addresses (1–250).
+    pub servers: u8,
+    /// Conntrack timeouts in the gateway.
+    pub timeouts: Timeouts,
+    /// Whether to install the TCP and UDP port forwards to inside host 1.
+    pub port_forward: bool,
+}
+
+impl Default for LabSpec {
+    /// Three inside hosts with one address each, masquerade, two servers, short timeouts, the
+    /// port forwards.
+    fn default() -> Self {
+        LabSpec {
+            prefix: "lab".into(),
+            inside_hosts: 3,
+            addrs_per_host: 1,
+            pool_size: 1,
+            nat_options: String::new(),
+            servers: 2,
+            timeouts: Timeouts::short(),
+            port_forward: true,
+        }
+    }
+}
+
+/// An inside host: its namespace and addresses.
+#[derive(Debug)]
+pub struct InsideHost {
+    ns: Netns,
+    index: u8,
+    addrs: Vec<Ipv4Addr>,
+}
+
+impl InsideHost {
+    /// The host's namespace.
+    pub fn ns(&self) -> &Netns {
+        &self.ns
+    }
+    /// Its index (1-based; the `i` of `10.0.i.0/24`).
+    pub fn index(&self) -> u8 {
+        self.index
+    }
+    /// Its first address.
+    pub fn addr(&self) -> Ipv4Addr {
+        self.addrs[0]
+    }
+    /// All its addresses.
+    pub fn addrs(&self) -> &[Ipv4Addr] {
+        &self.addrs
+    }
+    /// The gateway's address on this host's LAN (`10.0.i.1`).
+    pub fn gateway_addr(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, self.index, 1)
+    }
+    /// The gateway's interface towards this host (`lan<i>`).
+    pub fn lan_if(&self) -> String {
+        format!("lan{}", self.index)
+    }
+}
+
+/// A built lab; dropping it removes every namespace (and so every veth and nftables table).
+#[derive(Debug)]
+pub struct GatewayLab {
+    spec: LabSpec,
+    hosts: Vec<InsideHost>,
+    outside: Netns,
+    nft: NftTable,
+    gateway: Netns,
+}
+
+fn check(what: &str, v: u8, min: u8, max: u8) -> Result<()> {
+    if v < min || v > max {
+        return Err(LabError::Invalid(format!(
+            "lab spec: {what} must be {min}-{max}, got {v}"
+        )));
+    }
+    Ok(())
+}
+
+impl GatewayLab {
+    /// Builds the lab described by `spec` (see the module documentation for the addressing).
+    pub fn build(spec: LabSpec) -> Result<GatewayLab> {
+        check("inside_hosts", spec.inside_hosts, 1, 250)?;
+        check("addrs_per_host", spec.addrs_per_host, 1, 200)?;
+        check("pool_size", spec.pool_size, 1, 250)?;
+        check("servers", spec.servers, 1, 250)?;
+
+        let gateway = Netns::new(&format!("{}-gw", spec.prefix))?;
+        let outside = Netns::new(&format!("{}-out", spec.prefix))?;
+
+        // WAN link and the outside network.
+        veth_pair(&gateway, WAN_IF, &outside, "eth0")?;
+        for i in 1..=spec.pool_size {
+            gateway.exec(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("100.64.0.{i}/24"),
+                "dev",
+                WAN_IF,
+            ])?;
+        }
+        gateway.exec(&[
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            &OUTSIDE_ROUTER.to_string(),
+        ])?;
+        outside.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{OUTSIDE_ROUTER}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        for s in 1..=spec.servers {
+            outside.exec(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("100.64.1.{s}/24"),
+                "dev",
+                "eth0",
+            ])?;
+        }
+        allow_ping_sockets(&outside)?;
+
+        // One LAN link per inside host.
+        let mut hosts = Vec::with_capacity(usize::from(spec.inside_hosts));
+        for i in 1..=spec.inside_hosts {
+            let ns = Netns::new(&format!("{}-h{i}", spec.prefix))?;
+            let lan = format!("lan{i}");
+            veth_pair(&gateway, &lan, &ns, "eth0")?;
+            gateway.exec(&["ip", "addr", "add", &format!("10.0.{i}.1/24"), "dev", &lan])?;
+            let addrs: Vec<Ipv4Addr> = (0..spec.addrs_per_host)
+                .map(|a| Ipv4Addr::new(10, 0, i, 2 + a))
+                .collect();
+            for a in &addrs {
+                ns.exec(&["ip", "addr", "add", &format!("{a}/24"), "dev", "eth0"])?;
+            }
+            ns.exec(&[
+                "ip",
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("10.0.{i}.1"),
+            ])?;
+            allow_ping_sockets(&ns)?;
+            hosts.push(InsideHost {
+                ns,
+                index: i,
+                addrs,
+            });
+        }
+
+        // NAT, then forwarding and conntrack settings (the conntrack sysctls of a namespace
+        // are there once the nat hooks are).
+        let nft = NftTable::create(Some(&gateway), "ip", NFT_TABLE, &ruleset(&spec))?;
+        gateway.sysctl("net.ipv4.ip_forward", "1")?;
+        for (key, secs) in &spec.timeouts.0 {
+            gateway.sysctl(&format!("net.netfilter.{key}"), &secs.to_string())?;
+        }
+        Ok(GatewayLab {
+            spec,
+            hosts,
+            outside,
+            nft,
+            gateway,
+        })
+    }
+
+    /// The spec the lab was built from.
+    pub fn spec(&self) -> &LabSpec {
+        &self.spec
+    }
+    /// The gateway namespace.
+    pub fn gateway(&self) -> &Netns {
+        &self.gateway
+    }
+    /// The outside namespace (servers and the WAN router).
+    pub fn outside(&self) -> &Netns {
+        &self.outside
+    }
+    /// The inside hosts, host `i` at index `i - 1`.
+    pub fn hosts(&self) -> &[InsideHost] {
+        &self.hosts
+    }
+    /// The gateway's WAN interface name.
+    pub fn wan_if(&self) -> &'static str {
+        WAN_IF
+    }
+    /// The gateway's LAN interface names, one per inside host.
+    pub fn lan_ifs(&self) -> Vec<String> {
+        self.hosts.iter().map(InsideHost::lan_if).collect()
+    }
+    /// The gateway's main WAN address (the masquerade address, the port forwards' address).
+    pub fn wan_addr(&self) -> Ipv4Addr {
+        Ipv4Addr::new(100, 64, 0, 1)
+    }
+    /// The outside pool: the addresses inside hosts may appear as.
+    pub fn pool(&self) -> Vec<Ipv4Addr> {
+        (1..=self.spec.pool_size)
+            .map(|i| Ipv4Addr::new(100, 64, 0, i))
+            .collect()
+    }
+    /// The outside server addresses.
+    pub fn servers(&self) -> Vec<Ipv4Addr> {
+        (1..=self.spec.servers)
+            .map(|s| Ipv4Addr::new(100, 64, 1, s))
+            .collect()
+    }
+    /// The nftables table doing the NAT.
+    pub fn nft_table(&self) -> &NftTable {
+        &self.nft
+    }
+    /// The TCP port forward: (outside address the world connects to, inside server address), if
+    /// the lab has port forwards.
+    pub fn dnat_tcp(&self) -> Option<(SocketAddr, SocketAddr)> {
+        self.spec.port_forward.then(|| {
+            (
+                SocketAddrV4::new(self.wan_addr(), DNAT_TCP_PORT).into(),
+                SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 2), DNAT_TCP_INSIDE_PORT).into(),
+            )
+        })
+    }
+    /// The UDP port forward, as [`GatewayLab::dnat_tcp`].
+    pub fn dnat_udp(&self) -> Option<(SocketAddr, SocketAddr)> {
+        self.spec.port_forward.then(|| {
+            (
+                SocketAddrV4::new(self.wan_addr(), DNAT_UDP_PORT).into(),
+                SocketAddrV4::new(Ipv4Addr::new(10, 0, 1, 2), DNAT_UDP_INSIDE_PORT).into(),
+            )
+        })
+    }
+    /// The names of every namespace of the lab.
+    pub fn namespace_names(&self) -> Vec<String> {
+        let mut names = vec![
+            self.gateway.name().to_owned(),
+            self.outside.name().to_owned(),
+        ];
+        names.extend(self.hosts.iter().map(|h| h.ns.name().to_owned()));
+        names
+    }
+}
+
+/// Lets root open ICMP datagram ("ping") sockets in `ns` (the lab's ICMP echo helper uses them).
+fn allow_ping_sockets(ns: &Netns) -> Result<()> {
+    ns.sysctl("net.ipv4.ping_group_range", "0 2147483647")
+}
+
+/// The gateway's nftables ruleset for `spec`.
+fn ruleset(spec: &LabSpec) -> String {
+    let opts = if spec.nat_options.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", spec.nat_options)
+    };
+    let snat = if spec.pool_size == 1 {
+        format!("masquerade{opts}")
+    } else {
+        format!("snat to 100.64.0.1-100.64.0.{}{opts}", spec.pool_size)
+    };
+    let forwards = if spec.port_forward {
+        format!(
+            "iifname \"{WAN_IF}\" ip daddr 100.64.0.1 tcp dport {DNAT_TCP_PORT} dnat to 10.0.1.2:{DNAT_TCP_INSIDE_PORT}\n\
+             iifname \"{WAN_IF}\" ip daddr 100.64.0.1 udp dport {DNAT_UDP_PORT} dnat to 10.0.1.2:{DNAT_UDP_INSIDE_PORT}\n"
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "table ip {NFT_TABLE} {{\n\
+         chain prerouting {{\n\
+         type nat hook prerouting priority dstnat; policy accept;\n\
+         {forwards}}}\n\
+         chain postrouting {{\n\
+         type nat hook postrouting priority srcnat; policy accept;\n\
+         oifname \"{WAN_IF}\" {snat}\n\
+         }}\n\
+         }}\n"
+    )
+}

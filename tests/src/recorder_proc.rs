@@ -1,0 +1,219 @@
+//! `natrec record` run inside a lab's gateway namespace: start it, wait until it is ready, read
+//! the flow events it writes (`--jsonl`), stop it with SIGTERM.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use recorder::model::FlowEvent;
+
+use crate::gateway::GatewayLab;
+use crate::lab::{ChildGuard, LabError, Netns, Result};
+
+/// How long `natrec record` may take to attach its programs and seed.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `natrec` binary to test: `$NATREC_BIN` (set by `cargo xtask test`), else
+/// `<target dir>/debug/natrec` of this workspace (`$CARGO_TARGET_DIR` or `<workspace>/target`).
+/// An error says how to build it when it is missing.
+pub fn natrec_bin() -> Result<PathBuf> {
+    let path = match std::env::var_os("NATREC_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+                || {
+                    Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("..")
+                        .join("target")
+                },
+                PathBuf::from,
+            );
+            target.join("debug").join("natrec")
+        }
+    };
+    if !path.is_file() {
+        return Err(LabError::Invalid(format!(
+            "the natrec binary {} does not exist: build it (`cargo build -p recorder`) or set NATREC_BIN",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
+/// A running `natrec record`; killed on drop if not stopped.
+#[derive(Debug)]
+pub struct NatrecRecord {
+    child: Option<ChildGuard>,
+    jsonl: PathBuf,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl NatrecRecord {
+    /// Starts `natrec record --wan wan0 --lan lan1 … --jsonl JSONL --reap-interval 1s EXTRA…` in
+    /// the lab's gateway and waits until it logs `ready`.
+    pub fn start(lab: &GatewayLab, jsonl: &Path, extra: &[&str]) -> Result<NatrecRecord> {
+        let jsonl_arg = jsonl
+            .to_str()
+            .ok_or_else(|| LabError::Invalid(format!("path {} is not UTF-8", jsonl.display())))?;
+        let lans = lab.lan_ifs();
+        let mut args = vec!["record", "--wan", lab.wan_if()];
+        for lan in &lans {
+            args.extend(["--lan", lan.as_str()]);
+        }
+        args.extend(["--jsonl", jsonl_arg, "--reap-interval", "1s"]);
+        args.extend_from_slice(extra);
+        Self::start_with(lab.gateway(), &args, jsonl)
+    }
+
+    /// Starts `natrec ARGS…` in `ns` (the arguments must make it write `jsonl`) and waits until
+    /// it logs a line containing `ready` on stderr.
+    pub fn start_with(ns: &Netns, args: &[&str], jsonl: &Path) -> Result<NatrecRecord> {
+        let bin = natrec_bin()?;
+        let bin = bin
+            .to_str()
+            .ok_or_else(|| LabError::Invalid(format!("path {} is not UTF-8", bin.display())))?;
+        let mut line = vec![bin];
+        line.extend_from_slice(args);
+        let mut child = ns.spawn(&line)?;
+        let pipe = child
+            .child_mut()
+            .and_then(|c| c.stderr.take())
+            .ok_or_else(|| LabError::Invalid("natrec has no stderr pipe".into()))?;
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let log = stderr.clone();
+        // Drains stderr for the process's whole life.
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("ready") {
+                    // The receiver may have given up already.
+                    let _ = tx.send(());
+                }
+                let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if rx.recv_timeout(Duration::from_millis(100)).is_ok() {
+                break;
+            }
+            let exited = child
+                .child_mut()
+                .map(|c| c.try_wait())
+                .transpose()
+                .map_err(|source| LabError::Io {
+                    what: "waiting for natrec".into(),
+                    source,
+                })?
+                .flatten();
+            if exited.is_some() || Instant::now() >= deadline {
+                // Let the drain thread catch the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                let said = stderr
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                let why = match exited {
+                    Some(status) => format!("exited ({status}) before it was ready"),
+                    None => format!("was not ready within {READY_TIMEOUT:?}"),
+                };
+                return Err(LabError::Invalid(format!(
+                    "`{}` {why}; its stderr:\n{said}",
+                    line.join(" ")
+                )));
+            }
+        }
+        Ok(NatrecRecord {
+            child: Some(child),
+            jsonl: jsonl.to_owned(),
+            stderr,
+        })
+    }
+
+    /// What natrec logged so far.
+    pub fn stderr(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The events written so far (a last line still being written is left out).
+    pub fn events(&self) -> Result<Vec<FlowEvent>> {
+        read_events(&self.jsonl, false)
+    }
+
+    /// Polls the events every 100 ms until `done` holds for them or `timeout` passes; returns
+    /// the last events read either way, with whether `done` held.
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&[FlowEvent]) -> bool,
+    ) -> Result<(Vec<FlowEvent>, bool)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let events = self.events()?;
+            if done(&events) {
+                return Ok((events, true));
+            }
+            if Instant::now() >= deadline {
+                return Ok((events, false));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops natrec with SIGTERM (an error if it does not exit within 10 s or exits with a
+    /// failure) and returns every event it wrote and its stderr.
+    pub fn stop(mut self) -> Result<(Vec<FlowEvent>, String)> {
+        if let Some(child) = self.child.take() {
+            let status = child.stop(libc::SIGTERM, Duration::from_secs(10))?;
+            std::thread::sleep(Duration::from_millis(100));
+            if !status.success() {
+                return Err(LabError::Invalid(format!(
+                    "natrec record exited with {status} after SIGTERM; its stderr:\n{}",
+                    self.stderr()
+                )));
+            }
+        }
+        Ok((read_events(&self.jsonl, true)?, self.stderr()))
+    }
+}
+
+/// Reads a JSON Lines file of flow events. With `complete`, every line must parse; otherwise a
+/// last line without its newline is taken to be still in writing and skipped.
+pub fn read_events(path: &Path, complete: bool) -> Result<Vec<FlowEvent>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !complete => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(LabError::Io {
+                what: format!("reading {}", path.display()),
+                source,
+            });
+        }
+    };
+    let body = if complete || text.ends_with('\n') {
+        text.as_str()
+    } else {
+        text.rsplit_once('\n').map_or("", |(done, _)| done)
+    };
+    body.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| {
+                LabError::Invalid(format!(
+                    "{} line {}: not a flow event ({e}): {l}",
+                    path.display(),
+                    i + 1
+                ))
+            })
+        })
+        .collect()
+}
