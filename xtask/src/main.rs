@@ -33,10 +33,24 @@ enum Cmd {
     /// Set up, build, and run the demo lab: a NAT gateway in network namespaces, natrec
     /// recording on its WAN, traffic, the captured translations, a query; then tear down.
     Demo,
-    /// Run the benchmarks (criterion): `store`, `query`, or all.
+    /// Run the benchmarks: `capture` (natrec against conntrack -E and ulogd2 in the lab),
+    /// `store`, `query` (criterion), or all; results go to BENCHMARKS.md.
     Bench {
-        /// Which part: store or query (default: all).
+        /// Which part: capture, store or query (default: all).
         part: Option<String>,
+        /// Extra arguments for the capture benchmark (see `natrec-bench --help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The packet-capture ground-truth harness: every packet that left the lab's gateway is
+    /// attributed by natrec and checked against the inside capture.
+    Harness {
+        /// Stress mode: new flows at the highest rate the lab sustains (not pass/fail).
+        #[arg(long)]
+        stress: bool,
+        /// Extra arguments (see `natrec-harness --help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Generate the synthetic ISP workload (arguments go to natrec-gen; see --help).
     Gen {
@@ -91,17 +105,39 @@ fn real_main() -> Result<()> {
                 .args(["run", "--quiet", "-p", "natrec-tests", "--bin", "natrec-demo", "--"])
                 .arg(&natrec))
         }
-        Cmd::Bench { part } => {
+        Cmd::Bench { part, args } => {
             setup::setup()?;
             let parts: Vec<&str> = match part.as_deref() {
-                None | Some("all") => vec!["store", "query"],
-                Some(p @ ("store" | "query")) => vec![p],
-                Some(other) => anyhow::bail!("unknown benchmark {other:?}: expected store or query"),
+                None | Some("all") => vec!["capture", "store", "query"],
+                Some(p @ ("capture" | "store" | "query")) => vec![p],
+                Some(other) => {
+                    anyhow::bail!("unknown benchmark {other:?}: expected capture, store or query")
+                }
             };
             for p in parts {
-                run(cargo().args(["bench", "-p", "recorder", "--bench", p]))?;
+                if p == "capture" {
+                    setup::bench_packages()?;
+                    run(cargo().args(["build", "--release", "-p", "recorder", "--bins"]))?;
+                    let natrec = target_dir().join("release").join("natrec");
+                    run(cargo()
+                        .args(["run", "--quiet", "--release", "-p", "natrec-tests", "--bin", "natrec-bench", "--"])
+                        .args(&args)
+                        .env("NATREC_BIN", &natrec))?;
+                } else {
+                    run(cargo().args(["bench", "-p", "recorder", "--bench", p]))?;
+                }
             }
             Ok(())
+        }
+        Cmd::Harness { stress, args } => {
+            setup::setup()?;
+            run(cargo().args(["build", "--release", "-p", "recorder", "--bins"]))?;
+            let natrec = target_dir().join("release").join("natrec");
+            run(cargo()
+                .args(["run", "--quiet", "--release", "-p", "natrec-tests", "--bin", "natrec-harness", "--"])
+                .args(stress.then_some("--stress"))
+                .args(&args)
+                .env("NATREC_BIN", &natrec))
         }
         Cmd::Gen { args } => {
             setup::setup()?;

@@ -25,6 +25,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("xz", "xz-utils"),
 ];
 
+/// What only the capture benchmark needs: the recorders natrec is compared with.
+const BENCH_PACKAGES: &[&str] = &["ulogd2", "ulogd2-json"];
+
 /// bpf-linker release line known to work with the nightly's LLVM here.
 const BPF_LINKER_VERSION: &str = "~0.13";
 
@@ -73,12 +76,29 @@ pub fn setup() -> Result<()> {
     Ok(())
 }
 
+/// Installs what the capture benchmark compares natrec with (ulogd2 and its JSON plugin).
+pub fn bench_packages() -> Result<()> {
+    step("benchmark packages (ulogd2)", || {
+        let json_plugin = Path::new("/usr/lib/x86_64-linux-gnu/ulogd/ulogd_output_JSON.so").exists();
+        if have_binary("ulogd") && json_plugin {
+            return Ok(false);
+        }
+        install(BENCH_PACKAGES)?;
+        Ok(true)
+    })
+}
+
 fn packages() -> Result<bool> {
     let missing: Vec<&str> =
         PACKAGES.iter().filter(|(bin, _)| !have_binary(bin)).map(|(_, pkg)| *pkg).collect();
     if missing.is_empty() {
         return Ok(false);
     }
+    install(&missing)?;
+    Ok(true)
+}
+
+fn install(missing: &[&str]) -> Result<()> {
     eprintln!("setup: installing {}", missing.join(" "));
     if !have_binary("apt-get") {
         bail!("packages {} are missing and there is no apt-get: install them by hand", missing.join(", "));
@@ -86,9 +106,9 @@ fn packages() -> Result<bool> {
     run(Command::new("apt-get").args(["update", "-qq"]))?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing)
+        .args(missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    Ok(true)
+    Ok(())
 }
 
 fn nightly_rust_src() -> Result<bool> {
