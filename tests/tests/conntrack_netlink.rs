@@ -404,3 +404,58 @@ fn entries_made_before_the_listener_end_with_events_enabled() {
     assert_eq!(v4(&gone[0].orig.src), Ipv4Addr::new(10, 1, 0, 2));
     assert_eq!(port(gone[0].reply.dst_port), 4001);
 }
+
+/// Drops every capability of the calling thread (only this thread: capabilities are per thread).
+fn drop_capabilities() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    // _LINUX_CAPABILITY_VERSION_3: two data words.
+    let header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capset(2) reads a valid header and two data structs; it changes only this thread.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &raw const header, data.as_ptr()) };
+    assert_eq!(rc, 0, "capset: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn without_cap_net_admin_the_errors_say_so() {
+    let Some(ns) = lab_ns("ctp") else { return };
+    let (event_err, dump_err) = ns
+        .run_in(|| {
+            drop_capabilities();
+            let ev = EventSocket::open(&EventOptions::default())
+                .map(|_| ())
+                .expect_err("event socket without caps");
+            let dump = DumpSocket::open()
+                .expect("a dump socket needs no capability")
+                .dump()
+                .expect_err("dump without caps");
+            (ev.to_string(), dump.to_string())
+        })
+        .expect("running inside the namespace");
+    assert!(
+        event_err.contains("needs CAP_NET_ADMIN: run natrec as root"),
+        "{event_err}"
+    );
+    assert!(
+        dump_err.contains("needs CAP_NET_ADMIN: run natrec as root"),
+        "{dump_err}"
+    );
+}
