@@ -53,14 +53,18 @@ pub struct RecordConfig {
     pub capture: CaptureConfig,
     pub jsonl: Option<PathBuf>,
     pub store: Option<WriterOptions>,
-    /// How often to dump conntrack so that expired entries are reaped (their DESTROY events
-    /// come at once instead of up to a minute late). `None`: never.
+    /// How often to dump conntrack: expired entries are reaped (their DESTROY events come at
+    /// once instead of up to a minute late), and open translations the kernel no longer has
+    /// (their end event never came: entries without the event extension) are closed with an
+    /// approximate end. `None`: only after a possible event loss.
     pub reap_interval: Option<Duration>,
     pub netlink_rcvbuf: usize,
     /// How often counters go to the log.
     pub stats_interval: Duration,
-    /// Set `net.netfilter.nf_conntrack_timestamp=1` (exact start and stop times).
-    pub enable_timestamps: bool,
+    /// Set `net.netfilter.nf_conntrack_timestamp=1` (exact start and stop times) and
+    /// `net.netfilter.nf_conntrack_events=1` (a DESTROY event for every entry, also those created
+    /// while natrec was not running).
+    pub set_sysctls: bool,
 }
 
 /// What a run did, reported at shutdown (and as JSON by `--stats-json`).
@@ -88,17 +92,9 @@ enum NlMsg {
     Failed(ConntrackError),
 }
 
-/// Why a dump was made.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum DumpPurpose {
-    /// Reap expired entries (their DESTROY events follow); nothing else is done with it.
-    Reap,
-    /// Check the open set against the kernel's after a possible loss.
-    Resync,
-}
-
+/// A conntrack dump made while recording (periodic, or after a possible loss). It reaps
+/// expired entries (their DESTROY events follow at once) and shows which entries are live.
 struct DumpResult {
-    purpose: DumpPurpose,
     started: Timestamp,
     done: Timestamp,
     entries: Result<Vec<CtEntry>, ConntrackError>,
@@ -209,11 +205,16 @@ pub fn run(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
 
 async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
     let mut summary = RecordSummary::default();
-    if cfg.enable_timestamps {
+    if cfg.set_sysctls {
         match conntrack::enable_timestamps() {
-            Ok(0) => tracing::info!("enabled net.netfilter.nf_conntrack_timestamp (exact start and stop times)"),
+            Ok(0) => tracing::info!("set net.netfilter.nf_conntrack_timestamp=1 (exact start and stop times)"),
             Ok(_) => {}
             Err(e) => tracing::warn!("could not enable conntrack timestamps ({e}): times will be natrec's observations, flagged approximate"),
+        }
+        match conntrack::enable_events() {
+            Ok(1) => {}
+            Ok(prev) => tracing::info!(previous = prev, "set net.netfilter.nf_conntrack_events=1 (DESTROY events for every entry)"),
+            Err(e) => tracing::warn!("could not set nf_conntrack_events=1 ({e}): entries created while natrec is not running end only at a dump"),
         }
     }
     match conntrack::events_setting() {
@@ -336,12 +337,11 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
                 dump_in_flight = false;
                 summary.dumps += 1;
                 match res.entries {
-                    Ok(entries) if res.purpose == DumpPurpose::Resync => {
+                    Ok(entries) => {
                         summary.resyncs += 1;
                         let live = entries.iter().filter_map(|e| from_entry(e, res.started, false)).map(|t| t.key()).collect();
                         pending_resync = Some(PendingResync { live, started: res.started, done: res.done, at: Instant::now() + RESYNC_GRACE });
                     }
-                    Ok(_) => {}
                     Err(e) => tracing::warn!("conntrack dump failed: {e}"),
                 }
             }
@@ -361,7 +361,6 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
                 sinks.tick(now)?;
                 let reap_due = cfg.reap_interval.is_some_and(|i| last_reap.elapsed() >= i);
                 if !dump_in_flight && (resync_wanted || reap_due) {
-                    let purpose = if resync_wanted { DumpPurpose::Resync } else { DumpPurpose::Reap };
                     resync_wanted = false;
                     last_reap = Instant::now();
                     dump_in_flight = true;
@@ -369,7 +368,7 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
                     tokio::task::spawn_blocking(move || {
                         let started = Timestamp::now();
                         let entries = conntrack::dump();
-                        let _ = tx.send(DumpResult { purpose, started, done: Timestamp::now(), entries });
+                        let _ = tx.send(DumpResult { started, done: Timestamp::now(), entries });
                     });
                 }
                 if last_stats.elapsed() >= Duration::from_secs(1) {

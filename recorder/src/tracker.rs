@@ -33,14 +33,23 @@ pub struct TrackerStats {
     pub end_only: u64,
     /// Translations closed with an approximate end (lost end event, slot reuse, restart).
     pub approx_ends: u64,
+    /// End events that came after a resync had already closed their translation (the
+    /// approximate end stands; the event is dropped).
+    pub late_ends: u64,
 }
 
 /// The open translations and the rules that pair starts with ends.
 #[derive(Debug, Default)]
 pub struct Tracker {
     open: HashMap<FlowKey, Translation>,
+    /// Translations a resync closed, by key → start, so that their late end event is not taken
+    /// for an unseen translation. Bounded by [`CLOSED_MEMORY`].
+    closed_by_resync: HashMap<FlowKey, Timestamp>,
     stats: TrackerStats,
 }
+
+/// How many resync-closed translations the tracker remembers.
+const CLOSED_MEMORY: usize = 1 << 20;
 
 /// Whether two reports of a key are the same conntrack entry: they differ only when both
 /// carry the kernel's exact start and the starts differ.
@@ -97,6 +106,15 @@ impl Tracker {
     pub fn end(&mut self, t: Translation, out: &mut Vec<FlowEvent>) {
         let key = t.key();
         let end = t.end;
+        if !self.open.contains_key(&key)
+            && self.closed_by_resync.get(&key).is_some_and(|start| {
+                *start == t.start || t.flags.contains(Flags::START_APPROX)
+            })
+        {
+            self.closed_by_resync.remove(&key);
+            self.stats.late_ends += 1;
+            return;
+        }
         match self.open.remove(&key) {
             Some(mut open) if same_entry(&open, &t) => {
                 // Prefer the kernel's exact start when only the destroy event carries it.
@@ -145,8 +163,12 @@ impl Tracker {
             .filter(|(k, t)| !live.contains(k) && t.start < dump_started)
             .map(|(k, _)| *k)
             .collect();
+        if self.closed_by_resync.len() + gone.len() > CLOSED_MEMORY {
+            self.closed_by_resync.clear();
+        }
         for k in gone {
             if let Some(mut t) = self.open.remove(&k) {
+                self.closed_by_resync.insert(k, t.start);
                 t.end = Some(dump_done.max(t.start));
                 t.flags.insert(Flags::END_APPROX);
                 self.stats.approx_ends += 1;
@@ -252,7 +274,12 @@ mod tests {
         let started: Timestamp = "2026-01-01T00:09:00Z".parse().expect("time");
         let done: Timestamp = "2026-01-01T00:09:01Z".parse().expect("time");
         tr.resync(&live, started, done, &mut out);
-        assert_eq!(out, vec![FlowEvent::End(ended(gone, "2026-01-01T00:09:01Z", Flags::END_APPROX))]);
+        assert_eq!(out, vec![FlowEvent::End(ended(gone.clone(), "2026-01-01T00:09:01Z", Flags::END_APPROX))]);
         assert_eq!(tr.open_count(), 2, "the live one and the one newer than the dump stay open");
+        // Its end event, late: dropped, not taken for an unseen translation.
+        out.clear();
+        tr.end(ended(gone, "2026-01-01T00:08:00Z", Flags::empty()), &mut out);
+        assert!(out.is_empty());
+        assert_eq!((tr.stats().late_ends, tr.stats().end_only), (1, 0));
     }
 }

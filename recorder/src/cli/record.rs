@@ -29,8 +29,9 @@ pub struct Args {
     jsonl: Option<PathBuf>,
     #[command(flatten)]
     store: StoreArgs,
-    /// Dump conntrack this often so expired entries are reaped at once (their DESTROY events
-    /// otherwise come up to a minute late); `0s` never.
+    /// Dump conntrack this often: expired entries are reaped at once (their DESTROY events
+    /// otherwise come up to a minute late) and translations whose end event never came are
+    /// closed (flagged end_approx); `0s`: only after a possible event loss.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
     reap_interval: Duration,
     /// Size of the BPF ring buffer (a power of two, at least one page): e.g. 16MiB.
@@ -45,10 +46,10 @@ pub struct Args {
     /// How often counters are logged.
     #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_duration)]
     stats_interval: Duration,
-    /// Leave net.netfilter.nf_conntrack_timestamp as it is (natrec sets it to 1 by default, for
-    /// exact start and stop times).
+    /// Leave net.netfilter.nf_conntrack_timestamp and nf_conntrack_events as they are (natrec
+    /// sets both to 1 by default: exact start and stop times, an end event for every entry).
     #[arg(long)]
-    keep_timestamp_setting: bool,
+    keep_sysctls: bool,
     /// At exit, print the run's counters as one JSON object on standard error.
     #[arg(long)]
     stats_json: bool,
@@ -69,7 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         reap_interval: (!args.reap_interval.is_zero()).then_some(args.reap_interval),
         netlink_rcvbuf: usize::try_from(args.netlink_rcvbuf).unwrap_or(usize::MAX),
         stats_interval: args.stats_interval,
-        enable_timestamps: !args.keep_timestamp_setting,
+        set_sysctls: !args.keep_sysctls,
     };
     let summary = daemon::run(cfg)?;
     let k = &summary.kernel;
