@@ -348,6 +348,9 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
             _ = tick.tick() => {
                 clock.refresh();
                 capture.flush_logs();
+                // An event submitted between the last read and clearing readiness raises no new
+                // edge: the tick bounds how long it can wait.
+                drain_ring(&mut capture, &clock, &mut tracker, &mut out, &mut summary);
                 let now = Timestamp::now();
                 if pending_resync.as_ref().is_some_and(|p| Instant::now() >= p.at) {
                     if let Some(p) = pending_resync.take() {
