@@ -22,7 +22,7 @@ mod sysctl;
 use std::io;
 use std::path::PathBuf;
 
-pub use parse::{CtEntry, CtMsgKind};
+pub use parse::CtEntry;
 pub use socket::{
     DumpPass, DumpSocket, EventOptions, EventSocket, EventStats, RecvStatus, Wait, dump,
 };

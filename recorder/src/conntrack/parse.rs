@@ -120,7 +120,7 @@ impl CtEntry {
 
 /// What a ctnetlink conntrack message announced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CtMsgKind {
+pub(crate) enum CtMsgKind {
     /// `IPCTNL_MSG_CT_NEW`: a NEW or UPDATE event, or a dump reply.
     New,
     /// `IPCTNL_MSG_CT_DELETE`: a DESTROY event.
