@@ -93,7 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         tracing::warn!(
             ringbuf_full = k.ringbuf_full,
             read_errors = k.read_errors,
-            "the kernel side could not report some packets' entries at once (they are reported at a later packet or at their end)"
+            "ring buffer full or kernel reads failed: the kernel side could not report some entries at their first packet (raise --ringbuf-size); they were recorded from a later packet or from their end event (flag end_only)"
         );
     }
     if args.stats_json {

@@ -1,0 +1,106 @@
+//! Nothing is lost silently: with a ring buffer far too small for a burst, the kernel side counts
+//! every event it could not write, natrec reports the count, and every translation is still
+//! recorded (from its end event).
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use natrec_tests::conntrack::conntrack_flush;
+use natrec_tests::gateway::{GatewayLab, LabSpec};
+use natrec_tests::lab::{TempDir, lab_test_start};
+use natrec_tests::recorder_proc::NatrecRecord;
+use recorder::model::{Flags, FlowEvent, Proto};
+
+const FLOWS: u16 = 2000;
+const FIRST_PORT: u16 = 20000;
+
+#[test]
+fn a_full_ring_buffer_is_counted_and_every_translation_still_recorded() {
+    if !lab_test_start().expect("lab capabilities") {
+        return;
+    }
+    let lab = GatewayLab::build(LabSpec {
+        prefix: "drop".into(),
+        inside_hosts: 1,
+        port_forward: false,
+        ..LabSpec::default()
+    })
+    .expect("lab");
+    let host = &lab.hosts()[0];
+    let local = SocketAddr::new(IpAddr::V4(host.addr()), 0);
+    let server = lab.servers()[0];
+    // Resolve the neighbours first: packets waiting for ARP never reach the hook.
+    host.ns()
+        .run_in(move || UdpSocket::bind(local)?.send_to(b"warm", SocketAddr::new(IpAddr::V4(server), 9)))
+        .expect("run_in")
+        .expect("warm-up datagram");
+    std::thread::sleep(Duration::from_millis(300));
+    conntrack_flush(lab.gateway()).expect("flush");
+
+    let work = TempDir::new("natrec-drops").expect("tmp");
+    let jsonl = work.path().join("events.jsonl");
+    // One page: room for a few dozen events, against a burst of thousands.
+    let rec = NatrecRecord::start(&lab, &jsonl, &["--ringbuf-size", "4096", "--stats-json"])
+        .expect("natrec record");
+
+    // A burst of new UDP entries: one datagram each, to FLOWS different remote ports, in
+    // batches the veth backlog (1000 packets) takes whole.
+    let src_port = host
+        .ns()
+        .run_in(move || -> std::io::Result<u16> {
+            let sock = UdpSocket::bind(local)?;
+            for port in FIRST_PORT..FIRST_PORT + FLOWS {
+                sock.send_to(b"burst", SocketAddr::new(IpAddr::V4(server), port))?;
+                if port % 500 == 499 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            Ok(sock.local_addr()?.port())
+        })
+        .expect("run_in")
+        .expect("burst");
+
+    std::thread::sleep(Duration::from_millis(500));
+    conntrack_flush(lab.gateway()).expect("flush");
+    let ends = |evs: &[FlowEvent]| {
+        evs.iter().filter(|e| matches!(e, FlowEvent::End(t) if t.proto == Proto::UDP && t.remote.ip() == IpAddr::V4(server))).count()
+    };
+    let (_, complete) = rec
+        .wait_for(Duration::from_secs(30), |evs| ends(evs) >= usize::from(FLOWS))
+        .expect("events");
+    let (events, log) = rec.stop().expect("stop");
+    assert!(complete, "only {} of {FLOWS} end events arrived; natrec's log:\n{log}", ends(&events));
+
+    // Every flow is recorded exactly once, with the right endpoints.
+    let mut seen = HashSet::new();
+    let mut end_only = 0u64;
+    for ev in &events {
+        let FlowEvent::End(t) = ev else { continue };
+        if t.remote.ip() != IpAddr::V4(server) {
+            continue;
+        }
+        assert_eq!(t.inside, SocketAddr::new(IpAddr::V4(host.addr()), src_port), "{t:?}");
+        assert_eq!(t.outside.ip(), IpAddr::V4(lab.wan_addr()), "{t:?}");
+        assert!(seen.insert(t.remote.port()), "recorded twice: {t:?}");
+        if t.flags.contains(Flags::END_ONLY) {
+            end_only += 1;
+        }
+    }
+    let expected: HashSet<u16> = (FIRST_PORT..FIRST_PORT + FLOWS).collect();
+    assert_eq!(seen, expected, "every remote port of the burst, once");
+
+    // The drops were counted in the kernel and reported, and account for the end-only records.
+    let stats = log
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
+        .unwrap_or_else(|| panic!("no --stats-json line in natrec's stderr:\n{log}"));
+    let full = stats["kernel"]["ringbuf_full"].as_u64().expect("kernel.ringbuf_full");
+    assert!(full > 0, "a 4 KiB ring cannot take {FLOWS} events at once; stats: {stats}");
+    assert_eq!(
+        end_only, full,
+        "each entry whose start event was dropped is known from its end only; stats: {stats}"
+    );
+    assert!(log.contains("ring buffer full"), "the drop is logged:\n{log}");
+}
