@@ -253,7 +253,10 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
     let (nl_tx, mut nl_rx) = mpsc::unbounded_channel();
     let reader = spawn_reader(events, nl_tx, stop.clone())?;
 
-    let mut tracker = Tracker::new();
+    let mut tracker = match &cfg.store {
+        Some(o) => Tracker::with_resolution(o.resolution),
+        None => Tracker::new(),
+    };
     let mut out = Vec::new();
     let clock = ClockMap::new();
     if let Some(store) = &sinks.store {

@@ -21,6 +21,7 @@ use std::collections::{HashMap, HashSet};
 use jiff::Timestamp;
 
 use crate::model::{Flags, FlowEvent, FlowKey, Translation};
+use crate::store::Resolution;
 
 /// Counters of what the tracker saw, for the log and `--stats`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -46,20 +47,34 @@ pub struct Tracker {
     /// for an unseen translation. Bounded by [`CLOSED_MEMORY`].
     closed_by_resync: HashMap<FlowKey, Timestamp>,
     stats: TrackerStats,
+    /// The resolution starts are compared at (translations recovered from the store come back
+    /// rounded down to the store's resolution).
+    resolution: Resolution,
 }
 
 /// How many resync-closed translations the tracker remembers.
 const CLOSED_MEMORY: usize = 1 << 20;
 
-/// Whether two reports of a key are the same conntrack entry: they differ only when both
-/// carry the kernel's exact start and the starts differ.
-fn same_entry(a: &Translation, b: &Translation) -> bool {
-    a.flags.contains(Flags::START_APPROX) || b.flags.contains(Flags::START_APPROX) || a.start == b.start
-}
 
 impl Tracker {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A tracker that takes starts equal at `resolution` (the store's, when translations
+    /// recovered from it are adopted).
+    pub fn with_resolution(resolution: Resolution) -> Self {
+        Self { resolution, ..Self::default() }
+    }
+
+    /// Whether two reports of a key are the same conntrack entry: they differ only when both
+    /// carry the kernel's exact start and the starts differ (at the tracker's resolution).
+    fn same_entry(&self, a: &Translation, b: &Translation) -> bool {
+        let r = self.resolution;
+        a.flags.contains(Flags::START_APPROX)
+            || b.flags.contains(Flags::START_APPROX)
+            || a.start == b.start
+            || r.truncate(a.start).ok() == r.truncate(b.start).ok()
     }
 
     pub fn stats(&self) -> TrackerStats {
@@ -81,7 +96,7 @@ impl Tracker {
     pub fn start(&mut self, t: Translation, out: &mut Vec<FlowEvent>) {
         let key = t.key();
         if let Some(prev) = self.open.get(&key) {
-            if same_entry(prev, &t) {
+            if self.same_entry(prev, &t) {
                 self.stats.duplicate_starts += 1;
                 return;
             }
@@ -108,7 +123,8 @@ impl Tracker {
         let end = t.end;
         if !self.open.contains_key(&key)
             && self.closed_by_resync.get(&key).is_some_and(|start| {
-                *start == t.start || t.flags.contains(Flags::START_APPROX)
+                let r = self.resolution;
+                t.flags.contains(Flags::START_APPROX) || r.truncate(*start).ok() == r.truncate(t.start).ok()
             })
         {
             self.closed_by_resync.remove(&key);
@@ -116,7 +132,7 @@ impl Tracker {
             return;
         }
         match self.open.remove(&key) {
-            Some(mut open) if same_entry(&open, &t) => {
+            Some(mut open) if self.same_entry(&open, &t) => {
                 // Prefer the kernel's exact start when only the destroy event carries it.
                 if open.flags.contains(Flags::START_APPROX) && !t.flags.contains(Flags::START_APPROX) {
                     open.start = t.start;
@@ -257,6 +273,17 @@ mod tests {
         out.clear();
         tr.end(destroy.clone(), &mut out);
         assert_eq!(out, vec![FlowEvent::End(destroy)]);
+    }
+
+    #[test]
+    fn a_recovered_start_rounded_to_the_store_resolution_is_the_same_entry() {
+        let mut tr = Tracker::with_resolution(Resolution::Millis);
+        let mut out = Vec::new();
+        tr.adopt(t(4000, "2026-01-01T00:00:00.123Z", Flags::empty()));
+        tr.start(t(4000, "2026-01-01T00:00:00.123456789Z", Flags::SEEDED), &mut out);
+        assert!(out.is_empty(), "not a new entry: {out:?}");
+        tr.start(t(4000, "2026-01-01T00:00:00.124Z", Flags::empty()), &mut out);
+        assert_eq!(out.len(), 2, "a start 1 ms later is another entry: {out:?}");
     }
 
     #[test]
