@@ -135,8 +135,9 @@ fn ifindex(name: &str) -> Result<u32, CaptureError> {
 }
 
 impl Capture {
-    /// Checks the host, loads the programs with this kernel's offsets and attaches them.
-    pub fn start(cfg: &CaptureConfig) -> Result<Self, CaptureError> {
+    /// Checks what can be checked before touching anything: root, the kernel version, the
+    /// interfaces, the ring size.
+    pub fn preflight(cfg: &CaptureConfig) -> Result<(), CaptureError> {
         if cfg.wan.is_empty() {
             return Err(CaptureError::NoWan);
         }
@@ -155,6 +156,13 @@ impl Capture {
         if !cfg.ringbuf_bytes.is_power_of_two() || cfg.ringbuf_bytes % page != 0 {
             return Err(CaptureError::BadRingSize(cfg.ringbuf_bytes));
         }
+        Ok(())
+    }
+
+    /// Checks the host, loads the programs with this kernel's offsets and attaches them.
+    pub fn start(cfg: &CaptureConfig) -> Result<Self, CaptureError> {
+        Self::preflight(cfg)?;
+        let release = kernel_release();
         raise_memlock_limit();
 
         let offsets = KernelBtf::load()?.offsets()?;

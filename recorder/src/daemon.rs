@@ -205,6 +205,14 @@ pub fn run(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
 
 async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
     let mut summary = RecordSummary::default();
+    // Nothing is changed on the host before the configuration is known to be usable.
+    Capture::preflight(&cfg.capture)?;
+    let mut sinks = Sinks {
+        jsonl: cfg.jsonl.as_deref().map(JsonlSink::open).transpose()?,
+        store: cfg.store.clone().map(Writer::open).transpose()?,
+        store_errors: 0,
+        last_store_error_log: None,
+    };
     if cfg.set_sysctls {
         match conntrack::enable_timestamps() {
             Ok(0) => tracing::info!("set net.netfilter.nf_conntrack_timestamp=1 (exact start and stop times)"),
@@ -223,12 +231,6 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
         Err(e) => tracing::warn!("reading nf_conntrack_events: {e}"),
     }
 
-    let mut sinks = Sinks {
-        jsonl: cfg.jsonl.as_deref().map(JsonlSink::open).transpose()?,
-        store: cfg.store.clone().map(Writer::open).transpose()?,
-        store_errors: 0,
-        last_store_error_log: None,
-    };
     let mut capture = Capture::start(&cfg.capture)?;
     if !capture.has_timestamps() {
         tracing::warn!("this kernel's BTF has no conntrack timestamp extension: starts are natrec's observations");
