@@ -33,6 +33,9 @@ pub struct FlowDone {
     pub remote: SocketAddr,
     /// Taken just before the first packet was sent.
     pub first_packet: Timestamp,
+    /// Taken just after the first answer was received: the gateway had translated the first
+    /// packet by then, so a recorded start must not be later.
+    pub first_reply: Timestamp,
     /// Taken just after the last answer was received.
     pub last_packet: Timestamp,
 }
@@ -175,6 +178,7 @@ pub struct TcpFlow {
     local: SocketAddr,
     remote: SocketAddr,
     first_packet: Timestamp,
+    first_reply: Timestamp,
     last_packet: Timestamp,
 }
 
@@ -198,6 +202,7 @@ impl TcpFlow {
             let first_packet = Timestamp::now();
             sock.connect_timeout(&SockAddr::from(remote), REPLY_TIMEOUT)
                 .map_err(io(what("connect")))?;
+            // The SYN-ACK is the first answer.
             let last_packet = Timestamp::now();
             let stream: TcpStream = sock.into();
             stream
@@ -209,6 +214,7 @@ impl TcpFlow {
                 local,
                 remote,
                 first_packet,
+                first_reply: last_packet,
                 last_packet,
             })
         })?
@@ -248,6 +254,7 @@ impl TcpFlow {
             local: self.local,
             remote: self.remote,
             first_packet: self.first_packet,
+            first_reply: self.first_reply,
             last_packet: self.last_packet,
         }
     }
@@ -299,6 +306,7 @@ pub fn udp_exchange(
         let local = sock.local_addr().map_err(io(what.clone()))?;
         let first_packet = Timestamp::now();
         let mut last_packet = first_packet;
+        let mut first_reply = None;
         let mut buf = [0u8; 2048];
         for i in 0..rounds {
             let msg = format!("natrec lab {i}");
@@ -307,6 +315,7 @@ pub fn udp_exchange(
                 .recv(&mut buf)
                 .map_err(io(format!("{what}: waiting for echo {i}")))?;
             last_packet = Timestamp::now();
+            first_reply.get_or_insert(last_packet);
             if &buf[..n] != msg.as_bytes() {
                 return Err(LabError::Invalid(format!(
                     "{what}: the echo differs from what was sent"
@@ -318,6 +327,7 @@ pub fn udp_exchange(
             local,
             remote,
             first_packet,
+            first_reply: first_reply.unwrap_or(last_packet),
             last_packet,
         })
     })?
@@ -348,6 +358,7 @@ pub fn ping(
             .map_err(io(what.clone()))?;
         let first_packet = Timestamp::now();
         let mut last_packet = first_packet;
+        let mut first_reply = None;
         let mut buf = [0u8; 2048];
         for seq in 0..count {
             let [s0, s1] = seq.to_be_bytes();
@@ -366,12 +377,14 @@ pub fn ping(
                 }
             }
             last_packet = Timestamp::now();
+            first_reply.get_or_insert(last_packet);
         }
         Ok(FlowDone {
             proto: Proto::ICMP,
             local: SocketAddr::new(IpAddr::V4(local), ident),
             remote: SocketAddr::new(IpAddr::V4(remote), 0),
             first_packet,
+            first_reply: first_reply.unwrap_or(last_packet),
             last_packet,
         })
     })?

@@ -1,0 +1,356 @@
+//! Issue 2: `natrec record` in a lab gateway records every NAT translation exactly as the
+//! gateway's own conntrack table has it, with a lifetime that covers the flow.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use natrec_tests::conntrack::{CtTranslation, conntrack_flush, conntrack_list};
+use natrec_tests::gateway::{GatewayLab, LabSpec, OUTSIDE_ROUTER};
+use natrec_tests::lab::{self, TempDir};
+use natrec_tests::recorder_proc::NatrecRecord;
+use natrec_tests::traffic::{self, EchoServer, FlowDone, TcpFlow};
+use recorder::model::{Flags, FlowEvent, Kind, Proto, Translation};
+
+/// How long to wait for end events after the last flow (natural expiry with the lab's short
+/// timeouts and natrec's 1 s reaping), and again after flushing what is left.
+const END_WAIT: Duration = Duration::from_secs(12);
+const FLUSH_WAIT: Duration = Duration::from_secs(8);
+
+fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.into(), port)
+}
+
+/// What identifies a translation across natrec and conntrack.
+type Key = (Kind, Proto, SocketAddr, SocketAddr, SocketAddr);
+
+fn key_of(t: &Translation) -> Key {
+    (t.kind, t.proto, t.inside, t.outside, t.remote)
+}
+
+fn ct_key(t: &CtTranslation) -> Key {
+    (t.kind, t.proto, t.inside, t.outside, t.remote)
+}
+
+/// The conntrack translation of a flow the client `done` made: an outbound one (SNAT) has the
+/// client inside, an inbound one (DNAT) has it as the remote.
+fn ct_translation_of(lab: &GatewayLab, done: &FlowDone, kind: Kind) -> CtTranslation {
+    let ct = conntrack_list(lab.gateway()).expect("conntrack -L in the gateway");
+    let found: Vec<CtTranslation> = ct
+        .iter()
+        .filter_map(|l| l.translation())
+        .filter(|t| {
+            t.kind == kind
+                && t.proto == done.proto
+                && match kind {
+                    Kind::Dnat => t.remote == done.local,
+                    _ => t.inside == done.local && t.remote == done.remote,
+                }
+        })
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one conntrack entry for {done:?}, found {found:?} in {ct:#?}"
+    );
+    found[0]
+}
+
+/// Waits for an end event of every key; flushes the gateway's conntrack table if natural expiry
+/// did not bring them all. Returns every event natrec wrote, after stopping it.
+fn finish(lab: &GatewayLab, natrec: NatrecRecord, keys: &[Key]) -> Vec<FlowEvent> {
+    let all_ended = |events: &[FlowEvent]| {
+        keys.iter().all(|k| {
+            events
+                .iter()
+                .any(|e| matches!(e, FlowEvent::End(t) if key_of(t) == *k))
+        })
+    };
+    let (_, ended) = natrec
+        .wait_for(END_WAIT, all_ended)
+        .expect("reading natrec's events");
+    if !ended {
+        eprintln!(
+            "not every flow ended within {END_WAIT:?}; flushing the gateway's conntrack table"
+        );
+        conntrack_flush(lab.gateway()).expect("conntrack -F");
+        natrec
+            .wait_for(FLUSH_WAIT, all_ended)
+            .expect("reading natrec's events");
+    }
+    let (events, stderr) = natrec.stop().expect("stopping natrec record");
+    eprintln!("natrec record's stderr:\n{stderr}");
+    events
+}
+
+/// The single start and single end natrec wrote for `key`.
+fn start_and_end<'a>(events: &'a [FlowEvent], key: &Key) -> (&'a Translation, &'a Translation) {
+    let starts: Vec<&Translation> = events
+        .iter()
+        .filter_map(|e| match e {
+            FlowEvent::Start(t) if key_of(t) == *key => Some(t),
+            _ => None,
+        })
+        .collect();
+    let ends: Vec<&Translation> = events
+        .iter()
+        .filter_map(|e| match e {
+            FlowEvent::End(t) if key_of(t) == *key => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        starts.len(),
+        1,
+        "one start event for {key:?}, got {starts:?}; all events: {events:#?}"
+    );
+    assert_eq!(
+        ends.len(),
+        1,
+        "one end event for {key:?}, got {ends:?}; all events: {events:#?}"
+    );
+    (starts[0], ends[0])
+}
+
+/// The lifetime natrec recorded covers the flow the client saw.
+fn assert_covers(start: &Translation, end: &Translation, done: &FlowDone, seeded: bool) {
+    assert_eq!(
+        start.start, end.start,
+        "the end event repeats the start: {start:?} / {end:?}"
+    );
+    assert_eq!(start.end, None, "a start event has no end: {start:?}");
+    let stop = end
+        .end
+        .unwrap_or_else(|| panic!("an end event has an end: {end:?}"));
+    assert!(
+        stop >= done.last_packet,
+        "end {stop} before the last packet {} of {done:?}",
+        done.last_packet
+    );
+    assert!(stop >= end.start, "end before start: {end:?}");
+    if seeded {
+        assert!(
+            start.flags.contains(Flags::SEEDED),
+            "a flow older than natrec is seeded: {start:?}"
+        );
+        // Entries made before natrec turned conntrack timestamps on have no start of their own.
+        assert!(
+            start.flags.contains(Flags::START_APPROX) || start.start <= done.first_reply,
+            "a seeded start without START_APPROX must be exact: {start:?} vs {done:?}"
+        );
+    } else {
+        assert!(
+            !start.flags.contains(Flags::SEEDED),
+            "a new flow is not seeded: {start:?}"
+        );
+        assert!(
+            !start.flags.contains(Flags::START_APPROX),
+            "natrec turns timestamps on: {start:?}"
+        );
+        assert!(
+            start.start <= done.first_reply,
+            "start {} after the gateway translated the first packet (answered by {}): {done:?}",
+            start.start,
+            done.first_reply
+        );
+        assert!(
+            start.start >= done.first_packet,
+            "start {} before the client sent its first packet at {}",
+            start.start,
+            done.first_packet
+        );
+    }
+}
+
+#[test]
+fn natrec_records_every_flow_like_conntrack() {
+    if !lab::lab_test_start().expect("lab capabilities") {
+        return;
+    }
+    let lab = GatewayLab::build(LabSpec {
+        prefix: "cap".into(),
+        ..LabSpec::default()
+    })
+    .expect("lab");
+    let dir = TempDir::new("cap").expect("temp dir");
+    let [s1, s2] = [lab.servers()[0], lab.servers()[1]];
+    let _servers: Vec<EchoServer> = [s1, s2]
+        .iter()
+        .flat_map(|s| {
+            [
+                EchoServer::tcp(lab.outside(), sa(*s, 7)).expect("tcp echo"),
+                EchoServer::udp(lab.outside(), sa(*s, 7)).expect("udp echo"),
+            ]
+        })
+        .collect();
+    let (out_tcp, in_tcp) = lab.dnat_tcp().expect("tcp forward");
+    let (out_udp, in_udp) = lab.dnat_udp().expect("udp forward");
+    let h = lab.hosts();
+    let _inside_tcp = EchoServer::tcp(h[0].ns(), in_tcp).expect("inside tcp server");
+    let _inside_udp = EchoServer::udp(h[0].ns(), in_udp).expect("inside udp server");
+    // Services of the gateway itself, on every address.
+    let _gw_tcp = EchoServer::tcp(lab.gateway(), sa(Ipv4Addr::UNSPECIFIED, 7)).expect("gw tcp");
+    let _gw_udp = EchoServer::udp(lab.gateway(), sa(Ipv4Addr::UNSPECIFIED, 7)).expect("gw udp");
+
+    // A connection older than natrec.
+    let mut old = TcpFlow::open(h[0].ns(), sa(h[0].addr(), 42000), sa(s2, 7)).expect("old flow");
+    old.exchange(1).expect("old flow exchange");
+
+    let natrec =
+        NatrecRecord::start(&lab, &dir.path().join("flows.jsonl"), &[]).expect("natrec record");
+
+    let mut flows: Vec<(FlowDone, Kind, &str)> = Vec::new();
+    flows.push((
+        traffic::tcp_exchange(h[0].ns(), sa(h[0].addr(), 0), sa(s1, 7), 3).expect("tcp"),
+        Kind::Snat,
+        "tcp out",
+    ));
+    flows.push((
+        traffic::udp_exchange(h[1].ns(), sa(h[1].addr(), 0), sa(s2, 7), 2).expect("udp"),
+        Kind::Snat,
+        "udp out",
+    ));
+    flows.push((
+        traffic::ping(h[2].ns(), h[2].addr(), 777, s1, 2).expect("ping"),
+        Kind::Snat,
+        "icmp out",
+    ));
+    flows.push((
+        traffic::tcp_exchange(lab.outside(), sa(OUTSIDE_ROUTER, 0), out_tcp, 2).expect("dnat tcp"),
+        Kind::Dnat,
+        "tcp forward",
+    ));
+    flows.push((
+        traffic::udp_exchange(lab.outside(), sa(OUTSIDE_ROUTER, 0), out_udp, 2).expect("dnat udp"),
+        Kind::Dnat,
+        "udp forward",
+    ));
+    // Traffic to the gateway itself: no translation.
+    traffic::tcp_exchange(h[1].ns(), sa(h[1].addr(), 0), sa(h[1].gateway_addr(), 7), 1)
+        .expect("tcp to gw");
+    traffic::udp_exchange(
+        lab.outside(),
+        sa(OUTSIDE_ROUTER, 0),
+        sa(lab.wan_addr(), 7),
+        1,
+    )
+    .expect("udp to gw");
+    traffic::ping(h[2].ns(), h[2].addr(), 778, h[2].gateway_addr(), 1).expect("ping gw");
+    // The old connection talks again, then ends.
+    old.exchange(1).expect("old flow exchange");
+
+    // The gateway's own view, while every entry is still there.
+    let mut expected: Vec<(Key, FlowDone, bool, &str)> = flows
+        .iter()
+        .map(|(done, kind, what)| {
+            (
+                ct_key(&ct_translation_of(&lab, done, *kind)),
+                done.clone(),
+                false,
+                *what,
+            )
+        })
+        .collect();
+    let old_done = old.done();
+    expected.push((
+        ct_key(&ct_translation_of(&lab, &old_done, Kind::Snat)),
+        old_done,
+        true,
+        "seeded tcp",
+    ));
+    drop(old.close());
+
+    let keys: Vec<Key> = expected.iter().map(|(k, ..)| *k).collect();
+    let events = finish(&lab, natrec, &keys);
+
+    for (key, done, seeded, what) in &expected {
+        eprintln!("checking {what}: {key:?}");
+        let (start, end) = start_and_end(&events, key);
+        assert_covers(start, end, done, *seeded);
+    }
+    // Nothing else: traffic to the gateway itself yields no record.
+    let unexpected: Vec<&FlowEvent> = events
+        .iter()
+        .filter(|e| !keys.contains(&key_of(e.translation())))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "records of no flow of ours (traffic to the gateway?): {unexpected:#?}"
+    );
+}
+
+#[test]
+fn two_hosts_with_the_same_source_port_get_distinct_outside_ports() {
+    if !lab::lab_test_start().expect("lab capabilities") {
+        return;
+    }
+    let lab = GatewayLab::build(LabSpec {
+        prefix: "clash".into(),
+        port_forward: false,
+        ..LabSpec::default()
+    })
+    .expect("lab");
+    let dir = TempDir::new("clash").expect("temp dir");
+    let server = lab.servers()[0];
+    let tcp_server = EchoServer::tcp(lab.outside(), sa(server, 7)).expect("tcp echo");
+    let udp_server = EchoServer::udp(lab.outside(), sa(server, 7)).expect("udp echo");
+    let natrec =
+        NatrecRecord::start(&lab, &dir.path().join("flows.jsonl"), &[]).expect("natrec record");
+    let (a, b) = (&lab.hosts()[0], &lab.hosts()[1]);
+
+    // Both TCP connections are open at once: the second one cannot keep port 45000 outside.
+    let mut ta = TcpFlow::open(a.ns(), sa(a.addr(), 45000), sa(server, 7)).expect("tcp a");
+    let mut tb = TcpFlow::open(b.ns(), sa(b.addr(), 45000), sa(server, 7)).expect("tcp b");
+    ta.exchange(1).expect("tcp a");
+    tb.exchange(1).expect("tcp b");
+    // UDP: the first entry lives on while the second host sends.
+    let ua = traffic::udp_exchange(a.ns(), sa(a.addr(), 45001), sa(server, 7), 1).expect("udp a");
+    let ub = traffic::udp_exchange(b.ns(), sa(b.addr(), 45001), sa(server, 7), 1).expect("udp b");
+
+    let flows = [ta.done(), tb.done(), ua, ub];
+    let ct: Vec<CtTranslation> = flows
+        .iter()
+        .map(|f| ct_translation_of(&lab, f, Kind::Snat))
+        .collect();
+    drop((ta.close(), tb.close()));
+
+    // What the server saw is the ground truth of the outside endpoints.
+    let mut seen: HashMap<Proto, Vec<SocketAddr>> = HashMap::new();
+    seen.insert(Proto::TCP, tcp_server.peers());
+    seen.insert(Proto::UDP, udp_server.peers());
+    for proto in [Proto::TCP, Proto::UDP] {
+        let outside: Vec<SocketAddr> = ct
+            .iter()
+            .filter(|t| t.proto == proto)
+            .map(|t| t.outside)
+            .collect();
+        assert_eq!(outside.len(), 2);
+        assert_ne!(
+            outside[0], outside[1],
+            "{proto}: the gateway rewrote one of the two"
+        );
+        let mut from_server = seen[&proto].clone();
+        from_server.sort();
+        from_server.dedup();
+        let mut from_ct = outside.clone();
+        from_ct.sort();
+        assert_eq!(
+            from_ct, from_server,
+            "{proto}: conntrack's outside endpoints are what the server saw"
+        );
+    }
+
+    let keys: Vec<Key> = ct.iter().map(ct_key).collect();
+    let events = finish(&lab, natrec, &keys);
+    for (t, done) in ct.iter().zip(&flows) {
+        let (start, end) = start_and_end(&events, &ct_key(t));
+        assert_eq!(start.inside, done.local);
+        assert_eq!(start.outside, t.outside);
+        assert_covers(start, end, done, false);
+    }
+    assert_eq!(
+        events.len(),
+        8,
+        "a start and an end for each of the 4 flows: {events:#?}"
+    );
+}
