@@ -199,32 +199,24 @@ fn natrec_records_every_flow_like_conntrack() {
     let natrec =
         NatrecRecord::start(&lab, &dir.path().join("flows.jsonl"), &[]).expect("natrec record");
 
-    let mut flows: Vec<(FlowDone, Kind, &str)> = Vec::new();
-    flows.push((
-        traffic::tcp_exchange(h[0].ns(), sa(h[0].addr(), 0), sa(s1, 7), 3).expect("tcp"),
-        Kind::Snat,
-        "tcp out",
-    ));
-    flows.push((
-        traffic::udp_exchange(h[1].ns(), sa(h[1].addr(), 0), sa(s2, 7), 2).expect("udp"),
-        Kind::Snat,
-        "udp out",
-    ));
-    flows.push((
-        traffic::ping(h[2].ns(), h[2].addr(), 777, s1, 2).expect("ping"),
-        Kind::Snat,
-        "icmp out",
-    ));
-    flows.push((
-        traffic::tcp_exchange(lab.outside(), sa(OUTSIDE_ROUTER, 0), out_tcp, 2).expect("dnat tcp"),
-        Kind::Dnat,
-        "tcp forward",
-    ));
-    flows.push((
-        traffic::udp_exchange(lab.outside(), sa(OUTSIDE_ROUTER, 0), out_udp, 2).expect("dnat udp"),
-        Kind::Dnat,
-        "udp forward",
-    ));
+    // Each flow is looked up in the gateway's conntrack table at once, while its entry lives.
+    let mut expected: Vec<(Key, FlowDone, bool, &str)> = Vec::new();
+    let mut record = |done: FlowDone, kind: Kind, seeded: bool, what: &'static str| {
+        let key = ct_key(&ct_translation_of(&lab, &done, kind));
+        expected.push((key, done, seeded, what));
+    };
+    let tcp = traffic::tcp_exchange(h[0].ns(), sa(h[0].addr(), 0), sa(s1, 7), 3).expect("tcp");
+    record(tcp, Kind::Snat, false, "tcp out");
+    let udp = traffic::udp_exchange(h[1].ns(), sa(h[1].addr(), 0), sa(s2, 7), 2).expect("udp");
+    record(udp, Kind::Snat, false, "udp out");
+    let icmp = traffic::ping(h[2].ns(), h[2].addr(), 777, s1, 2).expect("ping");
+    record(icmp, Kind::Snat, false, "icmp out");
+    let fwd_tcp =
+        traffic::tcp_exchange(lab.outside(), sa(OUTSIDE_ROUTER, 0), out_tcp, 2).expect("dnat tcp");
+    record(fwd_tcp, Kind::Dnat, false, "tcp forward");
+    let fwd_udp =
+        traffic::udp_exchange(lab.outside(), sa(OUTSIDE_ROUTER, 0), out_udp, 2).expect("dnat udp");
+    record(fwd_udp, Kind::Dnat, false, "udp forward");
     // Traffic to the gateway itself: no translation.
     traffic::tcp_exchange(h[1].ns(), sa(h[1].addr(), 0), sa(h[1].gateway_addr(), 7), 1)
         .expect("tcp to gw");
@@ -238,26 +230,7 @@ fn natrec_records_every_flow_like_conntrack() {
     traffic::ping(h[2].ns(), h[2].addr(), 778, h[2].gateway_addr(), 1).expect("ping gw");
     // The old connection talks again, then ends.
     old.exchange(1).expect("old flow exchange");
-
-    // The gateway's own view, while every entry is still there.
-    let mut expected: Vec<(Key, FlowDone, bool, &str)> = flows
-        .iter()
-        .map(|(done, kind, what)| {
-            (
-                ct_key(&ct_translation_of(&lab, done, *kind)),
-                done.clone(),
-                false,
-                *what,
-            )
-        })
-        .collect();
-    let old_done = old.done();
-    expected.push((
-        ct_key(&ct_translation_of(&lab, &old_done, Kind::Snat)),
-        old_done,
-        true,
-        "seeded tcp",
-    ));
+    record(old.done(), Kind::Snat, true, "seeded tcp");
     drop(old.close());
 
     let keys: Vec<Key> = expected.iter().map(|(k, ..)| *k).collect();
