@@ -7,6 +7,7 @@
 pub mod capture;
 pub mod conntrack;
 pub mod gateway;
+pub mod harness;
 pub mod lab;
 pub mod recorder_proc;
 pub mod traffic;
