@@ -11,3 +11,4 @@ pub mod harness;
 pub mod lab;
 pub mod recorder_proc;
 pub mod traffic;
+pub mod bench;

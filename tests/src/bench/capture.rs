@@ -1,0 +1,421 @@
+//! Parts 1 and 2: capture completeness and cost per offered rate and recorder, and the lab's
+//! maximum new-translation rate with and without natrec.
+//!
+//! One lab for the whole run: two inside hosts with four addresses each, one masquerading
+//! gateway, sixteen outside server addresses whose namespace drops every UDP packet at ingress
+//! (nothing answers, so each translation is one packet, and the outside costs nothing). The
+//! gateway's UDP timeouts are 1 s, `nf_conntrack_events=1` and `nf_conntrack_timestamp=1` (the
+//! same for every recorder), and the machine-wide `nf_conntrack_max` is raised for the run and
+//! restored after it.
+//!
+//! One measurement (rate, recorder, repetition):
+//! 1. the gateway's table is emptied (`conntrack -F`, then until `nf_conntrack_count` is 0);
+//! 2. the recorder starts and is ready; its CPU time and the gateway's conntrack statistics are
+//!    read;
+//! 3. the load runs for the run's duration;
+//! 4. the table drains: the entries expire, and the bench lists the table (`conntrack -L` to
+//!    `/dev/null`) every second so that the kernel evicts expired entries at once and sends
+//!    their DESTROY events, for every recorder alike; then until the recorder's output stops
+//!    growing;
+//! 5. CPU time and statistics are read again, the recorder is stopped (SIGTERM) and its output
+//!    counted.
+//!
+//! Translations created = delta of the `insert` counter of the gateway namespace's
+//! `/proc/net/stat/nf_conntrack` (per namespace, summed over CPUs: every entry confirmed into the
+//! table). Recorded = translations with both start and end in the output. Recorder CPU = time on
+//! CPU of all the recorder's threads (`/proc/PID/task/*/schedstat`) between 2 and 5, so it
+//! includes the drain, when DESTROY events are processed; utime+stime is reported as well. Work
+//! the kernel does for a recorder in the packet path (netlink event building, natrec's eBPF
+//! classifier) is charged to the sending CPUs, not to the recorder: it shows in part 2.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::load::{self, LoadSpec};
+use super::recorders::{self, Recorder};
+use super::stats::Spread;
+use super::sys::{CtStats, GlobalSysctl, Machine, ProcCpu, ct_count};
+use super::{BenchError, Result, io_err};
+use crate::gateway::{GatewayLab, LabSpec, Timeouts};
+use crate::lab::{NftTable, TempDir};
+
+/// The machine-wide conntrack table size during the run.
+const CONNTRACK_MAX: u64 = 4_000_000;
+/// A sender thread's rate assumed when checking that an unbounded run cannot repeat 5-tuples.
+const ASSUMED_MAX_RATE: u64 = 1_000_000;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct CaptureOptions {
+    /// Offered rates (translations per second); `None` is the maximum (senders unpaced).
+    pub rates: Vec<Option<u64>>,
+    /// The recorders to compare (the baseline without recorder is added at the maximum rate).
+    pub recorders: Vec<Recorder>,
+    /// How long each load runs.
+    pub duration: Duration,
+    /// Repetitions of every (rate, recorder).
+    pub reps: usize,
+    /// Seeds the load (the same for every recorder).
+    pub seed: u64,
+    /// How long the table may take to drain after a load.
+    pub drain_timeout: Duration,
+}
+
+impl Default for CaptureOptions {
+    /// 1 000, 10 000, 50 000 per second and the maximum; every recorder; 5 s; 3 repetitions.
+    fn default() -> Self {
+        CaptureOptions {
+            rates: vec![Some(1_000), Some(10_000), Some(50_000), None],
+            recorders: Recorder::RECORDING.to_vec(),
+            duration: Duration::from_secs(5),
+            reps: 3,
+            seed: 1,
+            drain_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The name of a rate in the results: its number, or `max`.
+pub fn rate_label(rate: Option<u64>) -> String {
+    rate.map_or_else(|| "max".to_owned(), |r| r.to_string())
+}
+
+/// One measurement.
+#[derive(Clone, Debug)]
+struct RunResult {
+    rate: Option<u64>,
+    recorder: Recorder,
+    rep: usize,
+    json: Value,
+    created_per_s: f64,
+}
+
+/// Runs parts 1 and 2 and returns the results document (`bench-results/capture.json`).
+pub fn run(opts: &CaptureOptions, log: &mut dyn FnMut(&str)) -> Result<Value> {
+    for r in &opts.recorders {
+        r.check_installed()?;
+    }
+    let started = jiff::Timestamp::now();
+    let max_guard = GlobalSysctl::raise_to("net.netfilter.nf_conntrack_max", CONNTRACK_MAX)?;
+    let lab = GatewayLab::build(LabSpec {
+        prefix: "bench".into(),
+        inside_hosts: 2,
+        addrs_per_host: 4,
+        pool_size: 1,
+        nat_options: String::new(),
+        servers: 16,
+        timeouts: Timeouts(vec![
+            ("nf_conntrack_udp_timeout".into(), 1),
+            ("nf_conntrack_udp_timeout_stream".into(), 1),
+        ]),
+        port_forward: false,
+    })?;
+    let _drop_udp = NftTable::create(
+        Some(lab.outside()),
+        "netdev",
+        "natrec_bench",
+        "table netdev natrec_bench {\n chain ingress {\n  type filter hook ingress device \"eth0\" priority 0; policy accept;\n  ip protocol udp drop\n }\n}\n",
+    )?;
+    let work = TempDir::new("bench")?;
+    for r in opts.rates.iter().map(|r| LoadSpec { rate: *r, duration: opts.duration, seed: opts.seed }) {
+        load::check_capacity(&lab, &r, ASSUMED_MAX_RATE)?;
+    }
+    load::warm_up(&lab)?;
+
+    let mut runs = Vec::new();
+    let mut n = 0usize;
+    for rep in 0..opts.reps {
+        for &rate in &opts.rates {
+            let mut order: Vec<Recorder> = Vec::new();
+            if rate.is_none() {
+                order.push(Recorder::None);
+            }
+            order.extend(opts.recorders.iter().copied());
+            // Rotate the order per repetition: no recorder always runs first or last.
+            let len = order.len();
+            order.rotate_left(rep % len.max(1));
+            for recorder in order {
+                n += 1;
+                let dir = work.path().join(format!("run-{n}"));
+                std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+                let r = one_run(&lab, opts, rate, recorder, rep, &dir)?;
+                log(&format!(
+                    "rep {} rate {:>6} {:<12} created {:>8} ({:>9.0}/s) recorded {:>8} share {:>7.3}% cpu {:>7.3} µs/translation drops {}",
+                    rep + 1,
+                    rate_label(rate),
+                    recorder.name(),
+                    r.json["created"],
+                    r.created_per_s,
+                    r.json["recorded"]["complete"],
+                    r.json["share"].as_f64().unwrap_or(f64::NAN) * 100.0,
+                    r.json["cpu_us_per_translation"].as_f64().unwrap_or(f64::NAN),
+                    r.json["recorded"]["drops_reported"],
+                ));
+                runs.push(r);
+                // Each run's output is counted; keep the disk free for the next.
+                std::fs::remove_dir_all(&dir).map_err(io_err(format!("removing {}", dir.display())))?;
+            }
+        }
+    }
+
+    let summary = summarize(opts, &runs);
+    let overhead = overhead(&runs);
+    Ok(json!({
+        "part": "capture",
+        "started": started.to_string(),
+        "finished": jiff::Timestamp::now().to_string(),
+        "machine": Machine::describe().to_json(),
+        "options": {
+            "rates": opts.rates.iter().map(|r| rate_label(*r)).collect::<Vec<_>>(),
+            "recorders": opts.recorders.iter().map(|r| r.name()).collect::<Vec<_>>(),
+            "recorder_commands": opts.recorders.iter().map(|r| json!({"name": r.name(), "command": r.describe()})).collect::<Vec<_>>(),
+            "duration_s": opts.duration.as_secs_f64(),
+            "reps": opts.reps,
+            "seed": opts.seed,
+        },
+        "lab": {
+            "inside_hosts": 2,
+            "addresses_per_host": 4,
+            "servers": 16,
+            "udp_timeout_s": 1,
+            "nf_conntrack_max": CONNTRACK_MAX,
+            "nf_conntrack_buckets": read_global("net.netfilter.nf_conntrack_buckets"),
+            "netlink_rcvbuf": recorders::NETLINK_RCVBUF,
+            "load": "UDP sendmmsg, one thread per inside host, every packet a new 5-tuple; the outside drops UDP at ingress",
+        },
+        "changed_sysctls": [{
+            "key": "net.netfilter.nf_conntrack_max (global)",
+            "old": max_guard.as_ref().map(|g| g.old().to_owned()),
+            "value": CONNTRACK_MAX,
+            "changed": max_guard.is_some(),
+            "restored_after_run": true,
+        }],
+        "runs": runs.iter().map(|r| r.json.clone()).collect::<Vec<_>>(),
+        "summary": summary,
+        "overhead": overhead,
+    }))
+}
+
+fn read_global(key: &str) -> Value {
+    let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map_or(Value::Null, Value::from)
+}
+
+/// Empties the gateway's conntrack table and waits until it is empty.
+fn empty_table(lab: &GatewayLab, timeout: Duration) -> Result<()> {
+    let gw = lab.gateway();
+    let deadline = Instant::now() + timeout;
+    loop {
+        gw.exec(&["conntrack", "-F"])?;
+        if ct_count(gw)? == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(BenchError::Invalid(format!(
+                "the gateway's conntrack table did not empty within {timeout:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Lists the gateway's table to /dev/null: the dump evicts expired entries (and so sends their
+/// DESTROY events) at once.
+fn reap(lab: &GatewayLab) -> Result<()> {
+    lab.gateway().exec(&["sh", "-c", "conntrack -L >/dev/null 2>&1 || true"])?;
+    Ok(())
+}
+
+fn one_run(
+    lab: &GatewayLab,
+    opts: &CaptureOptions,
+    rate: Option<u64>,
+    recorder: Recorder,
+    rep: usize,
+    dir: &Path,
+) -> Result<RunResult> {
+    let gw = lab.gateway();
+    gw.sysctl("net.netfilter.nf_conntrack_events", "1")?;
+    gw.sysctl("net.netfilter.nf_conntrack_timestamp", "1")?;
+    empty_table(lab, opts.drain_timeout)?;
+    let running = recorders::start(recorder, lab, dir)?;
+    let pid = running.pid();
+    let cpu0 = pid.map(ProcCpu::read).transpose()?;
+    let ct0 = CtStats::read(gw)?;
+    let spec = LoadSpec { rate, duration: opts.duration, seed: opts.seed };
+    let done = load::run(lab, &spec)?;
+    let ct_load = CtStats::read(gw)?;
+    let load_end = Instant::now();
+
+    // Drain: every entry gone, then the recorder's output quiet.
+    let mut drained = false;
+    while load_end.elapsed() < opts.drain_timeout {
+        if ct_count(gw)? == 0 {
+            drained = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        if load_end.elapsed() > Duration::from_millis(1200) {
+            reap(lab)?;
+        }
+    }
+    let drain_s = load_end.elapsed().as_secs_f64();
+    let mut last = running.output_bytes();
+    let mut quiet_since = Instant::now();
+    let settle = Instant::now();
+    while quiet_since.elapsed() < Duration::from_millis(1500) && settle.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = running.output_bytes();
+        if now != last {
+            last = now;
+            quiet_since = Instant::now();
+        }
+    }
+    let cpu1 = pid.map(ProcCpu::read).transpose()?;
+    let ct1 = CtStats::read(gw)?;
+    let recorded = running.stop()?;
+
+    let during_load = ct_load.since(ct0);
+    let total = ct1.since(ct0);
+    let created = total.insert;
+    let created_per_s = during_load.insert as f64 / done.seconds.max(1e-9);
+    let (cpu_s, cpu_tick_s) = match (cpu0, cpu1) {
+        (Some(a), Some(b)) => (b.seconds_since(a), b.tick_seconds_since(a)),
+        _ => (f64::NAN, f64::NAN),
+    };
+    let per = |x: f64| if created > 0 { x / created as f64 } else { f64::NAN };
+    let share = if recorder == Recorder::None { f64::NAN } else { per(recorded.complete as f64) };
+    let json = json!({
+        "rate": rate_label(rate),
+        "recorder": recorder.name(),
+        "rep": rep + 1,
+        "load": {
+            "sent": done.sent,
+            "send_errors": done.send_errors,
+            "seconds": done.seconds,
+            "sent_per_s": done.sent as f64 / done.seconds.max(1e-9),
+        },
+        "created": created,
+        "created_during_load": during_load.insert,
+        "created_per_s": created_per_s,
+        "kernel": {
+            "insert_failed": total.insert_failed,
+            "drop": total.drop,
+            "early_drop": total.early_drop,
+        },
+        "drained": drained,
+        "drain_s": drain_s,
+        "recorded": {
+            "complete": recorded.complete,
+            "starts": recorded.starts,
+            "ends": recorded.ends,
+            "drops_reported": recorded.drops_reported,
+            "drop_detail": recorded.drop_detail,
+            "bytes": recorded.bytes,
+        },
+        "missing": created.saturating_sub(recorded.complete),
+        "share": nan_null(share),
+        "cpu_s": nan_null(cpu_s),
+        "cpu_tick_s": nan_null(cpu_tick_s),
+        "cpu_us_per_translation": nan_null(per(cpu_s * 1e6)),
+        "bytes_per_translation": nan_null(per(recorded.bytes as f64)),
+        "own_summary": recorded.own_summary,
+    });
+    Ok(RunResult { rate, recorder, rep, json, created_per_s })
+}
+
+/// NaN is not JSON: null instead.
+fn nan_null(x: f64) -> Value {
+    if x.is_finite() { Value::from(x) } else { Value::Null }
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+fn spread_json(values: &[f64]) -> Value {
+    Spread::of(values).map_or(Value::Null, Spread::to_json)
+}
+
+/// Median, min and max over repetitions for every (rate, recorder).
+fn summarize(opts: &CaptureOptions, runs: &[RunResult]) -> Value {
+    let mut out = Vec::new();
+    for &rate in &opts.rates {
+        let mut recs = Vec::new();
+        if rate.is_none() {
+            recs.push(Recorder::None);
+        }
+        recs.extend(opts.recorders.iter().copied());
+        for recorder in recs {
+            let sel: Vec<&RunResult> =
+                runs.iter().filter(|r| r.rate == rate && r.recorder == recorder).collect();
+            if sel.is_empty() {
+                continue;
+            }
+            let col = |get: &dyn Fn(&Value) -> f64| -> Value {
+                spread_json(&sel.iter().map(|r| get(&r.json)).collect::<Vec<_>>())
+            };
+            out.push(json!({
+                "rate": rate_label(rate),
+                "recorder": recorder.name(),
+                "created": col(&|j| f(&j["created"])),
+                "created_per_s": col(&|j| f(&j["created_per_s"])),
+                "sent_per_s": col(&|j| f(&j["load"]["sent_per_s"])),
+                "recorded": col(&|j| f(&j["recorded"]["complete"])),
+                "share": col(&|j| f(&j["share"])),
+                "missing": col(&|j| f(&j["missing"])),
+                "drops_reported": col(&|j| f(&j["recorded"]["drops_reported"])),
+                "cpu_s": col(&|j| f(&j["cpu_s"])),
+                "cpu_us_per_translation": col(&|j| f(&j["cpu_us_per_translation"])),
+                "bytes_per_translation": col(&|j| f(&j["bytes_per_translation"])),
+                "kernel_drops": col(&|j| f(&j["kernel"]["drop"]) + f(&j["kernel"]["early_drop"]) + f(&j["kernel"]["insert_failed"])),
+                "all_drained": sel.iter().all(|r| r.json["drained"].as_bool() == Some(true)),
+            }));
+        }
+    }
+    Value::Array(out)
+}
+
+/// Part 2: the maximum rate with natrec over the maximum rate without recorder, per repetition.
+fn overhead(runs: &[RunResult]) -> Value {
+    let reps: std::collections::BTreeSet<usize> = runs.iter().map(|r| r.rep).collect();
+    let mut per_rep = Vec::new();
+    for rep in reps {
+        let rate_of = |rec: Recorder| {
+            runs.iter()
+                .find(|r| r.rep == rep && r.rate.is_none() && r.recorder == rec)
+                .map(|r| r.created_per_s)
+        };
+        let Some(base) = rate_of(Recorder::None) else { continue };
+        let others: Vec<Value> = Recorder::RECORDING
+            .iter()
+            .filter_map(|&rec| {
+                rate_of(rec).map(|x| json!({"recorder": rec.name(), "per_s": x, "ratio": x / base}))
+            })
+            .collect();
+        per_rep.push(json!({"rep": rep + 1, "none_per_s": base, "recorders": others}));
+    }
+    let mut ratios = serde_json::Map::new();
+    for rec in Recorder::RECORDING {
+        let vals: Vec<f64> = per_rep
+            .iter()
+            .filter_map(|p| {
+                p["recorders"].as_array()?.iter().find(|o| o["recorder"] == rec.name()).map(|o| f(&o["ratio"]))
+            })
+            .collect();
+        if !vals.is_empty() {
+            ratios.insert(rec.name().to_owned(), spread_json(&vals));
+        }
+    }
+    let base: Vec<f64> = per_rep.iter().map(|p| f(&p["none_per_s"])).collect();
+    json!({
+        "per_rep": per_rep,
+        "none_per_s": spread_json(&base),
+        "ratio_to_none": Value::Object(ratios),
+    })
+}

@@ -1,0 +1,48 @@
+//! `natrec-bench`: natrec side by side with what gateway operators use today (`conntrack -E`
+//! into a file, ulogd2's NFCT plugin into text or JSON), on the same lab, the same load, in one
+//! run.
+//!
+//! - [`load`]: a paced UDP load generator (sendmmsg from the lab's inside hosts, every packet a
+//!   new 5-tuple), so every packet makes the gateway create one translation.
+//! - [`sys`]: what the kernel and `/proc` say: conntrack statistics of the gateway namespace,
+//!   recorder CPU time, machine description, the global sysctl the bench changes (restored on
+//!   drop).
+//! - [`recorders`]: starting and stopping each recorder and counting what it wrote.
+//! - [`capture`]: part 1 and 2 of the benchmark (completeness and CPU per rate and recorder; the
+//!   lab's maximum rate with and without natrec).
+//! - [`report`]: `BENCHMARKS.md` from the JSON results.
+//!
+//! Nothing here is a pass/fail test: the figures are reported, with medians over repetitions
+//! and every ratio computed within one repetition.
+
+pub mod capture;
+pub mod load;
+pub mod recorders;
+pub mod report;
+pub mod stats;
+pub mod sys;
+
+use crate::lab::LabError;
+
+/// What went wrong while benchmarking.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The lab (namespaces, processes, nftables) failed.
+    #[error(transparent)]
+    Lab(#[from] LabError),
+    /// A file or system call failed.
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    /// A recorder, the kernel or a results file did not behave as expected.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Results of benchmark operations.
+pub type Result<T, E = BenchError> = std::result::Result<T, E>;
+
+/// Maps an I/O error to [`BenchError::Io`] with a description of what was attempted.
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
+    let what = what.into();
+    move |source| BenchError::Io { what, source }
+}

@@ -1,0 +1,251 @@
+//! What the kernel and `/proc` say: the gateway's conntrack statistics, a process's CPU time,
+//! the machine, and the one global sysctl the benchmark changes.
+
+use std::path::PathBuf;
+
+use super::{BenchError, Result, io_err};
+use crate::lab::Netns;
+
+/// The conntrack statistics of one network namespace, summed over CPUs
+/// (`/proc/net/stat/nf_conntrack` read from a thread inside the namespace; the kernel keeps them
+/// per namespace).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtStats {
+    /// Entries confirmed into the table: one per translation the gateway created.
+    pub insert: u64,
+    /// Entries that lost an insertion race and were dropped with their packet.
+    pub insert_failed: u64,
+    /// Packets dropped because the table was full (no entry could be evicted).
+    pub drop: u64,
+    /// Entries evicted early to make room in a full table.
+    pub early_drop: u64,
+}
+
+impl CtStats {
+    /// The counters of `ns` now.
+    pub fn read(ns: &Netns) -> Result<CtStats> {
+        let text = ns.run_in(|| std::fs::read_to_string("/proc/thread-self/net/stat/nf_conntrack"))?
+            .map_err(io_err(format!("reading /proc/net/stat/nf_conntrack in {}", ns.name())))?;
+        CtStats::parse(&text)
+    }
+
+    /// Parses the file: a header of column names, then one row of hexadecimal counters per CPU.
+    pub fn parse(text: &str) -> Result<CtStats> {
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines
+            .next()
+            .ok_or_else(|| BenchError::Invalid("/proc/net/stat/nf_conntrack is empty".into()))?
+            .split_whitespace()
+            .collect();
+        let col = |name: &str| {
+            header.iter().position(|h| *h == name).ok_or_else(|| {
+                BenchError::Invalid(format!("/proc/net/stat/nf_conntrack has no column {name:?}"))
+            })
+        };
+        let (ins, fail, drop, early) = (col("insert")?, col("insert_failed")?, col("drop")?, col("early_drop")?);
+        let mut s = CtStats::default();
+        for line in lines.filter(|l| !l.trim().is_empty()) {
+            let cells: Vec<&str> = line.split_whitespace().collect();
+            let get = |i: usize| -> Result<u64> {
+                let cell = cells.get(i).ok_or_else(|| {
+                    BenchError::Invalid(format!("/proc/net/stat/nf_conntrack: short row {line:?}"))
+                })?;
+                u64::from_str_radix(cell, 16).map_err(|_| {
+                    BenchError::Invalid(format!("/proc/net/stat/nf_conntrack: {cell:?} is not hexadecimal"))
+                })
+            };
+            s.insert += get(ins)?;
+            s.insert_failed += get(fail)?;
+            s.drop += get(drop)?;
+            s.early_drop += get(early)?;
+        }
+        Ok(s)
+    }
+
+    /// `self - earlier`, counter by counter.
+    pub fn since(self, earlier: CtStats) -> CtStats {
+        CtStats {
+            insert: self.insert.saturating_sub(earlier.insert),
+            insert_failed: self.insert_failed.saturating_sub(earlier.insert_failed),
+            drop: self.drop.saturating_sub(earlier.drop),
+            early_drop: self.early_drop.saturating_sub(earlier.early_drop),
+        }
+    }
+}
+
+/// The number of entries in the conntrack table of `ns` now.
+pub fn ct_count(ns: &Netns) -> Result<u64> {
+    let text = ns.run_in(|| std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count"))?
+        .map_err(io_err(format!("reading nf_conntrack_count in {}", ns.name())))?;
+    text.trim()
+        .parse()
+        .map_err(|_| BenchError::Invalid(format!("nf_conntrack_count is not a number: {text:?}")))
+}
+
+/// CPU time of a process, all its threads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcCpu {
+    /// Time on CPU in nanoseconds, summed over the threads alive now
+    /// (`/proc/PID/task/*/schedstat`, first field).
+    pub sched_ns: u64,
+    /// utime + stime of the whole process in clock ticks (`/proc/PID/stat`, fields 14 and 15).
+    pub ticks: u64,
+}
+
+impl ProcCpu {
+    /// The CPU time `pid` has used so far.
+    pub fn read(pid: u32) -> Result<ProcCpu> {
+        let stat_path = format!("/proc/{pid}/stat");
+        let stat = std::fs::read_to_string(&stat_path).map_err(io_err(format!("reading {stat_path}")))?;
+        // The command name (field 2) is in parentheses and may hold spaces: count after it.
+        let after = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .ok_or_else(|| BenchError::Invalid(format!("{stat_path}: no command name")))?;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        // `after` starts at field 3 (state), so field n is at index n - 3.
+        let field = |n: usize| -> Result<u64> {
+            fields
+                .get(n - 3)
+                .and_then(|f| f.parse().ok())
+                .ok_or_else(|| BenchError::Invalid(format!("{stat_path}: field {n} missing")))
+        };
+        let ticks = field(14)? + field(15)?;
+        let task_dir = format!("/proc/{pid}/task");
+        let mut sched_ns = 0;
+        for entry in std::fs::read_dir(&task_dir).map_err(io_err(format!("listing {task_dir}")))? {
+            let entry = entry.map_err(io_err(format!("listing {task_dir}")))?;
+            let path = entry.path().join("schedstat");
+            // A thread may exit between the listing and the read.
+            let Ok(text) = std::fs::read_to_string(&path) else { continue };
+            sched_ns += text
+                .split_whitespace()
+                .next()
+                .and_then(|f| f.parse::<u64>().ok())
+                .ok_or_else(|| BenchError::Invalid(format!("{}: unexpected {text:?}", path.display())))?;
+        }
+        Ok(ProcCpu { sched_ns, ticks })
+    }
+
+    /// CPU seconds used between `earlier` and `self`, from the scheduler's nanoseconds.
+    pub fn seconds_since(self, earlier: ProcCpu) -> f64 {
+        self.sched_ns.saturating_sub(earlier.sched_ns) as f64 / 1e9
+    }
+
+    /// CPU seconds used between `earlier` and `self`, from utime + stime (tick resolution).
+    pub fn tick_seconds_since(self, earlier: ProcCpu) -> f64 {
+        // SAFETY: sysconf(3) has no memory-safety preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let hz = if hz > 0 { hz as f64 } else { 100.0 };
+        self.ticks.saturating_sub(earlier.ticks) as f64 / hz
+    }
+}
+
+/// A sysctl of the initial namespace (global to the machine) set for the benchmark and put back
+/// to its old value on drop.
+#[derive(Debug)]
+pub struct GlobalSysctl {
+    path: PathBuf,
+    old: String,
+}
+
+impl GlobalSysctl {
+    /// Sets `key` (dotted, e.g. `net.netfilter.nf_conntrack_max`) to `value` unless it is
+    /// already at least `value` (numeric); returns the guard that restores it.
+    pub fn raise_to(key: &str, value: u64) -> Result<Option<GlobalSysctl>> {
+        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+        let old = std::fs::read_to_string(&path).map_err(io_err(format!("reading {}", path.display())))?;
+        let old = old.trim().to_owned();
+        if old.parse::<u64>().is_ok_and(|v| v >= value) {
+            return Ok(None);
+        }
+        std::fs::write(&path, value.to_string()).map_err(io_err(format!("writing {}", path.display())))?;
+        Ok(Some(GlobalSysctl { path, old }))
+    }
+
+    /// The value it had before.
+    pub fn old(&self) -> &str {
+        &self.old
+    }
+}
+
+impl Drop for GlobalSysctl {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(&self.path, &self.old) {
+            eprintln!("natrec-bench: could not restore {} to {}: {e}", self.path.display(), self.old);
+        }
+    }
+}
+
+/// The machine a run was made on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Machine {
+    pub cpu_model: String,
+    pub cores: usize,
+    pub kernel: String,
+    pub memory_mib: u64,
+}
+
+impl Machine {
+    /// Reads `/proc/cpuinfo`, `/proc/sys/kernel/osrelease` and `/proc/meminfo`.
+    pub fn describe() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_owned()))
+            .unwrap_or_else(|| "unknown".into());
+        let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map_or_else(|_| "unknown".into(), |s| s.trim().to_owned());
+        let memory_mib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))
+                    .and_then(|r| r.split_whitespace().next()?.parse::<u64>().ok())
+            })
+            .map_or(0, |kib| kib / 1024);
+        Machine { cpu_model, cores, kernel, memory_mib }
+    }
+
+    /// As JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "cpu_model": self.cpu_model,
+            "cores": self.cores,
+            "kernel": self.kernel,
+            "memory_mib": self.memory_mib,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conntrack_stat_file_is_summed_over_cpus() {
+        let text = "entries  clashres found new invalid ignore delete chainlength insert insert_failed drop early_drop icmp_error  expect_new expect_create expect_delete search_restart\n\
+                    0000000a  00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000010 00000001 00000002 00000003 00000000  00000000 00000000 00000000 00000000\n\
+                    0000000a  00000000 00000000 00000000 00000000 00000000 00000000 00000000 000000f0 00000000 00000000 00000001 00000000  00000000 00000000 00000000 00000000\n";
+        let s = CtStats::parse(text).expect("parses");
+        assert_eq!(s, CtStats { insert: 0x100, insert_failed: 1, drop: 2, early_drop: 4 });
+        let later = CtStats { insert: 0x180, ..s };
+        assert_eq!(later.since(s).insert, 0x80);
+        assert!(CtStats::parse("entries found\n1 2\n").is_err());
+    }
+
+    #[test]
+    fn own_cpu_time_grows() {
+        let pid = std::process::id();
+        let a = ProcCpu::read(pid).expect("own stat");
+        let mut x = 0u64;
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(50);
+        while std::time::Instant::now() < until {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let b = ProcCpu::read(pid).expect("own stat");
+        assert!(b.seconds_since(a) >= 0.02, "{a:?} -> {b:?}");
+    }
+}

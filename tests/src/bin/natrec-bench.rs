@@ -1,0 +1,174 @@
+//! `natrec-bench`: natrec side by side with `conntrack -E` and ulogd2 on one lab, one load, one
+//! run (see `natrec_tests::bench`). `cargo xtask bench capture` runs it.
+//!
+//! ```text
+//! natrec-bench capture [--natrec PATH] [--duration SECS] [--reps N] [--rates 1000,10000,50000,max]
+//!                      [--recorders natrec,conntrack-E,ulogd2-text,ulogd2-json] [--seed N]
+//!                      [--results DIR] [--markdown FILE]
+//! natrec-bench report  [--results DIR] [--markdown FILE]
+//! ```
+//!
+//! `capture` writes `DIR/capture.json` (default `bench-results/`) and regenerates the Markdown
+//! report (default `BENCHMARKS.md`, both relative to the workspace root); `report` only
+//! regenerates the report. Exit status: 0 done, 2 error.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use natrec_tests::bench::capture::{self, CaptureOptions};
+use natrec_tests::bench::recorders::Recorder;
+use natrec_tests::bench::report;
+use natrec_tests::lab::ensure_root_capabilities;
+
+const USAGE: &str = "usage: natrec-bench capture [--natrec PATH] [--duration SECS] [--reps N] \
+[--rates 1000,10000,50000,max] [--recorders natrec,conntrack-E,ulogd2-text,ulogd2-json] [--seed N] \
+[--results DIR] [--markdown FILE]\n       natrec-bench report [--results DIR] [--markdown FILE]";
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("natrec-bench: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+struct Args {
+    part: String,
+    natrec: Option<PathBuf>,
+    results: PathBuf,
+    markdown: PathBuf,
+    capture: CaptureOptions,
+}
+
+fn parse_args(argv: &[String]) -> Result<Args> {
+    let root = workspace_root();
+    let mut it = argv.iter();
+    let part = it.next().ok_or_else(|| anyhow!("expected a part (capture or report)\n{USAGE}"))?.clone();
+    if part != "capture" && part != "report" {
+        bail!("unknown part {part:?}: expected capture or report\n{USAGE}");
+    }
+    let mut args = Args {
+        part,
+        natrec: None,
+        results: root.join("bench-results"),
+        markdown: root.join("BENCHMARKS.md"),
+        capture: CaptureOptions::default(),
+    };
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| anyhow!("{flag} expects a value\n{USAGE}"));
+        match flag.as_str() {
+            "--natrec" => args.natrec = Some(PathBuf::from(value()?)),
+            "--results" => args.results = PathBuf::from(value()?),
+            "--markdown" => args.markdown = PathBuf::from(value()?),
+            "--duration" => {
+                let v = value()?;
+                let secs: f64 = v.parse().ok().filter(|s: &f64| *s > 0.0 && *s <= 3600.0).ok_or_else(|| {
+                    anyhow!("--duration expects seconds between 0 and 3600, got {v:?}")
+                })?;
+                args.capture.duration = Duration::from_secs_f64(secs);
+            }
+            "--reps" => {
+                let v = value()?;
+                args.capture.reps = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=100).contains(n))
+                    .ok_or_else(|| anyhow!("--reps expects a number from 1 to 100, got {v:?}"))?;
+            }
+            "--seed" => {
+                let v = value()?;
+                args.capture.seed = v.parse().map_err(|_| anyhow!("--seed expects a number, got {v:?}"))?;
+            }
+            "--rates" => {
+                let v = value()?;
+                args.capture.rates = v
+                    .split(',')
+                    .map(|r| match r.trim() {
+                        "max" => Ok(None),
+                        n => n
+                            .parse::<u64>()
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .map(Some)
+                            .ok_or_else(|| anyhow!("--rates expects positive numbers or max, got {r:?}")),
+                    })
+                    .collect::<Result<_>>()?;
+            }
+            "--recorders" => {
+                let v = value()?;
+                args.capture.recorders = v
+                    .split(',')
+                    .map(|r| {
+                        Recorder::from_name(r.trim()).filter(|r| *r != Recorder::None).ok_or_else(|| {
+                            anyhow!("--recorders expects natrec, conntrack-E, ulogd2-text or ulogd2-json, got {r:?}")
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown option {other:?}\n{USAGE}"),
+        }
+    }
+    Ok(args)
+}
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git").arg("-C").arg(workspace_root()).args(args).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn commit_description() -> String {
+    let Some(head) = git(&["rev-parse", "--short=12", "HEAD"]) else {
+        return "unknown (not a git checkout)".to_owned();
+    };
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    if dirty { format!("{head} (with uncommitted changes)") } else { head }
+}
+
+fn real_main() -> Result<()> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let args = parse_args(&argv)?;
+    if args.part == "capture" {
+        if let Some(natrec) = &args.natrec {
+            // SAFETY: set before any thread starts.
+            unsafe { std::env::set_var("NATREC_BIN", natrec) };
+        }
+        if !ensure_root_capabilities()? {
+            bail!("the capture benchmark needs root, network namespaces, nftables and conntrack (NATREC_TESTS_NO_ROOT=1 is set)");
+        }
+        if args.capture.recorders.contains(&Recorder::Natrec) {
+            natrec_tests::recorder_proc::natrec_bin().context("the natrec binary to benchmark")?;
+        }
+        let total_runs = args.capture.reps
+            * args.capture.rates.iter().map(|r| args.capture.recorders.len() + usize::from(r.is_none())).sum::<usize>();
+        eprintln!(
+            "natrec-bench: capture, {total_runs} runs of {:?} each (plus start, drain and stop)",
+            args.capture.duration
+        );
+        let mut doc = capture::run(&args.capture, &mut |line| eprintln!("natrec-bench: {line}"))?;
+        doc["commit"] = commit_description().into();
+        doc["command"] = format!("natrec-bench {}", argv.join(" ")).into();
+        doc["natrec_binary"] = natrec_tests::recorder_proc::natrec_bin()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+            .into();
+        report::write_results(&args.results, "capture", &doc)?;
+        eprintln!("natrec-bench: wrote {}", args.results.join("capture.json").display());
+    }
+    let md = report::render(&args.results)?;
+    std::fs::write(&args.markdown, md).with_context(|| format!("writing {}", args.markdown.display()))?;
+    eprintln!("natrec-bench: wrote {}", args.markdown.display());
+    Ok(())
+}
