@@ -26,9 +26,24 @@ impl Capture {
         let file = path.to_str().ok_or_else(|| {
             LabError::Invalid(format!("capture path {} is not UTF-8", path.display()))
         })?;
-        // -Z root: write the file as root (tcpdump would otherwise drop to its own user).
-        let mut child =
-            ns.spawn(&["tcpdump", "-i", iface, "-w", file, "-U", "-n", "-Z", "root"])?;
+        // --immediate-mode: hand every packet over at once; otherwise packets wait in the
+        // kernel's ring block (up to its timeout) and those still there at SIGTERM are lost.
+        // -B: a 32 MiB kernel buffer for bursts. -Z root: write the file as root (tcpdump would
+        // otherwise drop to its own user).
+        let mut child = ns.spawn(&[
+            "tcpdump",
+            "-i",
+            iface,
+            "-w",
+            file,
+            "-U",
+            "--immediate-mode",
+            "-B",
+            "32768",
+            "-n",
+            "-Z",
+            "root",
+        ])?;
         let stderr_pipe = child
             .child_mut()
             .and_then(|c| c.stderr.take())
@@ -71,21 +86,70 @@ impl Capture {
         &self.path
     }
 
-    /// Stops tcpdump (SIGTERM, wait) and returns the capture file's path and tcpdump's stderr
-    /// (its packet counts).
-    pub fn stop(mut self) -> Result<(PathBuf, String)> {
+    /// Waits until tcpdump has written everything it was handed (the file stops growing for
+    /// 300 ms, at most 5 s), stops it (SIGTERM, wait) and returns what it reported.
+    ///
+    /// Compare [`CaptureDone::captured`] with [`CaptureDone::received_by_filter`]: packets the
+    /// kernel handed over but tcpdump had not written when it stopped are lost from the file.
+    pub fn stop(mut self) -> Result<CaptureDone> {
+        self.settle();
         if let Some(child) = self.child.take() {
             child.stop(libc::SIGTERM, Duration::from_secs(10))?;
         }
         // Give the drain thread a moment to read tcpdump's last words.
         std::thread::sleep(Duration::from_millis(50));
-        let said = self
+        let stderr = self
             .stderr
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        Ok((self.path.clone(), said))
+        let count = |suffix: &str| {
+            stderr.lines().find_map(|l| {
+                let (n, rest) = l.trim().split_once(' ')?;
+                // "1 packet captured" / "8 packets captured"
+                let rest = rest
+                    .strip_prefix("packets ")
+                    .or_else(|| rest.strip_prefix("packet "))?;
+                (rest == suffix).then(|| n.parse().ok()).flatten()
+            })
+        };
+        Ok(CaptureDone {
+            path: self.path.clone(),
+            captured: count("captured"),
+            received_by_filter: count("received by filter"),
+            dropped_by_kernel: count("dropped by kernel"),
+            stderr,
+        })
     }
+
+    /// Waits until the capture file has not grown for 300 ms (at most 5 s).
+    fn settle(&self) {
+        let size = || std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut last = size();
+        let mut quiet = 0;
+        while quiet < 3 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = size();
+            quiet = if now == last { quiet + 1 } else { 0 };
+            last = now;
+        }
+    }
+}
+
+/// What a stopped capture left: its file and tcpdump's own counts.
+#[derive(Clone, Debug)]
+pub struct CaptureDone {
+    /// The pcap file.
+    pub path: PathBuf,
+    /// Packets written to the file ("N packets captured").
+    pub captured: Option<u64>,
+    /// Packets the kernel handed to tcpdump ("N packets received by filter").
+    pub received_by_filter: Option<u64>,
+    /// Packets the kernel dropped for lack of buffer space.
+    pub dropped_by_kernel: Option<u64>,
+    /// Everything tcpdump said on stderr.
+    pub stderr: String,
 }
 
 impl Drop for Capture {

@@ -190,3 +190,75 @@ fn snat_pool_spreads_over_the_range() {
         "12 sources all mapped to one pool address: {peers:?}"
     );
 }
+
+#[test]
+fn capture_writes_the_packets_and_guards_clean_up() {
+    if !lab::lab_test_start().expect("lab capabilities") {
+        return;
+    }
+    let lab = GatewayLab::build(LabSpec {
+        prefix: "lc".into(),
+        inside_hosts: 1,
+        port_forward: false,
+        ..LabSpec::default()
+    })
+    .expect("lab");
+    let dir = lab::TempDir::new("lc").expect("temp dir");
+    let dir_path = dir.path().to_owned();
+    let pcap = dir.path().join("wan.pcap");
+    let cap =
+        natrec_tests::capture::Capture::start(lab.gateway(), lab.wan_if(), &pcap).expect("tcpdump");
+    let h = &lab.hosts()[0];
+    traffic::ping(h.ns(), h.addr(), 9, lab.servers()[0], 3).expect("ping");
+    let done = cap.stop().expect("stopping tcpdump");
+    // Three requests and three replies went through wan0 (plus, maybe, ARP), all in the file.
+    let captured = done
+        .captured
+        .unwrap_or_else(|| panic!("no count in {}", done.stderr));
+    assert!(
+        captured >= 6,
+        "{captured} packets captured: {}",
+        done.stderr
+    );
+    assert_eq!(
+        done.received_by_filter,
+        Some(captured),
+        "packets lost: {}",
+        done.stderr
+    );
+    assert_eq!(done.dropped_by_kernel, Some(0), "{}", done.stderr);
+    let path = done.path;
+    let bytes = std::fs::read(&path).expect("reading the capture");
+    // A pcap file header (24 bytes), then a 16-byte record header per packet; an echo frame
+    // here is 52 bytes (Ethernet 14, IPv4 20, ICMP 8, "natrec lab").
+    assert!(
+        bytes.len() >= 24 + 6 * (16 + 52),
+        "capture of {} bytes",
+        bytes.len()
+    );
+    assert_eq!(&bytes[..4], &0xa1b2c3d4u32.to_le_bytes(), "pcap magic");
+
+    // An nft table in a namespace that outlives it is deleted by its guard.
+    let table = lab::NftTable::create(
+        Some(lab.outside()),
+        "inet",
+        "natrec_lab_probe",
+        "table inet natrec_lab_probe {\n chain c {\n  type filter hook input priority 0; policy accept;\n }\n}\n",
+    )
+    .expect("nft table");
+    let listed = |ns: &Netns| {
+        let out = ns
+            .exec(&["nft", "list", "tables"])
+            .expect("nft list tables");
+        String::from_utf8_lossy(&out.stdout).contains("natrec_lab_probe")
+    };
+    assert!(listed(lab.outside()));
+    drop(table);
+    assert!(!listed(lab.outside()), "the table outlived its guard");
+    drop(dir);
+    assert!(
+        !dir_path.exists(),
+        "{} outlived its guard",
+        dir_path.display()
+    );
+}
