@@ -47,6 +47,9 @@ pub struct CtTranslation {
     pub remote: SocketAddr,
 }
 
+/// A tuple being parsed: source, destination, source port (or ICMP id), destination port.
+type PartialTuple = (Option<IpAddr>, Option<IpAddr>, Option<u16>, Option<u16>);
+
 impl ConntrackLine {
     /// Parses one line; `None` for lines that are not entries (e.g. the summary).
     pub fn parse(line: &str) -> Option<ConntrackLine> {
@@ -60,8 +63,7 @@ impl ConntrackLine {
         let proto = Proto(words.next()?.parse().ok()?);
         let _timeout = words.next()?;
         let mut state = None;
-        let mut tuples: Vec<(Option<IpAddr>, Option<IpAddr>, Option<u16>, Option<u16>)> =
-            Vec::new();
+        let mut tuples: Vec<PartialTuple> = Vec::new();
         let mut zone = 0;
         for w in words {
             let Some((k, v)) = w.split_once('=') else {
@@ -79,7 +81,7 @@ impl ConntrackLine {
                 _ => {}
             }
         }
-        let tuple = |t: &(Option<IpAddr>, Option<IpAddr>, Option<u16>, Option<u16>)| {
+        let tuple = |t: &PartialTuple| {
             Some(CtTuple {
                 src: t.0?,
                 dst: t.1?,
