@@ -320,6 +320,16 @@ impl GatewayLab {
             )
         })
     }
+    /// The gateway's conntrack entries (`conntrack -L -o extended` in its namespace).
+    pub fn conntrack_list(&self) -> Result<Vec<crate::conntrack::ConntrackLine>> {
+        crate::conntrack::conntrack_list(&self.gateway)
+    }
+
+    /// Deletes every conntrack entry of the gateway (`conntrack -F`; each is a DESTROY event).
+    pub fn conntrack_flush(&self) -> Result<()> {
+        crate::conntrack::conntrack_flush(&self.gateway)
+    }
+
     /// The names of every namespace of the lab.
     pub fn namespace_names(&self) -> Vec<String> {
         let mut names = vec![
