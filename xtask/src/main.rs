@@ -68,6 +68,8 @@ fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }
 
+/// Cargo in the workspace root. Commands there build the default members: everything but the
+/// eBPF crate, which only `recorder/build.rs` builds (for the bpf target).
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.current_dir(workspace_root());
@@ -90,16 +92,16 @@ fn real_main() -> Result<()> {
         Cmd::Setup => setup::setup(),
         Cmd::Test { args } => {
             setup::setup()?;
-            run(cargo().args(["build", "--workspace", "--bins"]))?;
+            run(cargo().args(["build", "--bins"]))?;
             let natrec = target_dir().join("debug").join("natrec");
             run(cargo()
-                .args(["test", "--workspace", "--no-fail-fast"])
+                .args(["test", "--no-fail-fast"])
                 .args(&args)
                 .env("NATREC_BIN", &natrec))
         }
         Cmd::Demo => {
             setup::setup()?;
-            run(cargo().args(["build", "--workspace", "--bins"]))?;
+            run(cargo().args(["build", "--bins"]))?;
             let natrec = target_dir().join("debug").join("natrec");
             run(cargo()
                 .args(["run", "--quiet", "-p", "natrec-tests", "--bin", "natrec-demo", "--"])
