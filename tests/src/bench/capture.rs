@@ -13,16 +13,18 @@
 //! 2. the recorder starts and is ready; its CPU time and the gateway's conntrack statistics are
 //!    read;
 //! 3. the load runs for the run's duration;
-//! 4. the table drains: the entries expire, and the bench lists the table (`conntrack -L` to
-//!    `/dev/null`) every second so that the kernel evicts expired entries at once and sends
-//!    their DESTROY events, for every recorder alike; then until the recorder's output stops
-//!    growing;
+//! 4. the table drains: the entries expire (1 s); from the start of the load the bench lists
+//!    the table every second (a kernel-filtered `conntrack -L -p icmp` that returns nothing) so
+//!    that the kernel evicts expired entries and sends their DESTROY events, for every recorder
+//!    and the baseline alike — this kernel's own garbage collection leaves them for many seconds;
+//!    then until the recorder's output stops growing;
 //! 5. CPU time and statistics are read again, the recorder is stopped (SIGTERM) and its output
 //!    counted.
 //!
-//! Translations created = delta of the `insert` counter of the gateway namespace's
-//! `/proc/net/stat/nf_conntrack` (per namespace, summed over CPUs: every entry confirmed into the
-//! table). Recorded = translations with both start and end in the output. Recorder CPU = time on
+//! Translations created = delta of an nftables counter in a NAT chain of the gateway (NAT
+//! chains see only the first packet of each new conntrack entry: one count per translation),
+//! minus the entries that then failed to be inserted (`insert_failed` of the gateway namespace's
+//! `/proc/net/stat/nf_conntrack`; this kernel no longer counts insertions there). Recorded = translations with both start and end in the output. Recorder CPU = time on
 //! CPU of all the recorder's threads (`/proc/PID/task/*/schedstat`) between 2 and 5, so it
 //! includes the drain, when DESTROY events are processed; utime+stime is reported as well. Work
 //! the kernel does for a recorder in the packet path (netlink event building, natrec's eBPF
@@ -36,7 +38,7 @@ use serde_json::{Value, json};
 use super::load::{self, LoadSpec};
 use super::recorders::{self, Recorder};
 use super::stats::Spread;
-use super::sys::{CtStats, GlobalSysctl, Machine, ProcCpu, ct_count};
+use super::sys::{CtStats, GlobalSysctl, Machine, NatCounter, ProcCpu, ct_count};
 use super::{BenchError, Result, io_err};
 use crate::gateway::{GatewayLab, LabSpec, Timeouts};
 use crate::lab::{NftTable, TempDir};
@@ -61,6 +63,9 @@ pub struct CaptureOptions {
     pub seed: u64,
     /// How long the table may take to drain after a load.
     pub drain_timeout: Duration,
+    /// Keep every run's output under this directory (default: a temporary directory, each run's
+    /// output removed once counted).
+    pub keep: Option<PathBuf>,
 }
 
 impl Default for CaptureOptions {
@@ -73,6 +78,7 @@ impl Default for CaptureOptions {
             reps: 3,
             seed: 1,
             drain_timeout: Duration::from_secs(60),
+            keep: None,
         }
     }
 }
@@ -118,7 +124,9 @@ pub fn run(opts: &CaptureOptions, log: &mut dyn FnMut(&str)) -> Result<Value> {
         "natrec_bench",
         "table netdev natrec_bench {\n chain ingress {\n  type filter hook ingress device \"eth0\" priority 0; policy accept;\n  ip protocol udp drop\n }\n}\n",
     )?;
-    let work = TempDir::new("bench")?;
+    let counter = NatCounter::install(lab.gateway(), lab.wan_if())?;
+    let temp = TempDir::new("bench")?;
+    let work = opts.keep.as_deref().unwrap_or(temp.path());
     for r in opts.rates.iter().map(|r| LoadSpec { rate: *r, duration: opts.duration, seed: opts.seed }) {
         load::check_capacity(&lab, &r, ASSUMED_MAX_RATE)?;
     }
@@ -138,9 +146,9 @@ pub fn run(opts: &CaptureOptions, log: &mut dyn FnMut(&str)) -> Result<Value> {
             order.rotate_left(rep % len.max(1));
             for recorder in order {
                 n += 1;
-                let dir = work.path().join(format!("run-{n}"));
+                let dir = work.join(format!("run-{n}-{}-{}", rate_label(rate), recorder.name()));
                 std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
-                let r = one_run(&lab, opts, rate, recorder, rep, &dir)?;
+                let r = one_run(&lab, &counter, opts, rate, recorder, rep, &dir)?;
                 log(&format!(
                     "rep {} rate {:>6} {:<12} created {:>8} ({:>9.0}/s) recorded {:>8} share {:>7.3}% cpu {:>7.3} µs/translation drops {}",
                     rep + 1,
@@ -154,8 +162,10 @@ pub fn run(opts: &CaptureOptions, log: &mut dyn FnMut(&str)) -> Result<Value> {
                     r.json["recorded"]["drops_reported"],
                 ));
                 runs.push(r);
-                // Each run's output is counted; keep the disk free for the next.
-                std::fs::remove_dir_all(&dir).map_err(io_err(format!("removing {}", dir.display())))?;
+                if opts.keep.is_none() {
+                    // Each run's output is counted; keep the disk free for the next.
+                    std::fs::remove_dir_all(&dir).map_err(io_err(format!("removing {}", dir.display())))?;
+                }
             }
         }
     }
@@ -224,15 +234,63 @@ fn empty_table(lab: &GatewayLab, timeout: Duration) -> Result<()> {
     }
 }
 
-/// Lists the gateway's table to /dev/null: the dump evicts expired entries (and so sends their
-/// DESTROY events) at once.
-fn reap(lab: &GatewayLab) -> Result<()> {
-    lab.gateway().exec(&["sh", "-c", "conntrack -L >/dev/null 2>&1 || true"])?;
-    Ok(())
+/// Stands in for the kernel's conntrack garbage collection, which on this kernel leaves expired
+/// entries in the table for many seconds: lists the gateway's table every second, asking only for
+/// ICMP entries (there are none), so the kernel walks the whole table, evicts the expired entries
+/// (sending their DESTROY events) and returns nothing. Runs from just before the load to the end
+/// of the drain, for every recorder and for the baseline alike.
+struct Reaper {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Result<u64>>>,
+}
+
+impl Reaper {
+    fn start(lab: &GatewayLab) -> Reaper {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let ns = lab.gateway().name().to_owned();
+        let thread = std::thread::spawn(move || -> Result<u64> {
+            let mut dumps = 0;
+            while !flag.load(Ordering::Relaxed) {
+                crate::lab::run_cmd(&["ip", "netns", "exec", &ns, "conntrack", "-L", "-p", "icmp"])?;
+                dumps += 1;
+                for _ in 0..20 {
+                    if flag.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            Ok(dumps)
+        });
+        Reaper { stop, thread: Some(thread) }
+    }
+
+    /// Stops the reaper; returns how many dumps it made.
+    fn stop(mut self) -> Result<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(BenchError::Invalid("the reaper thread panicked".into())),
+            None => Ok(0),
+        }
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            // A failed reaper has nothing left to clean up.
+            let _ = t.join();
+        }
+    }
 }
 
 fn one_run(
     lab: &GatewayLab,
+    counter: &NatCounter,
     opts: &CaptureOptions,
     rate: Option<u64>,
     recorder: Recorder,
@@ -247,9 +305,11 @@ fn one_run(
     let pid = running.pid();
     let cpu0 = pid.map(ProcCpu::read).transpose()?;
     let ct0 = CtStats::read(gw)?;
+    let n0 = counter.read(gw)?;
     let spec = LoadSpec { rate, duration: opts.duration, seed: opts.seed };
+    let reaper = Reaper::start(lab);
     let done = load::run(lab, &spec)?;
-    let ct_load = CtStats::read(gw)?;
+    let n_load = counter.read(gw)?;
     let load_end = Instant::now();
 
     // Drain: every entry gone, then the recorder's output quiet.
@@ -259,11 +319,9 @@ fn one_run(
             drained = true;
             break;
         }
-        std::thread::sleep(Duration::from_millis(250));
-        if load_end.elapsed() > Duration::from_millis(1200) {
-            reap(lab)?;
-        }
+        std::thread::sleep(Duration::from_millis(100));
     }
+    let dumps = reaper.stop()?;
     let drain_s = load_end.elapsed().as_secs_f64();
     let mut last = running.output_bytes();
     let mut quiet_since = Instant::now();
@@ -278,12 +336,14 @@ fn one_run(
     }
     let cpu1 = pid.map(ProcCpu::read).transpose()?;
     let ct1 = CtStats::read(gw)?;
+    let n1 = counter.read(gw)?;
     let recorded = running.stop()?;
 
-    let during_load = ct_load.since(ct0);
     let total = ct1.since(ct0);
-    let created = total.insert;
-    let created_per_s = during_load.insert as f64 / done.seconds.max(1e-9);
+    // New translations that left the WAN, minus those whose conntrack entry lost its insertion.
+    let created = n1.saturating_sub(n0).saturating_sub(total.insert_failed);
+    let created_during_load = n_load.saturating_sub(n0);
+    let created_per_s = created_during_load as f64 / done.seconds.max(1e-9);
     let (cpu_s, cpu_tick_s) = match (cpu0, cpu1) {
         (Some(a), Some(b)) => (b.seconds_since(a), b.tick_seconds_since(a)),
         _ => (f64::NAN, f64::NAN),
@@ -301,7 +361,7 @@ fn one_run(
             "sent_per_s": done.sent as f64 / done.seconds.max(1e-9),
         },
         "created": created,
-        "created_during_load": during_load.insert,
+        "created_during_load": created_during_load,
         "created_per_s": created_per_s,
         "kernel": {
             "insert_failed": total.insert_failed,
@@ -310,6 +370,7 @@ fn one_run(
         },
         "drained": drained,
         "drain_s": drain_s,
+        "reaper_dumps": dumps,
         "recorded": {
             "complete": recorded.complete,
             "starts": recorded.starts,

@@ -221,8 +221,11 @@ fn ulogd_conf(recorder: Recorder, out: &Path, log: &Path) -> Result<String> {
         conf.push_str(&format!("plugin=\"{ULOGD_PLUGINS}/ulogd_{p}.so\"\n"));
     }
     conf.push_str(&format!("stack={stack}\n\n"));
+    // ulogd2 sets the buffer only when it is below the maximum (and grows it up to the maximum
+    // on overruns).
     conf.push_str(&format!(
-        "[ct1]\nhash_enable=0\nevent_mask=0x00000005\nnetlink_socket_buffer_size={NETLINK_RCVBUF}\nnetlink_socket_buffer_maxsize={NETLINK_RCVBUF}\n\n"
+        "[ct1]\nhash_enable=0\nevent_mask=0x00000005\nnetlink_socket_buffer_size={NETLINK_RCVBUF}\nnetlink_socket_buffer_maxsize={}\n\n",
+        2 * NETLINK_RCVBUF
     ));
     conf.push_str(&format!("[{output}]\nfile=\"{}\"\nsync=1\n", path_str(out)?));
     Ok(conf)
@@ -412,7 +415,7 @@ fn scan_lines(path: &Path, mut each: impl FnMut(u64, &str)) -> Result<()> {
     }
 }
 
-/// Pairs a conntrack or ulogd2-JSON log with natrec's importer: complete = translations with both
+/// Pairs a log with natrec's importer: complete = translations with both
 /// a NEW and a DESTROY.
 fn import_pairs(path: &Path, format: Format) -> Result<(u64, u64, u64)> {
     let mut imp = Importer::new(format);
@@ -483,17 +486,64 @@ fn count_ulogd_text(out: &Path, log: &Path) -> Result<Recorded> {
     })
 }
 
-/// ulogd2 JSON: NEW (`"ct.event": 1`) and DESTROY (`4`) objects paired with natrec's importer.
+/// ulogd2 JSON: NEW (`"ct.event": 1`) and DESTROY (`4`) objects paired by the kernel's entry id
+/// (`ct.id`). (natrec's importer rejects ulogd2 2.0.8's `timestamp` without a time zone, so the
+/// pairing is done here.)
 fn count_ulogd_json(out: &Path, log: &Path) -> Result<Recorded> {
-    let (complete, starts, ends) = import_pairs(out, Format::UlogdJson)?;
+    let mut new_ids = std::collections::HashSet::new();
+    let mut destroy_ids = Vec::new();
+    let mut unreadable = 0u64;
+    scan_lines(out, |_, l| match (json_number_after(l, "\"ct.event\":"), json_number_after(l, "\"ct.id\":")) {
+        (Some(1), Some(id)) => {
+            new_ids.insert(id);
+        }
+        (Some(4), Some(id)) => destroy_ids.push(id),
+        (Some(_), Some(_)) => {}
+        _ => unreadable += 1,
+    })?;
+    let complete = destroy_ids.iter().filter(|id| new_ids.contains(id)).count() as u64;
     let (drops, detail) = ulogd_drops(log);
     Ok(Recorded {
         complete,
-        starts,
-        ends,
+        starts: new_ids.len() as u64,
+        ends: destroy_ids.len() as u64,
         drops_reported: drops,
-        drop_detail: detail,
+        drop_detail: format!("{detail}; unreadable lines={unreadable}"),
         bytes: disk_bytes(out),
         own_summary: None,
     })
+}
+
+/// The unsigned number after `key` in a line of JSON (`"key": 123`).
+fn json_number_after(line: &str, key: &str) -> Option<u64> {
+    let rest = line[line.find(key)? + key.len()..].trim_start();
+    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ulogd_json_fields_are_found() {
+        let l = r#"{"timestamp": "2026-11-24T22:56:43", "ct.id": 3643245397, "ct.event": 4, "flow.start.sec": 1}"#;
+        assert_eq!(json_number_after(l, "\"ct.event\":"), Some(4));
+        assert_eq!(json_number_after(l, "\"ct.id\":"), Some(3_643_245_397));
+        assert_eq!(json_number_after(l, "\"ct.mark\":"), None);
+    }
+
+    #[test]
+    fn ulogd_json_pairs_by_id() {
+        let dir = crate::lab::TempDir::new("bench-ulogd").expect("temp dir");
+        let out = dir.path().join("u.json");
+        std::fs::write(
+            &out,
+            "{\"ct.id\": 1, \"ct.event\": 1}\n{\"ct.id\": 2, \"ct.event\": 1}\n{\"ct.id\": 1, \"ct.event\": 4}\n{\"ct.id\": 3, \"ct.event\": 4}\ngarbage\n",
+        )
+        .expect("write");
+        let r = count_ulogd_json(&out, &dir.path().join("no-log")).expect("counts");
+        assert_eq!((r.complete, r.starts, r.ends), (1, 2, 2));
+        assert!(r.drop_detail.contains("unreadable lines=1"), "{}", r.drop_detail);
+    }
 }

@@ -142,9 +142,12 @@ fn render_capture(md: &mut String, c: &Value) {
          server addresses whose namespace drops UDP at ingress. Load: {}. UDP timeout in the gateway {} s, \
          `nf_conntrack_events=1`, `nf_conntrack_timestamp=1`; machine-wide `nf_conntrack_max` raised to {} for the \
          run and restored after it; `nf_conntrack_buckets` {}. Every recorder gets a {} MiB netlink receive buffer. \
-         The recorders run one at a time against the same seeded load; after each load the bench lists the \
-         table every second (to `/dev/null`) so that expired entries are evicted and their DESTROY events sent \
-         at once, for every recorder alike.\n",
+         The recorders run one at a time against the same seeded load. This kernel's conntrack garbage \
+         collection leaves expired entries in the table for many seconds, so from the start of each load until \
+         the table is empty the bench lists the table once a second (`conntrack -L -p icmp`: the kernel walks \
+         the table, evicts expired entries and sends their DESTROY events, and returns nothing), for every \
+         recorder and the baseline alike: DESTROY events come in bursts of up to a second's worth of \
+         translations, as they do from the kernel's own garbage collection.\n",
         s(&lab["inside_hosts"]),
         s(&lab["addresses_per_host"]),
         s(&lab["servers"]),
@@ -159,8 +162,9 @@ fn render_capture(md: &mut String, c: &Value) {
         let _ = writeln!(md, "- **{}**: `{}`", s(&r["name"]), s(&r["command"]));
     }
     md.push_str(
-        "\nColumns: **created** = translations the kernel created (delta of `insert` in the gateway namespace's \
-         `/proc/net/stat/nf_conntrack`, summed over CPUs), per second over the load; **recorded** = translations \
+        "\nColumns: **created** = translations the kernel created (an nftables counter in a NAT chain of the \
+         gateway, which sees only the first packet of each new conntrack entry, minus `insert_failed` of the \
+         gateway namespace's `/proc/net/stat/nf_conntrack`), and per second over the load; **recorded** = translations \
          with both start and end in the recorder's output (natrec: read back from its segment store; \
          `conntrack -E` and ulogd2 JSON: NEW and DESTROY lines paired by natrec's importer; ulogd2 text: \
          min(NEW lines, DESTROY lines), an upper bound); **share** = recorded / created; **drops reported** = \

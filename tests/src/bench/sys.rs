@@ -4,15 +4,14 @@
 use std::path::PathBuf;
 
 use super::{BenchError, Result, io_err};
-use crate::lab::Netns;
+use crate::lab::{Netns, NftTable};
 
 /// The conntrack statistics of one network namespace, summed over CPUs
 /// (`/proc/net/stat/nf_conntrack` read from a thread inside the namespace; the kernel keeps them
-/// per namespace).
+/// per namespace). Recent kernels no longer count insertions there (the `insert` column stays
+/// 0), so the translations created are counted by [`NatCounter`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CtStats {
-    /// Entries confirmed into the table: one per translation the gateway created.
-    pub insert: u64,
     /// Entries that lost an insertion race and were dropped with their packet.
     pub insert_failed: u64,
     /// Packets dropped because the table was full (no entry could be evicted).
@@ -42,7 +41,7 @@ impl CtStats {
                 BenchError::Invalid(format!("/proc/net/stat/nf_conntrack has no column {name:?}"))
             })
         };
-        let (ins, fail, drop, early) = (col("insert")?, col("insert_failed")?, col("drop")?, col("early_drop")?);
+        let (fail, drop, early) = (col("insert_failed")?, col("drop")?, col("early_drop")?);
         let mut s = CtStats::default();
         for line in lines.filter(|l| !l.trim().is_empty()) {
             let cells: Vec<&str> = line.split_whitespace().collect();
@@ -54,7 +53,6 @@ impl CtStats {
                     BenchError::Invalid(format!("/proc/net/stat/nf_conntrack: {cell:?} is not hexadecimal"))
                 })
             };
-            s.insert += get(ins)?;
             s.insert_failed += get(fail)?;
             s.drop += get(drop)?;
             s.early_drop += get(early)?;
@@ -65,12 +63,58 @@ impl CtStats {
     /// `self - earlier`, counter by counter.
     pub fn since(self, earlier: CtStats) -> CtStats {
         CtStats {
-            insert: self.insert.saturating_sub(earlier.insert),
             insert_failed: self.insert_failed.saturating_sub(earlier.insert_failed),
             drop: self.drop.saturating_sub(earlier.drop),
             early_drop: self.early_drop.saturating_sub(earlier.early_drop),
         }
     }
+}
+
+/// Counts the translations a gateway creates: an nftables table of its own in the gateway whose
+/// NAT chain (`postrouting`, just before the lab's masquerade) counts the packets leaving the WAN
+/// interface. NAT chains see only the first packet of a new conntrack entry, so the counter is
+/// the number of new outgoing translations (minus those whose insertion then failed: see
+/// [`CtStats::insert_failed`]). The table is removed on drop.
+#[derive(Debug)]
+pub struct NatCounter {
+    table: NftTable,
+    ns: String,
+}
+
+/// The counter's table name.
+const COUNTER_TABLE: &str = "natrec_bench_count";
+
+impl NatCounter {
+    /// Installs the counter in `ns`, counting new translations leaving `wan_if`.
+    pub fn install(ns: &Netns, wan_if: &str) -> Result<NatCounter> {
+        let ruleset = format!(
+            "table ip {COUNTER_TABLE} {{\n counter created {{ }}\n chain post {{\n  type nat hook postrouting priority srcnat - 10; policy accept;\n  oifname \"{wan_if}\" counter name \"created\"\n }}\n}}\n"
+        );
+        let table = NftTable::create(Some(ns), "ip", COUNTER_TABLE, &ruleset)?;
+        Ok(NatCounter { table, ns: ns.name().to_owned() })
+    }
+
+    /// The packets counted so far (new translations leaving the WAN interface).
+    pub fn read(&self, ns: &Netns) -> Result<u64> {
+        if ns.name() != self.ns {
+            return Err(BenchError::Invalid(format!("the counter is in {}, not {}", self.ns, ns.name())));
+        }
+        let out = ns.exec(&["nft", "list", "counter", "ip", self.table.name(), "created"])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        parse_counter_packets(&text)
+            .ok_or_else(|| BenchError::Invalid(format!("unexpected `nft list counter` output: {text}")))
+    }
+}
+
+/// The `packets N` of `nft list counter` output.
+fn parse_counter_packets(text: &str) -> Option<u64> {
+    let mut words = text.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "packets" {
+            return words.next()?.parse().ok();
+        }
+    }
+    None
 }
 
 /// The number of entries in the conntrack table of `ns` now.
@@ -229,10 +273,17 @@ mod tests {
                     0000000a  00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000010 00000001 00000002 00000003 00000000  00000000 00000000 00000000 00000000\n\
                     0000000a  00000000 00000000 00000000 00000000 00000000 00000000 00000000 000000f0 00000000 00000000 00000001 00000000  00000000 00000000 00000000 00000000\n";
         let s = CtStats::parse(text).expect("parses");
-        assert_eq!(s, CtStats { insert: 0x100, insert_failed: 1, drop: 2, early_drop: 4 });
-        let later = CtStats { insert: 0x180, ..s };
-        assert_eq!(later.since(s).insert, 0x80);
+        assert_eq!(s, CtStats { insert_failed: 1, drop: 2, early_drop: 4 });
+        let later = CtStats { drop: 7, ..s };
+        assert_eq!(later.since(s), CtStats { insert_failed: 0, drop: 5, early_drop: 0 });
         assert!(CtStats::parse("entries found\n1 2\n").is_err());
+    }
+
+    #[test]
+    fn nft_counter_output_is_read() {
+        let text = "table ip natrec_bench_count {\n\tcounter created {\n\t\tpackets 12345 bytes 678900\n\t}\n}\n";
+        assert_eq!(parse_counter_packets(text), Some(12345));
+        assert_eq!(parse_counter_packets("table ip x {\n}\n"), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! ```text
 //! natrec-bench capture [--natrec PATH] [--duration SECS] [--reps N] [--rates 1000,10000,50000,max]
 //!                      [--recorders natrec,conntrack-E,ulogd2-text,ulogd2-json] [--seed N]
-//!                      [--results DIR] [--markdown FILE]
+//!                      [--results DIR] [--markdown FILE] [--keep DIR]
 //! natrec-bench report  [--results DIR] [--markdown FILE]
 //! ```
 //!
@@ -24,7 +24,7 @@ use natrec_tests::lab::ensure_root_capabilities;
 
 const USAGE: &str = "usage: natrec-bench capture [--natrec PATH] [--duration SECS] [--reps N] \
 [--rates 1000,10000,50000,max] [--recorders natrec,conntrack-E,ulogd2-text,ulogd2-json] [--seed N] \
-[--results DIR] [--markdown FILE]\n       natrec-bench report [--results DIR] [--markdown FILE]";
+[--results DIR] [--markdown FILE] [--keep DIR]\n       natrec-bench report [--results DIR] [--markdown FILE]";
 
 fn main() -> ExitCode {
     match real_main() {
@@ -69,6 +69,7 @@ fn parse_args(argv: &[String]) -> Result<Args> {
             "--natrec" => args.natrec = Some(PathBuf::from(value()?)),
             "--results" => args.results = PathBuf::from(value()?),
             "--markdown" => args.markdown = PathBuf::from(value()?),
+            "--keep" => args.capture.keep = Some(PathBuf::from(value()?)),
             "--duration" => {
                 let v = value()?;
                 let secs: f64 = v.parse().ok().filter(|s: &f64| *s > 0.0 && *s <= 3600.0).ok_or_else(|| {
