@@ -1,0 +1,51 @@
+//! `cargo xtask bench capture`: natrec side by side with `conntrack -E` and ulogd2 on the lab
+//! (the `natrec-bench` binary of the `natrec-tests` package).
+//!
+//! xtask does not depend on natrec's crates: it builds the release `natrec` binary, then runs
+//! `cargo run --release -p natrec-tests --bin natrec-bench -- capture --natrec PATH ARGS…`, which
+//! writes `bench-results/capture.json` and regenerates `BENCHMARKS.md`. It needs root and the
+//! Debian packages `conntrack`, `ulogd2` and `ulogd2-json`.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+
+/// Debian packages the capture benchmark needs besides the lab's (`ulogd2` for the text output,
+/// `ulogd2-json` for the JSON one).
+pub const PACKAGES: &[&str] = &["conntrack", "ulogd2", "ulogd2-json"];
+
+fn cargo(workspace: &Path) -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")));
+    c.current_dir(workspace);
+    c
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().with_context(|| format!("starting {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Builds the release `natrec` and runs the capture benchmark; `args` go to `natrec-bench
+/// capture` (e.g. `--duration 10 --reps 5`, `--rates 1000,max`, `--recorders natrec,conntrack-E`;
+/// `--help` lists them).
+///
+/// `workspace` is the workspace root, `target` the cargo target directory.
+pub fn capture(workspace: &Path, target: &Path, args: &[String]) -> Result<()> {
+    run(cargo(workspace).args(["build", "--release", "-p", "recorder", "--bin", "natrec"]))?;
+    let natrec = target.join("release").join("natrec");
+    run(cargo(workspace)
+        .args(["run", "--quiet", "--release", "-p", "natrec-tests", "--bin", "natrec-bench", "--", "capture", "--natrec"])
+        .arg(&natrec)
+        .args(args))
+}
+
+/// Regenerates `BENCHMARKS.md` from the files in `bench-results/` without measuring anything.
+pub fn report(workspace: &Path) -> Result<()> {
+    run(cargo(workspace).args(["run", "--quiet", "--release", "-p", "natrec-tests", "--bin", "natrec-bench", "--", "report"]))
+}
