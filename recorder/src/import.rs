@@ -11,7 +11,8 @@
 //!   The bracketed time (when `conntrack` received the event) is the start of a `[NEW]` line and
 //!   the end of a `[DESTROY]` line. `[UPDATE]` lines are ignored (counted). A `[DESTROY]` may carry
 //!   `delta-time=SECONDS` (with `nf_conntrack_timestamp=1`) or `[start=…] [stop=…]`
-//!   (`-o ktimestamp`, read as UTC): they give the start of a DESTROY whose NEW was not logged.
+//!   (`-o ktimestamp`, read as UTC): they give the start of a DESTROY whose NEW was not logged
+//!   (without them, the end stands in for the start, flagged [`Flags::START_APPROX`]).
 //! - **ulogd-json**: ulogd2's JSON output plugin fed by the NFCT input plugin through IP2STR
 //!   (`stack=ct1:NFCT,ip2str1:IP2STR,json1:JSON`): objects with `ct.event` (1 NEW, 4 DESTROY),
 //!   `orig.ip.protocol`, `orig.l4.sport`/`dport`, `reply.l4.sport`/`dport`, addresses as
@@ -321,11 +322,16 @@ impl Importer {
                     None => {
                         self.report.end_only += 1;
                         self.report.translations += 1;
-                        let start = r.start.unwrap_or(r.at).min(r.at);
+                        // Without a start in the line, the end stands in for it: the true start is
+                        // at or before it.
+                        let (start, flags) = match r.start {
+                            Some(s) => (s.min(r.at), Flags::END_ONLY),
+                            None => (r.at, Flags::END_ONLY.union(Flags::START_APPROX)),
+                        };
                         Translation {
                             start,
                             end: Some(r.at),
-                            flags: Flags::END_ONLY,
+                            flags,
                             ..r.translation
                         }
                     }
@@ -492,6 +498,9 @@ pub fn parse_conntrack_line(line: &str) -> Result<Line, String> {
     let Some(first) = toks.next() else {
         return Ok(Line::Ignored("blank line"));
     };
+    if first == "conntrack" && line.contains("flow events have been shown") {
+        return Ok(Line::Ignored("conntrack's closing summary"));
+    }
     let at = parse_bracket_time(first).ok_or_else(|| {
         format!("expected a [SECONDS.MICROSECONDS] time first (conntrack -E -o timestamp), found {first:?}")
     })?;
@@ -959,11 +968,15 @@ mod tests {
         assert_eq!(out[0].translation().start, ts("2026-01-04T23:59:59Z"));
         assert_eq!(out[0].translation().proto, Proto::UDP);
 
-        // Without either, the start is the end.
+        // Without either, the start is the end, flagged approximate.
         let line = "[1767571230.5]\t[DESTROY] udp      17 src=10.0.0.2 dst=203.0.113.1 sport=5353 dport=53 src=203.0.113.1 dst=100.64.0.1 sport=53 dport=5353";
         let (out, rep) = import(Format::Conntrack, line);
         assert_eq!(rep.malformed_samples, vec![]);
         assert_eq!(out[0].translation().start, ts("2026-01-05T00:00:30.5Z"));
+        assert_eq!(
+            out[0].translation().flags,
+            Flags::END_ONLY.union(Flags::START_APPROX)
+        );
     }
 
     #[test]
@@ -999,13 +1012,14 @@ mod tests {
             "",
             NEW_TCP,
             "[1767571200.300000]\t    [NEW] ipv4     2 tcp      6 120 SYN_SENT src=10.0.0.2 dst=198.51.100.7",
+            "conntrack v1.4.8 (conntrack-tools): 5 flow events have been shown.",
         ]
         .join("\n");
         let (out, rep) = import(Format::Conntrack, &text);
         assert_eq!(out.len(), 1);
         assert_eq!(
             (rep.lines, rep.non_nat, rep.ignored, rep.malformed),
-            (7, 1, 2, 3)
+            (8, 1, 3, 3)
         );
         let lines: Vec<u64> = rep.malformed_samples.iter().map(|m| m.line).collect();
         assert_eq!(lines, vec![3, 4, 7]);

@@ -22,7 +22,8 @@ use super::store_args::StoreArgs;
 /// without NAT and UPDATE events are skipped and counted. Several files are read in the order
 /// given, as one log (pairs across rotated files are found); a FILE ending in `.zst` is
 /// decompressed. Times are stored at --time-resolution (ms by default; conntrack and ulogd log
-/// microseconds).
+/// microseconds). Entries are written in input order; lines whose time goes backwards are
+/// still stored, and counted as out of time order.
 ///
 /// Malformed lines are counted and reported with their line numbers (the first 10) and never
 /// stop the import; they alone do not make the exit status an error. Exit status: 0 imported,
