@@ -19,7 +19,9 @@
 //!   `src_ip`/`dest_ip` (or `orig.ip.saddr.str`/`orig.ip.daddr.str`) and `reply.ip.saddr.str`/
 //!   `reply.ip.daddr.str`, times as `flow.start.sec`/`usec` and `flow.end.sec`/`usec` (falling
 //!   back to `timestamp`). ulogd does not log ICMP echo identifiers: ICMP translations are
-//!   imported with port 0.
+//!   imported with port 0. With NFCT's default `hash_enable=1`, ulogd logs only DESTROY events
+//!   (carrying `flow.start`): every translation is then end-only ([`Flags::END_ONLY`]) with its
+//!   true start.
 //!
 //! A log entry is classified like the kernel path does ([`recorder_common::classify`]): NAT is
 //! visible when the reply tuple is not the inverse of the original one — the reply's destination
