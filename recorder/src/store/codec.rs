@@ -10,14 +10,20 @@
 //! column data, concatenated in column order
 //! ```
 //!
-//! Full-record columns, one entry per record in order: 0 kind (u8: 0 snat, 1 dnat, 2 both),
-//! 1 proto (u8), 2 flags (u8), 3 bits (u8: 1 has end, 2 carried), 4 zone (uvarint),
-//! 5 start (zigzag delta from the previous start, the first from `min_start`), 6 duration
-//! (uvarint `end - start`, only for records with an end), 7 inside address (uvarint dictionary
-//! index), 8 inside port, 9 outside address, 10 outside port minus inside port (wrapping),
-//! 11 remote address, 12 remote port. Ports are u16 stored as two byte planes (all low bytes,
-//! then all high bytes). 13–15: the inside, outside and remote dictionaries (uvarint count, then
-//! per address u8 family 4 or 6 and 4 or 16 bytes), most frequent first.
+//! Full-record columns, one entry per record in order:
+//! - 0 kind (u8: 0 snat, 1 dnat, 2 both), 1 proto (u8), 2 flags (u8), 3 bits (u8: 1 has end,
+//!   2 carried), 4 zone (uvarint);
+//! - 5 start: zigzag uvarint delta from the previous start (the first from `min_start`);
+//! - 6 duration: `end - start` as u64 in eight byte planes, records with an end only;
+//! - 7 inside address: dictionary index as u32 in four byte planes;
+//! - 8 inside port; 10 outside port minus inside port (wrapping); 12 remote port — each u16 in
+//!   two byte planes (all low bytes, then all high bytes);
+//! - 9 outside address: zigzag uvarint of its dictionary index minus the outside index of the
+//!   previous record with the same inside index in the block (0 for the first);
+//! - 11 remote address: dictionary index as u32 in four byte planes;
+//! - 13–15 the inside, outside and remote dictionaries: uvarint count, then per address u8
+//!   family 4 or 6 and 4 or 16 bytes, most frequent first.
+//!
 //! End-reference columns (live blocks only): 16 ordinal distance (uvarint `first_ordinal +
 //! n_full - ordinal`), 17 end (zigzag delta from the previous end, the first from `min_start`),
 //! 18 flags (u8).
@@ -249,22 +255,38 @@ pub(crate) fn encode_block(
     cols[3].extend(recs.iter().map(|r| u8::from(r.end.is_some()) | (u8::from(r.carried) << 1)));
     let mut prev = min_start;
     cols[5].reserve(n * 2);
-    cols[6].reserve(n * 2);
+    let mut durs: Vec<u64> = Vec::with_capacity(n);
     for r in recs {
         put_uvarint(&mut cols[4], u64::from(r.zone));
         put_uvarint(&mut cols[5], zigzag(r.start.wrapping_sub(prev)));
         prev = r.start;
         if let Some(e) = r.end {
-            put_uvarint(&mut cols[6], e.wrapping_sub(r.start) as u64);
+            durs.push(e.wrapping_sub(r.start) as u64);
         }
+    }
+    for k in 0..8 {
+        cols[6].extend(durs.iter().map(|d| (d >> (8 * k)) as u8));
     }
     let (din, c13) = dictionary(recs.iter().map(|r| r.inside), addrs);
     let (dout, c14) = dictionary(recs.iter().map(|r| r.outside), addrs);
     let (drem, c15) = dictionary(recs.iter().map(|r| r.remote), addrs);
+    // Predictions: the outside address last used by the same inside address, the port last
+    // used with the same remote address.
+    let mut out_pred = vec![0u32; din.len()];
+    let (mut idx_in, mut idx_rem) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for r in recs {
-        put_uvarint(&mut cols[7], u64::from(din.get(&r.inside).copied().unwrap_or(0)));
-        put_uvarint(&mut cols[9], u64::from(dout.get(&r.outside).copied().unwrap_or(0)));
-        put_uvarint(&mut cols[11], u64::from(drem.get(&r.remote).copied().unwrap_or(0)));
+        let i = din.get(&r.inside).copied().unwrap_or(0);
+        let o = dout.get(&r.outside).copied().unwrap_or(0);
+        let m = drem.get(&r.remote).copied().unwrap_or(0);
+        idx_in.push(i);
+        let pred = &mut out_pred[i as usize];
+        put_uvarint(&mut cols[9], zigzag(i64::from(o) - i64::from(*pred)));
+        *pred = o;
+        idx_rem.push(m);
+    }
+    for k in 0..4 {
+        cols[7].extend(idx_in.iter().map(|v| (v >> (8 * k)) as u8));
+        cols[11].extend(idx_rem.iter().map(|v| (v >> (8 * k)) as u8));
     }
     put_planes(&mut cols[8], recs.iter().map(|r| r.in_port));
     put_planes(&mut cols[10], recs.iter().map(|r| r.out_port.wrapping_sub(r.in_port)));
@@ -439,33 +461,52 @@ impl<'a> BlockView<'a> {
         if ip.len() != 2 * n || op.len() != 2 * n || rp.len() != 2 * n {
             return Err("port columns disagree with the record count".into());
         }
-        let (mut zc, mut sc, mut dc) = (Cur::new(&zone), Cur::new(&start), Cur::new(&dur));
-        let (mut ic, mut oc, mut rc) = (Cur::new(&ii), Cur::new(&oi), Cur::new(&ri));
+        let (mut zc, mut sc) = (Cur::new(&zone), Cur::new(&start));
+        let n_dur = b.iter().filter(|x| *x & 1 != 0).count();
+        if dur.len() != 8 * n_dur {
+            return Err("duration column disagrees with the record count".into());
+        }
+        let mut di = 0;
+        let mut oc = Cur::new(&oi);
+        if ii.len() != 4 * n || ri.len() != 4 * n {
+            return Err("address columns disagree with the record count".into());
+        }
+        let u32_at = |col: &[u8], i: usize| (0..4).fold(0u32, |a, k| a | (u32::from(col[k * n + i]) << (8 * k)));
         let port = |col: &[u8], i: usize| u16::from(col[i]) | (u16::from(col[n + i]) << 8);
-        let idx = |c: &mut Cur<'_>, len: usize| -> Result<u32, String> {
-            let v = c.uvarint()?;
+        let idx = |v: u32, len: usize| -> Result<u32, String> {
             if v as usize >= len {
                 return Err("dictionary index out of range".into());
             }
-            Ok(v as u32)
+            Ok(v)
         };
         let mut recs = Vec::with_capacity(n);
         let mut prev = self.meta.min_start;
+        let mut out_pred = vec![0u32; dicts.inside.len()];
         for i in 0..n {
             let s = prev.wrapping_add(sc.ivarint()?);
             prev = s;
             let end = if b[i] & 1 != 0 {
-                Some(s.wrapping_add(dc.uvarint()? as i64))
+                let d = (0..8).fold(0u64, |acc, k| acc | (u64::from(dur[k * n_dur + di]) << (8 * k)));
+                di += 1;
+                Some(s.wrapping_add(d as i64))
             } else {
                 None
             };
             let in_port = port(&ip, i);
+            let inside = idx(u32_at(&ii, i), dicts.inside.len())?;
+            let pred = &mut out_pred[inside as usize];
+            let outside = i64::from(*pred).wrapping_add(oc.ivarint()?);
+            if outside < 0 || outside as usize >= dicts.outside.len() {
+                return Err("dictionary index out of range".into());
+            }
+            *pred = outside as u32;
+            let remote = idx(u32_at(&ri, i), dicts.remote.len())?;
             recs.push(Rec {
                 start: s,
                 end,
-                inside: idx(&mut ic, dicts.inside.len())?,
-                outside: idx(&mut oc, dicts.outside.len())?,
-                remote: idx(&mut rc, dicts.remote.len())?,
+                inside,
+                outside: outside as u32,
+                remote,
                 in_port,
                 out_port: port(&op, i).wrapping_add(in_port),
                 rem_port: port(&rp, i),

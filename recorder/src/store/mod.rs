@@ -206,8 +206,12 @@ pub struct WriterOptions {
     pub retain_size: Option<u64>,
     /// The unit of stored times (default milliseconds).
     pub resolution: Resolution,
-    /// Records per block of a sealed segment (default 65536).
+    /// Records per block of a sealed segment (default 262144: larger blocks compress better,
+    /// smaller ones are faster to read for a point query).
     pub block_records: usize,
+    /// zstd level of sealed blocks (default 19; 9 seals about five times faster for about
+    /// 4 % more bytes).
+    pub seal_level: i32,
 }
 
 impl Default for WriterOptions {
@@ -220,7 +224,8 @@ impl Default for WriterOptions {
             retain_days: None,
             retain_size: None,
             resolution: Resolution::Millis,
-            block_records: 65536,
+            block_records: 262_144,
+            seal_level: 19,
         }
     }
 }

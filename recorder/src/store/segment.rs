@@ -25,8 +25,6 @@ pub(crate) const T_SEAL: u8 = 2;
 pub(crate) const T_INDEX: u8 = 3;
 /// Largest frame payload accepted when reading.
 const MAX_FRAME: usize = 1 << 30;
-/// zstd level of sealed blocks.
-pub(crate) const SEALED_LEVEL: i32 = 9;
 /// Duration class limits (in seconds): under 1 min, under 10 min, longer or open.
 const CLASS_LIMITS_S: [i64; 2] = [60, 600];
 
@@ -554,9 +552,10 @@ pub(crate) fn write_sealed(
     recs: &mut [Rec],
     addrs: &[std::net::IpAddr],
     block_records: usize,
+    level: i32,
 ) -> Result<Sealed, StoreError> {
     let tmp = final_path.with_extension("seg.tmp");
-    let res = write_sealed_tmp(&tmp, header, recs, addrs, block_records);
+    let res = write_sealed_tmp(&tmp, header, recs, addrs, block_records, level);
     let chain = match res {
         Ok(v) => v,
         Err(e) => {
@@ -577,6 +576,7 @@ fn write_sealed_tmp(
     recs: &mut [Rec],
     addrs: &[std::net::IpAddr],
     block_records: usize,
+    level: i32,
 ) -> Result<[u8; 32], StoreError> {
     let res = header.resolution;
     let io = |op| move |e| StoreError::io(op, tmp, e);
@@ -601,7 +601,7 @@ fn write_sealed_tmp(
         }
         payload.clear();
         let kind = if g == CLASS_CARRIED { KIND_CHECKPOINT } else { KIND_SEALED };
-        let meta = codec::encode_block(kind, g, 0, &recs[i..j], &[], addrs, SEALED_LEVEL, &mut payload)
+        let meta = codec::encode_block(kind, g, 0, &recs[i..j], &[], addrs, level, &mut payload)
             .map_err(io("compressing"))?;
         frame.clear();
         frame_bytes(&mut frame, T_BLOCK, &payload);

@@ -158,7 +158,7 @@ impl Writer {
                 tracing::warn!(path = %p.display(), block = %b, "skipped an undecodable block");
             }
             let res = rec.header.resolution;
-            let sealed_info = segment::write_sealed(&sealed, &rec.header, &mut rec.recs, &rec.addrs.addrs, opts.block_records)?;
+            let sealed_info = segment::write_sealed(&sealed, &rec.header, &mut rec.recs, &rec.addrs.addrs, opts.block_records, opts.seal_level)?;
             fs::remove_file(&p).map_err(|e| StoreError::io("removing", &p, e))?;
             segment::sync_dir(&dir)?;
             stats.segments_sealed += 1;
@@ -476,7 +476,7 @@ impl Writer {
             c.carried = true;
         }
         let final_path = path.with_extension("seg");
-        let sealed = segment::write_sealed(&final_path, &a.header, &mut rec.recs, &rec.addrs.addrs, self.opts.block_records)?;
+        let sealed = segment::write_sealed(&final_path, &a.header, &mut rec.recs, &rec.addrs.addrs, self.opts.block_records, self.opts.seal_level)?;
         fs::remove_file(&path).map_err(|e| StoreError::io("removing", &path, e))?;
         segment::sync_dir(&self.opts.dir)?;
         self.active = None;
