@@ -119,7 +119,16 @@ pub struct Netns {
 
 impl Netns {
     /// Creates a namespace named `nr-<prefix>-<pid>-<n>` with its loopback up.
+    ///
+    /// The first call of a process also removes the namespaces that earlier lab processes left
+    /// when they were killed before their guards ran (see [`remove_stale_namespaces`]).
     pub fn new(prefix: &str) -> Result<Netns> {
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        SWEEP.call_once(|| {
+            if let Err(e) = remove_stale_namespaces() {
+                eprintln!("lab: could not remove stale namespaces: {e}");
+            }
+        });
         let name = unique_name(prefix);
         run_cmd(&["ip", "netns", "add", &name])?;
         let ns = Netns { name };
@@ -228,16 +237,52 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        if let Ok(pids) = self.pids() {
-            for pid in pids {
-                // SAFETY: kill(2) has no memory-safety preconditions.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-        if let Err(e) = run_cmd(&["ip", "netns", "del", &self.name]) {
+        if let Err(e) = delete_namespace(&self.name) {
             eprintln!("lab: could not delete namespace {}: {e}", self.name);
         }
     }
+}
+
+/// Kills every process in namespace `name`, then deletes it.
+fn delete_namespace(name: &str) -> Result<()> {
+    let out = run_cmd(&["ip", "netns", "pids", name])?;
+    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        if let Ok(pid) = pid.parse::<i32>() {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    run_cmd(&["ip", "netns", "del", name])?;
+    Ok(())
+}
+
+/// The pid a lab namespace name (`nr-<prefix>-<pid>-<n>`) was made by.
+fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("nr-")?;
+    let mut parts = rest.rsplitn(3, '-');
+    let _n: u32 = parts.next()?.parse().ok()?;
+    let pid = parts.next()?.parse().ok()?;
+    parts.next()?;
+    Some(pid)
+}
+
+/// Removes the lab namespaces (`nr-<prefix>-<pid>-<n>`) whose process no longer runs: a test
+/// killed by a timeout or SIGKILL cannot run its guards. Returns the names removed.
+pub fn remove_stale_namespaces() -> Result<Vec<String>> {
+    let out = run_cmd(&["ip", "netns", "list"])?;
+    let mut removed = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(pid) = owner_pid(name) else { continue };
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        delete_namespace(name)?;
+        removed.push(name.to_owned());
+    }
+    Ok(removed)
 }
 
 /// Moves the calling thread into the network namespace bound at `path`.
@@ -477,5 +522,20 @@ impl Drop for TempDir {
         if let Err(e) = std::fs::remove_dir_all(&self.path) {
             eprintln!("lab: could not remove {}: {e}", self.path.display());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_pid_reads_lab_names_only() {
+        assert_eq!(owner_pid("nr-cap-gw-1234-7"), Some(1234));
+        assert_eq!(owner_pid("nr-t-99-0"), Some(99));
+        assert_eq!(owner_pid("nr-1234-7"), None, "no prefix");
+        assert_eq!(owner_pid("other-gw-1234-7"), None);
+        assert_eq!(owner_pid("nr-gw-x-7"), None);
+        assert_eq!(owner_pid(&unique_name("p")), Some(std::process::id()));
     }
 }

@@ -262,3 +262,26 @@ fn capture_writes_the_packets_and_guards_clean_up() {
         dir_path.display()
     );
 }
+
+#[test]
+fn namespaces_of_dead_processes_are_removed() {
+    if !lab::lab_test_start().expect("lab capabilities") {
+        return;
+    }
+    // A pid that no longer runs: a child that exited and was reaped.
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
+    let dead = child.id();
+    child.wait().expect("wait");
+    let stale = format!("nr-stale-{dead}-0");
+    lab::run_cmd(&["ip", "netns", "add", &stale]).expect("ip netns add");
+    let alive = Netns::new("alive").expect("netns");
+    let removed = lab::remove_stale_namespaces().expect("sweep");
+    assert!(removed.contains(&stale), "{stale} not removed: {removed:?}");
+    assert!(!ns_listed(&stale));
+    assert!(
+        ns_listed(alive.name()),
+        "the sweep removed a live process's namespace"
+    );
+}
