@@ -156,6 +156,7 @@ impl TranslationSource for Reader {
             let from_u = res.to_units(filter.from).unwrap_or(i64::MIN);
             let to_u = res.to_units(filter.to).unwrap_or(i64::MAX);
             let mut prev = std::mem::take(&mut s.pending);
+            let damage_before = s.report.damage.len();
             if !m.sealed {
                 scan_open(m, &mut s, &mut prev)?;
             } else {
@@ -173,6 +174,12 @@ impl TranslationSource for Reader {
                     break;
                 }
                 scan_sealed(m, &mut s, &mut prev, from_u, to_u, past)?;
+            }
+            if s.report.damage.len() > damage_before {
+                // A damaged checkpoint may have held them: let the next segment resolve them.
+                for (k, t) in prev.drain() {
+                    s.pending.entry(k).or_insert(t);
+                }
             }
             // Waiting translations absent from this segment's checkpoint ended before it
             // began, at a time that was not recorded.
