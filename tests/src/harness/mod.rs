@@ -4,10 +4,15 @@
 //!
 //! - [`pcap`] reads the captures, [`pair`] finds each outside packet's inside twin (the truth),
 //!   [`verify`] asks natrec and counts correct, wrong, missing and ambiguous answers.
+//! - [`workload`] is the seeded traffic; [`run`] puts it all together and writes the report.
+//! - [`stress`] is the stress mode: the highest new-flow rate, kernel against natrec counts.
 
 pub mod pair;
 pub mod pcap;
+pub mod run;
+pub mod stress;
 pub mod verify;
+pub mod workload;
 
 use std::path::PathBuf;
 
@@ -19,6 +24,9 @@ pub enum HarnessError {
     /// Building or driving the lab failed.
     #[error(transparent)]
     Lab(#[from] LabError),
+    /// The benchmark's load or recorder handling (stress mode) failed.
+    #[error(transparent)]
+    Bench(#[from] crate::bench::BenchError),
     /// A capture file could not be read.
     #[error("capture {path}: {reason}")]
     Pcap { path: PathBuf, reason: String },
