@@ -279,8 +279,11 @@ pub fn remove_stale_namespaces() -> Result<Vec<String>> {
         if std::path::Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
-        delete_namespace(name)?;
-        removed.push(name.to_owned());
+        // Another process may be sweeping the same namespace.
+        match delete_namespace(name) {
+            Ok(()) => removed.push(name.to_owned()),
+            Err(e) => eprintln!("lab: could not remove stale namespace {name}: {e}"),
+        }
     }
     Ok(removed)
 }

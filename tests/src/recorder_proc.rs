@@ -217,3 +217,38 @@ pub fn read_events(path: &Path, complete: bool) -> Result<Vec<FlowEvent>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINE: &str = r#"{"event":"start","kind":"snat","proto":"udp","inside":"10.0.1.2:5000","outside":"100.64.0.1:5000","remote":"100.64.1.1:7","zone":0,"start":"2026-11-24T22:18:00Z","end":null,"flags":[]}"#;
+
+    #[test]
+    fn a_line_still_being_written_is_skipped_until_the_end() {
+        let dir = crate::lab::TempDir::new("rp").expect("temp dir");
+        let path = dir.path().join("f.jsonl");
+        assert!(
+            read_events(&path, false)
+                .expect("missing file is empty")
+                .is_empty()
+        );
+        assert!(
+            read_events(&path, true).is_err(),
+            "a finished run must have written its file"
+        );
+        std::fs::write(&path, format!("{LINE}\n{}", &LINE[..40])).expect("write");
+        assert_eq!(read_events(&path, false).expect("partial").len(), 1);
+        assert!(
+            read_events(&path, true).is_err(),
+            "a cut line in a finished file is an error"
+        );
+        std::fs::write(&path, format!("{LINE}\n{LINE}\n")).expect("write");
+        let events = read_events(&path, true).expect("complete");
+        assert_eq!(events.len(), 2);
+        assert_eq!(
+            events[0].translation().inside,
+            "10.0.1.2:5000".parse().expect("addr")
+        );
+    }
+}

@@ -52,28 +52,32 @@ pub struct EchoServer {
 impl EchoServer {
     /// Listens on `addr` (TCP) in `ns` and echoes every connection until dropped.
     pub fn tcp(ns: &Netns, addr: SocketAddr) -> Result<EchoServer> {
+        let what = format!("TCP echo server on {addr} in {}", ns.name());
         let listener = ns
-            .run_in(move || TcpListener::bind(addr))?
-            .map_err(io(format!(
-                "binding a TCP echo server to {addr} in {}",
-                ns.name()
-            )))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(io("making the TCP listener non-blocking".into()))?;
+            .run_in(move || -> std::io::Result<TcpListener> {
+                let sock =
+                    Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+                sock.set_reuse_address(true)?;
+                sock.bind(&SockAddr::from(addr))?;
+                // A deep backlog: clients may open connections faster than they are accepted.
+                sock.listen(4096)?;
+                // accept(2) honours SO_RCVTIMEO: the loop wakes up to check for stop.
+                sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+                Ok(sock.into())
+            })?
+            .map_err(io(what))?;
         let stop = Arc::new(AtomicBool::new(false));
         let peers = Arc::new(Mutex::new(Vec::new()));
         let (s, p) = (stop.clone(), peers.clone());
         let thread = std::thread::spawn(move || {
-            let mut conns = Vec::new();
+            let mut conns: Vec<JoinHandle<()>> = Vec::new();
             while !s.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, peer)) => {
-                        p.lock().unwrap_or_else(PoisonError::into_inner).push(peer);
-                        let s = s.clone();
-                        conns.push(std::thread::spawn(move || echo_tcp(stream, &s)));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                // Err: the timeout (or a connection reset before it was accepted).
+                if let Ok((stream, peer)) = listener.accept() {
+                    p.lock().unwrap_or_else(PoisonError::into_inner).push(peer);
+                    let s = s.clone();
+                    conns.retain(|c| !c.is_finished());
+                    conns.push(std::thread::spawn(move || echo_tcp(stream, &s)));
                 }
             }
             for c in conns {

@@ -52,6 +52,11 @@ fn netns_is_created_entered_and_removed() {
     let sleeper = ns.spawn(&["sleep", "60"]).expect("spawn");
     let leaked = ns.spawn(&["sleep", "60"]).expect("spawn");
     std::mem::forget(leaked); // only the namespace's drop can end this one
+    // `ip netns exec` enters the namespace just after it starts: wait for both (bounded).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while ns.pids().expect("pids").len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert_eq!(ns.pids().expect("pids").len(), 2);
     drop(sleeper);
     drop(ns);
