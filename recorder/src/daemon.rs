@@ -108,7 +108,8 @@ struct PendingResync {
     at: Instant,
 }
 
-/// How long a resync waits for DESTROY events already on their way.
+/// How long a resync waits for DESTROY events already on their way. No new dump starts while
+/// one waits (a newer dump would otherwise replace it before it is applied).
 const RESYNC_GRACE: Duration = Duration::from_secs(2);
 const TICK: Duration = Duration::from_millis(100);
 
@@ -368,7 +369,7 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
                 sinks.write(&mut out)?;
                 sinks.tick(now)?;
                 let reap_due = cfg.reap_interval.is_some_and(|i| last_reap.elapsed() >= i);
-                if !dump_in_flight && (resync_wanted || reap_due) {
+                if !dump_in_flight && pending_resync.is_none() && (resync_wanted || reap_due) {
                     resync_wanted = false;
                     last_reap = Instant::now();
                     dump_in_flight = true;
