@@ -189,23 +189,38 @@ pub struct TcpFlow {
 impl TcpFlow {
     /// Connects from `local` (port 0: any) to `remote` in `ns`, with `SO_REUSEADDR` so that a
     /// fixed source port can be used again.
+    ///
+    /// A fixed source port whose previous connection to the same remote is still closing makes
+    /// connect(2) fail with "address not available"; that is retried every 20 ms for up to 2 s.
     pub fn open(ns: &Netns, local: SocketAddr, remote: SocketAddr) -> Result<TcpFlow> {
         let ns_name = ns.name().to_owned();
         ns.run_in(move || -> Result<TcpFlow> {
             let what = |step: &str| format!("TCP {step} {local} -> {remote} in {ns_name}");
-            let sock = Socket::new(
-                Domain::for_address(remote),
-                Type::STREAM,
-                Some(Protocol::TCP),
-            )
-            .map_err(io(what("socket")))?;
-            sock.set_reuse_address(true)
-                .map_err(io(what("SO_REUSEADDR")))?;
-            sock.bind(&SockAddr::from(local))
-                .map_err(io(what("bind")))?;
-            let first_packet = Timestamp::now();
-            sock.connect_timeout(&SockAddr::from(remote), REPLY_TIMEOUT)
-                .map_err(io(what("connect")))?;
+            let retry_until = std::time::Instant::now() + Duration::from_secs(2);
+            let (sock, first_packet) = loop {
+                let sock = Socket::new(
+                    Domain::for_address(remote),
+                    Type::STREAM,
+                    Some(Protocol::TCP),
+                )
+                .map_err(io(what("socket")))?;
+                sock.set_reuse_address(true)
+                    .map_err(io(what("SO_REUSEADDR")))?;
+                sock.bind(&SockAddr::from(local))
+                    .map_err(io(what("bind")))?;
+                let first_packet = Timestamp::now();
+                match sock.connect_timeout(&SockAddr::from(remote), REPLY_TIMEOUT) {
+                    Ok(()) => break (sock, first_packet),
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::AddrNotAvailable
+                            && local.port() != 0
+                            && std::time::Instant::now() < retry_until =>
+                    {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => return Err(io(what("connect"))(e)),
+                }
+            };
             // The SYN-ACK is the first answer.
             let last_packet = Timestamp::now();
             let stream: TcpStream = sock.into();
@@ -263,11 +278,26 @@ impl TcpFlow {
         }
     }
 
-    /// Closes the connection (FIN; the client side lingers in TIME_WAIT) and says what it did.
+    /// Closes the connection (FIN; the client side lingers in TIME_WAIT, which Linux lets a
+    /// new connection from the same explicitly bound port take over, TCP timestamps being on)
+    /// and says what it did.
     pub fn close(self) -> FlowDone {
         let done = self.done();
         drop(self.stream);
         done
+    }
+
+    /// Aborts the connection (RST: no TIME_WAIT, the source port is free at once) and says what
+    /// it did.
+    pub fn reset(self) -> Result<FlowDone> {
+        let done = self.done();
+        let sock = Socket::from(self.stream);
+        sock.set_linger(Some(Duration::ZERO)).map_err(io(format!(
+            "SO_LINGER 0 on {} -> {}",
+            done.local, done.remote
+        )))?;
+        drop(sock);
+        Ok(done)
     }
 }
 

@@ -149,6 +149,15 @@ fn gateway_lab_masquerades_forwards_and_cleans_up() {
         (in_tcp, out_tcp, d.local)
     );
 
+    // A fixed source port serves again at once, after a reset or a close.
+    let again = sa(h2.addr(), 41001);
+    let first = traffic::TcpFlow::open(h2.ns(), again, sa(server, 7)).expect("open");
+    first.reset().expect("reset");
+    traffic::tcp_exchange(h2.ns(), again, sa(server, 7), 1).expect("same port after a reset");
+    let third =
+        traffic::tcp_exchange(h2.ns(), again, sa(server, 7), 1).expect("same port after a close");
+    assert_eq!(third.local, again);
+
     // Without NAT there is no way in: the outside has no route to the inside hosts.
     let direct = traffic::tcp_exchange(lab.outside(), sa(router, 0), in_tcp, 1);
     assert!(direct.is_err(), "the outside reached {in_tcp} directly");
