@@ -428,6 +428,8 @@ fn summarize(opts: &CaptureOptions, runs: &[RunResult]) -> Value {
                 "created_per_s": col(&|j| f(&j["created_per_s"])),
                 "sent_per_s": col(&|j| f(&j["load"]["sent_per_s"])),
                 "recorded": col(&|j| f(&j["recorded"]["complete"])),
+                "starts": col(&|j| f(&j["recorded"]["starts"])),
+                "ends": col(&|j| f(&j["recorded"]["ends"])),
                 "share": col(&|j| f(&j["share"])),
                 "missing": col(&|j| f(&j["missing"])),
                 "drops_reported": col(&|j| f(&j["recorded"]["drops_reported"])),

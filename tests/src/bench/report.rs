@@ -1,7 +1,8 @@
 //! `BENCHMARKS.md` from the results files in `bench-results/`.
 //!
 //! The Markdown is rendered only from the JSON documents (never from a run in memory), so it can
-//! be regenerated at any time (`natrec-bench report`) and always agrees with the figures kept.
+//! be regenerated at any time (`natrec-bench report`) and always agrees with the figures kept;
+//! `bench-results/notes.md`, written by hand after a run, is copied in as the closing notes.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -15,6 +16,10 @@ use super::{BenchError, Result, io_err};
 const TARGET_SHARE: f64 = 1.0;
 const TARGET_CPU_US: f64 = 0.5;
 const TARGET_MAX_RATE_LOSS: f64 = 0.03;
+
+/// Hand-written notes on the latest figures (why a target is missed, what was seen), kept next to
+/// the results and copied into the report.
+pub const NOTES: &str = "notes.md";
 
 /// Reads `dir/NAME.json` if it exists.
 pub fn read_results(dir: &Path, name: &str) -> Result<Option<Value>> {
@@ -66,6 +71,10 @@ fn fmt_count(v: &Value) -> String {
     }
 }
 
+fn fmt_median(v: &Value) -> String {
+    spread(v).map_or_else(|| "–".to_owned(), |s| thousands(s.median))
+}
+
 fn thousands(x: f64) -> String {
     if !x.is_finite() {
         return "–".to_owned();
@@ -97,6 +106,16 @@ pub fn render(dir: &Path) -> Result<String> {
     match &capture {
         Some(c) => render_capture(&mut md, c),
         None => md.push_str("## 1–2. Capture\n\nNot run yet: `cargo xtask bench capture`.\n\n"),
+    }
+    let notes = dir.join(NOTES);
+    match std::fs::read_to_string(&notes) {
+        Ok(text) => {
+            md.push_str("## Notes on these figures\n\n");
+            md.push_str(text.trim_end());
+            md.push_str("\n\n");
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(BenchError::Io { what: format!("reading {}", notes.display()), source }),
     }
     md.push_str(
         "## 3–4. Storage and query\n\n\
@@ -174,12 +193,12 @@ fn render_capture(md: &mut String, c: &Value) {
          (`/proc/PID/task/*/schedstat`), per created translation. Kernel work done for a recorder in the \
          packet path (event building, natrec's eBPF classifier) is charged to the sending CPUs: see part 2.\n\n",
     );
-    md.push_str("| offered rate /s | recorder | created | created /s | recorded | share % | missing | drops reported | CPU µs / translation | bytes / translation |\n");
-    md.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str("| offered rate /s | recorder | created | created /s | recorded | share % | missing | starts / ends written | drops reported | CPU µs / translation | bytes / translation |\n");
+    md.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for row in c["summary"].as_array().into_iter().flatten() {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} |",
             s(&row["rate"]),
             s(&row["recorder"]),
             fmt_count(&row["created"]),
@@ -187,6 +206,8 @@ fn render_capture(md: &mut String, c: &Value) {
             fmt_count(&row["recorded"]),
             fmt_spread(&row["share"], 100.0, 2),
             fmt_count(&row["missing"]),
+            fmt_median(&row["starts"]),
+            fmt_median(&row["ends"]),
             fmt_count(&row["drops_reported"]),
             fmt_spread(&row["cpu_us_per_translation"], 1.0, 2),
             fmt_spread(&row["bytes_per_translation"], 1.0, 1),
@@ -313,5 +334,9 @@ mod tests {
         let dir = crate::lab::TempDir::new("bench-report").expect("temp dir");
         let md = render(dir.path()).expect("renders");
         assert!(md.contains("Not run yet: `cargo xtask bench capture`"), "{md}");
+        assert!(!md.contains("Notes on these figures"), "{md}");
+        std::fs::write(dir.path().join(NOTES), "natrec lost nothing.\n").expect("write notes");
+        let md = render(dir.path()).expect("renders");
+        assert!(md.contains("## Notes on these figures\n\nnatrec lost nothing.\n"), "{md}");
     }
 }
