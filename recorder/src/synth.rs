@@ -516,7 +516,7 @@ impl Flow {
 /// bucket sorted in `current`. Much faster than a binary heap of hundreds of thousands of flows.
 #[derive(Debug, Default)]
 struct EndQueue {
-    /// Every flow of bucket `current_id` or earlier, sorted by descending (end, seq).
+    /// The flows of bucket `current_id`, the earliest one, sorted by descending (end, seq).
     current: Vec<Flow>,
     current_id: i64,
     later: BTreeMap<i64, Vec<Flow>>,
@@ -527,13 +527,19 @@ impl EndQueue {
 
     fn push(&mut self, f: Flow) {
         let id = f.end.div_euclid(Self::BUCKET_NS);
-        if !self.current.is_empty() && id <= self.current_id {
+        if !self.current.is_empty() && id == self.current_id {
             let key = f.order();
             let at = self.current.partition_point(|g| g.order() > key);
             self.current.insert(at, f);
-        } else {
-            self.later.entry(id).or_default().push(f);
+            return;
         }
+        if !self.current.is_empty() && id < self.current_id {
+            // An earlier bucket than the loaded one: put that back (`peek` loads the earliest),
+            // so that `current` only ever holds one bucket.
+            let back = std::mem::take(&mut self.current);
+            self.later.insert(self.current_id, back);
+        }
+        self.later.entry(id).or_default().push(f);
     }
 
     fn peek(&mut self) -> Option<&Flow> {
