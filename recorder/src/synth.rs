@@ -1306,6 +1306,44 @@ mod tests {
     }
 
     #[test]
+    fn end_queue_pops_in_end_order_whatever_the_push_order() {
+        let mut rng = Rng(3);
+        let mut q = EndQueue::default();
+        let mut reference = std::collections::BTreeSet::new();
+        let flow = |end: i64, seq: u64| Flow {
+            end,
+            seq,
+            start: 0,
+            sub: 0,
+            remote: 0,
+            inside_port: 0,
+            outside_port: 0,
+            remote_port: 0,
+            pool: 0,
+            proto: Proto::TCP,
+            kind: Kind::Snat,
+            v6: false,
+        };
+        let mut now = 0i64;
+        for seq in 0..50_000u64 {
+            // Ends from now to 5 s ahead (sometimes in the loaded bucket, sometimes before it).
+            let end = now + i64::from(rng.below(5_000_000)) * 1_000;
+            q.push(flow(end, seq));
+            reference.insert((end, seq));
+            if rng.chance(0.5) {
+                let want = reference.pop_first();
+                let got = q.pop().map(|f| (f.end, f.seq));
+                assert_eq!(got, want);
+                now = got.map_or(now, |g| g.0);
+            }
+        }
+        while let Some(want) = reference.pop_first() {
+            assert_eq!(q.pop().map(|f| (f.end, f.seq)), Some(want));
+        }
+        assert!(q.pop().is_none());
+    }
+
+    #[test]
     fn key_set_agrees_with_a_hash_set_under_churn() {
         let mut rng = Rng(7);
         let mut ours = KeySet::default();
