@@ -147,6 +147,11 @@ fn assert_covers(start: &Translation, end: &Translation, done: &FlowDone, seeded
             !start.flags.contains(Flags::START_APPROX),
             "natrec turns timestamps on: {start:?}"
         );
+        // natrec turns conntrack events on before these flows: their ends are the kernel's.
+        assert!(
+            !end.flags.contains(Flags::END_APPROX) && !end.flags.contains(Flags::END_ONLY),
+            "a flow made while natrec listened ends by its DESTROY event: {end:?}"
+        );
         assert!(
             start.start <= done.first_reply,
             "start {} after the gateway translated the first packet (answered by {}): {done:?}",
