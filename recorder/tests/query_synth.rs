@@ -57,7 +57,7 @@ fn full_tuple_at_an_instant_names_exactly_one_translation() {
             window: SignedDuration::ZERO,
         };
         let a = who_held(data.as_slice(), &q).expect("answer");
-        assert_eq!(found(&a), [t.clone()], "query {q:?}");
+        assert_eq!(found(&a), std::slice::from_ref(t), "query {q:?}");
         assert_eq!(a.ambiguity, None);
     }
 }
