@@ -90,7 +90,7 @@ fn a_unique_answer_exits_0_and_names_the_account() {
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     assert!(stdout.contains("1. 10.0.1.4:53000  account acct-1004  tcp snat"), "{stdout}");
     assert!(stdout.contains("outside 100.64.0.1:40000  remote 198.51.100.7:443"), "{stdout}");
-    assert!(stdout.contains("2030-01-01T10:01:40Z .. 2030-01-01T10:02:10Z  [end_approx]"), "{stdout}");
+    assert!(stdout.contains("2030-01-01T10:01:40.000Z .. 2030-01-01T10:02:10.000Z  [end_approx]"), "{stdout}");
     assert!(stdout.contains("1 translation of 1 inside endpoint"), "{stdout}");
     assert!(stdout.contains("note: the end of 10.0.1.4:53000 -> 100.64.0.1:40000 is approximate"), "{stdout}");
     assert!(!stdout.contains("AMBIGUOUS"), "{stdout}");
@@ -152,7 +152,7 @@ fn nothing_found_exits_1_and_range_queries_work() {
     let lines: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["inside"], "10.0.1.2:51000");
-    assert_eq!(lines[0]["end"], "2030-01-01T10:01:10Z");
+    assert_eq!(lines[0]["end"], "2030-01-01T10:01:10.000Z");
 
     let out = natrec(dir.path(), &["--remote", "198.51.100.7:443", "--from", &at(0).to_string(), "--to", &at(200).to_string(), "--csv"]);
     assert_eq!(out.status.code(), Some(0));

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, anyhow};
 use recorder::model::Proto;
-use recorder::store::Reader;
+use recorder::store::{Reader, Resolution};
 use recorder::query::{
     self, Answer, DEFAULT_WINDOW, Query, SubscriberMap, When, parse_duration, parse_endpoint, parse_time,
     parse_tz,
@@ -118,6 +118,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(map) = &subscribers {
         answer.label_accounts(map);
     }
+    answer.precision = Some(match store.resolution() {
+        Resolution::Millis => 3,
+        Resolution::Micros => 6,
+        Resolution::Nanos => 9,
+    });
     report(&args, &answer)?;
     Ok(if answer.found() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

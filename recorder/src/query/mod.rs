@@ -244,6 +244,9 @@ pub struct Answer {
     pub notes: Vec<Note>,
     /// What the store did.
     pub report: ScanReport,
+    /// Fractional digits of the seconds in output times: the store's resolution (3 for
+    /// milliseconds); `None` prints as many as a time needs.
+    pub precision: Option<usize>,
 }
 
 impl Answer {
@@ -304,6 +307,7 @@ where
         ambiguity,
         notes,
         report,
+        precision: None,
     })
 }
 

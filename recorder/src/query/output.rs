@@ -1,5 +1,6 @@
 //! How an [`Answer`] is shown: a readable listing, JSON Lines, CSV.
 
+use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 
@@ -20,15 +21,17 @@ pub struct TranslationRow<'a> {
     pub outside: SocketAddr,
     pub remote: SocketAddr,
     pub zone: u16,
-    pub start: Timestamp,
-    pub end: Option<Timestamp>,
+    /// RFC 3339 in UTC, to the store's resolution.
+    pub start: String,
+    pub end: Option<String>,
     pub flags: Flags,
     /// For a query at an instant: whether the lifetime covers the instant itself.
     pub at_instant: Option<bool>,
 }
 
-impl<'a> From<&'a Candidate> for TranslationRow<'a> {
-    fn from(c: &'a Candidate) -> Self {
+impl<'a> TranslationRow<'a> {
+    /// The row of one candidate, times written with `precision` fractional digits.
+    pub fn new(c: &'a Candidate, precision: Option<usize>) -> Self {
         let t = &c.translation;
         TranslationRow {
             kind: t.kind,
@@ -38,8 +41,8 @@ impl<'a> From<&'a Candidate> for TranslationRow<'a> {
             outside: t.outside,
             remote: t.remote,
             zone: t.zone,
-            start: t.start,
-            end: t.end,
+            start: time(t.start, precision),
+            end: t.end.map(|e| time(e, precision)),
             flags: t.flags,
             at_instant: c.at_instant,
         }
@@ -58,10 +61,10 @@ pub struct SummaryRow<'a> {
     pub separated_by: &'a [Separator],
     pub notes: Vec<String>,
     /// The instant asked about, for a query at an instant.
-    pub at: Option<Timestamp>,
+    pub at: Option<String>,
     /// The interval the store was asked about.
-    pub from: Timestamp,
-    pub to: Timestamp,
+    pub from: String,
+    pub to: String,
     pub segments_total: usize,
     pub segments_opened: usize,
     pub blocks_read: u64,
@@ -72,6 +75,7 @@ pub struct SummaryRow<'a> {
 
 impl<'a> From<&'a Answer> for SummaryRow<'a> {
     fn from(a: &'a Answer) -> Self {
+        let p = a.precision;
         SummaryRow {
             matches: a.candidates.len(),
             distinct_inside: a.distinct_inside,
@@ -80,11 +84,11 @@ impl<'a> From<&'a Answer> for SummaryRow<'a> {
             separated_by: a.ambiguity.as_ref().map_or(&[], |x| x.separated_by.as_slice()),
             notes: a.notes.iter().map(ToString::to_string).collect(),
             at: match a.query.when {
-                When::At { at, .. } => Some(at),
+                When::At { at, .. } => Some(time(at, p)),
                 When::Range { .. } => None,
             },
-            from: a.from,
-            to: a.to,
+            from: time(a.from, p),
+            to: time(a.to, p),
             segments_total: a.report.segments_total,
             segments_opened: a.report.segments_opened,
             blocks_read: a.report.blocks_read,
@@ -95,10 +99,21 @@ impl<'a> From<&'a Answer> for SummaryRow<'a> {
     }
 }
 
+/// A time in RFC 3339 UTC with `precision` fractional digits (as many as needed if `None`).
+pub fn time(t: Timestamp, precision: Option<usize>) -> String {
+    let mut s = String::new();
+    // Writing to a String cannot fail.
+    let _ = match precision {
+        Some(p) => write!(s, "{t:.p$}", p = p.min(9)),
+        None => write!(s, "{t}"),
+    };
+    s
+}
+
 /// Writes one JSON object per translation, then the summary object.
 pub fn write_jsonl(w: &mut dyn Write, answer: &Answer) -> io::Result<()> {
     for c in &answer.candidates {
-        serde_json::to_writer(&mut *w, &TranslationRow::from(c))?;
+        serde_json::to_writer(&mut *w, &TranslationRow::new(c, answer.precision))?;
         w.write_all(b"\n")?;
     }
     serde_json::to_writer(&mut *w, &SummaryRow::from(answer))?;
@@ -118,6 +133,7 @@ fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
 
 /// Writes a header row and one row per translation (no summary: notes go to stderr).
 pub fn write_csv(w: &mut dyn Write, answer: &Answer) -> io::Result<()> {
+    let p = answer.precision;
     writeln!(w, "{CSV_HEADER}")?;
     for c in &answer.candidates {
         let t = &c.translation;
@@ -131,8 +147,8 @@ pub fn write_csv(w: &mut dyn Write, answer: &Answer) -> io::Result<()> {
             t.outside,
             t.remote,
             t.zone,
-            t.start,
-            t.end.map(|e| e.to_string()).unwrap_or_default(),
+            time(t.start, p),
+            t.end.map(|e| time(e, p)).unwrap_or_default(),
             t.flags.names().collect::<Vec<_>>().join("|"),
             c.at_instant.map(|b| b.to_string()).unwrap_or_default(),
         )?;
@@ -147,6 +163,7 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 /// Writes the readable listing: one block of three short lines per translation, then what the
 /// answer means (who, how many, how to narrow, what is approximate or missing).
 pub fn write_table(w: &mut dyn Write, answer: &Answer) -> io::Result<()> {
+    let p = answer.precision;
     let width = answer.candidates.len().to_string().len();
     for (i, c) in answer.candidates.iter().enumerate() {
         let t = &c.translation;
@@ -161,9 +178,9 @@ pub fn write_table(w: &mut dyn Write, answer: &Answer) -> io::Result<()> {
         }
         writeln!(w)?;
         writeln!(w, "{pad}outside {}  remote {}", t.outside, t.remote)?;
-        write!(w, "{pad}{} .. ", t.start)?;
+        write!(w, "{pad}{} .. ", time(t.start, p))?;
         match t.end {
-            Some(e) => write!(w, "{e}")?,
+            Some(e) => write!(w, "{}", time(e, p))?,
             None => write!(w, "(still open)")?,
         }
         let flags: Vec<&str> = t.flags.names().collect();
@@ -189,9 +206,11 @@ pub fn write_table(w: &mut dyn Write, answer: &Answer) -> io::Result<()> {
     .collect::<Vec<_>>()
     .join(", ");
     let time = match answer.query.when {
-        When::At { at, window } if window.is_zero() => format!("at {at}"),
-        When::At { at, window } => format!("at {at} ±{window:#} ({} .. {})", answer.from, answer.to),
-        When::Range { from, to } => format!("from {from} to {to}"),
+        When::At { at, window } if window.is_zero() => format!("at {}", time(at, p)),
+        When::At { at, window } => {
+            format!("at {} ±{window:#} ({} .. {})", time(at, p), time(answer.from, p), time(answer.to, p))
+        }
+        When::Range { from, to } => format!("from {} to {}", time(from, p), time(to, p)),
     };
     writeln!(
         w,

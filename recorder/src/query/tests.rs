@@ -294,6 +294,16 @@ fn jsonl_has_one_object_per_translation_and_a_summary() {
     assert!(s["hint"].as_str().expect("hint").contains("--remote"));
     assert_eq!(s["at"], "2026-11-24T10:02:00Z");
     assert_eq!(s["from"], "2026-11-24T10:01:58Z");
+
+    // Times to the store's resolution (milliseconds here).
+    let mut a = a;
+    a.precision = Some(3);
+    let mut out = Vec::new();
+    write_jsonl(&mut out, &a).expect("write");
+    let first: serde_json::Value =
+        serde_json::from_str(String::from_utf8(out).expect("utf8").lines().next().expect("line")).expect("json");
+    assert_eq!(first["start"], "2026-11-24T10:00:00.000Z");
+    assert_eq!(first["end"], "2026-11-24T10:05:00.000Z");
 }
 
 #[test]
