@@ -358,6 +358,7 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
                 // edge: the tick bounds how long it can wait.
                 drain_ring(&mut capture, &clock, &mut tracker, &mut out, &mut summary);
                 let now = Timestamp::now();
+                tracker.expire(Some(now), &mut out);
                 if pending_resync.as_ref().is_some_and(|p| Instant::now() >= p.at) {
                     if let Some(p) = pending_resync.take() {
                         drain_ring(&mut capture, &clock, &mut tracker, &mut out, &mut summary);
@@ -417,6 +418,9 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
             NlMsg::MayHaveLost { .. } | NlMsg::Failed(_) => {}
         }
     }
+    // Superseded entries whose end event never came are closed approximately; translations
+    // still open stay open in the store (the next start reconciles them with the kernel).
+    tracker.expire(None, &mut out);
     sinks.write(&mut out)?;
     sinks.tick(Timestamp::now())?;
     summary.kernel = capture.counters()?;

@@ -9,10 +9,12 @@
 //!
 //! - a start for a key that is open with the same start is a duplicate (the eBPF dedup map
 //!   forgot the entry, or a dump saw it again) and is dropped, counted;
-//! - a start for a key that is open with a *different* exact start means the old entry ended
-//!   unseen: it is closed with an approximate end (the new start, an upper bound);
-//! - an end for an open key closes it; an end for an unknown key (the start was never seen)
-//!   yields an end-only record;
+//! - a start for a key that is open with a *different* exact start means the old entry is gone
+//!   (conntrack keeps tuples unique): it waits [`SUPERSEDED_GRACE`] for its own end event (which
+//!   often comes a moment after the new entry's first packet), then is closed with an
+//!   approximate end (the new start, an upper bound);
+//! - an end for an open key closes it; an end for an unknown key, or for an entry older than the
+//!   open one (the start was never seen), yields an end-only record and leaves the open one;
 //! - a resync dump closes, with an approximate end, every open translation the kernel no longer
 //!   has.
 
@@ -46,11 +48,24 @@ pub struct Tracker {
     /// Translations a resync closed, by key → start, so that their late end event is not taken
     /// for an unseen translation. Bounded by [`CLOSED_MEMORY`].
     closed_by_resync: HashMap<FlowKey, Timestamp>,
+    /// Entries whose tuple a newer entry took before their end event came, by key.
+    superseded: HashMap<FlowKey, Superseded>,
     stats: TrackerStats,
     /// The resolution starts are compared at (translations recovered from the store come back
     /// rounded down to the store's resolution).
     resolution: Resolution,
 }
+
+/// An entry whose tuple a newer entry took, waiting for its own end event.
+#[derive(Debug)]
+struct Superseded {
+    entry: Translation,
+    /// The newer entry's start: the latest the old one can have ended.
+    next_start: Timestamp,
+}
+
+/// How long a superseded entry waits for its end event before it is closed approximately.
+pub const SUPERSEDED_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_secs(3);
 
 /// How many resync-closed translations the tracker remembers.
 const CLOSED_MEMORY: usize = 1 << 20;
@@ -100,12 +115,12 @@ impl Tracker {
                 self.stats.duplicate_starts += 1;
                 return;
             }
-            // The previous entry with this tuple is gone: its end went unseen.
-            if let Some(mut prev) = self.open.remove(&key) {
-                prev.end = Some(t.start.max(prev.start));
-                prev.flags.insert(Flags::END_APPROX);
-                self.stats.approx_ends += 1;
-                out.push(FlowEvent::End(prev));
+            // The previous entry with this tuple is gone (a new one cannot exist beside it), but
+            // its DESTROY event may still be on its way: hold it for SUPERSEDED_GRACE.
+            if let Some(prev) = self.open.remove(&key) {
+                if let Some(older) = self.superseded.insert(key, Superseded { entry: prev, next_start: t.start }) {
+                    self.close_approx(older.entry, older.next_start, out);
+                }
             }
         }
         self.stats.starts += 1;
@@ -116,11 +131,42 @@ impl Tracker {
         self.open.insert(key, t);
     }
 
+    fn close_approx(&mut self, mut t: Translation, end: Timestamp, out: &mut Vec<FlowEvent>) {
+        t.end = Some(end.max(t.start));
+        t.flags.insert(Flags::END_APPROX);
+        self.stats.approx_ends += 1;
+        self.stats.ends += 1;
+        out.push(FlowEvent::End(t));
+    }
+
+    /// Closes, with an approximate end (the start of the entry that took their tuple), the
+    /// superseded entries whose DESTROY event did not come within [`SUPERSEDED_GRACE`] of that
+    /// start; with `now = None`, all of them (at shutdown).
+    pub fn expire(&mut self, now: Option<Timestamp>, out: &mut Vec<FlowEvent>) {
+        let due: Vec<FlowKey> = self
+            .superseded
+            .iter()
+            .filter(|(_, s)| now.is_none_or(|n| n >= s.next_start + SUPERSEDED_GRACE))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in due {
+            if let Some(s) = self.superseded.remove(&k) {
+                self.close_approx(s.entry, s.next_start, out);
+            }
+        }
+    }
+
     /// A translation ended. `t` describes the entry as the DESTROY event did (its `end` set,
     /// `END_APPROX` in its flags when the stop time is not the kernel's).
     pub fn end(&mut self, t: Translation, out: &mut Vec<FlowEvent>) {
         let key = t.key();
-        let end = t.end;
+        // The end of an entry whose tuple a newer entry already holds.
+        if self.superseded.get(&key).is_some_and(|s| self.same_entry(&s.entry, &t)) {
+            if let Some(s) = self.superseded.remove(&key) {
+                self.close(s.entry, &t, out);
+            }
+            return;
+        }
         if !self.open.contains_key(&key)
             && self.closed_by_resync.get(&key).is_some_and(|start| {
                 let r = self.resolution;
@@ -131,36 +177,45 @@ impl Tracker {
             self.stats.late_ends += 1;
             return;
         }
-        match self.open.remove(&key) {
-            Some(mut open) if self.same_entry(&open, &t) => {
-                // Prefer the kernel's exact start when only the destroy event carries it.
-                if open.flags.contains(Flags::START_APPROX) && !t.flags.contains(Flags::START_APPROX) {
-                    open.start = t.start;
-                    open.flags = Flags(open.flags.0 & !Flags::START_APPROX.0);
+        match self.open.get(&key) {
+            Some(open) if self.same_entry(open, &t) => {
+                if let Some(open) = self.open.remove(&key) {
+                    self.close(open, &t, out);
                 }
-                open.end = end.map(|e| e.max(open.start));
-                if t.flags.contains(Flags::END_APPROX) {
-                    open.flags.insert(Flags::END_APPROX);
-                    self.stats.approx_ends += 1;
-                }
-                self.stats.ends += 1;
-                out.push(FlowEvent::End(open));
             }
-            other => {
-                if let Some(mut stale) = other {
-                    // A different entry held the key before this one: close it at this one's start.
-                    stale.end = Some(t.start.max(stale.start));
-                    stale.flags.insert(Flags::END_APPROX);
-                    self.stats.approx_ends += 1;
-                    out.push(FlowEvent::End(stale));
+            Some(open) if t.start > open.start => {
+                // A newer entry than the open one ended: the open one was gone before it began.
+                if let Some(stale) = self.open.remove(&key) {
+                    self.close_approx(stale, t.start, out);
                 }
-                let mut t = t;
-                t.flags.insert(Flags::END_ONLY);
-                self.stats.end_only += 1;
-                self.stats.ends += 1;
-                out.push(FlowEvent::End(t));
+                self.end_only(t, out);
             }
+            // An older entry than the open one (its start was never seen), or no open entry.
+            Some(_) | None => self.end_only(t, out),
         }
+    }
+
+    /// Closes `open` with the end event `t` of the same entry.
+    fn close(&mut self, mut open: Translation, t: &Translation, out: &mut Vec<FlowEvent>) {
+        // Prefer the kernel's exact start when only the end event carries it.
+        if open.flags.contains(Flags::START_APPROX) && !t.flags.contains(Flags::START_APPROX) {
+            open.start = t.start;
+            open.flags = Flags(open.flags.0 & !Flags::START_APPROX.0);
+        }
+        open.end = t.end.map(|e| e.max(open.start));
+        if t.flags.contains(Flags::END_APPROX) {
+            open.flags.insert(Flags::END_APPROX);
+            self.stats.approx_ends += 1;
+        }
+        self.stats.ends += 1;
+        out.push(FlowEvent::End(open));
+    }
+
+    fn end_only(&mut self, mut t: Translation, out: &mut Vec<FlowEvent>) {
+        t.flags.insert(Flags::END_ONLY);
+        self.stats.end_only += 1;
+        self.stats.ends += 1;
+        out.push(FlowEvent::End(t));
     }
 
     /// After a dump that listed every live entry (`live`), begun at `dump_started` and finished
@@ -241,16 +296,55 @@ mod tests {
     }
 
     #[test]
-    fn a_reused_tuple_with_a_new_start_closes_the_old_entry_approximately() {
+    fn a_reused_tuple_waits_for_the_old_entrys_end_then_closes_it_approximately() {
         let mut tr = Tracker::new();
         let mut out = Vec::new();
         let a = t(4000, "2026-01-01T00:00:00Z", Flags::empty());
         let b = t(4000, "2026-01-01T00:05:00Z", Flags::empty());
         tr.start(a.clone(), &mut out);
         tr.start(b.clone(), &mut out);
-        assert_eq!(out.len(), 3);
-        assert_eq!(out[1], FlowEvent::End(ended(a, "2026-01-01T00:05:00Z", Flags::END_APPROX)));
-        assert_eq!(out[2], FlowEvent::Start(b));
+        assert_eq!(out, vec![FlowEvent::Start(a.clone()), FlowEvent::Start(b.clone())]);
+        out.clear();
+        let within: Timestamp = "2026-01-01T00:05:02Z".parse().expect("time");
+        tr.expire(Some(within), &mut out);
+        assert!(out.is_empty(), "still waiting for A's end event");
+        let after: Timestamp = "2026-01-01T00:05:03Z".parse().expect("time");
+        tr.expire(Some(after), &mut out);
+        assert_eq!(out, vec![FlowEvent::End(ended(a, "2026-01-01T00:05:00Z", Flags::END_APPROX))]);
+        assert_eq!(tr.open_count(), 1, "B stays open");
+    }
+
+    #[test]
+    fn the_late_end_of_a_superseded_entry_closes_it_exactly_and_leaves_the_new_one_open() {
+        let mut tr = Tracker::new();
+        let mut out = Vec::new();
+        let a = t(4000, "2026-01-01T00:00:00Z", Flags::empty());
+        let b = t(4000, "2026-01-01T00:00:40Z", Flags::empty());
+        tr.start(a.clone(), &mut out);
+        tr.start(b.clone(), &mut out);
+        out.clear();
+        // A's DESTROY (it expired at 00:00:33) arrives after B's first packet.
+        tr.end(ended(a.clone(), "2026-01-01T00:00:33Z", Flags::empty()), &mut out);
+        assert_eq!(out, vec![FlowEvent::End(ended(a, "2026-01-01T00:00:33Z", Flags::empty()))]);
+        out.clear();
+        tr.expire(None, &mut out);
+        assert!(out.is_empty());
+        tr.end(ended(b.clone(), "2026-01-01T00:01:10Z", Flags::empty()), &mut out);
+        assert_eq!(out, vec![FlowEvent::End(ended(b, "2026-01-01T00:01:10Z", Flags::empty()))]);
+        assert_eq!((tr.stats().approx_ends, tr.stats().end_only), (0, 0));
+    }
+
+    #[test]
+    fn the_end_of_an_older_unseen_entry_does_not_close_the_open_one() {
+        let mut tr = Tracker::new();
+        let mut out = Vec::new();
+        let b = t(4000, "2026-01-01T00:00:40Z", Flags::empty());
+        tr.start(b.clone(), &mut out);
+        out.clear();
+        let a = ended(t(4000, "2026-01-01T00:00:00Z", Flags::empty()), "2026-01-01T00:00:33Z", Flags::empty());
+        tr.end(a.clone(), &mut out);
+        assert_eq!(out, vec![FlowEvent::End(ended(a, "2026-01-01T00:00:33Z", Flags::END_ONLY))]);
+        assert_eq!(tr.open_count(), 1, "B stays open");
     }
 
     #[test]
@@ -283,7 +377,8 @@ mod tests {
         tr.start(t(4000, "2026-01-01T00:00:00.123456789Z", Flags::SEEDED), &mut out);
         assert!(out.is_empty(), "not a new entry: {out:?}");
         tr.start(t(4000, "2026-01-01T00:00:00.124Z", Flags::empty()), &mut out);
-        assert_eq!(out.len(), 2, "a start 1 ms later is another entry: {out:?}");
+        assert_eq!(out.len(), 1, "a start 1 ms later is another entry: {out:?}");
+        assert!(matches!(&out[0], FlowEvent::Start(x) if x.start == "2026-01-01T00:00:00.124Z".parse::<Timestamp>().expect("time")));
     }
 
     #[test]
