@@ -255,10 +255,15 @@ impl Answer {
         !self.candidates.is_empty()
     }
 
-    /// Names each candidate's account from a subscriber map.
+    /// Names each candidate's account from a subscriber map; when an ambiguous answer's
+    /// candidates all belong to one account, the hint says so (the account is then certain).
     pub fn label_accounts(&mut self, map: &SubscriberMap) {
         for c in &mut self.candidates {
             c.account = map.lookup(c.translation.inside.ip()).map(str::to_owned);
+        }
+        let accounts: HashSet<Option<&str>> = self.candidates.iter().map(|c| c.account.as_deref()).collect();
+        if let (Some(amb), [Some(account)]) = (&mut self.ambiguity, accounts.into_iter().collect::<Vec<_>>().as_slice()) {
+            amb.hint.push_str(&format!("; all of them belong to account {account}"));
         }
     }
 }

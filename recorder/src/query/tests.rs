@@ -269,6 +269,14 @@ fn accounts_label_candidates() {
     let a = ambiguous_answer();
     let accounts: Vec<_> = a.candidates.iter().map(|c| c.account.as_deref()).collect();
     assert_eq!(accounts, [Some("acct-1001"), Some("acct \"q\"")]);
+    assert!(!a.ambiguity.as_ref().expect("ambiguous").hint.contains("belong to account"));
+
+    // Both candidates in one account: the account is certain, and the hint says so.
+    let one = SubscriberMap::parse("10.0.1.0/24,acct-1001\n", Path::new("s.csv")).expect("map");
+    let mut a = who_held(store().as_slice(), &at("100.64.0.1:40000", "2026-11-24T10:02:00Z")).expect("answer");
+    a.label_accounts(&one);
+    let hint = &a.ambiguity.as_ref().expect("ambiguous").hint;
+    assert!(hint.ends_with("; all of them belong to account acct-1001"), "{hint}");
 }
 
 #[test]
