@@ -88,7 +88,7 @@ impl NatrecRecord {
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
-                if line.contains("ready") {
+                if says_ready(&line) {
                     // The receiver may have given up already.
                     let _ = tx.send(());
                 }
@@ -185,6 +185,12 @@ impl NatrecRecord {
     }
 }
 
+/// Whether a log line announces readiness: the word `ready` ("already" does not count).
+fn says_ready(line: &str) -> bool {
+    line.split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .any(|w| w == "ready")
+}
+
 /// Reads a JSON Lines file of flow events. With `complete`, every line must parse; otherwise a
 /// last line without its newline is taken to be still in writing and skipped.
 pub fn read_events(path: &Path, complete: bool) -> Result<Vec<FlowEvent>> {
@@ -223,6 +229,15 @@ mod tests {
     use super::*;
 
     const LINE: &str = r#"{"event":"start","kind":"snat","proto":"udp","inside":"10.0.1.2:5000","outside":"100.64.0.1:5000","remote":"100.64.1.1:7","zone":0,"start":"2026-11-24T22:18:00Z","end":null,"flags":[]}"#;
+
+    #[test]
+    fn readiness_is_the_word_ready() {
+        assert!(says_ready(
+            "2026-11-24T22:50:49Z  INFO recorder::daemon: ready: recording seeded=1"
+        ));
+        assert!(!says_ready("ERROR bind: address already in use"));
+        assert!(!says_ready("INFO not_ready_yet"));
+    }
 
     #[test]
     fn a_line_still_being_written_is_skipped_until_the_end() {
