@@ -211,6 +211,7 @@ impl GatewayLab {
             ])?;
         }
         allow_ping_sockets(&outside)?;
+        allow_ping_sockets(&gateway)?;
 
         // One LAN link per inside host.
         let mut hosts = Vec::with_capacity(usize::from(spec.inside_hosts));
