@@ -116,16 +116,18 @@ fn run() -> Result<()> {
     let summary = log.lines().filter(|l| l.contains("stopped")).collect::<Vec<_>>().join("\n");
     println!("\n== natrec's own summary:\n{summary}");
 
-    // Ask the question an abuse report asks, about the rewritten flow.
+    // Ask the question an abuse report asks, about the rewritten flow: first with the outside
+    // address and port only, then as a report without a port would (ambiguous, and said so).
     if let Some(t) = ends.iter().find(|t| t.inside.port() == 40000 && t.outside.port() != 40000) {
         let at = t.start.to_string();
-        let outside = t.outside.to_string();
-        println!("\n== natrec query --outside {outside} --at {at}");
-        let status = Command::new(&natrec)
-            .args(["query", "--dir", store_arg, "--outside", &outside, "--at", &at])
-            .status()
-            .context("running natrec query")?;
-        println!("   (exit status {status})");
+        for outside in [t.outside.to_string(), t.outside.ip().to_string()] {
+            println!("\n== natrec query --outside {outside} --at {at}");
+            let status = Command::new(&natrec)
+                .args(["query", "--dir", store_arg, "--outside", &outside, "--at", &at])
+                .status()
+                .context("running natrec query")?;
+            println!("   (exit status {})", status.code().unwrap_or(-1));
+        }
     }
     println!("\n== natrec verify {}", store.display());
     let _ = Command::new(&natrec).args(["verify", store_arg]).status().context("running natrec verify")?;
