@@ -38,14 +38,14 @@
 //! Events come out in input order. Lines whose time goes backwards are still imported and
 //! counted in [`ImportReport::out_of_order`].
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use jiff::Timestamp;
 use recorder_common::{AF_INET, AF_INET6, NatKind, Tuple, classify};
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
 
 use crate::model::{Flags, FlowEvent, FlowKey, Kind, Proto, Translation};
 
@@ -614,50 +614,74 @@ pub fn parse_conntrack_line(line: &str) -> Result<Line, String> {
     }))
 }
 
-fn json_u64(m: &Map<String, Value>, key: &str) -> Result<Option<u64>, String> {
-    match m.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| format!("{key} is not a number: {v}")),
-    }
+/// The fields of a ulogd2 JSON line natrec reads (others are ignored). Addresses come from
+/// IP2STR: `src_ip`/`dest_ip` (its CIM names) or the plain key names.
+#[derive(Debug, Deserialize)]
+struct UlogdLine<'a> {
+    #[serde(rename = "ct.event")]
+    event: Option<u32>,
+    #[serde(rename = "orig.ip.protocol")]
+    proto: Option<u8>,
+    #[serde(
+        borrow,
+        rename = "src_ip",
+        alias = "orig.ip.saddr.str",
+        alias = "orig.ip.saddr"
+    )]
+    orig_src: Option<Cow<'a, str>>,
+    #[serde(
+        borrow,
+        rename = "dest_ip",
+        alias = "orig.ip.daddr.str",
+        alias = "orig.ip.daddr"
+    )]
+    orig_dst: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "reply.ip.saddr.str", alias = "reply.ip.saddr")]
+    reply_src: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "reply.ip.daddr.str", alias = "reply.ip.daddr")]
+    reply_dst: Option<Cow<'a, str>>,
+    #[serde(rename = "orig.l4.sport")]
+    orig_sport: Option<u16>,
+    #[serde(rename = "orig.l4.dport")]
+    orig_dport: Option<u16>,
+    #[serde(rename = "reply.l4.sport")]
+    reply_sport: Option<u16>,
+    #[serde(rename = "reply.l4.dport")]
+    reply_dport: Option<u16>,
+    #[serde(rename = "flow.start.sec")]
+    start_sec: Option<i64>,
+    #[serde(rename = "flow.start.usec")]
+    start_usec: Option<u32>,
+    #[serde(rename = "flow.end.sec")]
+    end_sec: Option<i64>,
+    #[serde(rename = "flow.end.usec")]
+    end_usec: Option<u32>,
+    #[serde(borrow, alias = "@timestamp")]
+    timestamp: Option<Cow<'a, str>>,
 }
 
-fn json_port(m: &Map<String, Value>, key: &str) -> Result<u16, String> {
-    Ok(match json_u64(m, key)? {
-        Some(p) => u16::try_from(p).map_err(|_| format!("{key} {p} is not a port"))?,
-        None => 0,
-    })
+fn ulogd_addr(v: Option<&Cow<'_, str>>, key: &str) -> Result<IpAddr, String> {
+    let s =
+        v.ok_or_else(|| format!("no {key} field (the ulogd stack needs IP2STR before JSON)"))?;
+    s.parse()
+        .map_err(|_| format!("{key} {s:?} is not an IP address"))
 }
 
-fn json_addr(m: &Map<String, Value>, keys: &[&str]) -> Result<IpAddr, String> {
-    for k in keys {
-        if let Some(v) = m.get(*k) {
-            let s = v.as_str().ok_or_else(|| format!("{k} is not a string"))?;
-            return s
-                .parse()
-                .map_err(|_| format!("{k} {s:?} is not an IP address"));
-        }
-    }
-    Err(format!(
-        "no {} field (the ulogd stack needs IP2STR before JSON)",
-        keys.first().copied().unwrap_or("address")
-    ))
-}
-
-fn json_time(m: &Map<String, Value>, sec: &str, usec: &str) -> Result<Option<Timestamp>, String> {
-    let Some(s) = json_u64(m, sec)? else {
+fn ulogd_time(
+    sec: Option<i64>,
+    usec: Option<u32>,
+    what: &str,
+) -> Result<Option<Timestamp>, String> {
+    let Some(sec) = sec else {
         return Ok(None);
     };
-    let us = json_u64(m, usec)?.unwrap_or(0);
-    if us >= 1_000_000 {
-        return Err(format!("{usec} {us} is not below 1000000"));
+    let usec = usec.unwrap_or(0);
+    if usec >= 1_000_000 {
+        return Err(format!("flow.{what}.usec {usec} is not below 1000000"));
     }
-    let s = i64::try_from(s).map_err(|_| format!("{sec} {s} is out of range"))?;
-    Timestamp::new(s, (us * 1000) as i32)
+    Timestamp::new(sec, (usec * 1000) as i32)
         .map(Some)
-        .map_err(|e| format!("{sec}: {e}"))
+        .map_err(|e| format!("flow.{what}.sec: {e}"))
 }
 
 /// Parses ulogd's `timestamp` (`2026-01-05T00:00:00+0000`, maybe with `.uuuuuu`).
@@ -673,41 +697,31 @@ pub fn parse_ulogd_line(line: &str) -> Result<Line, String> {
     if line.trim().is_empty() {
         return Ok(Line::Ignored("blank line"));
     }
-    let m: Map<String, Value> =
-        serde_json::from_str(line).map_err(|e| format!("not a JSON object: {e}"))?;
-    let event = match json_u64(&m, "ct.event")? {
+    let u: UlogdLine<'_> =
+        serde_json::from_str(line).map_err(|e| format!("not a ulogd JSON object: {e}"))?;
+    let event = match u.event {
         Some(1) => CtEvent::New,
         Some(4) => CtEvent::Destroy,
         Some(_) => return Ok(Line::Ignored("conntrack UPDATE event")),
         None => return Ok(Line::Ignored("not a conntrack event (no ct.event)")),
     };
-    let proto = json_u64(&m, "orig.ip.protocol")?.ok_or("no orig.ip.protocol")?;
-    let proto = Proto(
-        u8::try_from(proto).map_err(|_| format!("orig.ip.protocol {proto} is out of range"))?,
-    );
-    let o_src = json_addr(&m, &["src_ip", "orig.ip.saddr.str", "orig.ip.saddr"])?;
-    let o_dst = json_addr(&m, &["dest_ip", "orig.ip.daddr.str", "orig.ip.daddr"])?;
-    let r_src = json_addr(&m, &["reply.ip.saddr.str", "reply.ip.saddr"])?;
-    let r_dst = json_addr(&m, &["reply.ip.daddr.str", "reply.ip.daddr"])?;
+    let proto = Proto(u.proto.ok_or("no orig.ip.protocol")?);
     let orig = (
-        o_src,
-        o_dst,
-        json_port(&m, "orig.l4.sport")?,
-        json_port(&m, "orig.l4.dport")?,
+        ulogd_addr(u.orig_src.as_ref(), "src_ip")?,
+        ulogd_addr(u.orig_dst.as_ref(), "dest_ip")?,
+        u.orig_sport.unwrap_or(0),
+        u.orig_dport.unwrap_or(0),
     );
     let reply = (
-        r_src,
-        r_dst,
-        json_port(&m, "reply.l4.sport")?,
-        json_port(&m, "reply.l4.dport")?,
+        ulogd_addr(u.reply_src.as_ref(), "reply.ip.saddr.str")?,
+        ulogd_addr(u.reply_dst.as_ref(), "reply.ip.daddr.str")?,
+        u.reply_sport.unwrap_or(0),
+        u.reply_dport.unwrap_or(0),
     );
-    let start = json_time(&m, "flow.start.sec", "flow.start.usec")?;
-    let end = json_time(&m, "flow.end.sec", "flow.end.usec")?;
-    let stamp = match m.get("timestamp").or_else(|| m.get("@timestamp")) {
-        Some(v) => {
-            let s = v.as_str().ok_or("timestamp is not a string")?;
-            Some(parse_ulogd_timestamp(s).ok_or_else(|| format!("bad timestamp {s:?}"))?)
-        }
+    let start = ulogd_time(u.start_sec, u.start_usec, "start")?;
+    let end = ulogd_time(u.end_sec, u.end_usec, "end")?;
+    let stamp = match &u.timestamp {
+        Some(s) => Some(parse_ulogd_timestamp(s).ok_or_else(|| format!("bad timestamp {s:?}"))?),
         None => None,
     };
     let at = match event {
@@ -1136,6 +1150,12 @@ mod tests {
         assert_eq!(r.translation.proto, Proto::ICMP);
         assert_eq!(r.translation.outside, "100.64.0.1:0".parse().expect("addr"));
         // Addresses as raw keys (no IP2STR) are not in ulogd's JSON at all.
+        // Escaped strings are read too; a port of the wrong type is malformed.
+        let escaped = line.replace(r#""src_ip": "10.0.0.2""#, r#""src_ip": "10.0.0.\u0032""#);
+        assert_ne!(escaped, line);
+        assert_eq!(parse_ulogd_line(&escaped), parse_ulogd_line(line));
+        let bad_port = r#"{"ct.event": 1, "orig.ip.protocol": 6, "orig.l4.sport": "80", "flow.start.sec": 1, "src_ip": "10.0.0.2", "dest_ip": "198.51.100.7", "reply.ip.saddr.str": "198.51.100.7", "reply.ip.daddr.str": "100.64.0.1"}"#;
+        assert!(parse_ulogd_line(bad_port).is_err());
         let bare = r#"{"ct.event": 1, "orig.ip.protocol": 6, "flow.start.sec": 1}"#;
         let err = parse_ulogd_line(bare).expect_err("no addresses");
         assert!(err.contains("IP2STR"), "{err}");
