@@ -103,7 +103,9 @@ struct Args {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let err = || format!("expected a duration like 90s, 10m, 2h or 1d, found {s:?}");
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(err)?;
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .ok_or_else(err)?;
     let (num, unit) = s.split_at(split);
     let n: f64 = num.parse().map_err(|_| err())?;
     let mult = match unit {
@@ -165,9 +167,9 @@ impl Args {
 fn run(args: &Args) -> anyhow::Result<()> {
     let events = synth::events(&args.params())?;
     let out: Box<dyn Write> = match &args.out {
-        Some(path) => Box::new(
-            File::create(path).with_context(|| format!("creating {}", path.display()))?,
-        ),
+        Some(path) => {
+            Box::new(File::create(path).with_context(|| format!("creating {}", path.display()))?)
+        }
         None => Box::new(std::io::stdout().lock()),
     };
     let mut out = BufWriter::with_capacity(1 << 20, out);
@@ -175,11 +177,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
     for ev in events {
         render(args.format, &ev, &mut buf).context("rendering an event")?;
         if buf.len() >= 60_000 {
-            out.write_all(buf.as_bytes()).context("writing the output")?;
+            out.write_all(buf.as_bytes())
+                .context("writing the output")?;
             buf.clear();
         }
     }
-    out.write_all(buf.as_bytes()).context("writing the output")?;
+    out.write_all(buf.as_bytes())
+        .context("writing the output")?;
     out.flush().context("writing the output")?;
     Ok(())
 }
