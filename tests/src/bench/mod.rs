@@ -10,6 +10,8 @@
 //! - [`recorders`]: starting and stopping each recorder and counting what it wrote.
 //! - [`capture`]: part 1 and 2 of the benchmark (completeness and CPU per rate and recorder; the
 //!   lab's maximum rate with and without natrec).
+//! - [`storage`]: part 3, bytes per translation of natrec's segments against the other tools'
+//!   logs, raw and compressed, on the synthetic workload.
 //! - [`report`]: `BENCHMARKS.md` from the JSON results.
 //!
 //! Nothing here is a pass/fail test: the figures are reported, with medians over repetitions
@@ -20,6 +22,7 @@ pub mod load;
 pub mod recorders;
 pub mod report;
 pub mod stats;
+pub mod storage;
 pub mod sys;
 
 use crate::lab::LabError;

@@ -117,8 +117,12 @@ pub fn render(dir: &Path) -> Result<String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(source) => return Err(BenchError::Io { what: format!("reading {}", notes.display()), source }),
     }
+    match read_results(dir, "storage")? {
+        Some(st) => render_storage(&mut md, &st),
+        None => md.push_str("## 3. Storage\n\nNot run yet: `natrec-bench storage`.\n\n"),
+    }
     md.push_str(
-        "## 3–4. Storage and query\n\n\
+        "## 4. Query\n\n\
          Not measured by `natrec-bench` yet. The store's and the query's own criterion benchmarks are \
          `cargo bench -p recorder --bench store` and `cargo bench -p recorder --bench query`.\n",
     );
@@ -249,6 +253,55 @@ fn render_capture(md: &mut String, c: &Value) {
     }
 
     render_targets(md, c);
+}
+
+fn num(v: &Value, digits: usize) -> String {
+    v.as_f64().map_or_else(|| "–".to_owned(), |x| format!("{x:.digits$}"))
+}
+
+fn render_storage(md: &mut String, st: &Value) {
+    let w = &st["workload"];
+    let _ = writeln!(md, "## 3. Storage: bytes per translation\n");
+    let _ = writeln!(
+        md,
+        "The same {} translations (seed {}) of the synthetic ISP workload ({}), as natrec segments (written by \
+         `natrec import` with natrec's segment writer, the one `natrec record` uses online), as `conntrack -E -o \
+         timestamp,extended` text and as ulogd2 JSON (both rendered by natrec's importer/renderer from the same \
+         stream, one NEW and one DESTROY line per translation), and as natrec's JSON Lines; compressed afterwards \
+         with `zstd -19 -T1` and `xz -9 -T1`. Run {} – {}.\n",
+        thousands(w["flows"].as_f64().unwrap_or(f64::NAN)),
+        s(&w["seed"]),
+        s(&w["generator"]),
+        s(&st["started"]),
+        s(&st["finished"]),
+    );
+    md.push_str("| log | raw bytes / translation | zstd -19 | xz -9 | zstd -19 speed (translations/s) |\n|---|---:|---:|---:|---:|\n");
+    for r in st["rows"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            s(&r["what"]),
+            num(&r["raw_per_translation"], 2),
+            num(&r["zstd19_per_translation"], 2),
+            num(&r["xz9_per_translation"], 2),
+            r["zstd19_translations_per_s"].as_f64().map_or_else(|| "–".to_owned(), thousands),
+        );
+    }
+    let rows: Vec<&Value> = st["rows"].as_array().into_iter().flatten().collect();
+    let find = |w: &str| rows.iter().find(|r| r["what"] == w).copied();
+    if let (Some(n), Some(c)) = (find("natrec segments"), find("conntrack -E text")) {
+        let natrec = n["raw_per_translation"].as_f64().unwrap_or(f64::NAN);
+        let zstd = c["zstd19_per_translation"].as_f64().unwrap_or(f64::NAN);
+        let _ = writeln!(
+            md,
+            "\nTargets: ≤ 8 bytes per translation — natrec {natrec:.2} ({}); at most half of `zstd -19` of the same \
+             translations as `conntrack -E` text ({zstd:.2}, half {:.2}) — natrec/zstd = {:.2} ({}).\n",
+            if natrec <= 8.0 { "met" } else { "**not met**" },
+            zstd / 2.0,
+            natrec / zstd,
+            if natrec <= zstd / 2.0 { "met" } else { "**not met**" },
+        );
+    }
 }
 
 fn render_targets(md: &mut String, c: &Value) {

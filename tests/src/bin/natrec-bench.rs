@@ -5,10 +5,12 @@
 //! natrec-bench capture [--natrec PATH] [--duration SECS] [--reps N] [--rates 1000,10000,50000,max]
 //!                      [--recorders natrec,conntrack-E,ulogd2-text,ulogd2-json] [--seed N]
 //!                      [--results DIR] [--markdown FILE] [--keep DIR]
+//! natrec-bench storage [--natrec PATH] [--natrec-gen PATH] [--flows N] [--seed N]
+//!                      [--results DIR] [--markdown FILE]
 //! natrec-bench report  [--results DIR] [--markdown FILE]
 //! ```
 //!
-//! `capture` writes `DIR/capture.json` (default `bench-results/`) and regenerates the Markdown
+//! `capture` writes `DIR/capture.json` (default `bench-results/`), `storage` `DIR/storage.json`, and regenerates the Markdown
 //! report (default `BENCHMARKS.md`, both relative to the workspace root); `report` only
 //! regenerates the report. Exit status: 0 done, 2 error.
 
@@ -20,11 +22,12 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use natrec_tests::bench::capture::{self, CaptureOptions};
 use natrec_tests::bench::recorders::Recorder;
 use natrec_tests::bench::report;
+use natrec_tests::bench::storage::{self, StorageOptions};
 use natrec_tests::lab::ensure_root_capabilities;
 
 const USAGE: &str = "usage: natrec-bench capture [--natrec PATH] [--duration SECS] [--reps N] \
 [--rates 1000,10000,50000,max] [--recorders natrec,conntrack-E,ulogd2-text,ulogd2-json] [--seed N] \
-[--results DIR] [--markdown FILE] [--keep DIR]\n       natrec-bench report [--results DIR] [--markdown FILE]";
+[--results DIR] [--markdown FILE] [--keep DIR]\n       natrec-bench storage [--natrec PATH] [--natrec-gen PATH] [--flows N] [--seed N] [--results DIR] [--markdown FILE]\n       natrec-bench report [--results DIR] [--markdown FILE]";
 
 fn main() -> ExitCode {
     match real_main() {
@@ -44,6 +47,8 @@ fn workspace_root() -> PathBuf {
 struct Args {
     part: String,
     natrec: Option<PathBuf>,
+    natrec_gen: Option<PathBuf>,
+    flows: u64,
     results: PathBuf,
     markdown: PathBuf,
     capture: CaptureOptions,
@@ -52,13 +57,15 @@ struct Args {
 fn parse_args(argv: &[String]) -> Result<Args> {
     let root = workspace_root();
     let mut it = argv.iter();
-    let part = it.next().ok_or_else(|| anyhow!("expected a part (capture or report)\n{USAGE}"))?.clone();
-    if part != "capture" && part != "report" {
-        bail!("unknown part {part:?}: expected capture or report\n{USAGE}");
+    let part = it.next().ok_or_else(|| anyhow!("expected a part (capture, storage or report)\n{USAGE}"))?.clone();
+    if !["capture", "storage", "report"].contains(&part.as_str()) {
+        bail!("unknown part {part:?}: expected capture, storage or report\n{USAGE}");
     }
     let mut args = Args {
         part,
         natrec: None,
+        natrec_gen: None,
+        flows: 100_000,
         results: root.join("bench-results"),
         markdown: root.join("BENCHMARKS.md"),
         capture: CaptureOptions::default(),
@@ -67,6 +74,15 @@ fn parse_args(argv: &[String]) -> Result<Args> {
         let mut value = || it.next().ok_or_else(|| anyhow!("{flag} expects a value\n{USAGE}"));
         match flag.as_str() {
             "--natrec" => args.natrec = Some(PathBuf::from(value()?)),
+            "--natrec-gen" => args.natrec_gen = Some(PathBuf::from(value()?)),
+            "--flows" => {
+                let v = value()?;
+                args.flows = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| anyhow!("--flows expects a positive number, got {v:?}"))?;
+            }
             "--results" => args.results = PathBuf::from(value()?),
             "--markdown" => args.markdown = PathBuf::from(value()?),
             "--keep" => args.capture.keep = Some(PathBuf::from(value()?)),
@@ -167,6 +183,25 @@ fn real_main() -> Result<()> {
             .into();
         report::write_results(&args.results, "capture", &doc)?;
         eprintln!("natrec-bench: wrote {}", args.results.join("capture.json").display());
+    }
+    if args.part == "storage" {
+        let natrec = match &args.natrec {
+            Some(p) => p.clone(),
+            None => natrec_tests::recorder_proc::natrec_bin().context("the natrec binary (give --natrec)")?,
+        };
+        let natrec_gen = args
+            .natrec_gen
+            .clone()
+            .unwrap_or_else(|| natrec.with_file_name("natrec-gen"));
+        if !natrec_gen.is_file() {
+            bail!("{} does not exist: build it (`cargo build --release -p recorder --bin natrec-gen`) or give --natrec-gen", natrec_gen.display());
+        }
+        let opts = StorageOptions { natrec, natrec_gen, flows: args.flows, seed: args.capture.seed };
+        let mut doc = storage::run_storage(&opts, &mut |line| eprintln!("natrec-bench: {line}"))?;
+        doc["commit"] = commit_description().into();
+        doc["command"] = format!("natrec-bench {}", argv.join(" ")).into();
+        report::write_results(&args.results, "storage", &doc)?;
+        eprintln!("natrec-bench: wrote {}", args.results.join("storage.json").display());
     }
     let md = report::render(&args.results)?;
     std::fs::write(&args.markdown, md).with_context(|| format!("writing {}", args.markdown.display()))?;
