@@ -153,7 +153,7 @@ impl Capture {
             ifindex(name)?;
         }
         let page = 4096;
-        if !cfg.ringbuf_bytes.is_power_of_two() || cfg.ringbuf_bytes % page != 0 {
+        if !cfg.ringbuf_bytes.is_power_of_two() || !cfg.ringbuf_bytes.is_multiple_of(page) {
             return Err(CaptureError::BadRingSize(cfg.ringbuf_bytes));
         }
         Ok(())

@@ -160,10 +160,10 @@ impl Sinks {
             if let Some(j) = &mut self.jsonl {
                 j.write(&ev)?;
             }
-            if let Some(s) = &mut self.store {
-                if let Err(e) = s.append(&ev) {
-                    self.store_error(e);
-                }
+            if let Some(s) = &mut self.store
+                && let Err(e) = s.append(&ev)
+            {
+                self.store_error(e);
             }
         }
         Ok(())
@@ -173,10 +173,10 @@ impl Sinks {
         if let Some(j) = &mut self.jsonl {
             j.flush()?;
         }
-        if let Some(s) = &mut self.store {
-            if let Err(e) = s.tick(now) {
-                self.store_error(e);
-            }
+        if let Some(s) = &mut self.store
+            && let Err(e) = s.tick(now)
+        {
+            self.store_error(e);
         }
         Ok(())
     }
@@ -359,13 +359,13 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
                 drain_ring(&mut capture, &clock, &mut tracker, &mut out, &mut summary);
                 let now = Timestamp::now();
                 tracker.expire(Some(now), &mut out);
-                if pending_resync.as_ref().is_some_and(|p| Instant::now() >= p.at) {
-                    if let Some(p) = pending_resync.take() {
-                        drain_ring(&mut capture, &clock, &mut tracker, &mut out, &mut summary);
-                        let before = tracker.stats().approx_ends;
-                        tracker.resync(&p.live, p.started, p.done, &mut out);
-                        tracing::info!(closed = tracker.stats().approx_ends - before, "resync done");
-                    }
+                if pending_resync.as_ref().is_some_and(|p| Instant::now() >= p.at)
+                    && let Some(p) = pending_resync.take()
+                {
+                    drain_ring(&mut capture, &clock, &mut tracker, &mut out, &mut summary);
+                    let before = tracker.stats().approx_ends;
+                    tracker.resync(&p.live, p.started, p.done, &mut out);
+                    tracing::debug!(closed = tracker.stats().approx_ends - before, "resync done");
                 }
                 sinks.write(&mut out)?;
                 sinks.tick(now)?;

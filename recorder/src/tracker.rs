@@ -117,10 +117,11 @@ impl Tracker {
             }
             // The previous entry with this tuple is gone (a new one cannot exist beside it), but
             // its DESTROY event may still be on its way: hold it for SUPERSEDED_GRACE.
-            if let Some(prev) = self.open.remove(&key) {
-                if let Some(older) = self.superseded.insert(key, Superseded { entry: prev, next_start: t.start }) {
-                    self.close_approx(older.entry, older.next_start, out);
-                }
+            if let Some(prev) = self.open.remove(&key)
+                && let Some(older) =
+                    self.superseded.insert(key, Superseded { entry: prev, next_start: t.start })
+            {
+                self.close_approx(older.entry, older.next_start, out);
             }
         }
         self.stats.starts += 1;
