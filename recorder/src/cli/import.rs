@@ -29,6 +29,13 @@ use super::store_args::StoreArgs;
 /// stop the import; they alone do not make the exit status an error. Exit status: 0 imported,
 /// 1 nothing to import, 2 error.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Formats: jsonl (natrec record --jsonl), conntrack (conntrack -E -o timestamp[,extended] text), \
+ulogd-json (ulogd2 JSON output, NFCT through IP2STR). NEW and DESTROY entries are paired into \
+one translation, also across the files given (rotated logs, in order); FILE.zst is decompressed.
+
+Malformed lines are counted and reported with their line numbers; they never stop the import \
+and alone do not make it fail. Exit status: 0 imported, 1 nothing to import, 2 error.")]
 pub struct Args {
     /// Log format: jsonl, conntrack or ulogd-json.
     #[arg(long, value_name = "FORMAT")]
