@@ -167,7 +167,8 @@ impl TranslationSource for Reader {
                     .map(|b| b.meta.min_start)
                     .min()
                     .unwrap_or(i64::MAX);
-                let past = new_min > to_u;
+                // A segment without new translations (only a checkpoint) says nothing of later ones.
+                let past = new_min != i64::MAX && new_min > to_u;
                 if past && prev.is_empty() {
                     // Everything later starts after the filter's end and nothing waits.
                     s.pending = prev;

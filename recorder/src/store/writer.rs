@@ -100,7 +100,8 @@ pub struct Writer {
     last_flush: Option<Timestamp>,
     retry_after: Option<Timestamp>,
     last_retention: Option<Timestamp>,
-    /// Segment creation failed: create one at the next chance.
+    /// The last write failed (disk full): appends only buffer until a tick's flush succeeds.
+    stalled: bool,
     stats: WriterStats,
 }
 
@@ -192,6 +193,7 @@ impl Writer {
             last_flush: None,
             retry_after: None,
             last_retention: None,
+            stalled: false,
             stats,
         };
         w.start_segment(carried, Timestamp::now())?;
@@ -245,9 +247,13 @@ impl Writer {
                 }
             }
         }
-        if self.pending.len() + self.pending_refs.len() >= self.opts.block_records && self.active.is_some() {
+        if self.stalled {
+            // Writes failed: retried at the next tick; meanwhile keep memory bounded.
+            self.drop_if_too_much();
+        } else if self.pending.len() + self.pending_refs.len() >= self.opts.block_records && self.active.is_some() {
             if let Err(e) = self.write_pending() {
                 self.note_error(&e);
+                self.stalled = true;
                 self.drop_if_too_much();
             }
         }
@@ -304,7 +310,9 @@ impl Writer {
         s
     }
 
-    /// Flushes, fsyncs and seals the active segment.
+    /// Flushes, fsyncs and seals the active segment. Translations still open are carried into
+    /// a new `.open` segment that holds only their checkpoint: the next [`Writer::open`] recovers
+    /// them from it ([`Writer::recovered_open`]), so their ends pair with their starts.
     pub fn close(mut self) -> Result<WriterStats, StoreError> {
         if self.active.is_none() {
             let carried = std::mem::take(&mut self.pending);
@@ -313,7 +321,10 @@ impl Writer {
         }
         self.write_pending()?;
         self.sync()?;
-        self.seal_active()?;
+        let carried = self.seal_active()?;
+        if !carried.is_empty() {
+            self.start_segment(carried, Timestamp::now())?;
+        }
         Ok(self.stats())
     }
 
@@ -333,11 +344,13 @@ impl Writer {
         }
         match self.write_pending().and_then(|()| self.sync()) {
             Ok(()) => {
+                self.stalled = false;
                 self.stats.flushes += 1;
                 self.last_flush = Some(now);
             }
             Err(e) => {
                 self.note_error(&e);
+                self.stalled = true;
                 self.drop_if_too_much();
                 self.last_flush = Some(now);
             }
