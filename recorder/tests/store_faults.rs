@@ -1,0 +1,223 @@
+//! Fault tests: `kill -9` of a writing recorder at random moments, and a full file system.
+//!
+//! The crash test re-runs this test binary as the writer (the ignored `crash_child` test). The
+//! disk-full test mounts a small tmpfs (root only; set NATREC_TESTS_NO_ROOT=1 to skip it).
+mod store_common;
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use recorder::model::{FlowEvent, FlowKey, Translation};
+use recorder::store::{Resolution, Writer, WriterOptions, verify};
+use recorder::synth::{Limit, WorkloadParams, events};
+use store_common::*;
+
+const BASE: i64 = 1_767_571_200; // 2026-01-05T00:00:00Z
+
+fn run_events(run: u64) -> Vec<FlowEvent> {
+    let p = WorkloadParams {
+        seed: 100 + run,
+        subscribers: 300,
+        remotes: 1_000,
+        flows_per_second: 500.0,
+        limit: Limit::Span(Duration::from_secs(120)),
+        long_share: 0.05,
+        start: Timestamp::from_second(BASE + run as i64 * 3600).expect("time"),
+        ..WorkloadParams::default()
+    };
+    events(&p).expect("params").collect()
+}
+
+fn crash_opts(dir: &Path) -> WriterOptions {
+    WriterOptions {
+        dir: dir.to_owned(),
+        flush_interval: Duration::from_millis(50),
+        rotate_size: 150_000,
+        block_records: 2_000,
+        seal_level: 3,
+        ..WriterOptions::default()
+    }
+}
+
+/// The writer process of `recorder_survives_kill_9_at_random_moments`.
+#[test]
+#[ignore = "run by the crash test as a child process"]
+fn crash_child() {
+    let dir = PathBuf::from(std::env::var("NATREC_CRASH_DIR").expect("NATREC_CRASH_DIR"));
+    let run: u64 = std::env::var("NATREC_CRASH_RUN").expect("run").parse().expect("run");
+    let evs = run_events(run);
+    let mut w = Writer::open(crash_opts(&dir)).expect("open");
+    let progress = dir.join(format!("progress-{run}"));
+    let mut flushes = w.stats().flushes;
+    for (i, ev) in evs.iter().enumerate() {
+        w.append(ev).expect("append");
+        if i % 50 == 0 {
+            w.tick(Timestamp::now()).expect("tick");
+            let s = w.stats();
+            if s.flushes != flushes {
+                flushes = s.flushes;
+                // Everything appended before this tick is durable now.
+                let tmp = dir.join("progress.tmp");
+                fs::write(&tmp, (i + 1).to_string()).expect("progress");
+                fs::rename(&tmp, &progress).expect("progress");
+            }
+            std::thread::sleep(Duration::from_micros(300));
+        }
+    }
+    w.close().expect("close");
+}
+
+fn by_key(ts: &[Translation]) -> HashMap<(FlowKey, Timestamp), Translation> {
+    ts.iter().map(|t| ((t.key(), t.start), t.clone())).collect()
+}
+
+#[test]
+fn recorder_survives_kill_9_at_random_moments() {
+    let dir = tempdir();
+    let exe = std::env::current_exe().expect("exe");
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let runs = 6u64;
+    for run in 0..runs {
+        let mut child = Command::new(&exe)
+            .args(["--ignored", "--exact", "crash_child", "--nocapture"])
+            .env("NATREC_CRASH_DIR", dir.path())
+            .env("NATREC_CRASH_RUN", run.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn child");
+        // Wait for the child's first flush, then kill it at a random moment.
+        let progress = dir.path().join(format!("progress-{run}"));
+        for _ in 0..600 {
+            if progress.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(rng % 1500));
+        child.kill().expect("SIGKILL"); // Child::kill sends SIGKILL
+        child.wait().expect("reap");
+
+        // The next start recovers, seals and goes on; verify passes after it.
+        let w = Writer::open(crash_opts(dir.path())).expect("recovering open");
+        w.close().expect("close after recovery");
+        let rep = verify(dir.path()).expect("verify");
+        assert!(rep.ok(), "run {run}: {:?}", rep.problems);
+
+        let durable: usize = fs::read_to_string(dir.path().join(format!("progress-{run}")))
+            .map(|s| s.parse().expect("progress"))
+            .unwrap_or(0);
+        let evs = run_events(run);
+        let from = Timestamp::from_second(BASE + run as i64 * 3600).expect("time");
+        let to = Timestamp::from_second(BASE + (run as i64 + 1) * 3600).expect("time");
+        let got: Vec<Translation> = read_all(dir.path()).into_iter().filter(|t| t.start >= from && t.start < to).collect();
+        let got = by_key(&got);
+        let all = by_key(&expected(&evs, Resolution::Millis));
+        for (k, t) in by_key(&expected(&evs[..durable], Resolution::Millis)) {
+            let g = got.get(&k).unwrap_or_else(|| panic!("run {run}: lost durable translation {t:?} (durable {durable} events)"));
+            if t.end.is_some() {
+                assert_eq!(g, &t, "run {run}");
+            } else {
+                assert!(g.end.is_none() || g == &all[&k], "run {run}: {g:?}");
+            }
+        }
+        for (k, g) in &got {
+            let a = all.get(k).unwrap_or_else(|| panic!("run {run}: invented {g:?}"));
+            assert!(g == a || (g.end.is_none() && a.start == g.start), "run {run}: {g:?} vs {a:?}");
+        }
+        assert!(durable > 0, "run {run}: the child made no flush before the kill");
+    }
+}
+
+/// A tmpfs mounted for the test, unmounted on drop.
+struct Tmpfs(PathBuf, tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let t = tempdir();
+        let dir = t.path().join("fs");
+        fs::create_dir(&dir).expect("mkdir");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            if std::env::var("NATREC_TESTS_NO_ROOT").as_deref() == Ok("1") {
+                return None;
+            }
+            panic!("mounting a tmpfs failed: this test needs root (set NATREC_TESTS_NO_ROOT=1 to skip)");
+        }
+        Some(Tmpfs(dir, t))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_file_system_keeps_running_and_keeps_earlier_data_intact() {
+    let Some(fsys) = Tmpfs::mount("4m") else { return };
+    let dir = fsys.0.join("store");
+    let opts = WriterOptions {
+        dir: dir.clone(),
+        block_records: 5_000,
+        rotate_size: 400_000,
+        seal_level: 3,
+        ..WriterOptions::default()
+    };
+    // Ballast that is freed later to give the space back.
+    let ballast = fsys.0.join("ballast");
+    fs::write(&ballast, vec![7u8; 5 << 19]).expect("ballast");
+    let mut evs = Vec::new();
+    for run in 0..4 {
+        evs.extend(run_events(run));
+    }
+    let mut w = Writer::open(opts).expect("open");
+    let mut now = Timestamp::now();
+    let mut full_at = None;
+    for (i, ev) in evs.iter().enumerate() {
+        w.append(ev).expect("append never fails on a full disk");
+        if i % 500 == 0 {
+            now = now + Duration::from_secs(1);
+            w.tick(now).expect("tick never fails on a full disk");
+            if full_at.is_none() && w.stats().write_errors > 0 {
+                full_at = Some(i);
+            }
+        }
+    }
+    let stats = w.stats();
+    assert!(full_at.is_some(), "the disk never filled: {stats:?}");
+    assert!(stats.lost_events > 0, "{stats:?}");
+    assert!(stats.last_error.as_deref().is_some_and(|e| e.contains("No space")), "{stats:?}");
+    // What is on disk is intact and readable.
+    let rep = verify(&dir).expect("verify");
+    assert!(rep.ok(), "{:?}", rep.problems);
+    let all = by_key(&expected(&evs, Resolution::Millis));
+    let got = read_all(&dir);
+    assert!(got.len() > 1_000, "{} translations kept", got.len());
+    for g in &got {
+        let a = &all[&(g.key(), g.start)];
+        assert!(g == a || g.end.is_none(), "{g:?} vs {a:?}");
+    }
+    // Space comes back: the writer resumes and seals.
+    fs::remove_file(&ballast).expect("free space");
+    let flushes = w.stats().flushes;
+    now = now + Duration::from_secs(20);
+    w.tick(now).expect("tick");
+    assert!(w.stats().flushes > flushes, "{:?}", w.stats());
+    let end = w.close().expect("close once space is back");
+    assert_eq!(end.lost_events, stats.lost_events);
+    let rep = verify(&dir).expect("verify");
+    assert!(rep.ok(), "{:?}", rep.problems);
+}
