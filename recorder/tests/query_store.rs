@@ -360,3 +360,69 @@ fn an_empty_segment_does_not_hide_the_ones_after_it() {
     assert_eq!(found(&held(dir.path(), &point("100.64.0.1:40000", 15))), [x]);
 }
 
+
+/// The synthetic ISP workload written through the store (several segments, rotated by size)
+/// gives the same answers as the in-memory reference over the same translations.
+#[test]
+fn synthetic_workload_answers_match_the_reference() {
+    use recorder::synth::{self, Limit, WorkloadParams};
+    let params = WorkloadParams {
+        seed: 11,
+        subscribers: 2_000,
+        outside_pool: 1,
+        flows_per_second: 1_000.0,
+        limit: Limit::Flows(5_000),
+        dnat_share: 0.01,
+        resolution_ns: 1_000_000,
+        ..WorkloadParams::default()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut w = Writer::open(WriterOptions {
+        dir: dir.path().to_owned(),
+        rotate_size: 24 << 10,
+        block_records: 256,
+        ..WriterOptions::default()
+    })
+    .expect("writer");
+    let mut reference = Vec::new();
+    for (i, ev) in synth::events(&params).expect("workload").enumerate() {
+        if i > 0 && i % 500 == 0 {
+            w.tick(ev.translation().end.unwrap_or(ev.translation().start)).expect("tick");
+        }
+        w.append(&ev).expect("append");
+        if let FlowEvent::End(t) = ev {
+            reference.push(t);
+        }
+    }
+    w.close().expect("close");
+    let reader = Reader::open(dir.path()).expect("reader");
+    assert!(reader.segments().len() >= 3, "expected rotations, got {} segments", reader.segments().len());
+
+    let (mut checked, mut ambiguous) = (0, 0);
+    for t in reference.iter().step_by(97) {
+        let end = t.end.expect("ended");
+        let at = t.start.checked_add(end.duration_since(t.start) / 2).expect("time");
+        for remote in [None, Some(recorder::scan::EndpointMatch { ip: t.remote.ip(), port: Some(t.remote.port()) })] {
+            let q = OutsideQuery { outside: ep(&t.outside.to_string()), remote, proto: Some(t.proto), at, window: recorder::query::DEFAULT_WINDOW };
+            let want = who_held(reference.as_slice(), &q).expect("reference");
+            let got = who_held(&reader, &q).expect("store");
+            assert_eq!(found(&got), found(&want), "{q:?}");
+            assert_eq!(got.ambiguity, want.ambiguity, "{q:?}");
+            assert!(got.report.damage.is_empty());
+            ambiguous += usize::from(got.ambiguity.is_some());
+            checked += 1;
+        }
+    }
+    assert!(checked > 90 && ambiguous > 0, "checked {checked}, ambiguous {ambiguous}");
+    let host = reference[reference.len() / 2].inside.ip();
+    let q = Query {
+        outside: None,
+        inside: Some(recorder::scan::EndpointMatch { ip: host, port: None }),
+        remote: None,
+        proto: None,
+        when: When::Range { from: Timestamp::MIN, to: Timestamp::MAX },
+    };
+    let got = ask(&reader, &q).expect("store");
+    assert!(got.found());
+    assert_eq!(found(&got), found(&ask(reference.as_slice(), &q).expect("reference")));
+}
