@@ -1,5 +1,6 @@
-//! `cargo xtask bench capture`: natrec side by side with `conntrack -E` and ulogd2 on the lab
-//! (the `natrec-bench` binary of the `natrec-tests` package).
+//! `cargo xtask bench capture|storage`: natrec side by side with `conntrack -E` and ulogd2 on the
+//! lab, and its segments against their logs on disk (the `natrec-bench` binary of the
+//! `natrec-tests` package).
 //!
 //! xtask does not depend on natrec's crates: it builds the release `natrec` binary, then runs
 //! `cargo run --release -p natrec-tests --bin natrec-bench -- capture --natrec PATH ARGS…`, which
@@ -12,9 +13,9 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
-/// Debian packages the capture benchmark needs besides the lab's (`ulogd2` for the text output,
-/// `ulogd2-json` for the JSON one).
-pub const PACKAGES: &[&str] = &["conntrack", "ulogd2", "ulogd2-json"];
+/// Debian packages the benchmarks need besides the lab's (`ulogd2` for the text output,
+/// `ulogd2-json` for the JSON one, `zstd` and `xz-utils` for the storage comparison).
+pub const PACKAGES: &[&str] = &["conntrack", "ulogd2", "ulogd2-json", "zstd", "xz-utils"];
 
 fn cargo(workspace: &Path) -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")));
@@ -41,6 +42,18 @@ pub fn capture(workspace: &Path, target: &Path, args: &[String]) -> Result<()> {
     let natrec = target.join("release").join("natrec");
     run(cargo(workspace)
         .args(["run", "--quiet", "--release", "-p", "natrec-tests", "--bin", "natrec-bench", "--", "capture", "--natrec"])
+        .arg(&natrec)
+        .args(args))
+}
+
+/// Builds the release `natrec` and `natrec-gen` and runs the storage comparison; `args` go to
+/// `natrec-bench storage` (e.g. `--flows 1000000`). It takes minutes: `zstd -19` and `xz -9` of
+/// the other tools' logs are slow (that is one of the findings).
+pub fn storage(workspace: &Path, target: &Path, args: &[String]) -> Result<()> {
+    run(cargo(workspace).args(["build", "--release", "-p", "recorder", "--bin", "natrec", "--bin", "natrec-gen"]))?;
+    let natrec = target.join("release").join("natrec");
+    run(cargo(workspace)
+        .args(["run", "--quiet", "--release", "-p", "natrec-tests", "--bin", "natrec-bench", "--", "storage", "--natrec"])
         .arg(&natrec)
         .args(args))
 }
