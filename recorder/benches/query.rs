@@ -40,6 +40,9 @@ fn params(n: u64) -> WorkloadParams {
         flows_per_second: 20_000.0,
         limit: Limit::Flows(n),
         resolution_ns: 1_000_000,
+        // Ahead of the machine's clock: the writer measures a segment's age from its own clock
+        // at open, so only synthetic times after it rotate segments by age as a recorder would.
+        start: Timestamp::from_second(1_893_456_000).unwrap_or(Timestamp::UNIX_EPOCH),
         ..WorkloadParams::default()
     }
 }
@@ -54,7 +57,7 @@ fn target_dir() -> PathBuf {
 fn dataset(n: u64) -> Res<(PathBuf, Vec<Translation>)> {
     let p = params(n);
     let root = target_dir().join("natrec-bench").join(format!(
-        "query-v1-n{n}-seed{}-subs{}-pool{}-fps{}",
+        "query-v2-n{n}-seed{}-subs{}-pool{}-fps{}",
         p.seed, p.subscribers, p.outside_pool, p.flows_per_second
     ));
     let store = root.join("store");
@@ -70,6 +73,7 @@ fn dataset(n: u64) -> Res<(PathBuf, Vec<Translation>)> {
         let mut w = Writer::open(WriterOptions {
             dir: store.clone(),
             rotate_age: Duration::from_secs(15 * 60),
+            rotate_size: 64 << 20,
             flush_interval: Duration::from_secs(3600),
             ..WriterOptions::default()
         })?;
@@ -81,9 +85,14 @@ fn dataset(n: u64) -> Res<(PathBuf, Vec<Translation>)> {
                 FlowEvent::Start(t) => t.start,
                 FlowEvent::End(t) => t.end.unwrap_or(t.start),
             };
-            if last_tick.is_none_or(|l| t.duration_since(l) >= SignedDuration::from_secs(1)) {
-                w.tick(t)?;
-                last_tick = Some(t);
+            // No tick before the first event, so the writer's first segment is not sealed empty.
+            match last_tick {
+                None => last_tick = Some(t),
+                Some(l) if t.duration_since(l) >= SignedDuration::from_secs(1) => {
+                    w.tick(t)?;
+                    last_tick = Some(t);
+                }
+                Some(_) => {}
             }
             w.append(&ev)?;
             if let FlowEvent::End(tr) = &ev {
