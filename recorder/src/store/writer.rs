@@ -95,7 +95,9 @@ pub struct Writer {
     /// Ordinals of full records on disk in the active segment.
     written_ordinal: u64,
     /// Live translations: start and ordinal in the active segment.
-    open: HashMap<Key, (i64, u64)>,
+    /// Open translations: (tuple key, start in units) → ordinal of the full record. Keyed by the
+    /// start too: a tuple's next entry can start before the previous one's end event arrives.
+    open: HashMap<(Key, i64), u64>,
     recovered_open: Vec<Translation>,
     last_flush: Option<Timestamp>,
     retry_after: Option<Timestamp>,
@@ -224,20 +226,17 @@ impl Writer {
         match ev {
             FlowEvent::Start(_) => {
                 r.end = None;
-                if let Some(&(start, _)) = self.open.get(&key) {
-                    if start == r.start {
-                        return Ok(());
-                    }
+                if self.open.contains_key(&(key, r.start)) {
+                    return Ok(());
                 }
                 let ord = self.written_ordinal + self.pending.len() as u64;
-                self.open.insert(key, (r.start, ord));
+                self.open.insert((key, r.start), ord);
                 self.pending.push(r);
             }
             FlowEvent::End(_) => {
                 let end = r.end.unwrap_or(r.start);
-                match self.open.get(&key) {
-                    Some(&(start, ord)) if start == r.start => {
-                        self.open.remove(&key);
+                match self.open.remove(&(key, r.start)) {
+                    Some(ord) => {
                         self.pending_refs.push(EndRef { ordinal: ord, end, flags: r.flags });
                     }
                     _ => {
@@ -369,7 +368,7 @@ impl Writer {
         self.pending.truncate(keep);
         self.pending_refs.clear();
         let bound = self.written_ordinal + keep as u64;
-        self.open.retain(|_, (_, ord)| *ord < bound);
+        self.open.retain(|_, ord| *ord < bound);
         self.stats.lost_events += lost;
         tracing::warn!(lost, "dropped buffered events that could not be written");
     }
@@ -431,11 +430,11 @@ impl Writer {
         self.open.clear();
         for (i, r) in recs.iter().enumerate() {
             if r.end.is_none() {
-                self.open.insert(Key::of(r), (r.start, i as u64));
+                self.open.insert((Key::of(r), r.start), i as u64);
             }
         }
         let ended: std::collections::HashSet<u64> = refs.iter().map(|r| r.ordinal).collect();
-        self.open.retain(|_, (_, o)| !ended.contains(o));
+        self.open.retain(|_, o| !ended.contains(o));
         self.pending = recs;
         self.pending_refs = refs;
         self.written_ordinal = 0;
@@ -479,8 +478,8 @@ impl Writer {
         // Records are in ordinal order until write_sealed sorts them: pick the open ones now.
         let mut carried: Vec<Rec> = self
             .open
-            .values()
-            .filter_map(|&(start, ord)| {
+            .iter()
+            .filter_map(|(&(_, start), &ord)| {
                 rec.recs.get(ord as usize).filter(|r| r.start == start && r.end.is_none()).copied()
             })
             .collect();
