@@ -36,7 +36,7 @@ pub struct Args {
     /// The reported time; translations alive within --window of it match.
     #[arg(long, value_name = "TIME", allow_hyphen_values = true, conflicts_with_all = ["from", "to"])]
     at: Option<String>,
-    /// Half-width of the window around --at, for clock skew (2s, 500ms, 1m, 0).
+    /// Half-width of the window around --at, for clock skew (default 2s; 500ms, 1m, 0, ...).
     #[arg(long, value_name = "DURATION", allow_hyphen_values = true, requires = "at")]
     window: Option<String>,
     /// Start of a time range (with --to).
