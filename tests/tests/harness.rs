@@ -3,9 +3,7 @@
 //! exactly the inside endpoint the inside capture shows. The report is printed and kept as
 //! `<target>/harness-report.txt`.
 //!
-//! One lab run is shared by the tests of this file (the first test to need it runs it). The
-//! verdict tests are `#[ignore]`d while natrec has the bugs their reasons name; run them with
-//! `cargo test -p natrec-tests --test harness -- --include-ignored`.
+//! One lab run is shared by the tests of this file (the first test to need it runs it).
 //!
 //! Needs root, network namespaces, nftables, tcpdump and the natrec binary (`$NATREC_BIN` or
 //! `target/debug/natrec`); fails loudly without them unless `NATREC_TESTS_NO_ROOT=1`.
@@ -227,10 +225,6 @@ fn the_harness_runs_the_promised_workload_and_its_verifier_can_fail() {
 }
 
 #[test]
-#[ignore = "natrec bug: a UDP entry re-created with the same tuple before the old entry's DESTROY \
-            arrived is closed by the tracker at its own start (end_approx == start), so its packets come \
-            out missing (10.0.12.3:40000 -> 100.64.1.1:7, ~13 s into most runs of the default seed); \
-            in some runs the store's filtered queries also miss records a full scan returns"]
 fn no_outside_packet_is_misattributed_or_missing() {
     let Some(Shared {
         report,
@@ -253,9 +247,6 @@ fn no_outside_packet_is_misattributed_or_missing() {
 }
 
 #[test]
-#[ignore = "natrec bug: translations open when natrec stops stay open forever in the store after a \
-            restart (their later end or seeded copy is written beside them, never merged): duplicate \
-            records and false ambiguity with later users of the outside port"]
 fn every_answer_is_a_single_record() {
     let Some(Shared { report, text, .. }) = shared() else {
         return;
