@@ -172,7 +172,7 @@ fn the_harness_runs_the_promised_workload_and_its_verifier_can_fail() {
         v.unpaired, 0,
         "outside packets without an inside twin: the captures are incomplete"
     );
-    // Missing answers have a known natrec bug (see the ignored test below); a wrong one has none.
+    // Wrong answers here; missing ones and single records in the verdict tests below.
     assert_eq!(
         v.wrong, 0,
         "natrec named the wrong inside endpoint:\n{text}"
