@@ -68,11 +68,47 @@ pub(crate) struct EndRef {
     pub flags: u8,
 }
 
+/// A fast, non-cryptographic hasher for the store's in-memory maps (keys are addresses and ids
+/// the store chose or saw in its own input; no untrusted peer picks them adversarially in bulk).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(26)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..c.len()].copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7cc1_b727_220a_95);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+}
+
+/// A `HashMap` with [`FastHasher`].
+pub(crate) type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FastHasher>>;
+
 /// Addresses to dense ids.
 #[derive(Debug, Default)]
 pub(crate) struct Interner {
     pub addrs: Vec<IpAddr>,
-    map: HashMap<IpAddr, u32>,
+    map: FastMap<IpAddr, u32>,
 }
 
 impl Interner {
@@ -179,14 +215,14 @@ pub(crate) fn kind_from_code(c: u8) -> Option<crate::model::Kind> {
 }
 
 /// A per-block dictionary: global id to local index, most frequent first.
-fn dictionary(ids: impl Iterator<Item = u32>, addrs: &[IpAddr]) -> (HashMap<u32, u32>, Vec<u8>) {
-    let mut counts: HashMap<u32, u32> = HashMap::new();
+fn dictionary(ids: impl Iterator<Item = u32>, addrs: &[IpAddr]) -> (FastMap<u32, u32>, Vec<u8>) {
+    let mut counts: FastMap<u32, u32> = FastMap::default();
     for id in ids {
         *counts.entry(id).or_default() += 1;
     }
     let mut order: Vec<(u32, u32)> = counts.into_iter().collect();
     order.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let mut map = HashMap::with_capacity(order.len());
+    let mut map = FastMap::with_capacity_and_hasher(order.len(), Default::default());
     let mut col = Vec::with_capacity(order.len() * 5 + 4);
     put_uvarint(&mut col, order.len() as u64);
     for (local, (id, _)) in order.iter().enumerate() {

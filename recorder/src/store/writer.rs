@@ -1,6 +1,5 @@
 //! The segment writer: buffering, flushing, rotation, recovery, retention.
 
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -9,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 
-use super::codec::{self, EndRef, Interner, KIND_CHECKPOINT, KIND_LIVE, Rec};
+use super::codec::{self, EndRef, FastMap, Interner, KIND_CHECKPOINT, KIND_LIVE, Rec};
 use super::segment::{self, Header, T_BLOCK};
 use super::{Resolution, StoreError, WriterOptions};
 use crate::model::{Flags, FlowEvent, Proto, Translation};
@@ -97,7 +96,7 @@ pub struct Writer {
     /// Live translations: start and ordinal in the active segment.
     /// Open translations: (tuple key, start in units) → ordinal of the full record. Keyed by the
     /// start too: a tuple's next entry can start before the previous one's end event arrives.
-    open: HashMap<(Key, i64), u64>,
+    open: FastMap<(Key, i64), u64>,
     recovered_open: Vec<Translation>,
     last_flush: Option<Timestamp>,
     retry_after: Option<Timestamp>,
@@ -190,7 +189,7 @@ impl Writer {
             pending: Vec::new(),
             pending_refs: Vec::new(),
             written_ordinal: 0,
-            open: HashMap::new(),
+            open: FastMap::default(),
             recovered_open,
             last_flush: None,
             retry_after: None,
