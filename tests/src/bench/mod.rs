@@ -12,6 +12,7 @@
 //!   lab's maximum rate with and without natrec).
 //! - [`storage`]: part 3, bytes per translation of natrec's segments against the other tools'
 //!   logs, raw and compressed, on the synthetic workload.
+//! - [`query`]: part 4, `natrec query` against `grep` and `zstdgrep` on the same translations.
 //! - [`report`]: `BENCHMARKS.md` from the JSON results.
 //!
 //! Nothing here is a pass/fail test: the figures are reported, with medians over repetitions
@@ -19,6 +20,7 @@
 
 pub mod capture;
 pub mod load;
+pub mod query;
 pub mod recorders;
 pub mod report;
 pub mod stats;

@@ -7,10 +7,12 @@
 //!                      [--results DIR] [--markdown FILE] [--keep DIR]
 //! natrec-bench storage [--natrec PATH] [--natrec-gen PATH] [--flows N] [--seed N]
 //!                      [--results DIR] [--markdown FILE]
+//! natrec-bench query   [--natrec PATH] [--natrec-gen PATH] [--sizes 1000000,10000000]
+//!                      [--seed N] [--results DIR] [--markdown FILE]
 //! natrec-bench report  [--results DIR] [--markdown FILE]
 //! ```
 //!
-//! `capture` writes `DIR/capture.json` (default `bench-results/`), `storage` `DIR/storage.json`, and regenerates the Markdown
+//! `capture` writes `DIR/capture.json` (default `bench-results/`), `storage` `DIR/storage.json`, `query` `DIR/query.json`, and regenerates the Markdown
 //! report (default `BENCHMARKS.md`, both relative to the workspace root); `report` only
 //! regenerates the report. Exit status: 0 done, 2 error.
 
@@ -22,12 +24,13 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use natrec_tests::bench::capture::{self, CaptureOptions};
 use natrec_tests::bench::recorders::Recorder;
 use natrec_tests::bench::report;
+use natrec_tests::bench::query::{self, QueryOptions};
 use natrec_tests::bench::storage::{self, StorageOptions};
 use natrec_tests::lab::ensure_root_capabilities;
 
 const USAGE: &str = "usage: natrec-bench capture [--natrec PATH] [--duration SECS] [--reps N] \
 [--rates 1000,10000,50000,max] [--recorders natrec,conntrack-E,ulogd2-text,ulogd2-json] [--seed N] \
-[--results DIR] [--markdown FILE] [--keep DIR]\n       natrec-bench storage [--natrec PATH] [--natrec-gen PATH] [--flows N] [--seed N] [--results DIR] [--markdown FILE]\n       natrec-bench report [--results DIR] [--markdown FILE]";
+[--results DIR] [--markdown FILE] [--keep DIR]\n       natrec-bench storage [--natrec PATH] [--natrec-gen PATH] [--flows N] [--seed N] [--results DIR] [--markdown FILE]\n       natrec-bench query [--natrec PATH] [--natrec-gen PATH] [--sizes N,N…] [--seed N] [--results DIR] [--markdown FILE]\n       natrec-bench report [--results DIR] [--markdown FILE]";
 
 fn main() -> ExitCode {
     match real_main() {
@@ -49,6 +52,7 @@ struct Args {
     natrec: Option<PathBuf>,
     natrec_gen: Option<PathBuf>,
     flows: u64,
+    sizes: Vec<u64>,
     results: PathBuf,
     markdown: PathBuf,
     capture: CaptureOptions,
@@ -57,15 +61,16 @@ struct Args {
 fn parse_args(argv: &[String]) -> Result<Args> {
     let root = workspace_root();
     let mut it = argv.iter();
-    let part = it.next().ok_or_else(|| anyhow!("expected a part (capture, storage or report)\n{USAGE}"))?.clone();
-    if !["capture", "storage", "report"].contains(&part.as_str()) {
-        bail!("unknown part {part:?}: expected capture, storage or report\n{USAGE}");
+    let part = it.next().ok_or_else(|| anyhow!("expected a part (capture, storage, query or report)\n{USAGE}"))?.clone();
+    if !["capture", "storage", "query", "report"].contains(&part.as_str()) {
+        bail!("unknown part {part:?}: expected capture, storage, query or report\n{USAGE}");
     }
     let mut args = Args {
         part,
         natrec: None,
         natrec_gen: None,
         flows: 100_000,
+        sizes: vec![1_000_000],
         results: root.join("bench-results"),
         markdown: root.join("BENCHMARKS.md"),
         capture: CaptureOptions::default(),
@@ -75,6 +80,19 @@ fn parse_args(argv: &[String]) -> Result<Args> {
         match flag.as_str() {
             "--natrec" => args.natrec = Some(PathBuf::from(value()?)),
             "--natrec-gen" => args.natrec_gen = Some(PathBuf::from(value()?)),
+            "--sizes" => {
+                let v = value()?;
+                args.sizes = v
+                    .split(',')
+                    .map(|n| {
+                        n.trim()
+                            .parse::<u64>()
+                            .ok()
+                            .filter(|n| *n >= 1000)
+                            .ok_or_else(|| anyhow!("--sizes expects numbers of translations ≥ 1000, got {n:?}"))
+                    })
+                    .collect::<Result<_>>()?;
+            }
             "--flows" => {
                 let v = value()?;
                 args.flows = v
@@ -184,7 +202,7 @@ fn real_main() -> Result<()> {
         report::write_results(&args.results, "capture", &doc)?;
         eprintln!("natrec-bench: wrote {}", args.results.join("capture.json").display());
     }
-    if args.part == "storage" {
+    if args.part == "storage" || args.part == "query" {
         let natrec = match &args.natrec {
             Some(p) => p.clone(),
             None => natrec_tests::recorder_proc::natrec_bin().context("the natrec binary (give --natrec)")?,
@@ -196,12 +214,25 @@ fn real_main() -> Result<()> {
         if !natrec_gen.is_file() {
             bail!("{} does not exist: build it (`cargo build --release -p recorder --bin natrec-gen`) or give --natrec-gen", natrec_gen.display());
         }
-        let opts = StorageOptions { natrec, natrec_gen, flows: args.flows, seed: args.capture.seed };
-        let mut doc = storage::run_storage(&opts, &mut |line| eprintln!("natrec-bench: {line}"))?;
+        let mut log = |line: &str| eprintln!("natrec-bench: {line}");
+        let (name, mut doc) = if args.part == "storage" {
+            let opts = StorageOptions { natrec, natrec_gen, flows: args.flows, seed: args.capture.seed };
+            ("storage", storage::run_storage(&opts, &mut log)?)
+        } else {
+            let opts = QueryOptions {
+                natrec,
+                natrec_gen,
+                sizes: args.sizes.clone(),
+                questions: 5,
+                reps: 3,
+                seed: args.capture.seed,
+            };
+            ("query", query::run_query(&opts, &mut log)?)
+        };
         doc["commit"] = commit_description().into();
         doc["command"] = format!("natrec-bench {}", argv.join(" ")).into();
-        report::write_results(&args.results, "storage", &doc)?;
-        eprintln!("natrec-bench: wrote {}", args.results.join("storage.json").display());
+        report::write_results(&args.results, name, &doc)?;
+        eprintln!("natrec-bench: wrote {}", args.results.join(format!("{name}.json")).display());
     }
     let md = report::render(&args.results)?;
     std::fs::write(&args.markdown, md).with_context(|| format!("writing {}", args.markdown.display()))?;
