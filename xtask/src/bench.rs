@@ -1,6 +1,6 @@
-//! `cargo xtask bench capture|storage`: natrec side by side with `conntrack -E` and ulogd2 on the
-//! lab, and its segments against their logs on disk (the `natrec-bench` binary of the
-//! `natrec-tests` package).
+//! `cargo xtask bench capture|storage|query`: natrec side by side with `conntrack -E` and ulogd2
+//! on the lab, its segments against their logs on disk, and `natrec query` against `grep` and
+//! `zstdgrep` (the `natrec-bench` binary of the `natrec-tests` package).
 //!
 //! xtask does not depend on natrec's crates: it builds the release `natrec` binary, then runs
 //! `cargo run --release -p natrec-tests --bin natrec-bench -- capture --natrec PATH ARGS…`, which
@@ -54,6 +54,18 @@ pub fn storage(workspace: &Path, target: &Path, args: &[String]) -> Result<()> {
     let natrec = target.join("release").join("natrec");
     run(cargo(workspace)
         .args(["run", "--quiet", "--release", "-p", "natrec-tests", "--bin", "natrec-bench", "--", "storage", "--natrec"])
+        .arg(&natrec)
+        .args(args))
+}
+
+/// Builds the release `natrec` and `natrec-gen` and compares `natrec query` with `grep` and
+/// `zstdgrep` on the same translations; `args` go to `natrec-bench query` (e.g. `--sizes
+/// 1000000,10000000`; each size needs about 0.4 KB of disk per translation for the text log).
+pub fn query(workspace: &Path, target: &Path, args: &[String]) -> Result<()> {
+    run(cargo(workspace).args(["build", "--release", "-p", "recorder", "--bin", "natrec", "--bin", "natrec-gen"]))?;
+    let natrec = target.join("release").join("natrec");
+    run(cargo(workspace)
+        .args(["run", "--quiet", "--release", "-p", "natrec-tests", "--bin", "natrec-bench", "--", "query", "--natrec"])
         .arg(&natrec)
         .args(args))
 }
