@@ -26,8 +26,9 @@
 //!   ranges are used, never routable ones.
 //! - **Inside ports** as Linux hosts choose them from 32768–60999: TCP `connect()` walks a
 //!   per-host counter by 2 from an offset hashed from (host, remote, port) (Linux ≥ 5.17's
-//!   `__inet_hash_connect`, even ports first), skipping ports whose 4-tuple is busy; UDP sockets
-//!   take a uniformly random port; ICMP echo identifiers are random 16-bit numbers.
+//!   `__inet_hash_connect`, even ports first), skipping ports whose 4-tuple is busy (or, rarely,
+//!   busy towards a remote of the same 20-bit hash); UDP sockets take a uniformly random port;
+//!   ICMP echo identifiers are random 16-bit numbers.
 //! - **Masquerade**: the outside port keeps the inside port when the reply tuple (outside
 //!   ip:port, remote ip:port, protocol) is free, otherwise Linux's `nf_nat_l4proto_unique_tuple`
 //!   is modelled: a random start in 1024–65535 (0–65535 for ICMP ids) probed upwards. So one
