@@ -271,12 +271,13 @@ fn render_storage(md: &mut String, st: &Value) {
          `natrec import` with natrec's segment writer, the one `natrec record` uses online), as `conntrack -E -o \
          timestamp,extended` text and as ulogd2 JSON (both rendered by natrec's importer/renderer from the same \
          stream, one NEW and one DESTROY line per translation), and as natrec's JSON Lines; compressed afterwards \
-         with `zstd -19 -T1` and `xz -9 -T1`. Run {} – {}.\n",
+         with `zstd -19 -T1` and `xz -9 -T1`. Run {} – {}, commit {}.\n",
         thousands(w["flows"].as_f64().unwrap_or(f64::NAN)),
         s(&w["seed"]),
         s(&w["generator"]),
         s(&st["started"]),
         s(&st["finished"]),
+        s(&st["commit"]),
     );
     md.push_str("| log | raw bytes / translation | zstd -19 | xz -9 | zstd -19 speed (translations/s) |\n|---|---:|---:|---:|---:|\n");
     for r in st["rows"].as_array().into_iter().flatten() {
@@ -317,12 +318,13 @@ fn render_query(md: &mut String, q: &Value) {
          the outside address and port of a real translation and its start time. Wall time from starting the command \
          to its exit. `grep -E 'dst=X sport=[0-9]+ dport=Y( |$)'` only finds the candidate lines (the operator still \
          pairs NEW and DESTROY and checks the times); `natrec query --outside X:Y --at T` gives the answer. Ratios \
-         are computed per question and repetition. Run {} – {}.\n",
+         are computed per question and repetition. Run {} – {}, commit {}.\n",
         s(&w["seed"]),
         s(&w["questions"]),
         s(&w["reps"]),
         s(&q["started"]),
         s(&q["finished"]),
+        s(&q["commit"]),
     );
     md.push_str("| translations | natrec query s | grep s | zstdgrep s | zstdgrep / natrec | grep / natrec |\n|---:|---:|---:|---:|---:|---:|\n");
     for r in q["sizes"].as_array().into_iter().flatten() {
