@@ -43,6 +43,31 @@ use super::{BenchError, Result, io_err};
 use crate::gateway::{GatewayLab, LabSpec, Timeouts};
 use crate::lab::{NftTable, TempDir};
 
+/// Set by SIGINT or SIGTERM once [`stop_on_signals`] is installed: the run stops at the next
+/// check and unwinds, so the lab is removed and `nf_conntrack_max` restored.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Makes SIGINT and SIGTERM stop the run cleanly (between steps, within a run's drain at most)
+/// instead of killing the process with the lab still built.
+pub fn stop_on_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(sig, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t) };
+    }
+}
+
+fn check_interrupted() -> Result<()> {
+    if INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(BenchError::Invalid("interrupted: the lab was removed and nf_conntrack_max restored".into()));
+    }
+    Ok(())
+}
+
 /// The machine-wide conntrack table size during the run.
 const CONNTRACK_MAX: u64 = 4_000_000;
 /// A sender thread's rate assumed when checking that an unbounded run cannot repeat 5-tuples.
@@ -145,6 +170,7 @@ pub fn run(opts: &CaptureOptions, log: &mut dyn FnMut(&str)) -> Result<Value> {
             let len = order.len();
             order.rotate_left(rep % len.max(1));
             for recorder in order {
+                check_interrupted()?;
                 n += 1;
                 let dir = work.join(format!("run-{n}-{}-{}", rate_label(rate), recorder.name()));
                 std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
@@ -315,6 +341,7 @@ fn one_run(
     // Drain: every entry gone, then the recorder's output quiet.
     let mut drained = false;
     while load_end.elapsed() < opts.drain_timeout {
+        check_interrupted()?;
         if ct_count(gw)? == 0 {
             drained = true;
             break;

@@ -186,6 +186,7 @@ fn real_main() -> Result<()> {
         if args.capture.recorders.contains(&Recorder::Natrec) {
             natrec_tests::recorder_proc::natrec_bin().context("the natrec binary to benchmark")?;
         }
+        capture::stop_on_signals();
         let total_runs = args.capture.reps
             * args.capture.rates.iter().map(|r| args.capture.recorders.len() + usize::from(r.is_none())).sum::<usize>();
         eprintln!(
