@@ -88,6 +88,9 @@ pub struct CaptureOptions {
     pub seed: u64,
     /// How long the table may take to drain after a load.
     pub drain_timeout: Duration,
+    /// Compress the outputs of the first repetition at this offered rate with `zstd -19` and
+    /// `xz -9` (part 3 on the capture run's own translations); `None` for none.
+    pub compress_rate: Option<u64>,
     /// Keep every run's output under this directory (default: a temporary directory, each run's
     /// output removed once counted).
     pub keep: Option<PathBuf>,
@@ -104,6 +107,7 @@ impl Default for CaptureOptions {
             seed: 1,
             drain_timeout: Duration::from_secs(60),
             keep: None,
+            compress_rate: Some(10_000),
         }
     }
 }
@@ -208,6 +212,7 @@ pub fn run(opts: &CaptureOptions, log: &mut dyn FnMut(&str)) -> Result<Value> {
             "recorders": opts.recorders.iter().map(|r| r.name()).collect::<Vec<_>>(),
             "recorder_commands": opts.recorders.iter().map(|r| json!({"name": r.name(), "command": r.describe()})).collect::<Vec<_>>(),
             "duration_s": opts.duration.as_secs_f64(),
+            "compress_rate": opts.compress_rate,
             "reps": opts.reps,
             "seed": opts.seed,
         },
@@ -364,7 +369,15 @@ fn one_run(
     let cpu1 = pid.map(ProcCpu::read).transpose()?;
     let ct1 = CtStats::read(gw)?;
     let n1 = counter.read(gw)?;
+    let output = running.output_path();
     let recorded = running.stop()?;
+    let compressed = if rep == 0 && rate.is_some() && rate == opts.compress_rate && output.is_file() {
+        let (zstd, zstd_s) = super::storage::compress(&output, "zstd", &["-19", "-T1", "-q"], "zst")?;
+        let (xz, xz_s) = super::storage::compress(&output, "xz", &["-9", "-T1"], "xz")?;
+        json!({"zstd19_bytes": zstd, "zstd19_s": zstd_s, "xz9_bytes": xz, "xz9_s": xz_s})
+    } else {
+        Value::Null
+    };
 
     let total = ct1.since(ct0);
     // New translations that left the WAN, minus those whose conntrack entry lost its insertion.
@@ -413,6 +426,7 @@ fn one_run(
         "cpu_us_per_translation": nan_null(per(cpu_s * 1e6)),
         "bytes_per_translation": nan_null(per(recorded.bytes as f64)),
         "own_summary": recorded.own_summary,
+        "compressed": compressed,
     });
     Ok(RunResult { rate, recorder, rep, json, created_per_s })
 }

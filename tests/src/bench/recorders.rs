@@ -295,6 +295,11 @@ impl Running {
         self.pid
     }
 
+    /// Its output: a file, or natrec's segment directory.
+    pub fn output_path(&self) -> PathBuf {
+        self.dir.join(out_file(self.recorder))
+    }
+
     /// The bytes its output holds now.
     pub fn output_bytes(&self) -> u64 {
         disk_bytes(&self.dir.join(out_file(self.recorder)))

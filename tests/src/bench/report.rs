@@ -255,7 +255,44 @@ fn render_capture(md: &mut String, c: &Value) {
         let _ = writeln!(md, "| {name} | {rate} | {} |", fmt_spread(ratio, 1.0, 3));
     }
 
+    render_capture_storage(md, c);
     render_targets(md, c);
+}
+
+/// Part 3 on the capture run's own translations: each recorder's output of the first repetition
+/// at one rate, raw and compressed.
+fn render_capture_storage(md: &mut String, c: &Value) {
+    let runs: Vec<&Value> = c["runs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["rep"] == 1 && (r["compressed"].is_object() || (r["recorder"] == "natrec" && r["rate"] == c["options"]["compress_rate"].to_string().as_str())))
+        .collect();
+    if runs.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\n### Bytes per translation of the capture run's own output\n\nFirst repetition at {} /s, each recorder's \
+         output divided by the translations the kernel created in that run. The bench load is far more regular than \
+         real traffic (consecutive ports, 8 inside addresses, 16 servers), so these figures flatter every format; \
+         part 3 below uses the synthetic ISP-like workload.\n",
+        s(&c["options"]["compress_rate"]),
+    );
+    md.push_str("| recorder | translations | raw bytes / translation | zstd -19 | xz -9 |\n|---|---:|---:|---:|---:|\n");
+    for r in runs {
+        let created = r["created"].as_f64().unwrap_or(f64::NAN);
+        let per = |v: &Value| v.as_f64().map_or_else(|| "–".to_owned(), |b| format!("{:.2}", b / created));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            s(&r["recorder"]),
+            thousands(created),
+            per(&r["recorded"]["bytes"]),
+            per(&r["compressed"]["zstd19_bytes"]),
+            per(&r["compressed"]["xz9_bytes"]),
+        );
+    }
 }
 
 fn num(v: &Value, digits: usize) -> String {

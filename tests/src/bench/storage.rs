@@ -51,7 +51,7 @@ fn run(cmd: &mut Command) -> Result<()> {
 
 /// Compresses `file` with `tool args…` (single-threaded) into `file.ext`; returns the
 /// compressed bytes and the seconds it took.
-fn compress(file: &Path, tool: &str, args: &[&str], ext: &str) -> Result<(u64, f64)> {
+pub(crate) fn compress(file: &Path, tool: &str, args: &[&str], ext: &str) -> Result<(u64, f64)> {
     let out = PathBuf::from(format!("{}.{ext}", file.display()));
     let target = std::fs::File::create(&out).map_err(io_err(format!("creating {}", out.display())))?;
     let t = Instant::now();

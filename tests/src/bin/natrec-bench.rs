@@ -5,6 +5,7 @@
 //! natrec-bench capture [--natrec PATH] [--duration SECS] [--reps N] [--rates 1000,10000,50000,max]
 //!                      [--recorders natrec,conntrack-E,ulogd2-text,ulogd2-json] [--seed N]
 //!                      [--results DIR] [--markdown FILE] [--keep DIR]
+//!                      [--compress-rate RATE|none]
 //! natrec-bench storage [--natrec PATH] [--natrec-gen PATH] [--flows N] [--seed N]
 //!                      [--results DIR] [--markdown FILE]
 //! natrec-bench query   [--natrec PATH] [--natrec-gen PATH] [--sizes 1000000,10000000]
@@ -30,7 +31,7 @@ use natrec_tests::lab::ensure_root_capabilities;
 
 const USAGE: &str = "usage: natrec-bench capture [--natrec PATH] [--duration SECS] [--reps N] \
 [--rates 1000,10000,50000,max] [--recorders natrec,conntrack-E,ulogd2-text,ulogd2-json] [--seed N] \
-[--results DIR] [--markdown FILE] [--keep DIR]\n       natrec-bench storage [--natrec PATH] [--natrec-gen PATH] [--flows N] [--seed N] [--results DIR] [--markdown FILE]\n       natrec-bench query [--natrec PATH] [--natrec-gen PATH] [--sizes N,N…] [--seed N] [--results DIR] [--markdown FILE]\n       natrec-bench report [--results DIR] [--markdown FILE]";
+[--results DIR] [--markdown FILE] [--keep DIR] [--compress-rate RATE|none]\n       natrec-bench storage [--natrec PATH] [--natrec-gen PATH] [--flows N] [--seed N] [--results DIR] [--markdown FILE]\n       natrec-bench query [--natrec PATH] [--natrec-gen PATH] [--sizes N,N…] [--seed N] [--results DIR] [--markdown FILE]\n       natrec-bench report [--results DIR] [--markdown FILE]";
 
 fn main() -> ExitCode {
     match real_main() {
@@ -104,6 +105,13 @@ fn parse_args(argv: &[String]) -> Result<Args> {
             "--results" => args.results = PathBuf::from(value()?),
             "--markdown" => args.markdown = PathBuf::from(value()?),
             "--keep" => args.capture.keep = Some(PathBuf::from(value()?)),
+            "--compress-rate" => {
+                let v = value()?;
+                args.capture.compress_rate = match v.as_str() {
+                    "none" => None,
+                    n => Some(n.parse().map_err(|_| anyhow!("--compress-rate expects a rate or none, got {v:?}"))?),
+                };
+            }
             "--duration" => {
                 let v = value()?;
                 let secs: f64 = v.parse().ok().filter(|s: &f64| *s > 0.0 && *s <= 3600.0).ok_or_else(|| {
