@@ -27,10 +27,15 @@ fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Writes everything; returns the time to append (with flushes) and the total with the seal.
+/// Writes everything at the default seal level.
 fn write_all(dir: &Path, evs: &[FlowEvent], resolution: Resolution) -> (Duration, Duration) {
+    write_level(dir, evs, resolution, WriterOptions::default().seal_level)
+}
+
+/// Writes everything; returns the time to append (with flushes) and the total with the seal.
+fn write_level(dir: &Path, evs: &[FlowEvent], resolution: Resolution, seal_level: i32) -> (Duration, Duration) {
     let t0 = Instant::now();
-    let mut w = Writer::open(WriterOptions { dir: dir.to_owned(), resolution, ..WriterOptions::default() })
+    let mut w = Writer::open(WriterOptions { dir: dir.to_owned(), resolution, seal_level, ..WriterOptions::default() })
         .expect("open writer");
     for (i, ev) in evs.iter().enumerate() {
         w.append(ev).expect("append");
@@ -90,6 +95,17 @@ fn sizes(evs: &[FlowEvent]) {
         let bytes = dir_bytes(dir.path());
         println!(
             "  natrec {res:>2}: {bytes} bytes, {:.2} bytes/translation; one thread: append+flush {:.2} M translations/s, with the seal (zstd 19) {:.2} M/s",
+            bytes as f64 / n,
+            n / appended.as_secs_f64() / 1e6,
+            n / took.as_secs_f64() / 1e6
+        );
+    }
+    for level in [9, 3] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (appended, took) = write_level(dir.path(), evs, Resolution::Millis, level);
+        let bytes = dir_bytes(dir.path());
+        println!(
+            "  natrec ms, seal at zstd {level}: {:.2} bytes/translation; append+flush {:.2} M/s, with the seal {:.2} M/s",
             bytes as f64 / n,
             n / appended.as_secs_f64() / 1e6,
             n / took.as_secs_f64() / 1e6

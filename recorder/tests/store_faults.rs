@@ -137,7 +137,10 @@ fn recorder_survives_kill_9_at_random_moments() {
 }
 
 /// A tmpfs mounted for the test, unmounted on drop.
-struct Tmpfs(PathBuf, tempfile::TempDir);
+struct Tmpfs {
+    mount: PathBuf,
+    _parent: tempfile::TempDir,
+}
 
 impl Tmpfs {
     fn mount(size: &str) -> Option<Tmpfs> {
@@ -155,20 +158,20 @@ impl Tmpfs {
             }
             panic!("mounting a tmpfs failed: this test needs root (set NATREC_TESTS_NO_ROOT=1 to skip)");
         }
-        Some(Tmpfs(dir, t))
+        Some(Tmpfs { mount: dir, _parent: t })
     }
 }
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = Command::new("umount").arg(&self.mount).status();
     }
 }
 
 #[test]
 fn full_file_system_keeps_running_and_keeps_earlier_data_intact() {
     let Some(fsys) = Tmpfs::mount("4m") else { return };
-    let dir = fsys.0.join("store");
+    let dir = fsys.mount.join("store");
     let opts = WriterOptions {
         dir: dir.clone(),
         block_records: 5_000,
@@ -177,7 +180,7 @@ fn full_file_system_keeps_running_and_keeps_earlier_data_intact() {
         ..WriterOptions::default()
     };
     // Ballast that is freed later to give the space back.
-    let ballast = fsys.0.join("ballast");
+    let ballast = fsys.mount.join("ballast");
     fs::write(&ballast, vec![7u8; 5 << 19]).expect("ballast");
     let mut evs = Vec::new();
     for run in 0..4 {
@@ -189,7 +192,7 @@ fn full_file_system_keeps_running_and_keeps_earlier_data_intact() {
     for (i, ev) in evs.iter().enumerate() {
         w.append(ev).expect("append never fails on a full disk");
         if i % 500 == 0 {
-            now = now + Duration::from_secs(1);
+            now += Duration::from_secs(1);
             w.tick(now).expect("tick never fails on a full disk");
             if full_at.is_none() && w.stats().write_errors > 0 {
                 full_at = Some(i);
@@ -213,7 +216,7 @@ fn full_file_system_keeps_running_and_keeps_earlier_data_intact() {
     // Space comes back: the writer resumes and seals.
     fs::remove_file(&ballast).expect("free space");
     let flushes = w.stats().flushes;
-    now = now + Duration::from_secs(20);
+    now += Duration::from_secs(20);
     w.tick(now).expect("tick");
     assert!(w.stats().flushes > flushes, "{:?}", w.stats());
     let end = w.close().expect("close once space is back");

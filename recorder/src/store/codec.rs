@@ -94,7 +94,7 @@ impl std::hash::Hasher for FastHasher {
         self.write_u64(u64::from(i));
     }
     fn write_u64(&mut self, i: u64) {
-        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7cc1_b727_220a_95);
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
     fn write_usize(&mut self, i: usize) {
         self.write_u64(i as u64);
@@ -251,6 +251,7 @@ fn put_planes(col: &mut Vec<u8>, vals: impl Iterator<Item = u16> + Clone) {
 }
 
 /// Encodes a block. `recs` use ids of `addrs`. Appends the payload to `out`.
+#[expect(clippy::too_many_arguments, reason = "one call per block kind; a struct would only rename them")]
 pub(crate) fn encode_block(
     kind: u8,
     class: u8,

@@ -50,7 +50,7 @@
 //! # Limits
 //!
 //! Sealing runs inside [`Writer::tick`]: while a segment is rewritten (zstd level 19 by
-//! default, roughly 0.3 µs… 1 µs a translation), events are buffered in memory and not flushed, so
+//! default, about 8 µs a translation on the synthetic workload; about 0.7 µs at level 9), events are buffered in memory and not flushed, so
 //! a `kill -9` during a seal loses what arrived since the seal began. Sealing needs the records of
 //! the segment in memory (about 40 bytes a translation) and free disk space for the sealed copy.
 
@@ -217,8 +217,8 @@ pub struct WriterOptions {
     /// Records per block of a sealed segment (default 262144: larger blocks compress better,
     /// smaller ones are faster to read for a point query).
     pub block_records: usize,
-    /// zstd level of sealed blocks (default 19; 9 seals about five times faster for about
-    /// 4 % more bytes).
+    /// zstd level of sealed blocks (default 19: 7.86 bytes a translation on the synthetic
+    /// workload; 9 gives 8.16 and writes five times faster, 0.56 M translations/s with the seal).
     pub seal_level: i32,
 }
 

@@ -316,10 +316,11 @@ pub(crate) fn load_meta(path: &Path) -> Result<SegMeta, StoreError> {
     let sealed = path.extension().is_some_and(|e| e == "seg");
     let file = File::open(path).map_err(|e| StoreError::io("opening", path, e))?;
     let bytes = file.metadata().map_err(|e| StoreError::io("reading metadata of", path, e))?.len();
-    if sealed && bytes as usize >= HEADER_LEN + SEAL_FRAME {
-        if let Ok(m) = load_fast(&file, path, bytes) {
-            return Ok(m);
-        }
+    if sealed
+        && bytes as usize >= HEADER_LEN + SEAL_FRAME
+        && let Ok(m) = load_fast(&file, path, bytes)
+    {
+        return Ok(m);
     }
     let data = fs::read(path).map_err(|e| StoreError::io("reading", path, e))?;
     Ok(meta_from_bytes(path, &data, sealed))

@@ -170,10 +170,10 @@ fn check_link(
                     None,
                     format!("{} earlier segment(s) between {a} and {b} are missing and not recorded as deleted by retention", missing.len()),
                 );
-            } else if let Some(e) = retention.iter().find(|e| e.seq + 1 == header.seq) {
-                if e.chain.is_some_and(|c| c != header.prev_chain) {
-                    problem(ProblemKind::Altered, None, format!("does not chain to segment {} recorded in retention.log", e.seq));
-                }
+            } else if let Some(e) = retention.iter().find(|e| e.seq + 1 == header.seq)
+                && e.chain.is_some_and(|c| c != header.prev_chain)
+            {
+                problem(ProblemKind::Altered, None, format!("does not chain to segment {} recorded in retention.log", e.seq));
             }
         }
     }

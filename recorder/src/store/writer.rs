@@ -165,7 +165,14 @@ impl Writer {
             segment::sync_dir(&dir)?;
             stats.segments_sealed += 1;
             tracing::info!(path = %sealed_info.path.display(), "recovered and sealed");
-            carried = rec.recs.iter().filter(|r| r.end.is_none()).copied().collect();
+            // Still open at the end of the recovered segment: the new segment's checkpoint
+            // carries them (marked, so a reader resolves them with the recovered records).
+            carried = rec
+                .recs
+                .iter()
+                .filter(|r| r.end.is_none())
+                .map(|r| Rec { carried: true, ..*r })
+                .collect();
             recovered_open = carried
                 .iter()
                 .map(|r| to_translation(r, &rec.addrs.addrs, res))
@@ -220,7 +227,7 @@ impl Writer {
     /// the active segment is stored as a reference to it.
     pub fn append(&mut self, ev: &FlowEvent) -> Result<(), StoreError> {
         self.stats.appended += 1;
-        let mut r = self.to_rec(ev.translation())?;
+        let mut r = self.rec_of(ev.translation())?;
         let key = Key::of(&r);
         match ev {
             FlowEvent::Start(_) => {
@@ -248,12 +255,13 @@ impl Writer {
         if self.stalled {
             // Writes failed: retried at the next tick; meanwhile keep memory bounded.
             self.drop_if_too_much();
-        } else if self.pending.len() + self.pending_refs.len() >= self.opts.block_records && self.active.is_some() {
-            if let Err(e) = self.write_pending() {
-                self.note_error(&e);
-                self.stalled = true;
-                self.drop_if_too_much();
-            }
+        } else if self.pending.len() + self.pending_refs.len() >= self.opts.block_records
+            && self.active.is_some()
+            && let Err(e) = self.write_pending()
+        {
+            self.note_error(&e);
+            self.stalled = true;
+            self.drop_if_too_much();
         }
         Ok(())
     }
@@ -289,11 +297,12 @@ impl Writer {
             a.len >= self.opts.rotate_size
                 || now.duration_since(a.created).unsigned_abs() >= self.opts.rotate_age && now > a.created
         });
-        if rotate && retry_ok {
-            if let Err(e) = self.rotate(now) {
-                self.note_error(&e);
-                self.retry_after = Some(now + jiff::SignedDuration::from_secs(RETRY_SECS));
-            }
+        if rotate
+            && retry_ok
+            && let Err(e) = self.rotate(now)
+        {
+            self.note_error(&e);
+            self.retry_after = Some(now + jiff::SignedDuration::from_secs(RETRY_SECS));
         }
         if self.last_retention.is_none_or(|t| now.duration_since(t).as_secs() >= RETENTION_EVERY_SECS) {
             self.retention(now);
@@ -552,7 +561,7 @@ impl Writer {
         Ok(())
     }
 
-    fn to_rec(&mut self, t: &Translation) -> Result<Rec, StoreError> {
+    fn rec_of(&mut self, t: &Translation) -> Result<Rec, StoreError> {
         Ok(Rec {
             start: self.res.to_units(t.start)?,
             end: t.end.map(|e| self.res.to_units(e)).transpose()?,

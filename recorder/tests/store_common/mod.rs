@@ -40,9 +40,9 @@ pub fn expected(evs: &[FlowEvent], res: Resolution) -> Vec<Translation> {
         match ev {
             FlowEvent::Start(_) => {
                 t.end = None;
-                if !map.contains_key(&k) {
+                if let std::collections::hash_map::Entry::Vacant(e) = map.entry(k) {
                     order.push(k);
-                    map.insert(k, t);
+                    e.insert(t);
                 }
             }
             FlowEvent::End(_) => {
@@ -81,7 +81,7 @@ pub fn everything() -> Filter {
 }
 
 pub fn sort(v: &mut [Translation]) {
-    v.sort_by(|a, b| (a.start, a.key(), a.end).cmp(&(b.start, b.key(), b.end)));
+    v.sort_by_key(|t| (t.start, t.key(), t.end));
 }
 
 /// Writes `evs` with rotations every `rotate_every` events; closes unless `close` is false.
@@ -92,14 +92,14 @@ pub fn write(dir: &Path, evs: &[FlowEvent], opts: WriterOptions, rotate_every: u
     for (i, ev) in evs.iter().enumerate() {
         w.append(ev).expect("append");
         if rotate_every > 0 && (i + 1) % rotate_every == 0 {
-            now = now + age + Duration::from_millis(1);
+            now += age + Duration::from_millis(1);
             w.tick(now).expect("tick");
         }
     }
     if close {
         w.close().expect("close");
     } else {
-        now = now + Duration::from_secs(2);
+        now += Duration::from_secs(2);
         w.tick(now).expect("tick");
     }
 }
