@@ -140,8 +140,6 @@ fn flows_across_rotations_are_found_once_with_their_end() {
 }
 
 #[test]
-#[ignore = "store: after a crash (writer dropped unclosed), a recovered open translation that is \
-            seeded again and then ends comes back twice (once open, once ended): reported to the lead"]
 fn a_flow_across_a_restart_is_found_once_with_its_end() {
     let dir = tempfile::tempdir().expect("tempdir");
     let filler = tr("10.0.9.9:1000", "100.64.0.9:1000", "192.0.2.1:53", 100, Some(101));
