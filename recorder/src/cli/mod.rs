@@ -10,7 +10,6 @@ mod query;
 mod record;
 mod segments;
 mod store_args;
-mod units;
 mod verify;
 
 #[derive(Debug, Parser)]

@@ -7,8 +7,7 @@ use anyhow::Context as _;
 use recorder::capture::CaptureConfig;
 use recorder::daemon::{self, RecordConfig};
 
-use super::store_args::StoreArgs;
-use super::units::{parse_duration, parse_size};
+use super::store_args::{StoreArgs, parse_duration, parse_size};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Run it in the gateway's network namespace, as root. It attaches a tc egress \
