@@ -54,6 +54,7 @@
 //! a `kill -9` during a seal loses what arrived since the seal began. Sealing needs the records of
 //! the segment in memory (about 40 bytes a translation) and free disk space for the sealed copy.
 
+mod bloom;
 pub(crate) mod codec;
 mod reader;
 mod segment;

@@ -1,8 +1,9 @@
 //! Reading a segment directory: the [`TranslationSource`] of the query layer.
 //!
 //! A scan walks segments in order. In each it reads only the blocks whose time range (from the
-//! index) touches the filter's and whose address dictionaries contain the filter's addresses,
-//! then compares dictionary indices and ports before building a [`Translation`]. A match still
+//! index) touches the filter's, whose endpoint filters (from the index, when it carries them)
+//! may hold the filter's outside address and port and inside address, and whose address
+//! dictionaries contain the filter's addresses, then compares dictionary indices and ports before building a [`Translation`]. A match still
 //! open at the end of its segment waits for the next segment's checkpoint, which carries it with
 //! its end if it ended there (or again open). The walk stops at the first segment whose new
 //! translations all start after the filter's end once nothing waits.
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 
+use super::bloom::Probe;
 use super::codec::{BlockView, Dicts, KIND_CHECKPOINT, Rec};
 use super::segment::{self, SegMeta, SegmentInfo};
 use super::writer::to_translation;
@@ -112,6 +114,8 @@ struct Scan<'a> {
     f: &'a mut dyn FnMut(&Translation),
     report: ScanReport,
     pending: HashMap<PKey, Translation>,
+    /// The filter's endpoints as the index's block filters test them.
+    probe: Probe,
 }
 
 impl Scan<'_> {
@@ -145,6 +149,7 @@ impl TranslationSource for Reader {
             f,
             report: ScanReport { segments_total: self.segs.len(), coverage: self.coverage(), ..ScanReport::default() },
             pending: HashMap::new(),
+            probe: Probe::of(filter),
         };
         for m in &self.segs {
             for (block, reason) in &m.damage {
@@ -206,7 +211,12 @@ fn scan_sealed(
     let mut file: Option<File> = None;
     let mut opened = false;
     for (i, b) in m.blocks.iter().enumerate() {
-        let overlaps = !past && b.meta.min_start <= to_u && b.meta.max_end >= from_u;
+        // A block whose endpoint filter rules the filter's endpoints out holds no match; it is
+        // still read when it is a checkpoint that may resolve a waiting translation.
+        let overlaps = !past
+            && b.meta.min_start <= to_u
+            && b.meta.max_end >= from_u
+            && b.filter.as_ref().is_none_or(|bf| bf.may_match(&s.probe));
         let resolve = b.meta.kind == KIND_CHECKPOINT && !prev.is_empty();
         if !overlaps && !resolve {
             s.report.blocks_skipped += 1;
@@ -304,4 +314,150 @@ fn scan_open(m: &SegMeta, s: &mut Scan<'_>, prev: &mut HashMap<PKey, Translation
         s.record(t, r.carried, true, prev);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use jiff::{SignedDuration, Timestamp};
+
+    use super::*;
+    use crate::model::{Flags, FlowEvent, Kind, Proto};
+    use crate::store::{Writer, WriterOptions};
+
+    fn at(ms: i64) -> Timestamp {
+        let t0: Timestamp = "2031-01-01T00:00:00Z".parse().expect("t0");
+        t0.checked_add(SignedDuration::from_millis(ms)).expect("time")
+    }
+
+    /// 3000 short translations over 5 minutes, outside ports spread over four addresses, several
+    /// sharing an outside ip:port at different times; written into one sealed segment of blocks
+    /// of 100 records.
+    fn store(dir: &Path) -> Vec<Translation> {
+        let ts: Vec<Translation> = (0..3000u32)
+            .map(|i| Translation {
+                kind: Kind::Snat,
+                proto: if i % 5 == 0 { Proto::UDP } else { Proto::TCP },
+                inside: format!("10.0.{}.{}:{}", i % 7, i % 200, 40_000 + i % 1000).parse().expect("inside"),
+                outside: format!("100.64.0.{}:{}", i % 4, 20_000 + (i * 7) % 1500).parse().expect("outside"),
+                remote: format!("198.51.100.{}:443", i % 50).parse().expect("remote"),
+                zone: 0,
+                start: at(i64::from(i) * 100),
+                end: Some(at(i64::from(i) * 100 + 500 + i64::from(i % 13) * 1000)),
+                flags: Flags::empty(),
+            })
+            .collect();
+        let mut w = Writer::open(WriterOptions {
+            dir: dir.to_owned(),
+            rotate_age: Duration::from_secs(24 * 3600),
+            block_records: 100,
+            seal_level: 1,
+            ..WriterOptions::default()
+        })
+        .expect("writer");
+        let mut events: Vec<(Timestamp, FlowEvent)> = Vec::new();
+        for t in &ts {
+            events.push((t.start, FlowEvent::Start(Translation { end: None, ..t.clone() })));
+            events.push((t.end.expect("end"), FlowEvent::End(t.clone())));
+        }
+        events.sort_by_key(|(t, e)| (*t, matches!(e, FlowEvent::Start(_))));
+        for (_, e) in &events {
+            w.append(e).expect("append");
+        }
+        w.close().expect("close");
+        ts
+    }
+
+    fn answer(src: &(impl TranslationSource + ?Sized), f: &Filter) -> (Vec<Translation>, ScanReport) {
+        let mut got = Vec::new();
+        let rep = src.scan(f, &mut |t| got.push(t.clone())).expect("scan");
+        got.sort_by_key(|t| (t.start, t.inside));
+        (got, rep)
+    }
+
+    /// Point queries (outside ip:port over the whole time range, and at an instant) and an
+    /// inside-host query, each with its reference answer.
+    fn queries(ts: &[Translation]) -> Vec<Filter> {
+        let mut out = Vec::new();
+        for t in ts.iter().step_by(97) {
+            let whole = Filter {
+                from: at(-1000),
+                to: at(1_000_000),
+                proto: None,
+                outside: Some(EndpointMatch { ip: t.outside.ip(), port: Some(t.outside.port()) }),
+                inside: None,
+                remote: None,
+            };
+            out.push(Filter { from: t.start, to: t.start, ..whole.clone() });
+            out.push(Filter { inside: Some(EndpointMatch { ip: t.inside.ip(), port: None }), outside: None, ..whole.clone() });
+            out.push(whole);
+        }
+        // An outside ip:port nobody held.
+        out.push(Filter {
+            from: at(-1000),
+            to: at(1_000_000),
+            proto: None,
+            outside: Some(EndpointMatch { ip: "100.64.0.1".parse().expect("ip"), port: Some(9) }),
+            inside: None,
+            remote: None,
+        });
+        out
+    }
+
+    fn sealed_segments(dir: &Path) -> Vec<PathBuf> {
+        let segs: Vec<PathBuf> = segment::segment_files(dir)
+            .expect("list")
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .collect();
+        assert_eq!(segs.len(), 1, "one sealed segment expected: {segs:?}");
+        segs
+    }
+
+    #[test]
+    fn endpoint_filters_skip_blocks_and_keep_the_answer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ts = store(dir.path());
+        let seg = &sealed_segments(dir.path())[0];
+        let meta = segment::load_meta(seg).expect("meta");
+        let n_blocks = meta.blocks.len() as u64;
+        assert!(n_blocks >= 30, "{n_blocks} blocks");
+        assert!(meta.blocks.iter().all(|b| b.filter.is_some()), "every block has a filter");
+        let r = Reader::open(dir.path()).expect("reader");
+        for f in queries(&ts) {
+            let (want, _) = answer(ts.as_slice(), &f);
+            let (got, rep) = answer(&r, &f);
+            assert_eq!(got, want, "{f:?}");
+            if f.outside.is_some() && f.from == at(-1000) {
+                // The whole time range: only the endpoint filters can skip blocks.
+                assert!(rep.blocks_read * 3 < n_blocks, "read {} of {n_blocks} blocks for {f:?}", rep.blocks_read);
+                assert!(rep.blocks_read >= want.len().min(1) as u64);
+                assert_eq!(rep.blocks_read + rep.blocks_skipped, n_blocks);
+            }
+        }
+    }
+
+    #[test]
+    fn a_segment_without_filters_answers_the_same_reading_every_block() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ts = store(dir.path());
+        let seg = &sealed_segments(dir.path())[0];
+        segment::strip_filters(seg).expect("strip");
+        let meta = segment::load_meta(seg).expect("meta");
+        assert!(meta.damage.is_empty(), "{:?}", meta.damage);
+        assert!(meta.blocks.iter().all(|b| b.filter.is_none()));
+        let n_blocks = meta.blocks.len() as u64;
+        let v = crate::store::verify(dir.path()).expect("verify");
+        assert!(v.problems.is_empty(), "{:?}", v.problems);
+        let r = Reader::open(dir.path()).expect("reader");
+        for f in queries(&ts) {
+            let (want, _) = answer(ts.as_slice(), &f);
+            let (got, rep) = answer(&r, &f);
+            assert_eq!(got, want, "{f:?}");
+            if f.outside.is_some() && f.from == at(-1000) {
+                assert_eq!(rep.blocks_read, n_blocks, "{f:?}");
+            }
+        }
+    }
 }

@@ -12,6 +12,7 @@ use super::codec::{
     self, BlockView, CLASS_CARRIED, Cur, EndRef, Interner, KIND_CHECKPOINT, KIND_SEALED, Rec,
     put_uvarint,
 };
+use super::bloom::BlockFilter;
 use super::{Resolution, StoreError};
 
 pub(crate) const MAGIC: &[u8; 8] = b"NATRSEG1";
@@ -242,15 +243,24 @@ pub(crate) fn walk(data: &[u8]) -> Walk {
 }
 
 /// One block of a segment, as the index lists it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct BlockEntry {
     pub offset: u64,
     /// Frame length including its header.
     pub len: u64,
     pub meta: codec::BlockMeta,
+    /// The block's endpoint filters, when the index carries them (`None`: the block may hold
+    /// any endpoint).
+    pub filter: Option<BlockFilter>,
 }
 
-fn encode_index(blocks: &[BlockEntry]) -> Vec<u8> {
+/// The tag of the index extension that carries per-block endpoint filters.
+const INDEX_EXT_FILTERS: u8 = 1;
+
+/// The index payload: the block entries, then (when any block has a filter) the filter
+/// extension: `u8 1`, then one [`BlockFilter::encode`] per block. An index without the
+/// extension (written before it existed) still decodes, with no filters.
+pub(crate) fn encode_index(blocks: &[BlockEntry]) -> Vec<u8> {
     let mut b = Vec::with_capacity(blocks.len() * 32 + 4);
     put_uvarint(&mut b, blocks.len() as u64);
     let zz = |v: i64| ((v << 1) ^ (v >> 63)) as u64;
@@ -266,10 +276,16 @@ fn encode_index(blocks: &[BlockEntry]) -> Vec<u8> {
         put_uvarint(&mut b, zz(e.meta.max_start));
         put_uvarint(&mut b, zz(e.meta.max_end));
     }
+    if blocks.iter().any(|e| e.filter.is_some()) {
+        b.push(INDEX_EXT_FILTERS);
+        for e in blocks {
+            BlockFilter::encode(e.filter.as_ref(), &mut b);
+        }
+    }
     b
 }
 
-fn decode_index(p: &[u8]) -> Result<Vec<BlockEntry>, String> {
+pub(crate) fn decode_index(p: &[u8]) -> Result<Vec<BlockEntry>, String> {
     let mut c = Cur::new(p);
     let n = c.uvarint()?;
     let mut out = Vec::new();
@@ -288,7 +304,18 @@ fn decode_index(p: &[u8]) -> Result<Vec<BlockEntry>, String> {
             offset,
             len,
             meta: codec::BlockMeta { kind, class, n_full, n_ref, first_ordinal, min_start, max_start, max_end },
+            filter: None,
         });
+    }
+    if !c.rest().is_empty() {
+        match c.u8()? {
+            INDEX_EXT_FILTERS => {
+                for e in &mut out {
+                    e.filter = BlockFilter::decode(&mut c)?;
+                }
+            }
+            t => return Err(format!("unknown index extension {t}")),
+        }
     }
     if !c.rest().is_empty() {
         return Err("trailing bytes in index".into());
@@ -384,7 +411,12 @@ pub(crate) fn meta_from_bytes(path: &Path, data: &[u8], sealed: bool) -> SegMeta
         }
         match f.ty {
             T_BLOCK => match BlockView::parse(f.payload(data)) {
-                Ok(v) => blocks.push(BlockEntry { offset: f.offset as u64, len: (f.len + FRAME_HEADER) as u64, meta: v.meta }),
+                Ok(v) => blocks.push(BlockEntry {
+                    offset: f.offset as u64,
+                    len: (f.len + FRAME_HEADER) as u64,
+                    meta: v.meta,
+                    filter: None,
+                }),
                 Err(e) => damage.push((Some(blocks.len() as u64), e)),
             },
             T_SEAL => match Seal::decode(f.payload(data)) {
@@ -606,7 +638,8 @@ fn write_sealed_tmp(
             .map_err(io("compressing"))?;
         frame.clear();
         frame_bytes(&mut frame, T_BLOCK, &payload);
-        index.push(BlockEntry { offset: w.written, len: frame.len() as u64, meta });
+        let filter = BlockFilter::of(&recs[i..j], addrs);
+        index.push(BlockEntry { offset: w.written, len: frame.len() as u64, meta, filter });
         w.write_all(&frame).map_err(io("writing"))?;
         i = j;
     }
@@ -767,4 +800,25 @@ pub fn list_segments(dir: &Path) -> Result<Vec<SegmentInfo>, StoreError> {
         out.push(SegmentInfo::from_meta(&m));
     }
     Ok(out)
+}
+
+/// Rewrites the sealed segment at `path` as a writer without endpoint filters made it: the
+/// same blocks, an index without the filter extension, a seal with the content hash and chain
+/// of those bytes.
+#[cfg(test)]
+pub(crate) fn strip_filters(path: &Path) -> Result<(), String> {
+    let data = fs::read(path).map_err(|e| e.to_string())?;
+    let header = Header::decode(&data)?;
+    let seal_off = data.len() - SEAL_FRAME;
+    let seal = Seal::decode(frame_at(&data, seal_off)?.payload(&data))?;
+    let index_off = usize::try_from(seal.index_offset).map_err(|e| e.to_string())?;
+    let mut blocks = decode_index(frame_at(&data, index_off)?.payload(&data))?;
+    blocks.iter_mut().for_each(|b| b.filter = None);
+    let mut out = data[..index_off].to_vec();
+    frame_bytes(&mut out, T_INDEX, &encode_index(&blocks));
+    let content_sha: [u8; 32] = Sha256::digest(&out).into();
+    let chain = chain_hash(&header.prev_chain, &content_sha, header.seq);
+    let seal = Seal { content_sha, chain, ..seal };
+    frame_bytes(&mut out, T_SEAL, &seal.encode());
+    fs::write(path, out).map_err(|e| e.to_string())
 }
