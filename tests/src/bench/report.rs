@@ -236,6 +236,8 @@ fn render_capture(md: &mut String, c: &Value) {
         );
     }
 
+    render_capture_storage(md, c);
+
     let ov = &c["overhead"];
     let _ = writeln!(md, "\n## 2. Overhead: the lab's maximum new-translation rate\n");
     md.push_str(
@@ -255,7 +257,6 @@ fn render_capture(md: &mut String, c: &Value) {
         let _ = writeln!(md, "| {name} | {rate} | {} |", fmt_spread(ratio, 1.0, 3));
     }
 
-    render_capture_storage(md, c);
     render_targets(md, c);
 }
 
