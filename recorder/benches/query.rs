@@ -54,12 +54,12 @@ fn target_dir() -> PathBuf {
 }
 
 /// Builds the store (once) and returns its directory and the sampled translations.
-/// The directory name carries a format generation (v3: index with endpoint filters), so a store
-/// written by an older format is rebuilt.
+/// The directory name carries a format generation (v4: index with outside endpoint filters), so
+/// a store written in an older format is rebuilt.
 fn dataset(n: u64) -> Res<(PathBuf, Vec<Translation>)> {
     let p = params(n);
     let root = target_dir().join("natrec-bench").join(format!(
-        "query-v3-n{n}-seed{}-subs{}-pool{}-fps{}",
+        "query-v4-n{n}-seed{}-subs{}-pool{}-fps{}",
         p.seed, p.subscribers, p.outside_pool, p.flows_per_second
     ));
     let store = root.join("store");

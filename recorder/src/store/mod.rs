@@ -42,10 +42,9 @@
 //! The index frame is a cache: it can always be rebuilt by walking the block frames. Besides
 //! each block's offset, counts and time range it carries (since the endpoint filters were
 //! introduced; older indexes end before them) a per-block Bloom filter of the outside
-//! (address, port) pairs and one of the inside addresses (see `bloom.rs`; ~1 % false positives,
-//! about 1.25 bytes per distinct key): a point query reads only the blocks that may hold its
-//! endpoint. An index without filters, or one rebuilt by walking the frames, reads every block
-//! whose time range matches.
+//! (address, port) pairs (see `bloom.rs`; ~1 % false positives, 10 bits per distinct pair): a
+//! point query reads only the blocks that may hold its outside endpoint. An index without
+//! filters, or one rebuilt by walking the frames, reads every block whose time range matches.
 //!
 //! In an `.open` segment, blocks hold events as they came: full records (starts, and ends whose
 //! start is not in the segment) and *end references* (segment ordinal of the full record, end

@@ -1,8 +1,8 @@
 //! Reading a segment directory: the [`TranslationSource`] of the query layer.
 //!
 //! A scan walks segments in order. In each it reads only the blocks whose time range (from the
-//! index) touches the filter's, whose endpoint filters (from the index, when it carries them)
-//! may hold the filter's outside address and port and inside address, and whose address
+//! index) touches the filter's, whose endpoint filter (from the index, when it carries one)
+//! may hold the filter's outside address and port, and whose address
 //! dictionaries contain the filter's addresses, then compares dictionary indices and ports before building a [`Translation`]. A match still
 //! open at the end of its segment waits for the next segment's checkpoint, which carries it with
 //! its end if it ended there (or again open). The walk stops at the first segment whose new

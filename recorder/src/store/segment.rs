@@ -249,16 +249,18 @@ pub(crate) struct BlockEntry {
     /// Frame length including its header.
     pub len: u64,
     pub meta: codec::BlockMeta,
-    /// The block's endpoint filters, when the index carries them (`None`: the block may hold
+    /// The block's endpoint filter, when the index carries one (`None`: the block may hold
     /// any endpoint).
     pub filter: Option<BlockFilter>,
 }
 
-/// The tag of the index extension that carries per-block endpoint filters.
-const INDEX_EXT_FILTERS: u8 = 1;
+/// The tag of the index extension that carries per-block endpoint filters: an outside-pair
+/// filter per block. (Tag 1, a layout that also had inside-address filters, was written only
+/// during development; such an index is invalid here and is rebuilt by walking the frames.)
+const INDEX_EXT_FILTERS: u8 = 2;
 
 /// The index payload: the block entries, then (when any block has a filter) the filter
-/// extension: `u8 1`, then one [`BlockFilter::encode`] per block. An index without the
+/// extension: `u8 2`, then one [`BlockFilter::encode`] per block. An index without the
 /// extension (written before it existed) still decodes, with no filters.
 pub(crate) fn encode_index(blocks: &[BlockEntry]) -> Vec<u8> {
     let mut b = Vec::with_capacity(blocks.len() * 32 + 4);
