@@ -65,7 +65,10 @@ impl Bloom {
         hashes.sort_unstable();
         hashes.dedup();
         let n_words = (hashes.len() * BITS_PER_KEY).div_ceil(64).max(1);
-        let mut b = Bloom { words: vec![0; n_words], probes: PROBES };
+        let mut b = Bloom {
+            words: vec![0; n_words],
+            probes: PROBES,
+        };
         let m = b.bits();
         for &h in hashes.iter() {
             for pos in positions(h, b.probes, m) {
@@ -81,7 +84,8 @@ impl Bloom {
 
     /// Whether a key with hash `h` may have been added (`false`: it certainly was not).
     pub fn may_contain(&self, h: u64) -> bool {
-        positions(h, self.probes, self.bits()).all(|pos| self.words[(pos / 64) as usize] & (1 << (pos % 64)) != 0)
+        positions(h, self.probes, self.bits())
+            .all(|pos| self.words[(pos / 64) as usize] & (1 << (pos % 64)) != 0)
     }
 
     /// `uvarint words ‖ u8 probes ‖ words × u64 LE`.
@@ -133,7 +137,11 @@ pub(crate) struct Probe {
 impl Probe {
     /// The hashes of `filter`'s endpoints that block filters can test.
     pub fn of(filter: &crate::scan::Filter) -> Probe {
-        Probe { outside: filter.outside.and_then(|m| m.port.map(|p| endpoint_hash(m.ip, p))) }
+        Probe {
+            outside: filter
+                .outside
+                .and_then(|m| m.port.map(|p| endpoint_hash(m.ip, p))),
+        }
     }
 }
 
@@ -145,7 +153,9 @@ impl BlockFilter {
         for r in recs {
             out.push(endpoint_hash(*addrs.get(r.outside as usize)?, r.out_port));
         }
-        Some(BlockFilter { outside: Bloom::build(&mut out) })
+        Some(BlockFilter {
+            outside: Bloom::build(&mut out),
+        })
     }
 
     /// Whether the block may hold a record matching the probe.
@@ -168,7 +178,9 @@ impl BlockFilter {
     pub fn decode(c: &mut Cur<'_>) -> Result<Option<BlockFilter>, String> {
         match c.u8()? {
             0 => Ok(None),
-            1 => Ok(Some(BlockFilter { outside: Bloom::decode(c)? })),
+            1 => Ok(Some(BlockFilter {
+                outside: Bloom::decode(c)?,
+            })),
             t => Err(format!("unknown block filter tag {t}")),
         }
     }
@@ -180,8 +192,9 @@ mod tests {
 
     #[test]
     fn added_keys_are_always_found_and_others_rarely() {
-        let mut keys: Vec<u64> =
-            (0..20_000u16).map(|p| endpoint_hash(IpAddr::from([100, 64, 0, (p % 7) as u8]), p)).collect();
+        let mut keys: Vec<u64> = (0..20_000u16)
+            .map(|p| endpoint_hash(IpAddr::from([100, 64, 0, (p % 7) as u8]), p))
+            .collect();
         let all = keys.clone();
         let b = Bloom::build(&mut keys);
         assert!(all.iter().all(|&h| b.may_contain(h)));
@@ -196,8 +209,15 @@ mod tests {
 
     #[test]
     fn filters_round_trip_and_reject_garbage() {
-        let mut k = vec![endpoint_hash("2001:db8::1".parse().expect("ip"), 80), 7, 7, 9];
-        let f = BlockFilter { outside: Bloom::build(&mut k) };
+        let mut k = vec![
+            endpoint_hash("2001:db8::1".parse().expect("ip"), 80),
+            7,
+            7,
+            9,
+        ];
+        let f = BlockFilter {
+            outside: Bloom::build(&mut k),
+        };
         let mut buf = Vec::new();
         BlockFilter::encode(Some(&f), &mut buf);
         BlockFilter::encode(None, &mut buf);
