@@ -9,6 +9,7 @@ use std::process::{Command, ExitCode};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod setup;
 
 use setup::run;
@@ -34,11 +35,13 @@ enum Cmd {
     /// recording on its WAN, traffic, the captured translations, a query; then tear down.
     Demo,
     /// Run the benchmarks: `capture` (natrec against conntrack -E and ulogd2 in the lab),
-    /// `store`, `query` (criterion), or all; results go to BENCHMARKS.md.
+    /// `store` (criterion, then natrec's segments against the others' logs), `query` (criterion
+    /// point queries, then natrec query against grep/zstdgrep), `report`, or all; results go to
+    /// BENCHMARKS.md and bench-results/.
     Bench {
-        /// Which part: capture, store or query (default: all).
+        /// Which part: capture, store, query or report (default: all but report).
         part: Option<String>,
-        /// Extra arguments for the capture benchmark (see `natrec-bench --help`).
+        /// Extra arguments for natrec-bench (see `natrec-bench --help`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -111,22 +114,31 @@ fn real_main() -> Result<()> {
             setup::setup()?;
             let parts: Vec<&str> = match part.as_deref() {
                 None | Some("all") => vec!["capture", "store", "query"],
-                Some(p @ ("capture" | "store" | "query")) => vec![p],
+                Some(p @ ("capture" | "store" | "query" | "report")) => vec![p],
                 Some(other) => {
-                    anyhow::bail!("unknown benchmark {other:?}: expected capture, store or query")
+                    anyhow::bail!("unknown benchmark {other:?}: expected capture, store, query or report")
                 }
             };
+            let (root, target) = (workspace_root(), target_dir());
             for p in parts {
-                if p == "capture" {
-                    setup::bench_packages()?;
-                    run(cargo().args(["build", "--release", "-p", "recorder", "--bins"]))?;
-                    let natrec = target_dir().join("release").join("natrec");
-                    run(cargo()
-                        .args(["run", "--quiet", "--release", "-p", "natrec-tests", "--bin", "natrec-bench", "--"])
-                        .args(&args)
-                        .env("NATREC_BIN", &natrec))?;
-                } else {
-                    run(cargo().args(["bench", "-p", "recorder", "--bench", p]))?;
+                match p {
+                    "capture" => {
+                        setup::bench_packages()?;
+                        bench::capture(&root, &target, &args)?;
+                    }
+                    // natrec's own criterion bench, then its segments against the other tools' logs.
+                    "store" => {
+                        setup::bench_packages()?;
+                        run(cargo().args(["bench", "-p", "recorder", "--bench", "store"]))?;
+                        bench::storage(&root, &target, &args)?;
+                    }
+                    // Point queries over the synthetic store, then natrec query against grep/zstdgrep.
+                    "query" => {
+                        setup::bench_packages()?;
+                        run(cargo().args(["bench", "-p", "recorder", "--bench", "query"]))?;
+                        bench::query(&root, &target, &args)?;
+                    }
+                    _ => bench::report(&root)?,
                 }
             }
             Ok(())

@@ -25,9 +25,6 @@ const PACKAGES: &[(&str, &str)] = &[
     ("xz", "xz-utils"),
 ];
 
-/// What only the capture benchmark needs: the recorders natrec is compared with.
-const BENCH_PACKAGES: &[&str] = &["ulogd2", "ulogd2-json"];
-
 /// bpf-linker release line known to work with the nightly's LLVM here.
 const BPF_LINKER_VERSION: &str = "~0.13";
 
@@ -76,14 +73,14 @@ pub fn setup() -> Result<()> {
     Ok(())
 }
 
-/// Installs what the capture benchmark compares natrec with (ulogd2 and its JSON plugin).
+/// Installs what the benchmarks compare natrec with (ulogd2 and its JSON plugin, zstd, xz).
 pub fn bench_packages() -> Result<()> {
-    step("benchmark packages (ulogd2)", || {
+    step("benchmark packages", || {
         let json_plugin = Path::new("/usr/lib/x86_64-linux-gnu/ulogd/ulogd_output_JSON.so").exists();
-        if have_binary("ulogd") && json_plugin {
+        if have_binary("ulogd") && json_plugin && have_binary("zstd") && have_binary("xz") {
             return Ok(false);
         }
-        install(BENCH_PACKAGES)?;
+        install(crate::bench::PACKAGES)?;
         Ok(true)
     })
 }
