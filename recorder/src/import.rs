@@ -684,12 +684,15 @@ fn ulogd_time(
         .map_err(|e| format!("flow.{what}.sec: {e}"))
 }
 
-/// Parses ulogd's `timestamp` (`2026-01-05T00:00:00+0000`, maybe with `.uuuuuu`).
+/// Parses ulogd's `timestamp`: `2026-01-05T00:00:00+0000` (maybe with `.uuuuuu`), or, as
+/// ulogd2 2.0.8 writes it, without an offset (`2026-11-24T22:56:40`): the gateway's local time,
+/// read in the system time zone (`TZ`, `/etc/localtime`) of the importing machine.
 fn parse_ulogd_timestamp(s: &str) -> Option<Timestamp> {
-    jiff::fmt::strtime::parse("%Y-%m-%dT%H:%M:%S%.f%z", s)
-        .ok()?
-        .to_timestamp()
-        .ok()
+    if let Ok(t) = jiff::fmt::strtime::parse("%Y-%m-%dT%H:%M:%S%.f%z", s).and_then(|t| t.to_timestamp()) {
+        return Some(t);
+    }
+    let civil = jiff::fmt::strtime::parse("%Y-%m-%dT%H:%M:%S%.f", s).ok()?.to_datetime().ok()?;
+    civil.to_zoned(jiff::tz::TimeZone::system()).ok().map(|z| z.timestamp())
 }
 
 /// Reads a line of ulogd2's JSON output (NFCT through IP2STR).
@@ -923,6 +926,17 @@ pub fn render(format: Format, ev: &FlowEvent, out: &mut String) -> Result<(), se
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ulogd_timestamps_with_and_without_an_offset_parse() {
+        let utc: Timestamp = "2026-11-24T22:56:40Z".parse().expect("time");
+        assert_eq!(parse_ulogd_timestamp("2026-11-24T23:56:40+0100"), Some(utc));
+        assert_eq!(parse_ulogd_timestamp("2026-11-24T22:56:40.250000+0000"), Some(utc + jiff::SignedDuration::from_millis(250)));
+        // ulogd2 2.0.8: local time without an offset.
+        let local = jiff::civil::date(2026, 11, 24).at(22, 56, 40, 0).to_zoned(jiff::tz::TimeZone::system()).expect("local").timestamp();
+        assert_eq!(parse_ulogd_timestamp("2026-11-24T22:56:40"), Some(local));
+        assert_eq!(parse_ulogd_timestamp("yesterday"), None);
+    }
     use crate::synth::{self, Limit, ProtoMix, WorkloadParams};
 
     fn ts(s: &str) -> Timestamp {
