@@ -223,9 +223,9 @@ pub struct WriterOptions {
     /// Records per block of a sealed segment (default 262144: larger blocks compress better,
     /// smaller ones are faster to read for a point query).
     pub block_records: usize,
-    /// zstd level of sealed blocks (default 19: 8.61 bytes a translation on the synthetic
-    /// workload, 7.86 of them blocks and 0.75 the index's endpoint filters; 9 gives 8.91 and
-    /// writes about five times faster, 0.46 M translations/s with the seal).
+    /// zstd level of sealed blocks (default 19: 8.55 bytes a translation on the synthetic
+    /// workload, 7.86 of them blocks and about 0.7 the index's endpoint filters; 9 gives 8.85 and
+    /// writes about four times faster, 0.76 M translations/s with the seal).
     pub seal_level: i32,
 }
 
