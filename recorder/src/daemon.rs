@@ -8,7 +8,8 @@
 //!
 //! One tokio task owns the tracker and the sinks; the ctnetlink reader runs on its own OS thread
 //! and only forwards, because a stalled reliable reader keeps dying entries counted against
-//! `nf_conntrack_max`. Before every batch of DESTROY events the ring buffer is drained, so the
+//! `nf_conntrack_max`; the store's writer runs on its own thread too, because sealing a segment
+//! takes seconds to minutes of compression and must not stall the ring buffer's reader. Before every batch of DESTROY events the ring buffer is drained, so the
 //! start of an entry (submitted at its first packet) is always handled before its end.
 
 use std::collections::HashSet;
@@ -149,22 +150,22 @@ fn from_entry(e: &CtEntry, now: Timestamp, ended: bool) -> Option<Translation> {
 /// The outputs, written in order.
 struct Sinks {
     jsonl: Option<JsonlSink>,
-    store: Option<Writer>,
-    store_errors: u64,
-    last_store_error_log: Option<Instant>,
+    store: Option<StoreThread>,
 }
 
 impl Sinks {
     fn write(&mut self, events: &mut Vec<FlowEvent>) -> Result<(), DaemonError> {
-        for ev in events.drain(..) {
-            if let Some(j) = &mut self.jsonl {
-                j.write(&ev)?;
+        if events.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(events);
+        if let Some(j) = &mut self.jsonl {
+            for ev in &batch {
+                j.write(ev)?;
             }
-            if let Some(s) = &mut self.store
-                && let Err(e) = s.append(&ev)
-            {
-                self.store_error(e);
-            }
+        }
+        if let Some(s) = &self.store {
+            s.send(StoreMsg::Events(batch));
         }
         Ok(())
     }
@@ -173,22 +174,81 @@ impl Sinks {
         if let Some(j) = &mut self.jsonl {
             j.flush()?;
         }
-        if let Some(s) = &mut self.store
-            && let Err(e) = s.tick(now)
-        {
-            self.store_error(e);
+        if let Some(s) = &self.store {
+            s.send(StoreMsg::Tick(now));
         }
         Ok(())
     }
+}
 
-    /// Store errors are counted and logged (at most every 10 s), never fatal: the capture goes
-    /// on and the JSON Lines sink, if any, keeps everything.
-    fn store_error(&mut self, e: StoreError) {
-        self.store_errors += 1;
-        if self.last_store_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-            tracing::error!(errors = self.store_errors, "attribution store: {e}");
-            self.last_store_error_log = Some(Instant::now());
+enum StoreMsg {
+    Events(Vec<FlowEvent>),
+    Tick(Timestamp),
+}
+
+/// The attribution store's writer on a thread of its own: flushing, fsyncing and above all
+/// sealing a segment (seconds to minutes of zstd for a big one) never stall the capture loop;
+/// events wait in the channel meanwhile.
+struct StoreThread {
+    tx: std::sync::mpsc::Sender<StoreMsg>,
+    handle: std::thread::JoinHandle<(Result<WriterStats, StoreError>, u64)>,
+}
+
+impl StoreThread {
+    fn spawn(mut writer: Writer) -> Result<Self, DaemonError> {
+        let (tx, rx) = std::sync::mpsc::channel::<StoreMsg>();
+        let handle = std::thread::Builder::new()
+            .name("natrec-store".into())
+            .spawn(move || {
+                let mut errors = 0u64;
+                let mut last_log: Option<Instant> = None;
+                // Store errors are counted and logged (at most every 10 s), never fatal: the
+                // capture goes on and the JSON Lines sink, if any, keeps everything.
+                let mut fail = |e: StoreError| {
+                    errors += 1;
+                    if last_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                        tracing::error!(errors, "attribution store: {e}");
+                        last_log = Some(Instant::now());
+                    }
+                };
+                for msg in rx {
+                    match msg {
+                        StoreMsg::Events(batch) => {
+                            for ev in &batch {
+                                if let Err(e) = writer.append(ev) {
+                                    fail(e);
+                                }
+                            }
+                        }
+                        StoreMsg::Tick(now) => {
+                            if let Err(e) = writer.tick(now) {
+                                fail(e);
+                            }
+                        }
+                    }
+                }
+                (writer.close(), errors)
+            })
+            .map_err(|e| DaemonError::Io("starting the store writer thread", e))?;
+        Ok(Self { tx, handle })
+    }
+
+    fn send(&self, msg: StoreMsg) {
+        // The thread ends only when the channel closes, or by a panic, which join reports.
+        let _ = self.tx.send(msg);
+    }
+
+    /// Closes the channel, lets the writer drain it and seal, and returns its counters.
+    fn close(self) -> Result<WriterStats, DaemonError> {
+        drop(self.tx);
+        let (stats, errors) = self
+            .handle
+            .join()
+            .map_err(|_| DaemonError::Io("the store writer thread", std::io::Error::other("panicked")))?;
+        if errors > 0 {
+            tracing::error!(errors, "the attribution store failed to take some events");
         }
+        Ok(stats?)
     }
 }
 
@@ -208,12 +268,10 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
     let mut summary = RecordSummary::default();
     // Nothing is changed on the host before the configuration is known to be usable.
     Capture::preflight(&cfg.capture)?;
-    let mut sinks = Sinks {
-        jsonl: cfg.jsonl.as_deref().map(JsonlSink::open).transpose()?,
-        store: cfg.store.clone().map(Writer::open).transpose()?,
-        store_errors: 0,
-        last_store_error_log: None,
-    };
+    let jsonl = cfg.jsonl.as_deref().map(JsonlSink::open).transpose()?;
+    let writer = cfg.store.clone().map(Writer::open).transpose()?;
+    let recovered: Vec<Translation> = writer.as_ref().map(|w| w.recovered_open().to_vec()).unwrap_or_default();
+    let mut sinks = Sinks { jsonl, store: writer.map(StoreThread::spawn).transpose()? };
     if cfg.set_sysctls {
         match conntrack::enable_timestamps() {
             Ok(0) => tracing::info!("set net.netfilter.nf_conntrack_timestamp=1 (exact start and stop times)"),
@@ -262,13 +320,11 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
     };
     let mut out = Vec::new();
     let clock = ClockMap::new();
-    if let Some(store) = &sinks.store {
-        for t in store.recovered_open() {
-            tracker.adopt(t.clone());
-        }
-        if !store.recovered_open().is_empty() {
-            tracing::info!(count = store.recovered_open().len(), "translations open in the store at the last stop");
-        }
+    if !recovered.is_empty() {
+        tracing::info!(count = recovered.len(), "translations open in the store at the last stop");
+    }
+    for t in recovered {
+        tracker.adopt(t);
     }
 
     // Seed: the translations that exist now.
@@ -431,11 +487,7 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
     summary.netlink_unreadable = nl_stats.unreadable;
     summary.open_at_exit = tracker.open_count();
     if let Some(store) = sinks.store.take() {
-        let stats = store.close()?;
-        summary.store = Some(stats);
-    }
-    if sinks.store_errors > 0 {
-        tracing::error!(errors = sinks.store_errors, "the attribution store failed to take some events");
+        summary.store = Some(store.close()?);
     }
     Ok(summary)
 }
