@@ -29,6 +29,11 @@ pub struct StoreArgs {
     /// Unit of stored times: ms (default, smallest), us or ns.
     #[arg(long, value_name = "UNIT", default_value = "ms", value_parser = parse_resolution)]
     pub time_resolution: Resolution,
+    /// zstd level of sealed blocks (1-22): 19 is the smallest on disk and costs about 8 µs of CPU
+    /// per translation at seal time (on the writer's own thread); 9 is about 3% larger for a
+    /// tenth of the CPU; 3 about 5% larger.
+    #[arg(long, value_name = "LEVEL", default_value_t = 19, value_parser = clap::value_parser!(i32).range(1..=22))]
+    pub seal_level: i32,
 }
 
 impl StoreArgs {
@@ -57,6 +62,7 @@ impl StoreArgs {
             retain_days: self.retain_days,
             retain_size: self.retain_size,
             resolution: self.time_resolution,
+            seal_level: self.seal_level,
             ..WriterOptions::default()
         }))
     }
