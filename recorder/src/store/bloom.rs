@@ -158,6 +158,11 @@ impl BlockFilter {
         })
     }
 
+    /// Whether the block may hold a record whose outside endpoint is `ep`.
+    pub fn may_hold_outside(&self, ep: std::net::SocketAddr) -> bool {
+        self.outside.may_contain(endpoint_hash(ep.ip(), ep.port()))
+    }
+
     /// Whether the block may hold a record matching the probe.
     pub fn may_match(&self, p: &Probe) -> bool {
         p.outside.is_none_or(|h| self.outside.may_contain(h))

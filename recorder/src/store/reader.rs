@@ -217,7 +217,10 @@ fn scan_sealed(
             && b.meta.min_start <= to_u
             && b.meta.max_end >= from_u
             && b.filter.as_ref().is_none_or(|bf| bf.may_match(&s.probe));
-        let resolve = b.meta.kind == KIND_CHECKPOINT && !prev.is_empty();
+        // A checkpoint resolves a waiting translation only if it carries its outside endpoint.
+        let resolve = b.meta.kind == KIND_CHECKPOINT
+            && !prev.is_empty()
+            && b.filter.as_ref().is_none_or(|bf| prev.values().any(|t| bf.may_hold_outside(t.outside)));
         if !overlaps && !resolve {
             s.report.blocks_skipped += 1;
             continue;
@@ -435,6 +438,69 @@ mod tests {
                 assert!(rep.blocks_read >= want.len().min(1) as u64);
                 assert_eq!(rep.blocks_read + rep.blocks_skipped, n_blocks);
             }
+        }
+    }
+
+    #[test]
+    fn a_long_translation_is_resolved_through_filtered_checkpoints() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Ten long translations over 10 minutes and short ones every second; segments rotate
+        // every minute, so each checkpoint (blocks of 2) carries the long ones.
+        let mk = |i: u32, start_s: i64, end_s: i64| Translation {
+            kind: Kind::Snat,
+            proto: Proto::TCP,
+            inside: format!("10.0.0.{}:{}", i % 250, 30_000 + i).parse().expect("inside"),
+            outside: format!("100.64.0.1:{}", 30_000 + i).parse().expect("outside"),
+            remote: "198.51.100.1:443".parse().expect("remote"),
+            zone: 0,
+            start: at(start_s * 1000),
+            end: Some(at(end_s * 1000)),
+            flags: Flags::empty(),
+        };
+        let mut ts: Vec<Translation> = (0..10).map(|i| mk(i, i64::from(i), 600 + i64::from(i))).collect();
+        ts.extend((10..610).map(|i| mk(i, i64::from(i), i64::from(i) + 2)));
+        let mut w = Writer::open(WriterOptions {
+            dir: dir.path().to_owned(),
+            rotate_age: Duration::from_secs(60),
+            block_records: 2,
+            seal_level: 1,
+            ..WriterOptions::default()
+        })
+        .expect("writer");
+        let mut events: Vec<(Timestamp, FlowEvent)> = Vec::new();
+        for t in &ts {
+            events.push((t.start, FlowEvent::Start(Translation { end: None, ..t.clone() })));
+            events.push((t.end.expect("end"), FlowEvent::End(t.clone())));
+        }
+        events.sort_by_key(|(t, e)| (*t, matches!(e, FlowEvent::Start(_))));
+        for (i, (t, e)) in events.iter().enumerate() {
+            if i > 0 {
+                w.tick(*t).expect("tick");
+            }
+            w.append(e).expect("append");
+        }
+        w.close().expect("close");
+        let r = Reader::open(dir.path()).expect("reader");
+        assert!(r.segs.len() >= 5, "{} segments", r.segs.len());
+        for long in &ts[..10] {
+            let f = Filter {
+                from: at(20_000),
+                to: at(20_000),
+                proto: None,
+                outside: Some(EndpointMatch { ip: long.outside.ip(), port: Some(long.outside.port()) }),
+                inside: None,
+                remote: None,
+            };
+            let (want, _) = answer(ts.as_slice(), &f);
+            assert_eq!(want, vec![long.clone()]);
+            let (got, rep) = answer(&r, &f);
+            assert_eq!(got, want, "{f:?}");
+            // Without the checkpoint filter every checkpoint block of every later segment would
+            // be read (5 blocks of 2 long translations each).
+            let checkpoint_blocks: usize =
+                r.segs.iter().map(|m| m.blocks.iter().filter(|b| b.meta.kind == KIND_CHECKPOINT).count()).sum();
+            assert!(checkpoint_blocks >= 40, "{checkpoint_blocks} checkpoint blocks");
+            assert!((rep.blocks_read as usize) * 3 < checkpoint_blocks, "{rep:?}");
         }
     }
 
