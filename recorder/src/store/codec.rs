@@ -378,6 +378,15 @@ pub(crate) struct BlockView<'a> {
     cols: Vec<(u8, usize, &'a [u8])>,
 }
 
+/// The endpoint fields of a record that [`BlockView::records_where`] decodes before deciding
+/// whether to decode the rest (address ids index the block's dictionaries).
+pub(crate) struct Keys {
+    pub inside: u32,
+    pub in_port: u16,
+    pub outside: u32,
+    pub out_port: u16,
+}
+
 /// A block's address dictionaries.
 pub(crate) struct Dicts {
     pub inside: Vec<IpAddr>,
@@ -475,6 +484,16 @@ impl<'a> BlockView<'a> {
 
     /// Decodes every record (address ids index the dictionaries) and end reference.
     pub fn records(&self, dicts: &Dicts) -> Result<(Vec<Rec>, Vec<EndRef>), String> {
+        self.records_where(dicts, |_| true)
+    }
+
+    /// Decodes the end references and the records whose [`Keys`] pass `keep`: the other
+    /// records' remote address, duration and small columns are not decoded (nor checked).
+    pub fn records_where(
+        &self,
+        dicts: &Dicts,
+        keep: impl Fn(&Keys) -> bool,
+    ) -> Result<(Vec<Rec>, Vec<EndRef>), String> {
         let n = usize::try_from(self.meta.n_full).map_err(|_| "too many records")?;
         if n > 1 << 24 {
             return Err("too many records".into());
@@ -522,13 +541,10 @@ impl<'a> BlockView<'a> {
         for i in 0..n {
             let s = prev.wrapping_add(sc.ivarint()?);
             prev = s;
-            let end = if b[i] & 1 != 0 {
-                let d = (0..8).fold(0u64, |acc, k| acc | (u64::from(dur[k * n_dur + di]) << (8 * k)));
-                di += 1;
-                Some(s.wrapping_add(d as i64))
-            } else {
-                None
-            };
+            // Sequential columns advance for every record, kept or not.
+            let dur_at = (b[i] & 1 != 0).then_some(di);
+            di += usize::from(b[i] & 1);
+            let zone = zc.uvarint()?;
             let in_port = port(&ip, i);
             let inside = idx(u32_at(&ii, i), dicts.inside.len())?;
             let pred = &mut out_pred[inside as usize];
@@ -537,6 +553,14 @@ impl<'a> BlockView<'a> {
                 return Err("dictionary index out of range".into());
             }
             *pred = outside as u32;
+            let out_port = port(&op, i).wrapping_add(in_port);
+            if !keep(&Keys { inside, in_port, outside: outside as u32, out_port }) {
+                continue;
+            }
+            let end = dur_at.map(|at| {
+                let d = (0..8).fold(0u64, |acc, k| acc | (u64::from(dur[k * n_dur + at]) << (8 * k)));
+                s.wrapping_add(d as i64)
+            });
             let remote = idx(u32_at(&ri, i), dicts.remote.len())?;
             recs.push(Rec {
                 start: s,
@@ -545,9 +569,9 @@ impl<'a> BlockView<'a> {
                 outside: outside as u32,
                 remote,
                 in_port,
-                out_port: port(&op, i).wrapping_add(in_port),
+                out_port,
                 rem_port: port(&rp, i),
-                zone: u16::try_from(zc.uvarint()?).map_err(|_| "zone out of range")?,
+                zone: u16::try_from(zone).map_err(|_| "zone out of range")?,
                 kind: k[i],
                 proto: p[i],
                 flags: f[i],
@@ -579,6 +603,43 @@ impl<'a> BlockView<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_where_decodes_exactly_the_kept_records() {
+        let addrs: Vec<IpAddr> = (0..20u8).map(|i| IpAddr::from([10, 0, 0, i])).collect();
+        let recs: Vec<Rec> = (0..500u32)
+            .map(|i| Rec {
+                start: i64::from(i) * 7,
+                end: (i % 3 != 0).then(|| i64::from(i) * 7 + i64::from(i % 11) * 1000),
+                inside: i % 9,
+                outside: 10 + i % 5,
+                remote: 15 + i % 4,
+                in_port: 40_000 + (i % 13) as u16,
+                out_port: 40_000 + (i % 17) as u16,
+                rem_port: 443,
+                zone: (i % 2) as u16,
+                kind: 0,
+                proto: 6,
+                flags: (i % 4) as u8,
+                carried: i % 10 == 0,
+            })
+            .collect();
+        let mut payload = Vec::new();
+        encode_block(KIND_SEALED, 0, 0, &recs, &[], &addrs, 3, &mut payload).expect("encode");
+        let v = BlockView::parse(&payload).expect("parse");
+        let d = v.dicts().expect("dicts");
+        let (all, _) = v.records(&d).expect("all");
+        assert_eq!(all.len(), recs.len());
+        let keep = |k: &Keys| k.out_port % 17 == 3 && k.in_port % 2 == 0;
+        let (some, _) = v.records_where(&d, keep).expect("some");
+        let want: Vec<Rec> = all
+            .iter()
+            .filter(|r| keep(&Keys { inside: r.inside, in_port: r.in_port, outside: r.outside, out_port: r.out_port }))
+            .copied()
+            .collect();
+        assert!(!want.is_empty() && want.len() < all.len() / 10);
+        assert_eq!(some, want);
+    }
 
     #[test]
     fn varints_round_trip() {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 
 use super::bloom::Probe;
-use super::codec::{BlockView, Dicts, KIND_CHECKPOINT, Rec};
+use super::codec::{BlockView, Dicts, KIND_CHECKPOINT, Keys, Rec};
 use super::segment::{self, SegMeta, SegmentInfo};
 use super::writer::to_translation;
 use super::{Resolution, StoreError};
@@ -97,14 +97,19 @@ impl Local {
             remote: local(f.remote, &d.remote).ok()?,
         })
     }
-    fn quick(&self, r: &Rec) -> bool {
-        let ok = |q: Option<(u32, Option<u16>)>, id: u32, port: u16| {
-            q.is_none_or(|(i, p)| i == id && p.is_none_or(|p| p == port))
-        };
-        ok(self.inside, r.inside, r.in_port)
-            && ok(self.outside, r.outside, r.out_port)
-            && ok(self.remote, r.remote, r.rem_port)
+    /// Whether a record with these endpoint fields can match (remote not considered).
+    fn keys(&self, k: &Keys) -> bool {
+        endpoint_ok(self.inside, k.inside, k.in_port) && endpoint_ok(self.outside, k.outside, k.out_port)
     }
+    fn quick(&self, r: &Rec) -> bool {
+        endpoint_ok(self.inside, r.inside, r.in_port)
+            && endpoint_ok(self.outside, r.outside, r.out_port)
+            && endpoint_ok(self.remote, r.remote, r.rem_port)
+    }
+}
+
+fn endpoint_ok(q: Option<(u32, Option<u16>)>, id: u32, port: u16) -> bool {
+    q.is_none_or(|(i, p)| i == id && p.is_none_or(|p| p == port))
 }
 
 type PKey = (FlowKey, Timestamp);
@@ -249,10 +254,11 @@ fn scan_sealed(
             let Some(q) = Local::of(s.filter, &d) else {
                 return Ok(None);
             };
-            let (recs, _) = v.records(&d)?;
-            Ok::<_, String>(Some((d, q, recs)))
+            // Only the records whose endpoints can match are decoded in full.
+            let (recs, _) = v.records_where(&d, |k| q.keys(k))?;
+            Ok::<_, String>(Some((d, q, recs, v.meta.n_full)))
         })();
-        let (d, q, recs) = match decoded {
+        let (d, q, recs, n_full) = match decoded {
             Ok(Some(x)) => x,
             Ok(None) => {
                 s.report.blocks_skipped += 1;
@@ -264,7 +270,7 @@ fn scan_sealed(
             }
         };
         s.report.blocks_read += 1;
-        s.report.translations_scanned += recs.len() as u64;
+        s.report.translations_scanned += n_full;
         let proto = s.filter.proto.map(|p| p.0);
         for r in &recs {
             if !q.quick(r) || proto.is_some_and(|p| p != r.proto) {
