@@ -630,7 +630,7 @@ mod tests {
         let d = v.dicts().expect("dicts");
         let (all, _) = v.records(&d).expect("all");
         assert_eq!(all.len(), recs.len());
-        let keep = |k: &Keys| k.out_port % 17 == 3 && k.in_port % 2 == 0;
+        let keep = |k: &Keys| k.out_port % 17 == 3 && k.in_port.is_multiple_of(2);
         let (some, _) = v.records_where(&d, keep).expect("some");
         let want: Vec<Rec> = all
             .iter()
