@@ -342,7 +342,11 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
             tracker.start(t, &mut out);
         }
     }
-    tracker.resync(&live, started, done, &mut out);
+    // Translations recovered from the store that the kernel no longer has are closed after the
+    // grace: entries that expired while natrec was down and that this dump reaped send their
+    // DESTROY events (with the kernel's exact stop time) right now.
+    let mut pending_resync =
+        Some(PendingResync { live, started, done, at: Instant::now() + RESYNC_GRACE });
     sinks.write(&mut out)?;
     tracing::info!(
         seeded = tracker.stats().seeded,
@@ -355,7 +359,6 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
     let (dump_tx, mut dump_rx) = mpsc::unbounded_channel::<DumpResult>();
     let mut dump_in_flight = false;
     let mut resync_wanted = false;
-    let mut pending_resync: Option<PendingResync> = None;
     let mut last_reap = Instant::now();
     let mut last_stats = Instant::now();
     let mut last_full = 0u64;
