@@ -51,3 +51,25 @@ pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> 
     let what = what.into();
     move |source| BenchError::Io { what, source }
 }
+
+/// A path as `&str`, for command lines (the bench's paths are UTF-8).
+pub(crate) fn path_str(p: &std::path::Path) -> Result<&str> {
+    p.to_str().ok_or_else(|| BenchError::Invalid(format!("path {} is not UTF-8", p.display())))
+}
+
+/// Runs a command with no input, its output captured; a failure carries its stderr.
+pub(crate) fn run_quiet(cmd: &mut std::process::Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(io_err(format!("starting {shown}")))?;
+    if !out.status.success() {
+        return Err(BenchError::Invalid(format!(
+            "{shown} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}

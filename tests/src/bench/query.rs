@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use super::recorders::disk_bytes;
 use super::stats::Spread;
 use super::sys::Machine;
-use super::{BenchError, Result, io_err};
+use super::{BenchError, Result, io_err, path_str, run_quiet};
 use crate::lab::TempDir;
 
 /// What to run.
@@ -41,22 +41,6 @@ pub struct QueryOptions {
     pub seed: u64,
 }
 
-fn path_str(p: &Path) -> Result<&str> {
-    p.to_str().ok_or_else(|| BenchError::Invalid(format!("path {} is not UTF-8", p.display())))
-}
-
-fn run_quiet(cmd: &mut Command) -> Result<()> {
-    let shown = format!("{cmd:?}");
-    let out = cmd.stdin(Stdio::null()).output().map_err(io_err(format!("starting {shown}")))?;
-    if !out.status.success() {
-        return Err(BenchError::Invalid(format!(
-            "{shown} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
-}
 
 /// Runs `cmd` to its exit and returns the seconds it took and what it printed. Exit status 1
 /// (nothing found, for grep and natrec query alike) is not an error.

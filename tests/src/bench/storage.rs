@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::recorders::disk_bytes;
 use super::sys::Machine;
-use super::{BenchError, Result, io_err};
+use super::{BenchError, Result, io_err, path_str, run_quiet};
 use crate::lab::TempDir;
 
 /// What to run.
@@ -32,22 +32,6 @@ pub struct StorageOptions {
     pub seed: u64,
 }
 
-fn path_str(p: &Path) -> Result<&str> {
-    p.to_str().ok_or_else(|| BenchError::Invalid(format!("path {} is not UTF-8", p.display())))
-}
-
-fn run(cmd: &mut Command) -> Result<()> {
-    let shown = format!("{cmd:?}");
-    let out = cmd.stdin(Stdio::null()).output().map_err(io_err(format!("starting {shown}")))?;
-    if !out.status.success() {
-        return Err(BenchError::Invalid(format!(
-            "{shown} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(())
-}
 
 /// Compresses `file` with `tool args…` (single-threaded) into `file.ext`; returns the
 /// compressed bytes and the seconds it took.
@@ -82,13 +66,13 @@ pub fn run_storage(opts: &StorageOptions, log: &mut dyn FnMut(&str)) -> Result<V
     let jsonl = work.path().join("workload.jsonl");
     for (format, name) in [("jsonl", "workload.jsonl"), ("conntrack", "conntrack.txt"), ("ulogd-json", "ulogd.json")] {
         let out = work.path().join(name);
-        run(Command::new(&opts.natrec_gen).args([
+        run_quiet(Command::new(&opts.natrec_gen).args([
             "--format", format, "--flows", &flows, "--seed", &seed, "--out", path_str(&out)?,
         ]))?;
     }
     let segments = work.path().join("segments");
     let t = Instant::now();
-    run(Command::new(&opts.natrec).args([
+    run_quiet(Command::new(&opts.natrec).args([
         "import", "--format", "jsonl", "--dir", path_str(&segments)?, path_str(&jsonl)?,
     ]))?;
     let import_s = t.elapsed().as_secs_f64();
