@@ -60,6 +60,7 @@
 //! the segment in memory (about 40 bytes a translation) and free disk space for the sealed copy.
 
 mod bloom;
+mod catalog;
 pub(crate) mod codec;
 mod reader;
 mod segment;

@@ -1,21 +1,27 @@
 //! Reading a segment directory: the [`TranslationSource`] of the query layer.
 //!
-//! A scan walks segments in order. In each it reads only the blocks whose time range (from the
-//! index) touches the filter's, whose endpoint filter (from the index, when it carries one)
-//! may hold the filter's outside address and port, and whose address
-//! dictionaries contain the filter's addresses, then compares dictionary indices and ports before building a [`Translation`]. A match still
-//! open at the end of its segment waits for the next segment's checkpoint, which carries it with
-//! its end if it ended there (or again open). The walk stops at the first segment whose new
-//! translations all start after the filter's end once nothing waits.
+//! Opening a directory lists its segments and takes each sealed one's time range from the
+//! catalog (`catalog`, a cache of headers and seals). A scan of `[from, to]` skips the
+//! segments that ended before `from` while the next one had already begun (their translations
+//! still alive at `from` are carried in that next segment's checkpoint), then walks segments in
+//! order, loading a segment's index only when it reaches it. In each it reads only the blocks
+//! whose time range (from the index) touches the filter's, whose endpoint filter may hold the
+//! filter's outside address and port, and whose address dictionaries contain the filter's
+//! addresses, then compares dictionary indices and ports before building a [`Translation`]. A
+//! match still open at the end of its segment waits for the next segment's checkpoint, which
+//! carries it with its end if it ended there (or again open). The walk stops at the first
+//! segment whose new translations all start after the filter's end once nothing waits.
 
 use std::collections::HashMap;
-use std::fs::File;
+use std::fs::{self, File};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use jiff::Timestamp;
 
 use super::bloom::Probe;
+use super::catalog::{self, Summary};
 use super::codec::{BlockView, Dicts, KIND_CHECKPOINT, Keys, Rec};
 use super::segment::{self, SegMeta, SegmentInfo};
 use super::writer::to_translation;
@@ -26,16 +32,55 @@ use crate::scan::{Damage, EndpointMatch, Filter, ScanReport, TranslationSource};
 /// A segment directory opened for queries.
 pub struct Reader {
     dir: PathBuf,
-    segs: Vec<SegMeta>,
+    segs: Vec<Seg>,
+}
+
+/// One segment file: its summary (header and seal, from the catalog) at once, the rest of its
+/// metadata (index, block filters) when a scan first needs it.
+struct Seg {
+    path: PathBuf,
+    summary: Option<Summary>,
+    meta: OnceLock<SegMeta>,
+}
+
+impl Seg {
+    fn meta(&self) -> Result<&SegMeta, StoreError> {
+        if let Some(m) = self.meta.get() {
+            return Ok(m);
+        }
+        let m = segment::load_meta(&self.path)?;
+        Ok(self.meta.get_or_init(|| m))
+    }
 }
 
 impl Reader {
-    /// Opens `dir`: reads every segment's seal and index (or rebuilds the index of a segment
-    /// whose seal or index is damaged).
+    /// Opens `dir`: lists the segments and takes each sealed one's header and seal from the
+    /// directory's catalog (a cache, see `catalog`), reading them from the files it lacks. The
+    /// index of a segment is read (or rebuilt, when its seal or index is damaged) when a scan
+    /// first needs it.
     pub fn open(dir: &Path) -> Result<Reader, StoreError> {
-        let mut segs = Vec::new();
-        for p in segment::segment_files(dir)? {
-            segs.push(segment::load_meta(&p)?);
+        let files = segment::segment_files(dir)?;
+        let known = catalog::load(dir);
+        let mut fresh = catalog::Entries::with_capacity(files.len());
+        let mut segs = Vec::with_capacity(files.len());
+        for path in files {
+            let sealed = path.extension().is_some_and(|e| e == "seg");
+            let mut summary = None;
+            if sealed {
+                let bytes = fs::metadata(&path).map_err(|e| StoreError::io("reading metadata of", &path, e))?.len();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+                summary = match known.get(&name) {
+                    Some(s) if s.bytes == bytes => Some(*s),
+                    _ => Summary::read(&path, bytes),
+                };
+                if let Some(s) = summary {
+                    fresh.insert(name, s);
+                }
+            }
+            segs.push(Seg { path, summary, meta: OnceLock::new() });
+        }
+        if fresh != known {
+            catalog::store(dir, &fresh);
         }
         Ok(Reader { dir: dir.to_owned(), segs })
     }
@@ -45,29 +90,107 @@ impl Reader {
         &self.dir
     }
 
-    /// The segments, as `natrec segments` lists them.
+    /// The segments, as `natrec segments` lists them (reads every segment's index; a segment
+    /// that cannot be read at all is listed as damaged).
     pub fn segments(&self) -> Vec<SegmentInfo> {
-        self.segs.iter().map(SegmentInfo::from_meta).collect()
+        self.segs
+            .iter()
+            .map(|g| match g.meta() {
+                Ok(m) => SegmentInfo::from_meta(m),
+                Err(_) => SegmentInfo::unreadable(&g.path),
+            })
+            .collect()
+    }
+
+    /// How many segment files the directory holds.
+    pub fn segment_count(&self) -> usize {
+        self.segs.len()
     }
 
     /// The resolution of the newest segment (what a point query can distinguish).
     pub fn resolution(&self) -> Resolution {
-        self.segs.last().map(|m| m.resolution).unwrap_or_default()
+        self.segs
+            .last()
+            .and_then(|g| g.summary.map(|s| s.resolution).or_else(|| g.meta().ok().map(|m| m.resolution)))
+            .unwrap_or_default()
     }
 
+    /// Earliest start to latest time written, without reading indexes: a sealed segment's
+    /// summary gives its range (the first segment's creation also bounds it: its checkpoint
+    /// carries translations begun earlier, but those that ended before it are not retained);
+    /// an `.open` segment not read yet counts from its creation to its last write (at most one
+    /// flush interval behind); a sealed segment without a readable seal, from its blocks.
     fn coverage(&self) -> Option<(Timestamp, Timestamp)> {
         let mut out: Option<(Timestamp, Timestamp)> = None;
-        for m in &self.segs {
-            for b in m.blocks.iter().filter(|b| b.meta.n_full > 0 || b.meta.n_ref > 0) {
-                let hi = if b.meta.max_end == i64::MAX { b.meta.max_start } else { b.meta.max_end };
-                let (Ok(lo), Ok(hi)) = (m.resolution.from_units(b.meta.min_start), m.resolution.from_units(hi)) else {
-                    continue;
-                };
+        let mut add = |lo: Option<Timestamp>, hi: Option<Timestamp>| {
+            if let (Some(lo), Some(hi)) = (lo, hi) {
                 out = Some(out.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+            }
+        };
+        let ns = |n: i64| Timestamp::from_nanosecond(i128::from(n)).ok();
+        for (i, g) in self.segs.iter().enumerate() {
+            let loaded = g.meta.get();
+            match (g.summary, loaded) {
+                (Some(s), _) => {
+                    let created = if i == 0 { ns(s.created_ns) } else { None };
+                    let lo = (s.new_records > 0).then(|| s.resolution.from_units(s.min_time).ok()).flatten();
+                    let lo = match (lo, created) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    if s.records > 0 || created.is_some() {
+                        add(lo, s.resolution.from_units(s.max_time).ok().max(created));
+                    }
+                }
+                (None, None) if g.path.extension().is_some_and(|e| e == "open") => {
+                    let created = created_ns(g).and_then(ns);
+                    let written = fs::metadata(&g.path).and_then(|m| m.modified()).ok().and_then(|t| Timestamp::try_from(t).ok());
+                    add(created, written.max(created));
+                }
+                _ => {
+                    let Ok(m) = g.meta() else { continue };
+                    for b in m.blocks.iter().filter(|b| b.meta.n_full > 0 || b.meta.n_ref > 0) {
+                        let hi = if b.meta.max_end == i64::MAX { b.meta.max_start } else { b.meta.max_end };
+                        add(m.resolution.from_units(b.meta.min_start).ok(), m.resolution.from_units(hi).ok());
+                    }
+                }
             }
         }
         out
     }
+
+    /// The first segment a scan of `[from, ..]` must read: every segment before it ended
+    /// (its latest start or end) before `from`, and the segment after it began at or before
+    /// `from`. A translation alive at `from` that began earlier was then still open when that
+    /// next segment began (an end would be a time after `from` in the segment that recorded it),
+    /// so it is carried in that segment's checkpoint.
+    fn first_needed(&self, from: Timestamp) -> usize {
+        let from_ns = from.as_nanosecond();
+        let mut first = 0;
+        for (i, pair) in self.segs.windows(2).enumerate() {
+            let (Some(s), Some(next)) = (pair[0].summary, pair[1].summary.map(|n| n.created_ns).or_else(|| created_ns(&pair[1])))
+            else {
+                break;
+            };
+            let ended = s.resolution.from_units(s.max_time).is_ok_and(|t| t < from);
+            if !ended || i128::from(next) > from_ns {
+                break;
+            }
+            first = i + 1;
+        }
+        first
+    }
+}
+
+/// The creation time in a segment's header (read from the file for one the catalog lacks).
+fn created_ns(g: &Seg) -> Option<i64> {
+    if let Some(m) = g.meta.get() {
+        return m.header.map(|h| h.created_ns);
+    }
+    let mut head = [0u8; segment::HEADER_LEN];
+    let f = File::open(&g.path).ok()?;
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut head, 0).ok()?;
+    segment::Header::decode(&head).ok().map(|h| h.created_ns)
 }
 
 /// The filter's addresses as indices into one block's dictionaries.
@@ -156,7 +279,22 @@ impl TranslationSource for Reader {
             pending: HashMap::new(),
             probe: Probe::of(filter),
         };
-        for m in &self.segs {
+        let first = self.first_needed(filter.from);
+        for (i, g) in self.segs.iter().enumerate().skip(first) {
+            // The first segment read is read whole: its checkpoint carries the translations
+            // begun in the segments skipped, which no waiting entry announces.
+            let head = i == first;
+            // A sealed segment whose new translations all start after the filter's end says
+            // (with nothing waiting) that every later one does too: no need to read its index.
+            if let Some(sum) = g.summary
+                && !head
+                && s.pending.is_empty()
+                && sum.new_records > 0
+                && sum.resolution.to_units(filter.to).is_ok_and(|to| sum.min_time > to)
+            {
+                break;
+            }
+            let m = g.meta()?;
             for (block, reason) in &m.damage {
                 if !reason.starts_with("torn tail") {
                     s.damage(&m.path, *block, reason.clone());
@@ -165,26 +303,25 @@ impl TranslationSource for Reader {
             let res = m.resolution;
             let from_u = res.to_units(filter.from).unwrap_or(i64::MIN);
             let to_u = res.to_units(filter.to).unwrap_or(i64::MAX);
+            let new_min = m
+                .blocks
+                .iter()
+                .filter(|b| b.meta.kind != KIND_CHECKPOINT && b.meta.n_full > 0)
+                .map(|b| b.meta.min_start)
+                .min()
+                .unwrap_or(i64::MAX);
+            // A segment without new translations (only a checkpoint) says nothing of later ones.
+            let past = !head && new_min != i64::MAX && new_min > to_u;
+            if past && s.pending.is_empty() {
+                // Everything later starts after the filter's end and nothing waits.
+                break;
+            }
             let mut prev = std::mem::take(&mut s.pending);
             let damage_before = s.report.damage.len();
-            if !m.sealed {
-                scan_open(m, &mut s, &mut prev)?;
-            } else {
-                let new_min = m
-                    .blocks
-                    .iter()
-                    .filter(|b| b.meta.kind != KIND_CHECKPOINT && b.meta.n_full > 0)
-                    .map(|b| b.meta.min_start)
-                    .min()
-                    .unwrap_or(i64::MAX);
-                // A segment without new translations (only a checkpoint) says nothing of later ones.
-                let past = new_min != i64::MAX && new_min > to_u;
-                if past && prev.is_empty() {
-                    // Everything later starts after the filter's end and nothing waits.
-                    s.pending = prev;
-                    break;
-                }
+            if m.sealed {
                 scan_sealed(m, &mut s, &mut prev, from_u, to_u, past)?;
+            } else {
+                scan_open(m, &mut s, &mut prev)?;
             }
             if s.report.damage.len() > damage_before {
                 // A damaged checkpoint may have held them: let the next segment resolve them.
@@ -424,6 +561,109 @@ mod tests {
         segs
     }
 
+    /// Short translations every 100 ms over 300 s and a few long ones (one open at the close),
+    /// with a rotation every 10 s: about 30 segments.
+    fn rotated_store(dir: &Path) -> Vec<Translation> {
+        let mut ts: Vec<Translation> = (0..3000u32)
+            .map(|i| Translation {
+                kind: Kind::Snat,
+                proto: Proto::TCP,
+                inside: format!("10.0.{}.{}:{}", i % 7, i % 200, 40_000 + i % 1000).parse().expect("inside"),
+                outside: format!("100.64.0.{}:{}", i % 4, 20_000 + (i * 7) % 1500).parse().expect("outside"),
+                remote: format!("198.51.100.{}:443", i % 50).parse().expect("remote"),
+                zone: 0,
+                start: at(i64::from(i) * 100),
+                end: Some(at(i64::from(i) * 100 + 500 + i64::from(i % 13) * 1000)),
+                flags: Flags::empty(),
+            })
+            .collect();
+        for (k, (s, e)) in [(1_000, Some(250_000)), (5_000, Some(35_000)), (20_000, None)].into_iter().enumerate() {
+            ts.push(Translation {
+                inside: format!("10.1.0.{k}:1000").parse().expect("inside"),
+                outside: format!("100.64.1.{k}:1000").parse().expect("outside"),
+                start: at(s),
+                end: e.map(at),
+                ..ts[0].clone()
+            });
+        }
+        let mut events: Vec<(Timestamp, FlowEvent)> = Vec::new();
+        for t in &ts {
+            events.push((t.start, FlowEvent::Start(Translation { end: None, ..t.clone() })));
+            if let Some(e) = t.end {
+                events.push((e, FlowEvent::End(t.clone())));
+            }
+        }
+        events.sort_by_key(|(t, e)| (*t, matches!(e, FlowEvent::Start(_))));
+        let mut w = Writer::open(WriterOptions {
+            dir: dir.to_owned(),
+            rotate_age: Duration::from_secs(10),
+            seal_level: 1,
+            ..WriterOptions::default()
+        })
+        .expect("writer");
+        let mut next_tick = at(0);
+        for (t, e) in &events {
+            while *t >= next_tick {
+                w.tick(next_tick).expect("tick");
+                next_tick = next_tick.checked_add(SignedDuration::from_secs(1)).expect("time");
+            }
+            w.append(e).expect("append");
+        }
+        w.close().expect("close");
+        ts
+    }
+
+    #[test]
+    fn a_point_query_reads_only_the_segments_of_its_time_and_the_catalog_is_only_a_cache() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ts = rotated_store(dir.path());
+        let r = Reader::open(dir.path()).expect("reader");
+        assert!(r.segment_count() >= 25, "{} segments", r.segment_count());
+        let catalog = dir.path().join(catalog::CATALOG);
+        assert!(catalog.exists(), "the reader writes the catalog");
+        let mut asked = 0;
+        for t in ts.iter().step_by(37).chain(ts.iter().rev().take(3)) {
+            let mid = t.start.checked_add(SignedDuration::from_millis(300)).expect("time");
+            let f = Filter {
+                from: mid,
+                to: mid,
+                proto: None,
+                outside: Some(EndpointMatch { ip: t.outside.ip(), port: Some(t.outside.port()) }),
+                inside: None,
+                remote: None,
+            };
+            let (want, _) = answer(ts.as_slice(), &f);
+            assert!(want.contains(t));
+            let (got, _) = answer(&r, &f);
+            assert_eq!(got, want, "{f:?}");
+            // A fresh reader loads the index of the segment of that instant, of its neighbours
+            // at an edge, and of those a long match waits through; never the whole directory.
+            let fresh = Reader::open(dir.path()).expect("reader");
+            assert_eq!(answer(&fresh, &f).0, want);
+            // Segments are 10 s long: a match lives through at most duration / 10 s + 2 (the
+            // last ones, which only close translations, are not counted).
+            let loaded = fresh.segs.iter().filter(|g| g.meta.get().is_some() && g.summary.is_some_and(|s| s.new_records > 0)).count();
+            let bound = want.iter().map(|w| w.end.map(|e| e.duration_since(w.start).as_secs() / 10 + 2)).max().flatten();
+            if let Some(bound) = bound {
+                assert!(loaded as i64 <= bound.max(2), "{loaded} segment indexes loaded for {f:?} (bound {bound})");
+            }
+            asked += 1;
+        }
+        assert!(asked > 80);
+        // A damaged catalog is ignored, and rewritten.
+        let sealed = r.segs.iter().filter(|g| g.summary.is_some()).count();
+        let mut bytes = fs::read(&catalog).expect("catalog");
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        fs::write(&catalog, &bytes).expect("damage catalog");
+        assert!(catalog::load(dir.path()).is_empty());
+        let r2 = Reader::open(dir.path()).expect("reader");
+        assert_eq!(catalog::load(dir.path()).len(), sealed, "rewritten");
+        for f in queries(&ts) {
+            assert_eq!(answer(&r2, &f).0, answer(ts.as_slice(), &f).0, "{f:?}");
+        }
+    }
+
     #[test]
     fn endpoint_filters_skip_blocks_and_keep_the_answer() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -504,7 +744,7 @@ mod tests {
             // Without the checkpoint filter every checkpoint block of every later segment would
             // be read (5 blocks of 2 long translations each).
             let checkpoint_blocks: usize =
-                r.segs.iter().map(|m| m.blocks.iter().filter(|b| b.meta.kind == KIND_CHECKPOINT).count()).sum();
+                r.segs.iter().map(|g| g.meta().expect("meta").blocks.iter().filter(|b| b.meta.kind == KIND_CHECKPOINT).count()).sum();
             assert!(checkpoint_blocks >= 40, "{checkpoint_blocks} checkpoint blocks");
             assert!((rep.blocks_read as usize) * 3 < checkpoint_blocks, "{rep:?}");
         }

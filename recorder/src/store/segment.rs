@@ -794,6 +794,24 @@ impl SegmentInfo {
     }
 }
 
+impl SegmentInfo {
+    /// A segment file that could not be read at all.
+    pub(crate) fn unreadable(path: &Path) -> SegmentInfo {
+        SegmentInfo {
+            path: path.to_owned(),
+            seq: seq_of_name(path).unwrap_or(0),
+            state: SegmentState::Damaged,
+            first: None,
+            last: None,
+            records: 0,
+            carried: 0,
+            blocks: 0,
+            bytes: fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            resolution: Resolution::default(),
+        }
+    }
+}
+
 /// Lists the segments of `dir` in order.
 pub fn list_segments(dir: &Path) -> Result<Vec<SegmentInfo>, StoreError> {
     let mut out = Vec::new();
