@@ -348,40 +348,66 @@ fn render_storage(md: &mut String, st: &Value) {
 
 fn render_query(md: &mut String, q: &Value) {
     let w = &q["workload"];
+    let rows: Vec<&Value> = q["sizes"].as_array().into_iter().flatten().collect();
     let _ = writeln!(md, "## 4. Query: who held outside X:Y at T\n");
     let _ = writeln!(
         md,
-        "The same translations of the synthetic workload (seed {}) as natrec segments and as `conntrack -E` text, \
-         raw and `zstd -3`-compressed. {} questions per size, each asked {} times of each tool; each question names \
-         the outside address and port of a real translation and its start time. Wall time from starting the command \
-         to its exit. `grep -E 'dst=X sport=[0-9]+ dport=Y( |$)'` only finds the candidate lines (the operator still \
-         pairs NEW and DESTROY and checks the times); `natrec query --outside X:Y --at T` gives the answer. Ratios \
-         are computed per question and repetition. Run {} – {}, commit {}.\n",
+        "The same translations of the synthetic workload (seed {}) as natrec segments (`natrec import`) and as \
+         `conntrack -E` text, raw and `zstd -3`-compressed; both streamed from the generator, so only what the table \
+         lists was on disk. Each question names the outside address and port of a real translation (spread evenly \
+         over the stream) and its start time; the table says how many questions per size and how many times each was \
+         asked of each tool. Wall time from starting the command to its exit. `grep -E 'dst=X sport=[0-9]+ \
+         dport=Y( |$)'` only finds the candidate lines (the operator still pairs NEW and DESTROY and checks the \
+         times); `natrec query --outside X:Y --at T` gives the answer. Ratios are computed per question and \
+         repetition. Run {} – {}, commit {}.\n",
         s(&w["seed"]),
-        s(&w["questions"]),
-        s(&w["reps"]),
         s(&q["started"]),
         s(&q["finished"]),
         s(&q["commit"]),
     );
-    md.push_str("| translations | natrec query s | grep s | zstdgrep s | zstdgrep / natrec | grep / natrec |\n|---:|---:|---:|---:|---:|---:|\n");
-    for r in q["sizes"].as_array().into_iter().flatten() {
+    md.push_str(
+        "| translations | questions × reps | natrec query s | grep s | zstdgrep s | zstdgrep / natrec | grep / natrec | segments MB | text MB | zstd MB |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mb = |v: &Value| {
+        v.as_f64().map_or_else(|| "–".to_owned(), |b| if b < 1e8 { format!("{:.1}", b / 1e6) } else { thousands(b / 1e6) })
+    };
+    for r in &rows {
+        let skipped = r["grep_skipped"].is_string();
+        let plan = match (r["questions"].as_u64(), r["reps"].as_u64()) {
+            (Some(k), Some(n)) => format!("{k} × {n}"),
+            _ => format!("{} × {}", s(&w["questions"]), s(&w["reps"])),
+        };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {plan} | {} | {} | {} | {} | {} | {} | {}{} | {} |",
             r["translations"].as_f64().map_or_else(|| "–".to_owned(), thousands),
             fmt_spread(&r["natrec_s"], 1.0, 4),
-            fmt_spread(&r["grep_s"], 1.0, 3),
+            if skipped { "not run¹".to_owned() } else { fmt_spread(&r["grep_s"], 1.0, 3) },
             fmt_spread(&r["zstdgrep_s"], 1.0, 3),
             fmt_spread(&r["zstdgrep_over_natrec"], 1.0, 0),
-            fmt_spread(&r["grep_over_natrec"], 1.0, 0),
+            if skipped { "–".to_owned() } else { fmt_spread(&r["grep_over_natrec"], 1.0, 0) },
+            mb(&r["segments_bytes"]),
+            mb(&r["text_bytes"]),
+            if skipped { " (not kept)" } else { "" },
+            mb(&r["zstd_bytes"]),
         );
     }
-    let wrong: u64 = q["sizes"].as_array().into_iter().flatten().filter_map(|r| r["answers_missing_the_holder"].as_u64()).sum();
+    let skipped: Vec<String> = rows
+        .iter()
+        .filter_map(|r| {
+            let why = r["grep_skipped"].as_str()?;
+            Some(format!("{}: {why}", r["translations"].as_f64().map_or_else(|| "–".to_owned(), thousands)))
+        })
+        .collect();
+    if !skipped.is_empty() {
+        let _ = writeln!(md, "\n¹ {}.", skipped.join("; "));
+    }
+    let wrong: u64 = rows.iter().filter_map(|r| r["answers_missing_the_holder"].as_u64()).sum();
     let _ = writeln!(
         md,
-        "\nEvery natrec answer was checked to name the inside endpoint that held the outside endpoint, and grep's \
-         lines to contain its address: {}.\n",
+        "\nEvery natrec answer was checked to name the inside endpoint that held the outside endpoint, and \
+         zstdgrep's lines (and grep's, which must be the same lines) to contain its address: {}.\n",
         if wrong == 0 { "all did".to_owned() } else { format!("**{wrong} did not**") }
     );
 }
@@ -466,6 +492,29 @@ mod tests {
         let one = Spread::of(&[1234567.0]).expect("value").to_json();
         assert_eq!(fmt_count(&one), "1\u{202f}234\u{202f}567");
         assert_eq!(thousands(999.0), "999");
+    }
+
+    #[test]
+    fn query_rows_say_why_grep_was_not_run() {
+        let t = Spread::of(&[0.1, 0.2]).expect("values").to_json();
+        let q = serde_json::json!({
+            "workload": { "seed": 1, "questions": 5, "reps": 3 },
+            "sizes": [
+                { "translations": 1_000_000, "questions": 5, "reps": 3, "natrec_s": t, "grep_s": t, "zstdgrep_s": t,
+                  "zstdgrep_over_natrec": t, "grep_over_natrec": t, "text_bytes": 364_000_000, "text_kept": true,
+                  "grep_skipped": null, "answers_missing_the_holder": 0 },
+                { "translations": 100_000_000, "questions": 5, "reps": 1, "natrec_s": t, "grep_s": null, "zstdgrep_s": t,
+                  "zstdgrep_over_natrec": t, "grep_over_natrec": null, "text_bytes": 36_400_000_000u64, "text_kept": false,
+                  "grep_skipped": "raw text would be 36.4 GB; not kept", "answers_missing_the_holder": 0 },
+            ],
+        });
+        let mut md = String::new();
+        render_query(&mut md, &q);
+        assert!(md.contains("| 1\u{202f}000\u{202f}000 | 5 × 3 | 0.1500 [0.1000–0.2000] | 0.150 [0.100–0.200] |"), "{md}");
+        assert!(md.contains("| 100\u{202f}000\u{202f}000 | 5 × 1 | 0.1500 [0.1000–0.2000] | not run¹ |"), "{md}");
+        assert!(md.contains("| 36\u{202f}400 (not kept) |"), "{md}");
+        assert!(md.contains("¹ 100\u{202f}000\u{202f}000: raw text would be 36.4 GB; not kept."), "{md}");
+        assert!(md.contains("all did"), "{md}");
     }
 
     #[test]

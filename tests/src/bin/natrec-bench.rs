@@ -9,13 +9,15 @@
 //! natrec-bench storage [--natrec PATH] [--natrec-gen PATH] [--flows N] [--seed N]
 //!                      [--results DIR] [--markdown FILE]
 //! natrec-bench query   [--natrec PATH] [--natrec-gen PATH] [--sizes 1000000,10000000]
-//!                      [--seed N] [--results DIR] [--markdown FILE]
+//!                      [--raw-text-budget BYTES] [--seed N] [--results DIR] [--markdown FILE]
 //! natrec-bench report  [--results DIR] [--markdown FILE]
 //! ```
 //!
 //! `capture` writes `DIR/capture.json` (default `bench-results/`), `storage` `DIR/storage.json`, `query` `DIR/query.json`, and regenerates the Markdown
 //! report (default `BENCHMARKS.md`, both relative to the workspace root); `report` only
-//! regenerates the report. Exit status: 0 done, 2 error.
+//! regenerates the report. `query` asks 5 questions 3 times each below 50 M translations and 5
+//! questions once from 50 M on (one `zstdgrep` over 100 M takes about a minute); it streams the
+//! workload and keeps the raw text (for `grep`) only up to `--raw-text-budget` (default 5 GB). Exit status: 0 done, 2 error.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -31,7 +33,11 @@ use natrec_tests::lab::ensure_root_capabilities;
 
 const USAGE: &str = "usage: natrec-bench capture [--natrec PATH] [--duration SECS] [--reps N] \
 [--rates 1000,10000,50000,max] [--recorders natrec,conntrack-E,ulogd2-text,ulogd2-json] [--seed N] \
-[--results DIR] [--markdown FILE] [--keep DIR] [--compress-rate RATE|none]\n       natrec-bench storage [--natrec PATH] [--natrec-gen PATH] [--flows N] [--seed N] [--results DIR] [--markdown FILE]\n       natrec-bench query [--natrec PATH] [--natrec-gen PATH] [--sizes N,N…] [--seed N] [--results DIR] [--markdown FILE]\n       natrec-bench report [--results DIR] [--markdown FILE]";
+[--results DIR] [--markdown FILE] [--keep DIR] [--compress-rate RATE|none]\n       natrec-bench storage [--natrec PATH] [--natrec-gen PATH] [--flows N] [--seed N] [--results DIR] [--markdown FILE]\n       natrec-bench query [--natrec PATH] [--natrec-gen PATH] [--sizes N,N…] [--raw-text-budget BYTES] [--seed N] [--results DIR] [--markdown FILE]\n       natrec-bench report [--results DIR] [--markdown FILE]";
+
+/// `query` keeps the raw `conntrack -E` text (and runs `grep` on it) only up to this size: 10 M
+/// translations take about 3.6 GB, 100 M about 36 GB.
+const RAW_TEXT_BUDGET: u64 = 5_000_000_000;
 
 fn main() -> ExitCode {
     match real_main() {
@@ -54,6 +60,7 @@ struct Args {
     natrec_gen: Option<PathBuf>,
     flows: u64,
     sizes: Vec<u64>,
+    raw_text_budget: u64,
     results: PathBuf,
     markdown: PathBuf,
     capture: CaptureOptions,
@@ -72,6 +79,7 @@ fn parse_args(argv: &[String]) -> Result<Args> {
         natrec_gen: None,
         flows: 100_000,
         sizes: vec![1_000_000],
+        raw_text_budget: RAW_TEXT_BUDGET,
         results: root.join("bench-results"),
         markdown: root.join("BENCHMARKS.md"),
         capture: CaptureOptions::default(),
@@ -101,6 +109,11 @@ fn parse_args(argv: &[String]) -> Result<Args> {
                     .ok()
                     .filter(|n| *n > 0)
                     .ok_or_else(|| anyhow!("--flows expects a positive number, got {v:?}"))?;
+            }
+            "--raw-text-budget" => {
+                let v = value()?;
+                args.raw_text_budget =
+                    v.parse().map_err(|_| anyhow!("--raw-text-budget expects a number of bytes, got {v:?}"))?;
             }
             "--results" => args.results = PathBuf::from(value()?),
             "--markdown" => args.markdown = PathBuf::from(value()?),
@@ -234,6 +247,10 @@ fn real_main() -> Result<()> {
                 sizes: args.sizes.clone(),
                 questions: 5,
                 reps: 3,
+                big_from: 50_000_000,
+                big_questions: 5,
+                big_reps: 1,
+                raw_text_budget: args.raw_text_budget,
                 seed: args.capture.seed,
             };
             ("query", query::run_query(&opts, &mut log)?)
