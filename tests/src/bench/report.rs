@@ -16,6 +16,10 @@ use super::{BenchError, Result, io_err};
 const TARGET_SHARE: f64 = 1.0;
 const TARGET_CPU_US: f64 = 0.5;
 const TARGET_MAX_RATE_LOSS: f64 = 0.03;
+/// Target of the issue for part 4: `natrec query` this many times faster than zstdgrep at
+/// `TARGET_QUERY_AT` translations.
+const TARGET_QUERY_RATIO: f64 = 1000.0;
+const TARGET_QUERY_AT: u64 = 100_000_000;
 
 /// Hand-written notes on the latest figures (why a target is missed, what was seen), kept next to
 /// the results and copied into the report.
@@ -403,6 +407,32 @@ fn render_query(md: &mut String, q: &Value) {
     if !skipped.is_empty() {
         let _ = writeln!(md, "\n¹ {}.", skipped.join("; "));
     }
+    let at_target = rows.iter().find(|r| r["translations"].as_u64() == Some(TARGET_QUERY_AT));
+    match at_target.and_then(|r| spread(&r["zstdgrep_over_natrec"])) {
+        Some(ratio) => {
+            let _ = writeln!(
+                md,
+                "\nTarget: `natrec query` ≥ {TARGET_QUERY_RATIO:.0}× faster than zstdgrep at {} translations — measured \
+                 {} ({}).",
+                thousands(TARGET_QUERY_AT as f64),
+                fmt_spread(&at_target.map_or(Value::Null, |r| r["zstdgrep_over_natrec"].clone()), 1.0, 0),
+                if ratio.min >= TARGET_QUERY_RATIO {
+                    "met"
+                } else if ratio.max < TARGET_QUERY_RATIO {
+                    "**not met**"
+                } else {
+                    "unresolved: the questions fall on both sides of the target"
+                },
+            );
+        }
+        None => {
+            let _ = writeln!(
+                md,
+                "\nTarget: `natrec query` ≥ {TARGET_QUERY_RATIO:.0}× faster than zstdgrep at {} translations — not measured.",
+                thousands(TARGET_QUERY_AT as f64),
+            );
+        }
+    }
     let wrong: u64 = rows.iter().filter_map(|r| r["answers_missing_the_holder"].as_u64()).sum();
     let _ = writeln!(
         md,
@@ -497,6 +527,7 @@ mod tests {
     #[test]
     fn query_rows_say_why_grep_was_not_run() {
         let t = Spread::of(&[0.1, 0.2]).expect("values").to_json();
+        let ratio = Spread::of(&[300.0, 500.0, 1200.0]).expect("values").to_json();
         let q = serde_json::json!({
             "workload": { "seed": 1, "questions": 5, "reps": 3 },
             "sizes": [
@@ -504,7 +535,7 @@ mod tests {
                   "zstdgrep_over_natrec": t, "grep_over_natrec": t, "text_bytes": 364_000_000, "text_kept": true,
                   "grep_skipped": null, "answers_missing_the_holder": 0 },
                 { "translations": 100_000_000, "questions": 5, "reps": 1, "natrec_s": t, "grep_s": null, "zstdgrep_s": t,
-                  "zstdgrep_over_natrec": t, "grep_over_natrec": null, "text_bytes": 36_400_000_000u64, "text_kept": false,
+                  "zstdgrep_over_natrec": ratio, "grep_over_natrec": null, "text_bytes": 36_400_000_000u64, "text_kept": false,
                   "grep_skipped": "raw text would be 36.4 GB; not kept", "answers_missing_the_holder": 0 },
             ],
         });
@@ -515,6 +546,7 @@ mod tests {
         assert!(md.contains("| 36\u{202f}400 (not kept) |"), "{md}");
         assert!(md.contains("¹ 100\u{202f}000\u{202f}000: raw text would be 36.4 GB; not kept."), "{md}");
         assert!(md.contains("all did"), "{md}");
+        assert!(md.contains("≥ 1000× faster than zstdgrep at 100\u{202f}000\u{202f}000 translations — measured 500 [300–1200] (unresolved"), "{md}");
     }
 
     #[test]
