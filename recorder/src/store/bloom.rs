@@ -1,9 +1,16 @@
-//! Per-block endpoint filters of a sealed segment's index: a Bloom filter of the outside
-//! (address, port) pairs a block holds, so that a point query skips the blocks that cannot hold
-//! its outside endpoint without reading or decompressing them.
+//! Per-block endpoint filters of a sealed segment's index: which outside (address, port) pairs a
+//! block holds, so that a point query skips the blocks that cannot hold its outside endpoint
+//! without reading or decompressing them.
 //!
-//! A filter never says "absent" for a key that was added (no false negatives); it says "maybe"
-//! for about 1% of the keys that were not (10 bits and 7 probes a distinct key).
+//! Per outside address of a block, the writer keeps the cheaper of two sets:
+//! - an exact **port bitmap** (65 536 bits, no false positives) for an address with many
+//!   distinct ports in the block — the common case of a carrier-grade NAT, where a few outside
+//!   addresses serve thousands of subscribers and ports are the scarce resource;
+//! - a **Bloom filter** shared by the block's other (address, port) pairs (10 bits and 7 probes
+//!   a distinct pair: about 1% false positives).
+//!
+//! An address gets a bitmap when its distinct ports × 10 bits exceed the bitmap's 65 536 bits
+//! (6 554 ports or more). A filter never says "absent" for a pair that was added.
 //!
 //! There is no filter of inside addresses: a block of 262 144 records holds most subscribers of
 //! a busy gateway (on the synthetic workload about 70% of 200 000), so it would skip little for
@@ -19,6 +26,12 @@ const BITS_PER_KEY: usize = 10;
 const PROBES: u8 = 7;
 /// Largest filter accepted when reading, in 64-bit words (128 MiB).
 const MAX_WORDS: u64 = 1 << 24;
+/// Bytes of a port bitmap (one bit per port).
+const BITMAP_BYTES: usize = 8192;
+/// zstd level of port bitmaps.
+const BITMAP_LEVEL: i32 = 3;
+/// Port bitmaps accepted per block filter when reading.
+const MAX_BITMAPS: u64 = 1 << 16;
 
 /// The 64-bit key of an endpoint: FNV-1a 64 over `family (4 or 6) ‖ address bytes ‖ port as
 /// u16 LE`, then the MurmurHash3 `fmix64` finalizer.
@@ -123,24 +136,27 @@ fn positions(h: u64, probes: u8, m: u64) -> impl Iterator<Item = u64> {
 /// The endpoint filter of one block.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct BlockFilter {
-    /// Outside (address, port) pairs.
-    pub outside: Bloom,
+    /// Outside addresses whose ports are kept exactly: one bit per port (bit `p % 8` of byte
+    /// `p / 8`), sorted by address.
+    dense: Vec<(IpAddr, Box<[u8; BITMAP_BYTES]>)>,
+    /// The outside (address, port) pairs of the other addresses.
+    outside: Bloom,
 }
 
-/// The hashes of a query's endpoints, computed once per scan.
+/// The outside endpoint a query asks for, prepared once per scan.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Probe {
-    /// Outside address and port, when both are asked for.
-    pub outside: Option<u64>,
+    /// Outside address, port and [`endpoint_hash`], when both address and port are asked for.
+    pub outside: Option<(IpAddr, u16, u64)>,
 }
 
 impl Probe {
-    /// The hashes of `filter`'s endpoints that block filters can test.
+    /// The endpoints of `filter` that block filters can test.
     pub fn of(filter: &crate::scan::Filter) -> Probe {
         Probe {
             outside: filter
                 .outside
-                .and_then(|m| m.port.map(|p| endpoint_hash(m.ip, p))),
+                .and_then(|m| m.port.map(|p| (m.ip, p, endpoint_hash(m.ip, p)))),
         }
     }
 }
@@ -149,31 +165,92 @@ impl BlockFilter {
     /// The filter of `recs`, whose address ids index `addrs`; `None` when an id is out of range
     /// (the block then gets no filter: it is always read).
     pub fn of(recs: &[Rec], addrs: &[IpAddr]) -> Option<BlockFilter> {
-        let mut out = Vec::with_capacity(recs.len());
+        // Distinct ports per outside address, as bitmaps.
+        let mut maps: super::codec::FastMap<u32, Box<[u8; BITMAP_BYTES]>> = Default::default();
         for r in recs {
-            out.push(endpoint_hash(*addrs.get(r.outside as usize)?, r.out_port));
+            addrs.get(r.outside as usize)?;
+            let m = maps.entry(r.outside).or_insert_with(|| Box::new([0; BITMAP_BYTES]));
+            m[usize::from(r.out_port / 8)] |= 1 << (r.out_port % 8);
         }
-        Some(BlockFilter {
-            outside: Bloom::build(&mut out),
-        })
+        let mut dense = Vec::new();
+        let mut sparse = Vec::new();
+        for (id, m) in maps {
+            let ports: usize = m.iter().map(|b| b.count_ones() as usize).sum();
+            let ip = addrs[id as usize];
+            if ports * BITS_PER_KEY > BITMAP_BYTES * 8 {
+                dense.push((ip, m));
+            } else {
+                sparse.push((ip, m));
+            }
+        }
+        dense.sort_unstable_by_key(|(ip, _)| *ip);
+        let mut hashes = Vec::new();
+        for (ip, m) in &sparse {
+            for (i, b) in m.iter().enumerate() {
+                for bit in 0..8 {
+                    if b & (1 << bit) != 0 {
+                        hashes.push(endpoint_hash(*ip, (i * 8 + bit) as u16));
+                    }
+                }
+            }
+        }
+        Some(BlockFilter { dense, outside: Bloom::build(&mut hashes) })
+    }
+
+    fn may_hold(&self, ip: IpAddr, port: u16, h: u64) -> bool {
+        match self.dense.binary_search_by_key(&ip, |(a, _)| *a) {
+            Ok(i) => self.dense[i].1[usize::from(port / 8)] & (1 << (port % 8)) != 0,
+            Err(_) => self.outside.may_contain(h),
+        }
     }
 
     /// Whether the block may hold a record whose outside endpoint is `ep`.
     pub fn may_hold_outside(&self, ep: std::net::SocketAddr) -> bool {
-        self.outside.may_contain(endpoint_hash(ep.ip(), ep.port()))
+        self.may_hold(ep.ip(), ep.port(), endpoint_hash(ep.ip(), ep.port()))
     }
 
     /// Whether the block may hold a record matching the probe.
     pub fn may_match(&self, p: &Probe) -> bool {
-        p.outside.is_none_or(|h| self.outside.may_contain(h))
+        p.outside.is_none_or(|(ip, port, h)| self.may_hold(ip, port, h))
     }
 
-    /// `u8 present (0 or 1)`, then, when present, the outside filter.
+    /// `u8 0` (no filter); or `u8 1` and the Bloom filter (no port bitmaps); or `u8 2`,
+    /// `uvarint` count of port bitmaps, per bitmap `u8 family (4 or 6)`, the address (4 or 16
+    /// bytes) and the 8192-byte bitmap as `u8 0` and the bytes, or `u8 1`, `uvarint len` and a
+    /// zstd frame of `len` bytes that decompresses to them; then the Bloom filter of the other
+    /// pairs.
     pub fn encode(f: Option<&BlockFilter>, out: &mut Vec<u8>) {
         match f {
             None => out.push(0),
-            Some(f) => {
+            Some(f) if f.dense.is_empty() => {
                 out.push(1);
+                f.outside.encode(out);
+            }
+            Some(f) => {
+                out.push(2);
+                put_uvarint(out, f.dense.len() as u64);
+                for (ip, m) in &f.dense {
+                    match ip {
+                        IpAddr::V4(a) => {
+                            out.push(4);
+                            out.extend_from_slice(&a.octets());
+                        }
+                        IpAddr::V6(a) => {
+                            out.push(6);
+                            out.extend_from_slice(&a.octets());
+                        }
+                    }
+                    // Ports cluster (the ephemeral range): zstd halves a busy address's bitmap.
+                    let z = zstd::bulk::compress(&m[..], BITMAP_LEVEL).unwrap_or_default();
+                    if z.is_empty() || z.len() >= BITMAP_BYTES {
+                        out.push(0);
+                        out.extend_from_slice(&m[..]);
+                    } else {
+                        out.push(1);
+                        put_uvarint(out, z.len() as u64);
+                        out.extend_from_slice(&z);
+                    }
+                }
                 f.outside.encode(out);
             }
         }
@@ -183,9 +260,47 @@ impl BlockFilter {
     pub fn decode(c: &mut Cur<'_>) -> Result<Option<BlockFilter>, String> {
         match c.u8()? {
             0 => Ok(None),
-            1 => Ok(Some(BlockFilter {
-                outside: Bloom::decode(c)?,
-            })),
+            1 => Ok(Some(BlockFilter { dense: Vec::new(), outside: Bloom::decode(c)? })),
+            2 => {
+                let n = c.uvarint()?;
+                if n > MAX_BITMAPS {
+                    return Err(format!("endpoint filter with {n} port bitmaps"));
+                }
+                let mut dense: Vec<(IpAddr, Box<[u8; BITMAP_BYTES]>)> = Vec::new();
+                for _ in 0..n {
+                    let ip = match c.u8()? {
+                        4 => {
+                            let b = c.bytes(4)?;
+                            IpAddr::from([b[0], b[1], b[2], b[3]])
+                        }
+                        6 => {
+                            let mut o = [0u8; 16];
+                            o.copy_from_slice(c.bytes(16)?);
+                            IpAddr::from(o)
+                        }
+                        f => return Err(format!("endpoint filter: unknown address family {f}")),
+                    };
+                    if dense.last().is_some_and(|(last, _)| *last >= ip) {
+                        return Err("endpoint filter: port bitmaps out of order".into());
+                    }
+                    let mut m = Box::new([0u8; BITMAP_BYTES]);
+                    match c.u8()? {
+                        0 => m.copy_from_slice(c.bytes(BITMAP_BYTES)?),
+                        1 => {
+                            let len = usize::try_from(c.uvarint()?).map_err(|_| "port bitmap too large")?;
+                            let raw = zstd::bulk::decompress(c.bytes(len)?, BITMAP_BYTES)
+                                .map_err(|e| format!("endpoint filter: port bitmap: {e}"))?;
+                            if raw.len() != BITMAP_BYTES {
+                                return Err(format!("endpoint filter: port bitmap of {} bytes", raw.len()));
+                            }
+                            m.copy_from_slice(&raw);
+                        }
+                        t => return Err(format!("endpoint filter: unknown port bitmap codec {t}")),
+                    }
+                    dense.push((ip, m));
+                }
+                Ok(Some(BlockFilter { dense, outside: Bloom::decode(c)? }))
+            }
             t => Err(format!("unknown block filter tag {t}")),
         }
     }
@@ -221,6 +336,7 @@ mod tests {
             9,
         ];
         let f = BlockFilter {
+            dense: Vec::new(),
             outside: Bloom::build(&mut k),
         };
         let mut buf = Vec::new();
@@ -230,9 +346,56 @@ mod tests {
         assert_eq!(BlockFilter::decode(&mut c).expect("first"), Some(f));
         assert_eq!(BlockFilter::decode(&mut c).expect("second"), None);
         assert!(c.rest().is_empty());
-        assert!(BlockFilter::decode(&mut Cur::new(&[2])).is_err());
+        assert!(BlockFilter::decode(&mut Cur::new(&[3])).is_err());
+        assert!(BlockFilter::decode(&mut Cur::new(&[2, 1, 4, 1, 2, 3, 4])).is_err());
         assert!(BlockFilter::decode(&mut Cur::new(&[1, 0])).is_err());
         assert!(BlockFilter::decode(&mut Cur::new(&[1, 1, 7, 0])).is_err());
+    }
+
+    #[test]
+    fn busy_addresses_get_exact_port_bitmaps_and_the_others_a_bloom_filter() {
+        let addrs: Vec<IpAddr> = vec![
+            "100.64.0.1".parse().expect("ip"),
+            "100.64.0.2".parse().expect("ip"),
+            "2001:db8::9".parse().expect("ip"),
+        ];
+        let rec = |outside: u32, out_port: u16| Rec {
+            start: 0,
+            end: None,
+            inside: 0,
+            outside,
+            remote: 0,
+            in_port: 1,
+            out_port,
+            rem_port: 443,
+            zone: 0,
+            kind: 0,
+            proto: 6,
+            flags: 0,
+            carried: false,
+        };
+        // Address 0: 20 000 even ports (a bitmap); 1 and 2: a few ports (the Bloom filter).
+        let mut recs: Vec<Rec> = (0..20_000u16).map(|i| rec(0, 20_000 + 2 * i)).collect();
+        recs.extend((0..50u16).map(|i| rec(1, 1000 + i)));
+        recs.push(rec(2, 7));
+        let f = BlockFilter::of(&recs, &addrs).expect("filter");
+        assert_eq!(f.dense.len(), 1);
+        let ep = |a: usize, p: u16| std::net::SocketAddr::new(addrs[a], p);
+        assert!(recs.iter().all(|r| f.may_hold_outside(ep(r.outside as usize, r.out_port))));
+        // The bitmap is exact: no odd port of address 0 is "maybe".
+        assert!((0..20_000u16).all(|i| !f.may_hold_outside(ep(0, 20_001 + 2 * i))));
+        let mut buf = Vec::new();
+        BlockFilter::encode(Some(&f), &mut buf);
+        assert!(buf.len() < 8192, "the bitmap is compressed: {} bytes", buf.len());
+        let back = BlockFilter::decode(&mut Cur::new(&buf)).expect("decode").expect("some");
+        assert_eq!(back, f);
+        let probe = Probe { outside: Some((addrs[1], 1003, endpoint_hash(addrs[1], 1003))) };
+        assert!(back.may_match(&probe) && back.may_match(&Probe::default()));
+        // Truncated or garbled bitmaps are refused.
+        assert!(BlockFilter::decode(&mut Cur::new(&buf[..buf.len() / 2])).is_err());
+        let mut bad = buf.clone();
+        bad[8] ^= 0xff;
+        assert!(BlockFilter::decode(&mut Cur::new(&bad)).is_err());
     }
 
     #[test]

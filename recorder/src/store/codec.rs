@@ -39,7 +39,7 @@ pub(crate) const KIND_SEALED: u8 = 2;
 pub(crate) const CLASS_CARRIED: u8 = 3;
 pub(crate) const CLASS_LIVE: u8 = 255;
 
-const N_COLS: usize = 19;
+const N_COLS: usize = 20;
 
 /// One translation with times in units and addresses as ids (into an interner or a block's
 /// dictionaries).
@@ -245,6 +245,63 @@ fn dictionary(ids: impl Iterator<Item = u32>, addrs: &[IpAddr]) -> (FastMap<u32,
     (map, col)
 }
 
+/// Service code of a record whose (protocol, remote port) is not in the block's table.
+const SVC_ESCAPE: u8 = 255;
+/// Remote dictionary indices from this one on are escaped.
+const REM_ESCAPE: u32 = 255;
+/// Duration streams split off when splitting pays (see [`dur_split`]).
+const DUR_SPLIT: u8 = 8;
+
+/// Each record's service code and the table: the block's (protocol, remote port) pairs by
+/// decreasing count (ties by value), at most 255 of them; code 255 for the others.
+fn services(recs: &[Rec]) -> (Vec<u8>, Vec<(u8, u16)>) {
+    let mut counts: FastMap<(u8, u16), u32> = FastMap::default();
+    for r in recs {
+        *counts.entry((r.proto, r.rem_port)).or_default() += 1;
+    }
+    let mut order: Vec<((u8, u16), u32)> = counts.into_iter().collect();
+    order.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    order.truncate(usize::from(SVC_ESCAPE));
+    let table: Vec<(u8, u16)> = order.iter().map(|(k, _)| *k).collect();
+    let code: FastMap<(u8, u16), u8> = table.iter().enumerate().map(|(i, k)| (*k, i as u8)).collect();
+    let codes = recs.iter().map(|r| code.get(&(r.proto, r.rem_port)).copied().unwrap_or(SVC_ESCAPE)).collect();
+    (codes, table)
+}
+
+/// The duration column: `u8 k`, then stream 0, …, stream k, each its durations (records with
+/// an end, in record order) as u64 in 8 byte planes; a record is in stream `min(code, k)`.
+fn dur_column(k: u8, streams: &[Vec<u64>]) -> Vec<u8> {
+    let total: usize = streams.iter().map(Vec::len).sum();
+    let mut col = Vec::with_capacity(1 + 8 * total);
+    col.push(k);
+    for s in streams {
+        for b in 0..8 {
+            col.extend(s.iter().map(|d| (d >> (8 * b)) as u8));
+        }
+    }
+    col
+}
+
+/// How many service codes get their own duration stream: [`DUR_SPLIT`] when that makes the
+/// column smaller (checked with fast zstd), else 0. Durations of one service (DNS: a short
+/// exchange, then conntrack's fixed timeout) cluster; a block that mixes services blurs them.
+fn dur_split(recs: &[Rec], codes: &[u8]) -> u8 {
+    let mut split: Vec<Vec<u64>> = vec![Vec::new(); usize::from(DUR_SPLIT) + 1];
+    let mut one = Vec::new();
+    for (r, &c) in recs.iter().zip(codes) {
+        if let Some(e) = r.end {
+            let d = e.wrapping_sub(r.start) as u64;
+            split[usize::from(c.min(DUR_SPLIT))].push(d);
+            one.push(d);
+        }
+    }
+    if one.len() < 4096 {
+        return 0;
+    }
+    let size = |col: Vec<u8>| zstd::bulk::compress(&col, 1).map_or(usize::MAX, |z| z.len());
+    if size(dur_column(DUR_SPLIT, &split)) < size(dur_column(0, &[one])) { DUR_SPLIT } else { 0 }
+}
+
 fn put_planes(col: &mut Vec<u8>, vals: impl Iterator<Item = u16> + Clone) {
     col.extend(vals.clone().map(|v| v as u8));
     col.extend(vals.map(|v| (v >> 8) as u8));
@@ -287,28 +344,38 @@ pub(crate) fn encode_block(
     let n = recs.len();
     let mut cols: Vec<Vec<u8>> = vec![Vec::new(); N_COLS];
     cols[0].extend(recs.iter().map(|r| r.kind));
-    cols[1].extend(recs.iter().map(|r| r.proto));
     cols[2].extend(recs.iter().map(|r| r.flags));
     cols[3].extend(recs.iter().map(|r| u8::from(r.end.is_some()) | (u8::from(r.carried) << 1)));
+    // Services: the block's most frequent (protocol, remote port) pairs.
+    let (svc_codes, table) = services(recs);
+    put_uvarint(&mut cols[1], table.len() as u64);
+    for &(proto, port) in &table {
+        cols[1].push(proto);
+        cols[1].extend_from_slice(&port.to_le_bytes());
+    }
+    let escaped: Vec<&Rec> = recs.iter().zip(&svc_codes).filter(|(_, c)| **c == SVC_ESCAPE).map(|(r, _)| r).collect();
+    cols[19].extend(escaped.iter().map(|r| r.proto));
+    put_planes(&mut cols[19], escaped.iter().map(|r| r.rem_port));
     let mut prev = min_start;
     cols[5].reserve(n * 2);
-    let mut durs: Vec<u64> = Vec::with_capacity(n);
-    for r in recs {
+    // Durations in streams by service code (see `dur_streams`).
+    // Live blocks are rewritten at the seal: no time spent choosing.
+    let k_split = if kind == KIND_LIVE { 0 } else { dur_split(recs, &svc_codes) };
+    let mut streams: Vec<Vec<u64>> = vec![Vec::new(); usize::from(k_split) + 1];
+    for (r, &code) in recs.iter().zip(&svc_codes) {
         put_uvarint(&mut cols[4], u64::from(r.zone));
         put_uvarint(&mut cols[5], zigzag(r.start.wrapping_sub(prev)));
         prev = r.start;
         if let Some(e) = r.end {
-            durs.push(e.wrapping_sub(r.start) as u64);
+            streams[usize::from(code.min(k_split))].push(e.wrapping_sub(r.start) as u64);
         }
     }
-    for k in 0..8 {
-        cols[6].extend(durs.iter().map(|d| (d >> (8 * k)) as u8));
-    }
+    cols[6] = dur_column(k_split, &streams);
+    cols[12] = svc_codes;
     let (din, c13) = dictionary(recs.iter().map(|r| r.inside), addrs);
     let (dout, c14) = dictionary(recs.iter().map(|r| r.outside), addrs);
     let (drem, c15) = dictionary(recs.iter().map(|r| r.remote), addrs);
-    // Predictions: the outside address last used by the same inside address, the port last
-    // used with the same remote address.
+    // Prediction: the outside address last used by the same inside address.
     let mut out_pred = vec![0u32; din.len()];
     let (mut idx_in, mut idx_rem) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for r in recs {
@@ -323,11 +390,15 @@ pub(crate) fn encode_block(
     }
     for k in 0..4 {
         cols[7].extend(idx_in.iter().map(|v| (v >> (8 * k)) as u8));
-        cols[11].extend(idx_rem.iter().map(|v| (v >> (8 * k)) as u8));
+    }
+    // Remote index: one byte, 255 escaping to (index − 255) in three byte planes after them.
+    cols[11].extend(idx_rem.iter().map(|&m| m.min(REM_ESCAPE) as u8));
+    let big: Vec<u32> = idx_rem.iter().filter(|&&m| m >= REM_ESCAPE).map(|m| m - REM_ESCAPE).collect();
+    for k in 0..3 {
+        cols[11].extend(big.iter().map(|v| (v >> (8 * k)) as u8));
     }
     put_planes(&mut cols[8], recs.iter().map(|r| r.in_port));
     put_planes(&mut cols[10], recs.iter().map(|r| r.out_port.wrapping_sub(r.in_port)));
-    put_planes(&mut cols[12], recs.iter().map(|r| r.rem_port));
     cols[13] = c13;
     cols[14] = c14;
     cols[15] = c15;
@@ -499,11 +570,34 @@ impl<'a> BlockView<'a> {
             return Err("too many records".into());
         }
         let k = self.col(0)?;
-        let p = self.col(1)?;
         let f = self.col(2)?;
         let b = self.col(3)?;
-        if k.len() != n || p.len() != n || f.len() != n || b.len() != n {
+        let svc = self.col(12)?;
+        if k.len() != n || f.len() != n || b.len() != n || svc.len() != n {
             return Err("column lengths disagree with the record count".into());
+        }
+        let table = {
+            let t = self.col(1)?;
+            let mut c = Cur::new(&t);
+            let len = c.uvarint()?;
+            if len > u64::from(SVC_ESCAPE) {
+                return Err(format!("service table of {len} entries"));
+            }
+            let mut table = Vec::with_capacity(len as usize);
+            for _ in 0..len {
+                let proto = c.u8()?;
+                let pb = c.bytes(2)?;
+                table.push((proto, u16::from_le_bytes([pb[0], pb[1]])));
+            }
+            if !c.rest().is_empty() {
+                return Err("trailing bytes in the service table".into());
+            }
+            table
+        };
+        let esc = self.col(19)?;
+        let n_esc = svc.iter().filter(|&&c| c == SVC_ESCAPE).count();
+        if esc.len() != 3 * n_esc || svc.iter().any(|&c| c != SVC_ESCAPE && usize::from(c) >= table.len()) {
+            return Err("service columns disagree with the record count".into());
         }
         let zone = self.col(4)?;
         let start = self.col(5)?;
@@ -513,18 +607,30 @@ impl<'a> BlockView<'a> {
         let oi = self.col(9)?;
         let op = self.col(10)?;
         let ri = self.col(11)?;
-        let rp = self.col(12)?;
-        if ip.len() != 2 * n || op.len() != 2 * n || rp.len() != 2 * n {
+        if ip.len() != 2 * n || op.len() != 2 * n {
             return Err("port columns disagree with the record count".into());
         }
         let (mut zc, mut sc) = (Cur::new(&zone), Cur::new(&start));
-        let n_dur = b.iter().filter(|x| *x & 1 != 0).count();
-        if dur.len() != 8 * n_dur {
+        // Duration streams: sizes, then where each begins.
+        let k_split = *dur.first().ok_or("empty duration column")?;
+        let stream_of = |i: usize| usize::from(svc[i].min(k_split));
+        let mut stream_len = vec![0usize; usize::from(k_split) + 1];
+        for i in (0..n).filter(|&i| b[i] & 1 != 0) {
+            stream_len[stream_of(i)] += 1;
+        }
+        let mut stream_base = Vec::with_capacity(stream_len.len());
+        let mut at = 1;
+        for l in &stream_len {
+            stream_base.push(at);
+            at += 8 * l;
+        }
+        if dur.len() != at {
             return Err("duration column disagrees with the record count".into());
         }
-        let mut di = 0;
+        let mut stream_pos = vec![0usize; stream_len.len()];
         let mut oc = Cur::new(&oi);
-        if ii.len() != 4 * n || ri.len() != 4 * n {
+        let n_big = ri.iter().take(n).filter(|&&c| u32::from(c) == REM_ESCAPE).count();
+        if ii.len() != 4 * n || ri.len() != n + 3 * n_big {
             return Err("address columns disagree with the record count".into());
         }
         let u32_at = |col: &[u8], i: usize| (0..4).fold(0u32, |a, k| a | (u32::from(col[k * n + i]) << (8 * k)));
@@ -538,12 +644,24 @@ impl<'a> BlockView<'a> {
         let mut recs = Vec::with_capacity(n);
         let mut prev = self.meta.min_start;
         let mut out_pred = vec![0u32; dicts.inside.len()];
+        let (mut esc_i, mut big_i) = (0, 0);
         for i in 0..n {
             let s = prev.wrapping_add(sc.ivarint()?);
             prev = s;
-            // Sequential columns advance for every record, kept or not.
-            let dur_at = (b[i] & 1 != 0).then_some(di);
-            di += usize::from(b[i] & 1);
+            // Sequential columns and counters advance for every record, kept or not.
+            let dur_at = (b[i] & 1 != 0).then(|| {
+                let st = stream_of(i);
+                stream_pos[st] += 1;
+                (stream_base[st], stream_len[st], stream_pos[st] - 1)
+            });
+            let svc_esc = (svc[i] == SVC_ESCAPE).then(|| {
+                esc_i += 1;
+                esc_i - 1
+            });
+            let rem_big = (u32::from(ri[i]) == REM_ESCAPE).then(|| {
+                big_i += 1;
+                big_i - 1
+            });
             let zone = zc.uvarint()?;
             let in_port = port(&ip, i);
             let inside = idx(u32_at(&ii, i), dicts.inside.len())?;
@@ -557,11 +675,19 @@ impl<'a> BlockView<'a> {
             if !keep(&Keys { inside, in_port, outside: outside as u32, out_port }) {
                 continue;
             }
-            let end = dur_at.map(|at| {
-                let d = (0..8).fold(0u64, |acc, k| acc | (u64::from(dur[k * n_dur + at]) << (8 * k)));
+            let end = dur_at.map(|(base, len, at)| {
+                let d = (0..8).fold(0u64, |acc, k| acc | (u64::from(dur[base + k * len + at]) << (8 * k)));
                 s.wrapping_add(d as i64)
             });
-            let remote = idx(u32_at(&ri, i), dicts.remote.len())?;
+            let remote = match rem_big {
+                None => u32::from(ri[i]),
+                Some(j) => (0..3).fold(REM_ESCAPE, |a, k| a + (u32::from(ri[n + k * n_big + j]) << (8 * k))),
+            };
+            let remote = idx(remote, dicts.remote.len())?;
+            let (proto, rem_port) = match svc_esc {
+                None => table[usize::from(svc[i])],
+                Some(j) => (esc[j], u16::from(esc[n_esc + j]) | (u16::from(esc[2 * n_esc + j]) << 8)),
+            };
             recs.push(Rec {
                 start: s,
                 end,
@@ -570,10 +696,10 @@ impl<'a> BlockView<'a> {
                 remote,
                 in_port,
                 out_port,
-                rem_port: port(&rp, i),
+                rem_port,
                 zone: u16::try_from(zone).map_err(|_| "zone out of range")?,
                 kind: k[i],
-                proto: p[i],
+                proto,
                 flags: f[i],
                 carried: b[i] & 2 != 0,
             });
@@ -639,6 +765,70 @@ mod tests {
             .collect();
         assert!(!want.is_empty() && want.len() < all.len() / 10);
         assert_eq!(some, want);
+    }
+
+    #[test]
+    fn escaped_services_remotes_and_duration_streams_round_trip() {
+        // 600 remotes (indices past the one-byte escape), 400 (protocol, port) pairs (past the
+        // 255-entry service table), DNS-like durations that make the writer split streams.
+        let addrs: Vec<IpAddr> = (0..1000u32).map(|i| IpAddr::from((0x0a00_0000 + i).to_be_bytes())).collect();
+        let mut x = 12345u64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let recs: Vec<Rec> = (0..20_000i64)
+            .map(|i| {
+                let r = rnd();
+                let dns = r % 3 == 0;
+                let start = i * 3;
+                Rec {
+                    start,
+                    end: (r % 7 != 0).then(|| start + if dns { 30_000 + (r >> 8) as i64 % 40 } else { (r >> 8) as i64 % 500_000 }),
+                    inside: (r >> 20) as u32 % 300,
+                    outside: 300 + (r >> 30) as u32 % 4,
+                    remote: 400 + (r >> 34) as u32 % 600,
+                    in_port: (r >> 40) as u16,
+                    out_port: (r >> 44) as u16,
+                    rem_port: if dns { 53 } else { (r >> 50) as u16 % 400 },
+                    zone: 0,
+                    kind: 0,
+                    proto: if dns { 17 } else { 6 + (r >> 60) as u8 % 2 },
+                    flags: 0,
+                    carried: false,
+                }
+            })
+            .collect();
+        let mut payload = Vec::new();
+        encode_block(KIND_SEALED, 0, 0, &recs, &[], &addrs, 3, &mut payload).expect("encode");
+        let v = BlockView::parse(&payload).expect("parse");
+        assert_eq!(v.col(6).expect("durations")[0], DUR_SPLIT, "DNS-like durations are split");
+        let d = v.dicts().expect("dicts");
+        let (got, _) = v.records(&d).expect("records");
+        let back: Vec<Rec> = got
+            .iter()
+            .map(|r| Rec {
+                inside: addrs.iter().position(|a| *a == d.inside[r.inside as usize]).expect("inside") as u32,
+                outside: addrs.iter().position(|a| *a == d.outside[r.outside as usize]).expect("outside") as u32,
+                remote: addrs.iter().position(|a| *a == d.remote[r.remote as usize]).expect("remote") as u32,
+                ..*r
+            })
+            .collect();
+        assert_eq!(back, recs);
+        let few: Vec<Rec> = recs.iter().filter(|r| r.in_port % 5 == 0).copied().collect();
+        let (some, _) = v.records_where(&d, |k| k.in_port % 5 == 0).expect("some");
+        assert_eq!(some.len(), few.len());
+        assert!(some.iter().zip(&few).all(|(a, b)| a.end == b.end && a.rem_port == b.rem_port && a.proto == b.proto));
+        // A service code past the table is refused.
+        let mut bad = payload.clone();
+        let v = BlockView::parse(&payload).expect("parse");
+        let (_, _, col12) = v.cols[12];
+        assert_eq!(v.cols[12].0, 1, "service codes are compressed");
+        let at = col12.as_ptr() as usize - payload.as_ptr() as usize;
+        bad[at..at + col12.len()].fill(0);
+        assert!(BlockView::parse(&bad).and_then(|v| v.records(&d)).is_err());
     }
 
     #[test]

@@ -16,7 +16,8 @@ use super::bloom::BlockFilter;
 use super::{Resolution, StoreError};
 
 pub(crate) const MAGIC: &[u8; 8] = b"NATRSEG1";
-pub(crate) const VERSION: u16 = 1;
+/// Version 2: service table and duration streams in blocks, port bitmaps in endpoint filters.
+pub(crate) const VERSION: u16 = 2;
 pub(crate) const HEADER_LEN: usize = 72;
 pub(crate) const FRAME_HEADER: usize = 12;
 pub(crate) const SEAL_PAYLOAD: usize = 120;
@@ -63,7 +64,7 @@ impl Header {
         }
         let version = u16::from_le_bytes([b[8], b[9]]);
         if version != VERSION {
-            return Err(format!("unsupported segment version {version}"));
+            return Err(format!("segment format version {version}, this natrec reads version {VERSION} only"));
         }
         let resolution = Resolution::from_code(b[10]).ok_or("unknown time resolution")?;
         let mut prev_chain = [0u8; 32];
