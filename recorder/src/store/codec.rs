@@ -108,18 +108,22 @@ pub(crate) type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fast
 #[derive(Debug, Default)]
 pub(crate) struct Interner {
     pub addrs: Vec<IpAddr>,
-    map: FastMap<IpAddr, u32>,
+    /// IPv4 addresses as u32 and IPv6 addresses as u128: one multiply to hash.
+    v4: FastMap<u32, u32>,
+    v6: FastMap<u128, u32>,
 }
 
 impl Interner {
     pub fn id(&mut self, a: IpAddr) -> u32 {
-        if let Some(&i) = self.map.get(&a) {
-            return i;
+        let next = u32::try_from(self.addrs.len()).unwrap_or(u32::MAX);
+        let id = match a {
+            IpAddr::V4(v) => *self.v4.entry(v.to_bits()).or_insert(next),
+            IpAddr::V6(v) => *self.v6.entry(v.to_bits()).or_insert(next),
+        };
+        if id == next {
+            self.addrs.push(a);
         }
-        let i = u32::try_from(self.addrs.len()).unwrap_or(u32::MAX);
-        self.addrs.push(a);
-        self.map.insert(a, i);
-        i
+        id
     }
 }
 
@@ -422,9 +426,11 @@ pub(crate) fn encode_block(
     out.push(u8::from(any_open));
     out.push(N_COLS as u8);
     let mut stored: Vec<(u8, usize, Vec<u8>)> = Vec::with_capacity(N_COLS);
+    // One compression context for every column.
+    let mut zc = zstd::bulk::Compressor::new(level)?;
     for c in cols {
         if c.len() >= 32 {
-            let z = zstd::bulk::compress(&c, level)?;
+            let z = zc.compress(&c)?;
             if z.len() < c.len() {
                 stored.push((1, c.len(), z));
                 continue;

@@ -508,10 +508,14 @@ pub(crate) fn recover_open(path: &Path) -> Result<Recovered, StoreError> {
         })();
         match res {
             Ok((d, rs, refs)) => {
+                // Dictionary entries to interner ids once per block, not once per record.
+                let mut ids = |dict: &[std::net::IpAddr]| dict.iter().map(|a| addrs.id(*a)).collect::<Vec<u32>>();
+                let (ins, outs, rems) = (ids(&d.inside), ids(&d.outside), ids(&d.remote));
+                recs.reserve(rs.len());
                 for mut r in rs {
-                    r.inside = addrs.id(d.inside[r.inside as usize]);
-                    r.outside = addrs.id(d.outside[r.outside as usize]);
-                    r.remote = addrs.id(d.remote[r.remote as usize]);
+                    r.inside = ins[r.inside as usize];
+                    r.outside = outs[r.outside as usize];
+                    r.remote = rems[r.remote as usize];
                     recs.push(r);
                 }
                 apply_refs(&mut recs, &refs);
@@ -552,6 +556,44 @@ fn class_of(r: &Rec, res: Resolution) -> u8 {
         }
     }
     2
+}
+
+/// Orders records by group (carried first, then duration classes 0, 1, 2), each group by start:
+/// a stable counting sort by group, then a stable sort of each group by start (records arrive
+/// nearly in start order, which the adaptive sort handles in about linear time).
+fn sort_groups(recs: &mut [Rec], res: Resolution) {
+    let limits = CLASS_LIMITS_S.map(|s| res.duration_units(std::time::Duration::from_secs(s as u64)));
+    let group = |r: &Rec| -> usize {
+        if r.carried {
+            return 0;
+        }
+        match r.end {
+            Some(e) => 1 + limits.iter().position(|&l| e.saturating_sub(r.start) < l).unwrap_or(2),
+            None => 3,
+        }
+    };
+    let mut counts = [0usize; 4];
+    for r in recs.iter() {
+        counts[group(r)] += 1;
+    }
+    let mut at = [0usize; 4];
+    for g in 1..4 {
+        at[g] = at[g - 1] + counts[g - 1];
+    }
+    let starts = at;
+    let mut out = recs.to_vec();
+    for r in recs.iter() {
+        let g = group(r);
+        out[at[g]] = *r;
+        at[g] += 1;
+    }
+    for g in 0..4 {
+        let part = &mut out[starts[g]..starts[g] + counts[g]];
+        if !part.is_sorted_by_key(|r| r.start) {
+            part.sort_by_key(|r| r.start);
+        }
+    }
+    recs.copy_from_slice(&out);
 }
 
 /// A writer that hashes what it writes.
@@ -619,10 +661,7 @@ fn write_sealed_tmp(
     let file = OpenOptions::new().write(true).create(true).truncate(true).open(tmp).map_err(io("creating"))?;
     let mut w = HashingWriter { inner: BufWriter::with_capacity(1 << 20, file), sha: Sha256::new(), written: 0 };
     w.write_all(&header.encode()).map_err(io("writing"))?;
-    recs.sort_unstable_by_key(|r| {
-        let group = if r.carried { 0 } else { 1 + class_of(r, res) };
-        (group, r.start)
-    });
+    sort_groups(recs, res);
     let mut index = Vec::new();
     let mut payload = Vec::new();
     let mut frame = Vec::new();

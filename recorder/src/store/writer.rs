@@ -48,7 +48,7 @@ pub struct WriterStats {
 }
 
 /// A compact key of a live translation (addresses interned).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Key {
     inside: u32,
     outside: u32,
@@ -56,6 +56,15 @@ struct Key {
     ports: [u16; 3],
     zone: u16,
     proto: u8,
+}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        // Three words instead of a write per field.
+        h.write_u64(u64::from(self.inside) | (u64::from(self.outside) << 32));
+        h.write_u64(u64::from(self.remote) | (u64::from(self.ports[0]) << 32) | (u64::from(self.ports[1]) << 48));
+        h.write_u64(u64::from(self.ports[2]) | (u64::from(self.zone) << 16) | (u64::from(self.proto) << 32));
+    }
 }
 
 impl Key {
