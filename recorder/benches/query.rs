@@ -54,12 +54,12 @@ fn target_dir() -> PathBuf {
 }
 
 /// Builds the store (once) and returns its directory and the sampled translations.
-/// The directory name carries a format generation (v4: index with outside endpoint filters), so
-/// a store written in an older format is rebuilt.
+/// The directory name carries a format generation (v5: segment format 2), so a store written in
+/// an older format is rebuilt.
 fn dataset(n: u64) -> Res<(PathBuf, Vec<Translation>)> {
     let p = params(n);
     let root = target_dir().join("natrec-bench").join(format!(
-        "query-v4-n{n}-seed{}-subs{}-pool{}-fps{}",
+        "query-v5-n{n}-seed{}-subs{}-pool{}-fps{}",
         p.seed, p.subscribers, p.outside_pool, p.flows_per_second
     ));
     let store = root.join("store");
@@ -167,6 +167,7 @@ fn main() -> Res<()> {
 
     // Every sampled translation must be found, and found alone (its full tuple is unique).
     let mut warm = Vec::with_capacity(WARM_RUNS);
+    let mut blocks = Vec::with_capacity(WARM_RUNS);
     let mut unique = 0;
     let warm_set: Vec<&Translation> = samples.iter().step_by((samples.len() / WARM_RUNS).max(1)).take(WARM_RUNS).collect();
     for t in warm_set.iter().copied() {
@@ -174,16 +175,20 @@ fn main() -> Res<()> {
         let began = Instant::now();
         let a = who_held(&reader, &q)?;
         warm.push(began.elapsed());
+        blocks.push(a.report.blocks_read);
         if !a.candidates.iter().any(|c| c.translation.key() == t.key()) {
             return Err(format!("sampled translation not found: {t:?}").into());
         }
         unique += usize::from(a.distinct_inside == 1);
     }
+    blocks.sort_unstable();
     figures.push(format!(
-        "point query, warm cache, open reader: median {} over {} sampled translations ({} answered uniquely)",
+        "point query, warm cache, open reader: median {} over {} sampled translations ({} answered uniquely; blocks read: median {}, max {})",
         ms(median(warm)),
         warm_set.len(),
-        unique
+        unique,
+        blocks[blocks.len() / 2],
+        blocks[blocks.len() - 1]
     ));
 
     let mut c = Criterion::default().configure_from_args();
