@@ -27,13 +27,33 @@ fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
+/// CPU time of the calling thread (user and system): what "one core" spends, whatever else
+/// runs on the machine.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant the kernel knows.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Times of one write: wall and thread CPU, for the appends (with flushes) and in all (with
+/// the seal).
+struct Took {
+    append: Duration,
+    total: Duration,
+    append_cpu: Duration,
+    total_cpu: Duration,
+}
+
 /// Writes everything at the default seal level.
-fn write_all(dir: &Path, evs: &[FlowEvent], resolution: Resolution) -> (Duration, Duration) {
+fn write_all(dir: &Path, evs: &[FlowEvent], resolution: Resolution) -> Took {
     write_level(dir, evs, resolution, WriterOptions::default().seal_level)
 }
 
-/// Writes everything; returns the time to append (with flushes) and the total with the seal.
-fn write_level(dir: &Path, evs: &[FlowEvent], resolution: Resolution, seal_level: i32) -> (Duration, Duration) {
+/// Writes everything at `seal_level`.
+fn write_level(dir: &Path, evs: &[FlowEvent], resolution: Resolution, seal_level: i32) -> Took {
+    let c0 = thread_cpu();
     let t0 = Instant::now();
     let mut w = Writer::open(WriterOptions { dir: dir.to_owned(), resolution, seal_level, ..WriterOptions::default() })
         .expect("open writer");
@@ -44,9 +64,21 @@ fn write_level(dir: &Path, evs: &[FlowEvent], resolution: Resolution, seal_level
             w.tick(jiff::Timestamp::now()).expect("tick");
         }
     }
-    let appended = t0.elapsed();
+    let (append, append_cpu) = (t0.elapsed(), thread_cpu() - c0);
     w.close().expect("close");
-    (appended, t0.elapsed())
+    Took { append, total: t0.elapsed(), append_cpu, total_cpu: thread_cpu() - c0 }
+}
+
+/// `append+flush A M/s, with the seal S M/s` in wall-clock and thread-CPU terms.
+fn rates(n: f64, t: &Took) -> String {
+    let m = |d: Duration| n / d.as_secs_f64() / 1e6;
+    format!(
+        "append+flush {:.2} M translations/s, with the seal {:.2} M/s (wall clock); per CPU second of the writer's thread {:.2} and {:.2} M/s",
+        m(t.append),
+        m(t.total),
+        m(t.append_cpu),
+        m(t.total_cpu)
+    )
 }
 
 /// `conntrack -E -o timestamp,extended` text: a NEW and a DESTROY line per translation.
@@ -89,27 +121,22 @@ fn sizes(evs: &[FlowEvent]) {
         .collect();
     let n = translations.len() as f64;
     println!("store bench: {} translations ({} events) of the synthetic workload", translations.len(), evs.len());
+    let default_level = WriterOptions::default().seal_level;
     for res in [Resolution::Millis, Resolution::Micros] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (appended, took) = write_all(dir.path(), evs, res);
+        let took = write_all(dir.path(), evs, res);
         let bytes = dir_bytes(dir.path());
         println!(
-            "  natrec {res:>2}: {bytes} bytes, {:.2} bytes/translation; one thread: append+flush {:.2} M translations/s, with the seal (zstd 19) {:.2} M/s",
+            "  natrec {res:>2}, seal at zstd {default_level} (default): {bytes} bytes, {:.2} bytes/translation; one thread: {}",
             bytes as f64 / n,
-            n / appended.as_secs_f64() / 1e6,
-            n / took.as_secs_f64() / 1e6
+            rates(n, &took)
         );
     }
-    for level in [9, 3] {
+    for level in [3, 9, 19] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (appended, took) = write_level(dir.path(), evs, Resolution::Millis, level);
+        let took = write_level(dir.path(), evs, Resolution::Millis, level);
         let bytes = dir_bytes(dir.path());
-        println!(
-            "  natrec ms, seal at zstd {level}: {:.2} bytes/translation; append+flush {:.2} M/s, with the seal {:.2} M/s",
-            bytes as f64 / n,
-            n / appended.as_secs_f64() / 1e6,
-            n / took.as_secs_f64() / 1e6
-        );
+        println!("  natrec ms, seal at zstd {level}: {:.2} bytes/translation; {}", bytes as f64 / n, rates(n, &took));
     }
     let text = conntrack_text(&translations);
     println!("  conntrack -E text: {} bytes, {:.1} bytes/translation", text.len(), text.len() as f64 / n);

@@ -1,26 +1,36 @@
 //! The block codec: records column by column, each column zstd-compressed.
 //!
-//! Block payload (inside a block frame):
+//! Block payload (inside a block frame; segment format version 2):
 //!
 //! ```text
 //! u8 kind (0 live, 1 checkpoint, 2 sealed)   u8 class (0 <1 min, 1 <10 min, 2 longer/open, 3 carried, 255 live)
 //! uvarint n_full   uvarint n_ref   uvarint first_ordinal
 //! zigzag min_start zigzag max_start zigzag max_end   u8 any_open
-//! u8 n_cols (19), then per column: u8 codec (0 raw, 1 zstd) uvarint raw_len uvarint stored_len
+//! u8 n_cols (20), then per column: u8 codec (0 raw, 1 zstd) uvarint raw_len uvarint stored_len
 //! column data, concatenated in column order
 //! ```
 //!
-//! Full-record columns, one entry per record in order:
-//! - 0 kind (u8: 0 snat, 1 dnat, 2 both), 1 proto (u8), 2 flags (u8), 3 bits (u8: 1 has end,
-//!   2 carried), 4 zone (uvarint);
+//! Full-record columns, one entry per record in order unless said otherwise:
+//! - 0 kind (u8: 0 snat, 1 dnat, 2 both), 2 flags (u8), 3 bits (u8: 1 has end, 2 carried),
+//!   4 zone (uvarint);
+//! - 1 the **service table**: uvarint count (at most 255), then per entry u8 protocol and u16 LE
+//!   remote port — the block's (protocol, remote port) pairs, most frequent first (ties by
+//!   protocol, then port);
+//! - 12 service code (u8): index into the table, or 255 when the record's pair is not in it;
+//! - 19 the escaped services, for the records with code 255 in order: all their protocols
+//!   (u8), then their remote ports as u16 in two byte planes;
 //! - 5 start: zigzag uvarint delta from the previous start (the first from `min_start`);
-//! - 6 duration: `end - start` as u64 in eight byte planes, records with an end only;
+//! - 6 duration: u8 `k`, then streams `0..=k`; a record with an end is in stream
+//!   `min(service code, k)`; each stream holds its records' `end - start` (in record order) as
+//!   u64 in eight byte planes. The writer splits (`k` = 8) when that compresses better (durations
+//!   of one service cluster: DNS is a short exchange plus conntrack's fixed timeout), else `k` = 0;
 //! - 7 inside address: dictionary index as u32 in four byte planes;
-//! - 8 inside port; 10 outside port minus inside port (wrapping); 12 remote port — each u16 in
-//!   two byte planes (all low bytes, then all high bytes);
+//! - 8 inside port; 10 outside port minus inside port (wrapping) — each u16 in two byte planes
+//!   (all low bytes, then all high bytes);
 //! - 9 outside address: zigzag uvarint of its dictionary index minus the outside index of the
 //!   previous record with the same inside index in the block (0 for the first);
-//! - 11 remote address: dictionary index as u32 in four byte planes;
+//! - 11 remote address: one byte per record, the dictionary index when below 255, else 255; then,
+//!   for the records with 255 in order, (index − 255) as u24 in three byte planes;
 //! - 13–15 the inside, outside and remote dictionaries: uvarint count, then per address u8
 //!   family 4 or 6 and 4 or 16 bytes, most frequent first.
 //!
