@@ -31,8 +31,9 @@
 //!   previous record with the same inside index in the block (0 for the first);
 //! - 11 remote address: one byte per record, the dictionary index when below 255, else 255; then,
 //!   for the records with 255 in order, (index − 255) as u24 in three byte planes;
-//! - 13–15 the inside, outside and remote dictionaries: uvarint count, then per address u8
-//!   family 4 or 6 and 4 or 16 bytes, most frequent first.
+//! - 13–15 the inside, outside and remote dictionaries, most frequent first: uvarint count `c`,
+//!   `c` family bytes (4 or 6), then the IPv4 addresses' 4 bytes in 4 byte planes, then the
+//!   IPv6 addresses' 16 bytes in 16 byte planes (each in dictionary order).
 //!
 //! End-reference columns (live blocks only): 16 ordinal distance (uvarint `first_ordinal +
 //! n_full - ordinal`), 17 end (zigzag delta from the previous end, the first from `min_start`),
@@ -228,33 +229,45 @@ pub(crate) fn kind_from_code(c: u8) -> Option<crate::model::Kind> {
     }
 }
 
-/// A per-block dictionary: global id to local index, most frequent first.
-fn dictionary(ids: impl Iterator<Item = u32>, addrs: &[IpAddr]) -> (FastMap<u32, u32>, Vec<u8>) {
-    let mut counts: FastMap<u32, u32> = FastMap::default();
+/// A per-block dictionary: global id to local index (indexed by id; `u32::MAX` for ids the
+/// block does not use), and the column; most frequent first.
+fn dictionary(ids: impl Iterator<Item = u32> + Clone, addrs: &[IpAddr]) -> (Vec<u32>, Vec<u8>) {
+    // Ids are dense (interned): count in a vector, not a hash map.
+    let size = ids.clone().max().map_or(0, |m| m as usize + 1);
+    let mut counts = vec![0u32; size];
     for id in ids {
-        *counts.entry(id).or_default() += 1;
+        counts[id as usize] += 1;
     }
-    let mut order: Vec<(u32, u32)> = counts.into_iter().collect();
+    let mut order: Vec<(u32, u32)> =
+        counts.iter().enumerate().filter(|(_, c)| **c > 0).map(|(id, c)| (id as u32, *c)).collect();
     order.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let mut map = FastMap::with_capacity_and_hasher(order.len(), Default::default());
+    let mut map = vec![u32::MAX; size];
     let mut col = Vec::with_capacity(order.len() * 5 + 4);
     put_uvarint(&mut col, order.len() as u64);
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
     for (local, (id, _)) in order.iter().enumerate() {
-        map.insert(*id, local as u32);
+        map[*id as usize] = local as u32;
         match addrs.get(*id as usize) {
             Some(IpAddr::V6(a)) => {
                 col.push(6);
-                col.extend_from_slice(&a.octets());
+                v6.push(a.octets());
             }
             Some(IpAddr::V4(a)) => {
                 col.push(4);
-                col.extend_from_slice(&a.octets());
+                v4.push(a.octets());
             }
             None => {
                 col.push(4);
-                col.extend_from_slice(&[0; 4]);
+                v4.push([0; 4]);
             }
         }
+    }
+    // Byte planes: addresses share their leading bytes far more than their trailing ones.
+    for k in 0..4 {
+        col.extend(v4.iter().map(|a| a[k]));
+    }
+    for k in 0..16 {
+        col.extend(v6.iter().map(|a| a[k]));
     }
     (map, col)
 }
@@ -390,12 +403,10 @@ pub(crate) fn encode_block(
     let (dout, c14) = dictionary(recs.iter().map(|r| r.outside), addrs);
     let (drem, c15) = dictionary(recs.iter().map(|r| r.remote), addrs);
     // Prediction: the outside address last used by the same inside address.
-    let mut out_pred = vec![0u32; din.len()];
+    let mut out_pred = vec![0u32; din.iter().filter(|&&l| l != u32::MAX).count()];
     let (mut idx_in, mut idx_rem) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for r in recs {
-        let i = din.get(&r.inside).copied().unwrap_or(0);
-        let o = dout.get(&r.outside).copied().unwrap_or(0);
-        let m = drem.get(&r.remote).copied().unwrap_or(0);
+        let (i, o, m) = (din[r.inside as usize], dout[r.outside as usize], drem[r.remote as usize]);
         idx_in.push(i);
         let pred = &mut out_pred[i as usize];
         put_uvarint(&mut cols[9], zigzag(i64::from(o) - i64::from(*pred)));
@@ -545,20 +556,28 @@ impl<'a> BlockView<'a> {
     fn dict(&self, i: usize) -> Result<Vec<IpAddr>, String> {
         let col = self.col(i)?;
         let mut c = Cur::new(&col);
-        let n = c.uvarint()?;
-        let mut out = Vec::with_capacity(usize::try_from(n.min(1 << 20)).unwrap_or(0));
-        for _ in 0..n {
-            match c.u8()? {
-                4 => {
-                    let b = c.bytes(4)?;
-                    out.push(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3])));
-                }
-                6 => {
-                    let mut o = [0u8; 16];
-                    o.copy_from_slice(c.bytes(16)?);
-                    out.push(IpAddr::V6(Ipv6Addr::from(o)));
-                }
-                f => return Err(format!("unknown address family {f}")),
+        let n = usize::try_from(c.uvarint()?).map_err(|_| "dictionary too large")?;
+        let fam = c.bytes(n)?;
+        let n4 = fam.iter().filter(|&&f| f == 4).count();
+        let n6 = fam.iter().filter(|&&f| f == 6).count();
+        if n4 + n6 != n {
+            return Err("unknown address family".into());
+        }
+        let p4 = c.bytes(4 * n4)?;
+        let p6 = c.bytes(16 * n6)?;
+        if !c.rest().is_empty() {
+            return Err("trailing bytes in a dictionary".into());
+        }
+        let (mut i4, mut i6) = (0, 0);
+        let mut out = Vec::with_capacity(n);
+        for &f in fam {
+            if f == 4 {
+                out.push(IpAddr::V4(Ipv4Addr::new(p4[i4], p4[n4 + i4], p4[2 * n4 + i4], p4[3 * n4 + i4])));
+                i4 += 1;
+            } else {
+                let o: [u8; 16] = std::array::from_fn(|k| p6[k * n6 + i6]);
+                out.push(IpAddr::V6(Ipv6Addr::from(o)));
+                i6 += 1;
             }
         }
         Ok(out)
@@ -787,7 +806,13 @@ mod tests {
     fn escaped_services_remotes_and_duration_streams_round_trip() {
         // 600 remotes (indices past the one-byte escape), 400 (protocol, port) pairs (past the
         // 255-entry service table), DNS-like durations that make the writer split streams.
-        let addrs: Vec<IpAddr> = (0..1000u32).map(|i| IpAddr::from((0x0a00_0000 + i).to_be_bytes())).collect();
+        // Every seventh address IPv6: dictionaries mix both families.
+        let addrs: Vec<IpAddr> = (0..1000u32)
+            .map(|i| match i % 7 {
+                0 => IpAddr::from((0x2001_0db8_0000_0000_0000_0000_0000_0000u128 + u128::from(i)).to_be_bytes()),
+                _ => IpAddr::from((0x0a00_0000 + i).to_be_bytes()),
+            })
+            .collect();
         let mut x = 12345u64;
         let mut rnd = move || {
             x ^= x << 13;
