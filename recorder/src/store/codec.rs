@@ -126,6 +126,13 @@ pub(crate) struct Interner {
 
 impl Interner {
     pub fn id(&mut self, a: IpAddr) -> u32 {
+        let found = match a {
+            IpAddr::V4(v) => self.v4.get(&v.to_bits()),
+            IpAddr::V6(v) => self.v6.get(&v.to_bits()),
+        };
+        if let Some(&id) = found {
+            return id;
+        }
         let next = u32::try_from(self.addrs.len()).unwrap_or(u32::MAX);
         let id = match a {
             IpAddr::V4(v) => *self.v4.entry(v.to_bits()).or_insert(next),

@@ -241,11 +241,13 @@ impl Writer {
         match ev {
             FlowEvent::Start(_) => {
                 r.end = None;
-                if self.open.contains_key(&(key, r.start)) {
-                    return Ok(());
-                }
                 let ord = self.written_ordinal + self.pending.len() as u64;
-                self.open.insert((key, r.start), ord);
+                match self.open.entry((key, r.start)) {
+                    std::collections::hash_map::Entry::Occupied(_) => return Ok(()),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(ord);
+                    }
+                }
                 self.pending.push(r);
             }
             FlowEvent::End(_) => {
