@@ -882,3 +882,21 @@ pub(crate) fn strip_filters(path: &Path) -> Result<(), String> {
     frame_bytes(&mut out, T_SEAL, &seal.encode());
     fs::write(path, out).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_of_another_version_is_refused_naming_both_versions() {
+        let h = Header { resolution: Resolution::Millis, seq: 3, created_ns: 5, prev_chain: [7; 32] };
+        let good = h.encode();
+        assert_eq!(Header::decode(&good), Ok(h));
+        let mut old = good;
+        old[8..10].copy_from_slice(&1u16.to_le_bytes());
+        let crc = crc32fast::hash(&old[0..64]);
+        old[64..68].copy_from_slice(&crc.to_le_bytes());
+        let err = Header::decode(&old).expect_err("version 1 refused");
+        assert!(err.contains("version 1") && err.contains("version 2"), "{err}");
+    }
+}
