@@ -558,10 +558,10 @@ fn class_of(r: &Rec, res: Resolution) -> u8 {
     2
 }
 
-/// Orders records by group (carried first, then duration classes 0, 1, 2), each group by start:
-/// a stable counting sort by group, then a stable sort of each group by start (records arrive
-/// nearly in start order, which the adaptive sort handles in about linear time).
-fn sort_groups(recs: &mut [Rec], res: Resolution) {
+/// The records ordered by group (carried first, then duration classes 0, 1, 2), each group by
+/// start: a stable counting sort by group, then a stable sort of each group by start (records
+/// arrive nearly in start order, which the adaptive sort handles in about linear time).
+fn sort_groups(recs: &[Rec], res: Resolution) -> Vec<Rec> {
     let limits = CLASS_LIMITS_S.map(|s| res.duration_units(std::time::Duration::from_secs(s as u64)));
     let group = |r: &Rec| -> usize {
         if r.carried {
@@ -593,7 +593,7 @@ fn sort_groups(recs: &mut [Rec], res: Resolution) {
             part.sort_by_key(|r| r.start);
         }
     }
-    recs.copy_from_slice(&out);
+    out
 }
 
 /// A writer that hashes what it writes.
@@ -627,7 +627,7 @@ pub(crate) struct Sealed {
 pub(crate) fn write_sealed(
     final_path: &Path,
     header: &Header,
-    recs: &mut [Rec],
+    recs: &[Rec],
     addrs: &[std::net::IpAddr],
     block_records: usize,
     level: i32,
@@ -651,7 +651,7 @@ pub(crate) fn write_sealed(
 fn write_sealed_tmp(
     tmp: &Path,
     header: &Header,
-    recs: &mut [Rec],
+    recs: &[Rec],
     addrs: &[std::net::IpAddr],
     block_records: usize,
     level: i32,
@@ -661,7 +661,7 @@ fn write_sealed_tmp(
     let file = OpenOptions::new().write(true).create(true).truncate(true).open(tmp).map_err(io("creating"))?;
     let mut w = HashingWriter { inner: BufWriter::with_capacity(1 << 20, file), sha: Sha256::new(), written: 0 };
     w.write_all(&header.encode()).map_err(io("writing"))?;
-    sort_groups(recs, res);
+    let recs = sort_groups(recs, res);
     let mut index = Vec::new();
     let mut payload = Vec::new();
     let mut frame = Vec::new();

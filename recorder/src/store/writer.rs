@@ -148,7 +148,7 @@ impl Writer {
                 fs::remove_file(&p).map_err(|e| StoreError::io("removing", &p, e))?;
                 continue;
             }
-            let mut rec = match segment::recover_open(&p) {
+            let rec = match segment::recover_open(&p) {
                 Ok(r) => r,
                 Err(StoreError::Corrupt { reason, .. }) => {
                     // No readable header: nothing can be recovered; keep the bytes aside.
@@ -169,7 +169,7 @@ impl Writer {
                 tracing::warn!(path = %p.display(), block = %b, "skipped an undecodable block");
             }
             let res = rec.header.resolution;
-            let sealed_info = segment::write_sealed(&sealed, &rec.header, &mut rec.recs, &rec.addrs.addrs, opts.block_records, opts.seal_level)?;
+            let sealed_info = segment::write_sealed(&sealed, &rec.header, &rec.recs, &rec.addrs.addrs, opts.block_records, opts.seal_level)?;
             fs::remove_file(&p).map_err(|e| StoreError::io("removing", &p, e))?;
             segment::sync_dir(&dir)?;
             stats.segments_sealed += 1;
@@ -493,8 +493,8 @@ impl Writer {
             return Ok(Vec::new());
         };
         let path = a.path.clone();
-        let mut rec = segment::recover_open(&path)?;
-        // Records are in ordinal order until write_sealed sorts them: pick the open ones now.
+        let rec = segment::recover_open(&path)?;
+        // Records are in ordinal order (write_sealed sorts a copy): the open ones by ordinal.
         let mut carried: Vec<Rec> = self
             .open
             .iter()
@@ -507,7 +507,7 @@ impl Writer {
             c.carried = true;
         }
         let final_path = path.with_extension("seg");
-        let sealed = segment::write_sealed(&final_path, &a.header, &mut rec.recs, &rec.addrs.addrs, self.opts.block_records, self.opts.seal_level)?;
+        let sealed = segment::write_sealed(&final_path, &a.header, &rec.recs, &rec.addrs.addrs, self.opts.block_records, self.opts.seal_level)?;
         fs::remove_file(&path).map_err(|e| StoreError::io("removing", &path, e))?;
         segment::sync_dir(&self.opts.dir)?;
         self.active = None;
