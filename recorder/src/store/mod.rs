@@ -59,7 +59,7 @@
 //! # Limits
 //!
 //! Sealing runs inside [`Writer::tick`]: while a segment is rewritten (zstd level 1 by
-//! default, about 0.3 µs a translation on the synthetic workload; about 0.5 µs at level 9, 4 µs
+//! default, about 0.3 µs a translation on the synthetic workload; about 0.5 µs at level 9, 3.3 µs
 //! at 19), events are buffered in memory and not flushed, so
 //! a `kill -9` during a seal loses what arrived since the seal began. Sealing needs the records of
 //! the segment in memory (about 40 bytes a translation) and free disk space for the sealed copy.
