@@ -115,11 +115,13 @@ impl Reader {
             .unwrap_or_default()
     }
 
-    /// Earliest start to latest time written, without reading indexes: a sealed segment's
-    /// summary gives its range (the first segment's creation also bounds it: its checkpoint
-    /// carries translations begun earlier, but those that ended before it are not retained);
-    /// an `.open` segment not read yet counts from its creation to its last write (at most one
-    /// flush interval behind); a sealed segment without a readable seal, from its blocks.
+    /// Earliest start to latest time written, without reading more indexes than a scan did: a
+    /// sealed segment's summary gives its range (the creation of a first segment with a
+    /// checkpoint also bounds it: the checkpoint carries translations begun earlier, but those
+    /// that ended before it are not retained); an `.open` segment counts from its blocks when a scan read it, else only
+    /// its creation (a scan that did not reach it stopped at a sealed segment beginning after
+    /// the filter's end, which already bounds the latest time above that end); a sealed segment
+    /// without a readable seal, from its blocks.
     fn coverage(&self) -> Option<(Timestamp, Timestamp)> {
         let mut out: Option<(Timestamp, Timestamp)> = None;
         let mut add = |lo: Option<Timestamp>, hi: Option<Timestamp>| {
@@ -132,7 +134,7 @@ impl Reader {
             let loaded = g.meta.get();
             match (g.summary, loaded) {
                 (Some(s), _) => {
-                    let created = if i == 0 { ns(s.created_ns) } else { None };
+                    let created = if i == 0 && s.records > s.new_records { ns(s.created_ns) } else { None };
                     let lo = (s.new_records > 0).then(|| s.resolution.from_units(s.min_time).ok()).flatten();
                     let lo = match (lo, created) {
                         (Some(a), Some(b)) => Some(a.min(b)),
@@ -144,8 +146,7 @@ impl Reader {
                 }
                 (None, None) if g.path.extension().is_some_and(|e| e == "open") => {
                     let created = created_ns(g).and_then(ns);
-                    let written = fs::metadata(&g.path).and_then(|m| m.modified()).ok().and_then(|t| Timestamp::try_from(t).ok());
-                    add(created, written.max(created));
+                    add(created, created);
                 }
                 _ => {
                     let Ok(m) = g.meta() else { continue };
@@ -275,7 +276,7 @@ impl TranslationSource for Reader {
         let mut s = Scan {
             filter,
             f,
-            report: ScanReport { segments_total: self.segs.len(), coverage: self.coverage(), ..ScanReport::default() },
+            report: ScanReport { segments_total: self.segs.len(), ..ScanReport::default() },
             pending: HashMap::new(),
             probe: Probe::of(filter),
         };
@@ -338,6 +339,7 @@ impl TranslationSource for Reader {
         for (_, t) in s.pending.drain() {
             (s.f)(&t);
         }
+        s.report.coverage = self.coverage();
         Ok(s.report)
     }
 }
