@@ -47,7 +47,7 @@ pub(crate) const KIND_LIVE: u8 = 0;
 pub(crate) const KIND_CHECKPOINT: u8 = 1;
 pub(crate) const KIND_SEALED: u8 = 2;
 /// The duration class of checkpoint (carried) groups and of live blocks.
-pub(crate) const CLASS_CARRIED: u8 = 3;
+pub(crate) const CLASS_CARRIED: u8 = 4;
 pub(crate) const CLASS_LIVE: u8 = 255;
 
 const N_COLS: usize = 20;

@@ -28,7 +28,15 @@ pub(crate) const T_INDEX: u8 = 3;
 /// Largest frame payload accepted when reading.
 const MAX_FRAME: usize = 1 << 30;
 /// Duration class limits (in seconds): under 1 min, under 10 min, longer or open.
-const CLASS_LIMITS_S: [i64; 2] = [60, 600];
+/// Upper duration limits (seconds) of the duration classes of sealed blocks; the last class
+/// holds longer and open records. A point query reads, per class, the blocks whose starts lie
+/// within one class limit before its instant: limits close above the durations conntrack's
+/// timeouts make common (about 30 s for unreplied UDP and DNS, 120 s plus activity for closed
+/// TCP and UDP streams) keep that span short for most records.
+const CLASS_LIMITS_S: [i64; 3] = [45, 150, 600];
+/// Number of duration classes.
+pub(crate) const N_CLASSES: usize = CLASS_LIMITS_S.len() + 1;
+const _: () = assert!(CLASS_CARRIED as usize == N_CLASSES, "carried groups follow the duration classes");
 
 /// The fixed header of a segment file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -546,38 +554,38 @@ pub(crate) fn apply_refs(recs: &mut [Rec], refs: &[EndRef]) {
     }
 }
 
-/// The duration class of a new record.
+/// The duration class of a new record: the first class whose limit its duration is under, the
+/// last for longer or open records.
 fn class_of(r: &Rec, res: Resolution) -> u8 {
-    let Some(e) = r.end else { return 2 };
+    let Some(e) = r.end else { return N_CLASSES as u8 - 1 };
     let d = e.saturating_sub(r.start);
-    for (i, lim) in CLASS_LIMITS_S.iter().enumerate() {
-        if d < res.duration_units(std::time::Duration::from_secs(*lim as u64)) {
-            return i as u8;
-        }
-    }
-    2
+    CLASS_LIMITS_S
+        .iter()
+        .position(|lim| d < res.duration_units(std::time::Duration::from_secs(*lim as u64)))
+        .unwrap_or(N_CLASSES - 1) as u8
 }
 
-/// The records ordered by group (carried first, then duration classes 0, 1, 2), each group by
+/// The records ordered by group (carried first, then duration classes 0, 1, …), each group by
 /// start: a stable counting sort by group, then a stable sort of each group by start (records
 /// arrive nearly in start order, which the adaptive sort handles in about linear time).
 fn sort_groups(recs: &[Rec], res: Resolution) -> Vec<Rec> {
+    const GROUPS: usize = N_CLASSES + 1;
     let limits = CLASS_LIMITS_S.map(|s| res.duration_units(std::time::Duration::from_secs(s as u64)));
     let group = |r: &Rec| -> usize {
         if r.carried {
             return 0;
         }
         match r.end {
-            Some(e) => 1 + limits.iter().position(|&l| e.saturating_sub(r.start) < l).unwrap_or(2),
-            None => 3,
+            Some(e) => 1 + limits.iter().position(|&l| e.saturating_sub(r.start) < l).unwrap_or(N_CLASSES - 1),
+            None => N_CLASSES,
         }
     };
-    let mut counts = [0usize; 4];
+    let mut counts = [0usize; GROUPS];
     for r in recs.iter() {
         counts[group(r)] += 1;
     }
-    let mut at = [0usize; 4];
-    for g in 1..4 {
+    let mut at = [0usize; GROUPS];
+    for g in 1..GROUPS {
         at[g] = at[g - 1] + counts[g - 1];
     }
     let starts = at;
@@ -587,7 +595,7 @@ fn sort_groups(recs: &[Rec], res: Resolution) -> Vec<Rec> {
         out[at[g]] = *r;
         at[g] += 1;
     }
-    for g in 0..4 {
+    for g in 0..GROUPS {
         let part = &mut out[starts[g]..starts[g] + counts[g]];
         if !part.is_sorted_by_key(|r| r.start) {
             part.sort_by_key(|r| r.start);
