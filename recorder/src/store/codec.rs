@@ -486,10 +486,21 @@ pub(crate) struct BlockView<'a> {
 /// The endpoint fields of a record that [`BlockView::records_where`] decodes before deciding
 /// whether to decode the rest (address ids index the block's dictionaries).
 pub(crate) struct Keys {
+    /// Position of the record in its block.
+    pub row: usize,
     pub inside: u32,
     pub in_port: u16,
     pub outside: u32,
     pub out_port: u16,
+}
+
+/// What a scan looks for in one block: addresses as indices into the block's dictionaries,
+/// each with an optional port.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Select {
+    pub inside: Option<(u32, Option<u16>)>,
+    pub outside: Option<(u32, Option<u16>)>,
+    pub remote: Option<(u32, Option<u16>)>,
 }
 
 /// A block's address dictionaries.
@@ -597,15 +608,91 @@ impl<'a> BlockView<'a> {
 
     /// Decodes every record (address ids index the dictionaries) and end reference.
     pub fn records(&self, dicts: &Dicts) -> Result<(Vec<Rec>, Vec<EndRef>), String> {
-        self.records_where(dicts, |_| true)
+        self.records_where(dicts, usize::MAX, |_| true)
     }
 
-    /// Decodes the end references and the records whose [`Keys`] pass `keep`: the other
-    /// records' remote address, duration and small columns are not decoded (nor checked).
+    /// The rows that may match `sel`, judged from the port, inside-address and remote-address
+    /// columns alone (the sequential columns are not read): every row `records_where` would
+    /// keep for `sel` is among them. `None` when `sel` names nothing these columns can test.
+    pub fn candidates(&self, sel: &Select) -> Result<Option<Vec<u32>>, String> {
+        let n = usize::try_from(self.meta.n_full).map_err(|_| "too many records")?;
+        if n > 1 << 24 {
+            return Err("too many records".into());
+        }
+        let mut rows: Option<Vec<u32>> = None;
+        // Keeps the rows (all, or those still candidates) that pass `test`.
+        let narrow = |rows: &mut Option<Vec<u32>>, test: &dyn Fn(usize) -> bool| {
+            *rows = Some(match rows.take() {
+                None => (0..n as u32).filter(|&i| test(i as usize)).collect(),
+                Some(mut v) => {
+                    v.retain(|&i| test(i as usize));
+                    v
+                }
+            });
+        };
+        let port = |col: &[u8], i: usize| u16::from(col[i]) | (u16::from(col[n + i]) << 8);
+        let out_port = sel.outside.and_then(|(_, p)| p);
+        let in_port = sel.inside.and_then(|(_, p)| p);
+        if out_port.is_some() || in_port.is_some() {
+            let ip = self.col(8)?;
+            if ip.len() != 2 * n {
+                return Err("port columns disagree with the record count".into());
+            }
+            if let Some(want) = in_port {
+                narrow(&mut rows, &|i| port(&ip, i) == want);
+            }
+            if let Some(want) = out_port {
+                let op = self.col(10)?;
+                if op.len() != 2 * n {
+                    return Err("port columns disagree with the record count".into());
+                }
+                narrow(&mut rows, &|i| port(&op, i).wrapping_add(port(&ip, i)) == want);
+            }
+        }
+        if let Some((want, _)) = sel.inside {
+            let ii = self.col(7)?;
+            if ii.len() != 4 * n {
+                return Err("address columns disagree with the record count".into());
+            }
+            let b = want.to_le_bytes();
+            narrow(&mut rows, &|i| (0..4).all(|k| ii[k * n + i] == b[k]));
+        }
+        if let Some((want, _)) = sel.remote {
+            let ri = self.col(11)?;
+            if ri.len() < n {
+                return Err("address columns disagree with the record count".into());
+            }
+            if want < REM_ESCAPE {
+                narrow(&mut rows, &|i| u32::from(ri[i]) == want);
+            } else {
+                // Escaped indices: the j-th escape's value is in the planes after the codes.
+                let n_big = ri[..n].iter().filter(|&&c| u32::from(c) == REM_ESCAPE).count();
+                if ri.len() != n + 3 * n_big {
+                    return Err("address columns disagree with the record count".into());
+                }
+                let mut hit = vec![false; n];
+                let mut j = 0;
+                for (i, &c) in ri[..n].iter().enumerate() {
+                    if u32::from(c) == REM_ESCAPE {
+                        let v = (0..3).fold(REM_ESCAPE, |a, k| a + (u32::from(ri[n + k * n_big + j]) << (8 * k)));
+                        hit[i] = v == want;
+                        j += 1;
+                    }
+                }
+                narrow(&mut rows, &|i| hit[i]);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Decodes the end references and the records among the first `limit` whose [`Keys`] pass
+    /// `keep` (called in row order): the other records' remote address, duration and small
+    /// columns are not decoded (nor checked).
     pub fn records_where(
         &self,
         dicts: &Dicts,
-        keep: impl Fn(&Keys) -> bool,
+        limit: usize,
+        mut keep: impl FnMut(&Keys) -> bool,
     ) -> Result<(Vec<Rec>, Vec<EndRef>), String> {
         let n = usize::try_from(self.meta.n_full).map_err(|_| "too many records")?;
         if n > 1 << 24 {
@@ -687,7 +774,7 @@ impl<'a> BlockView<'a> {
         let mut prev = self.meta.min_start;
         let mut out_pred = vec![0u32; dicts.inside.len()];
         let (mut esc_i, mut big_i) = (0, 0);
-        for i in 0..n {
+        for i in 0..n.min(limit) {
             let s = prev.wrapping_add(sc.ivarint()?);
             prev = s;
             // Sequential columns and counters advance for every record, kept or not.
@@ -714,7 +801,7 @@ impl<'a> BlockView<'a> {
             }
             *pred = outside as u32;
             let out_port = port(&op, i).wrapping_add(in_port);
-            if !keep(&Keys { inside, in_port, outside: outside as u32, out_port }) {
+            if !keep(&Keys { row: i, inside, in_port, outside: outside as u32, out_port }) {
                 continue;
             }
             let end = dur_at.map(|(base, len, at)| {
@@ -799,14 +886,69 @@ mod tests {
         let (all, _) = v.records(&d).expect("all");
         assert_eq!(all.len(), recs.len());
         let keep = |k: &Keys| k.out_port % 17 == 3 && k.in_port.is_multiple_of(2);
-        let (some, _) = v.records_where(&d, keep).expect("some");
+        let (some, _) = v.records_where(&d, usize::MAX, keep).expect("some");
         let want: Vec<Rec> = all
             .iter()
-            .filter(|r| keep(&Keys { inside: r.inside, in_port: r.in_port, outside: r.outside, out_port: r.out_port }))
+            .filter(|r| keep(&Keys { row: 0, inside: r.inside, in_port: r.in_port, outside: r.outside, out_port: r.out_port }))
             .copied()
             .collect();
         assert!(!want.is_empty() && want.len() < all.len() / 10);
         assert_eq!(some, want);
+    }
+
+    #[test]
+    fn candidates_are_exactly_the_rows_whose_ports_and_addresses_match() {
+        // 700 addresses: remote indices above 255 are escaped.
+        let addrs: Vec<IpAddr> = (0..700u32).map(|i| IpAddr::from([10, 1, (i >> 8) as u8, i as u8])).collect();
+        let recs: Vec<Rec> = (0..3000u32)
+            .map(|i| Rec {
+                start: i64::from(i) * 3,
+                end: Some(i64::from(i) * 3 + 100),
+                inside: i % 11,
+                outside: 11 + i % 3,
+                remote: 20 + (i * 7) % 600,
+                in_port: 40_000 + (i % 29) as u16,
+                out_port: if i % 5 == 0 { 1024 + (i % 31) as u16 } else { 40_000 + (i % 29) as u16 },
+                rem_port: 443,
+                zone: 0,
+                kind: 0,
+                proto: 6,
+                flags: 0,
+                carried: false,
+            })
+            .collect();
+        let mut payload = Vec::new();
+        encode_block(KIND_SEALED, 0, 0, &recs, &[], &addrs, 1, &mut payload).expect("encode");
+        let v = BlockView::parse(&payload).expect("parse");
+        let d = v.dicts().expect("dicts");
+        let (all, _) = v.records(&d).expect("all");
+        assert_eq!(v.candidates(&Select::default()).expect("candidates"), None);
+        let pos = |dict: &[IpAddr], id: u32| dict.iter().position(|a| *a == addrs[id as usize]).expect("in dictionary") as u32;
+        let mut remote_escaped = 0;
+        for probe in (0..3000).step_by(97) {
+            let r = &recs[probe];
+            let (ri, ii, oi) = (pos(&d.remote, r.remote), pos(&d.inside, r.inside), pos(&d.outside, r.outside));
+            remote_escaped += usize::from(ri >= REM_ESCAPE);
+            for sel in [
+                Select { outside: Some((oi, Some(r.out_port))), ..Select::default() },
+                Select { inside: Some((ii, None)), ..Select::default() },
+                Select { inside: Some((ii, Some(r.in_port))), remote: Some((ri, None)), ..Select::default() },
+                Select { outside: Some((oi, Some(r.out_port))), remote: Some((ri, Some(443))), ..Select::default() },
+            ] {
+                let got = v.candidates(&sel).expect("candidates").expect("testable");
+                let want: Vec<u32> = (0..all.len() as u32)
+                    .filter(|&i| {
+                        let a = &all[i as usize];
+                        sel.inside.is_none_or(|(x, p)| a.inside == x && p.is_none_or(|p| p == a.in_port))
+                            && sel.outside.is_none_or(|(_, p)| p.is_none_or(|p| p == a.out_port))
+                            && sel.remote.is_none_or(|(x, _)| a.remote == x)
+                    })
+                    .collect();
+                assert!(want.contains(&(probe as u32)));
+                assert_eq!(got, want, "{sel:?}");
+            }
+        }
+        assert!(remote_escaped > 3, "escaped remote indices were probed {remote_escaped} times");
     }
 
     #[test]
@@ -866,7 +1008,7 @@ mod tests {
             .collect();
         assert_eq!(back, recs);
         let few: Vec<Rec> = recs.iter().filter(|r| r.in_port % 5 == 0).copied().collect();
-        let (some, _) = v.records_where(&d, |k| k.in_port % 5 == 0).expect("some");
+        let (some, _) = v.records_where(&d, usize::MAX, |k| k.in_port % 5 == 0).expect("some");
         assert_eq!(some.len(), few.len());
         assert!(some.iter().zip(&few).all(|(a, b)| a.end == b.end && a.rem_port == b.rem_port && a.proto == b.proto));
         // A service code past the table is refused.

@@ -22,7 +22,7 @@ use jiff::Timestamp;
 
 use super::bloom::Probe;
 use super::catalog::{self, Summary};
-use super::codec::{BlockView, Dicts, KIND_CHECKPOINT, Keys, Rec};
+use super::codec::{BlockView, Dicts, KIND_CHECKPOINT, Keys, Rec, Select};
 use super::segment::{self, SegMeta, SegmentInfo};
 use super::writer::to_translation;
 use super::{Resolution, StoreError};
@@ -194,11 +194,14 @@ fn created_ns(g: &Seg) -> Option<i64> {
     segment::Header::decode(&head).ok().map(|h| h.created_ns)
 }
 
-/// The filter's addresses as indices into one block's dictionaries.
-struct Local {
-    inside: Option<(u32, Option<u16>)>,
-    outside: Option<(u32, Option<u16>)>,
-    remote: Option<(u32, Option<u16>)>,
+/// The filter's addresses as indices into one block's dictionaries; `None` when the block
+/// cannot hold a match (an address is not in its dictionary).
+fn select(f: &Filter, d: &Dicts) -> Option<Select> {
+    Some(Select {
+        inside: local(f.inside, &d.inside).ok()?,
+        outside: local(f.outside, &d.outside).ok()?,
+        remote: local(f.remote, &d.remote).ok()?,
+    })
 }
 
 fn local(m: Option<EndpointMatch>, dict: &[IpAddr]) -> Result<Option<(u32, Option<u16>)>, ()> {
@@ -212,24 +215,15 @@ fn local(m: Option<EndpointMatch>, dict: &[IpAddr]) -> Result<Option<(u32, Optio
     }
 }
 
-impl Local {
-    /// `None` when the block cannot hold a match.
-    fn of(f: &Filter, d: &Dicts) -> Option<Local> {
-        Some(Local {
-            inside: local(f.inside, &d.inside).ok()?,
-            outside: local(f.outside, &d.outside).ok()?,
-            remote: local(f.remote, &d.remote).ok()?,
-        })
-    }
-    /// Whether a record with these endpoint fields can match (remote not considered).
-    fn keys(&self, k: &Keys) -> bool {
-        endpoint_ok(self.inside, k.inside, k.in_port) && endpoint_ok(self.outside, k.outside, k.out_port)
-    }
-    fn quick(&self, r: &Rec) -> bool {
-        endpoint_ok(self.inside, r.inside, r.in_port)
-            && endpoint_ok(self.outside, r.outside, r.out_port)
-            && endpoint_ok(self.remote, r.remote, r.rem_port)
-    }
+/// Whether a record with these endpoint fields can match (remote not considered).
+fn keys_ok(q: &Select, k: &Keys) -> bool {
+    endpoint_ok(q.inside, k.inside, k.in_port) && endpoint_ok(q.outside, k.outside, k.out_port)
+}
+
+fn quick(q: &Select, r: &Rec) -> bool {
+    endpoint_ok(q.inside, r.inside, r.in_port)
+        && endpoint_ok(q.outside, r.outside, r.out_port)
+        && endpoint_ok(q.remote, r.remote, r.rem_port)
 }
 
 fn endpoint_ok(q: Option<(u32, Option<u16>)>, id: u32, port: u16) -> bool {
@@ -390,11 +384,23 @@ fn scan_sealed(
         let decoded = (|| {
             let v = BlockView::parse(&payload)?;
             let d = v.dicts()?;
-            let Some(q) = Local::of(s.filter, &d) else {
+            let Some(q) = select(s.filter, &d) else {
                 return Ok(None);
             };
-            // Only the records whose endpoints can match are decoded in full.
-            let (recs, _) = v.records_where(&d, |k| q.keys(k))?;
+            // The rows the port and address columns allow; only those rows are decoded in full,
+            // and the sequential columns only up to the last of them.
+            let (recs, _) = match v.candidates(&q)? {
+                Some(rows) if rows.is_empty() => (Vec::new(), Vec::new()),
+                Some(rows) => {
+                    let limit = rows.last().map_or(0, |&r| r as usize + 1);
+                    let mut next = rows.iter().peekable();
+                    v.records_where(&d, limit, |k| {
+                        while next.next_if(|&&r| (r as usize) < k.row).is_some() {}
+                        next.peek().is_some_and(|&&r| r as usize == k.row) && keys_ok(&q, k)
+                    })?
+                }
+                None => v.records_where(&d, usize::MAX, |k| keys_ok(&q, k))?,
+            };
             Ok::<_, String>(Some((d, q, recs, v.meta.n_full)))
         })();
         let (d, q, recs, n_full) = match decoded {
@@ -412,7 +418,7 @@ fn scan_sealed(
         s.report.translations_scanned += n_full;
         let proto = s.filter.proto.map(|p| p.0);
         for r in &recs {
-            if !q.quick(r) || proto.is_some_and(|p| p != r.proto) {
+            if !quick(&q, r) || proto.is_some_and(|p| p != r.proto) {
                 continue;
             }
             if !r.carried && (r.start > to_u || r.end.is_some_and(|e| e < from_u)) {
