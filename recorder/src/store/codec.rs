@@ -3,7 +3,7 @@
 //! Block payload (inside a block frame; segment format version 2):
 //!
 //! ```text
-//! u8 kind (0 live, 1 checkpoint, 2 sealed)   u8 class (0 <1 min, 1 <10 min, 2 longer/open, 3 carried, 255 live)
+//! u8 kind (0 live, 1 checkpoint, 2 sealed)   u8 class (0 <45 s, 1 <150 s, 2 <10 min, 3 longer/open, 4 carried, 255 live)
 //! uvarint n_full   uvarint n_ref   uvarint first_ordinal
 //! zigzag min_start zigzag max_start zigzag max_end   u8 any_open
 //! u8 n_cols (20), then per column: u8 codec (0 raw, 1 zstd) uvarint raw_len uvarint stored_len

@@ -33,8 +33,8 @@
 //!
 //! **Invariants.** Every frame's CRC holds. In a sealed segment, blocks come as *groups*:
 //! checkpoint records first (translations started in an earlier segment and still open when this
-//! one began, `carried` set), then new translations by duration class (under 1 min, under 10 min,
-//! longer or still open), each group sorted by start; every translation of the segment appears
+//! one began, `carried` set), then new translations by duration class (under 45 s, under 150 s,
+//! under 10 min, longer or still open), each group sorted by start; every translation of the segment appears
 //! once, merged with its end when that end happened before the seal. A translation open at seal
 //! is carried into the next segment's checkpoint, so a query at any instant of a long flow finds
 //! it in the segment covering that instant, also across a restart (recovery seals the torn

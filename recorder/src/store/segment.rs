@@ -27,7 +27,6 @@ pub(crate) const T_SEAL: u8 = 2;
 pub(crate) const T_INDEX: u8 = 3;
 /// Largest frame payload accepted when reading.
 const MAX_FRAME: usize = 1 << 30;
-/// Duration class limits (in seconds): under 1 min, under 10 min, longer or open.
 /// Upper duration limits (seconds) of the duration classes of sealed blocks; the last class
 /// holds longer and open records. A point query reads, per class, the blocks whose starts lie
 /// within one class limit before its instant: limits close above the durations conntrack's
