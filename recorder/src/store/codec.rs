@@ -190,7 +190,20 @@ impl<'a> Cur<'a> {
         self.pos += 1;
         Ok(b)
     }
+    /// One LEB128 value; one-byte values (the common case in every column) take the inlined
+    /// path.
+    #[inline]
     pub fn uvarint(&mut self) -> Result<u64, String> {
+        if let Some(&b) = self.buf.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
+        self.uvarint_long()
+    }
+    #[inline(never)]
+    fn uvarint_long(&mut self) -> Result<u64, String> {
         let mut v = 0u64;
         let mut shift = 0;
         loop {
@@ -205,6 +218,7 @@ impl<'a> Cur<'a> {
             shift += 7;
         }
     }
+    #[inline]
     pub fn ivarint(&mut self) -> Result<i64, String> {
         self.uvarint().map(unzigzag)
     }
@@ -483,17 +497,6 @@ pub(crate) struct BlockView<'a> {
     cols: Vec<(u8, usize, &'a [u8])>,
 }
 
-/// The endpoint fields of a record that [`BlockView::records_where`] decodes before deciding
-/// whether to decode the rest (address ids index the block's dictionaries).
-pub(crate) struct Keys {
-    /// Position of the record in its block.
-    pub row: usize,
-    pub inside: u32,
-    pub in_port: u16,
-    pub outside: u32,
-    pub out_port: u16,
-}
-
 /// What a scan looks for in one block: addresses as indices into the block's dictionaries,
 /// each with an optional port.
 #[derive(Clone, Copy, Debug, Default)]
@@ -608,12 +611,12 @@ impl<'a> BlockView<'a> {
 
     /// Decodes every record (address ids index the dictionaries) and end reference.
     pub fn records(&self, dicts: &Dicts) -> Result<(Vec<Rec>, Vec<EndRef>), String> {
-        self.records_where(dicts, usize::MAX, |_| true)
+        self.records_at(dicts, None)
     }
 
     /// The rows that may match `sel`, judged from the port, inside-address and remote-address
-    /// columns alone (the sequential columns are not read): every row `records_where` would
-    /// keep for `sel` is among them. `None` when `sel` names nothing these columns can test.
+    /// columns alone (the sequential columns are not read): every row whose record matches `sel`
+    /// is among them. `None` when `sel` names nothing these columns can test.
     pub fn candidates(&self, sel: &Select) -> Result<Option<Vec<u32>>, String> {
         let n = usize::try_from(self.meta.n_full).map_err(|_| "too many records")?;
         if n > 1 << 24 {
@@ -685,15 +688,10 @@ impl<'a> BlockView<'a> {
         Ok(rows)
     }
 
-    /// Decodes the end references and the records among the first `limit` whose [`Keys`] pass
-    /// `keep` (called in row order): the other records' remote address, duration and small
-    /// columns are not decoded (nor checked).
-    pub fn records_where(
-        &self,
-        dicts: &Dicts,
-        limit: usize,
-        mut keep: impl FnMut(&Keys) -> bool,
-    ) -> Result<(Vec<Rec>, Vec<EndRef>), String> {
+    /// Decodes the end references and the records at `rows` (ascending, distinct positions in the
+    /// block), or every record when `rows` is `None`. The sequential columns are read only up to
+    /// the last row asked for; the other columns only at the rows asked for.
+    pub fn records_at(&self, dicts: &Dicts, rows: Option<&[u32]>) -> Result<(Vec<Rec>, Vec<EndRef>), String> {
         let n = usize::try_from(self.meta.n_full).map_err(|_| "too many records")?;
         if n > 1 << 24 {
             return Err("too many records".into());
@@ -770,11 +768,37 @@ impl<'a> BlockView<'a> {
             }
             Ok(v)
         };
-        let mut recs = Vec::with_capacity(n);
+        let limit = rows.map_or(n, |r| r.last().map_or(0, |&x| x as usize + 1)).min(n);
+        let mut want = rows.map(|r| r.iter().copied().peekable());
+        // Common cases read without the general decoders: every zone 0 (one zero byte each),
+        // inside indices below 65 536 (the upper two planes zero).
+        let zones_zero = zone.len() == n && !zone.iter().any(|&z| z != 0);
+        let inside_narrow = !ii[2 * n..].iter().any(|&x| x != 0);
+        let mut recs = Vec::with_capacity(rows.map_or(n, <[u32]>::len));
         let mut prev = self.meta.min_start;
-        let mut out_pred = vec![0u32; dicts.inside.len()];
+        let n_inside = dicts.inside.len();
+        let inside_at = |i: usize| if inside_narrow { u32::from(ii[i]) | (u32::from(ii[n + i]) << 8) } else { u32_at(&ii, i) };
+        // The outside index last seen per inside index, kept only for the inside indices of the
+        // rows asked for (a row's prediction depends only on earlier rows of its inside index):
+        // the table is read at random, the bit set of tracked indices stays in cache.
+        if rows.and_then(<[u32]>::last).is_some_and(|&r| r as usize >= n) {
+            return Err("row past the end of the block".into());
+        }
+        let mut tracked = vec![0u64; n_inside.div_ceil(64)];
+        match rows {
+            None => tracked.fill(u64::MAX),
+            Some(rows) => {
+                for &r in rows {
+                    let v = inside_at(r as usize) as usize;
+                    if v < n_inside {
+                        tracked[v / 64] |= 1 << (v % 64);
+                    }
+                }
+            }
+        }
+        let mut out_pred = vec![0u32; n_inside];
         let (mut esc_i, mut big_i) = (0, 0);
-        for i in 0..n.min(limit) {
+        for i in 0..limit {
             let s = prev.wrapping_add(sc.ivarint()?);
             prev = s;
             // Sequential columns and counters advance for every record, kept or not.
@@ -791,19 +815,29 @@ impl<'a> BlockView<'a> {
                 big_i += 1;
                 big_i - 1
             });
-            let zone = zc.uvarint()?;
-            let in_port = port(&ip, i);
-            let inside = idx(u32_at(&ii, i), dicts.inside.len())?;
+            let zone = if zones_zero { 0 } else { zc.uvarint()? };
+            let inside = inside_at(i);
+            if inside as usize >= n_inside {
+                return Err("dictionary index out of range".into());
+            }
+            let delta = oc.ivarint()?;
+            if tracked[inside as usize / 64] & (1 << (inside % 64)) == 0 {
+                // Neither asked for nor predicting a row asked for.
+                continue;
+            }
             let pred = &mut out_pred[inside as usize];
-            let outside = i64::from(*pred).wrapping_add(oc.ivarint()?);
+            let outside = i64::from(*pred).wrapping_add(delta);
             if outside < 0 || outside as usize >= dicts.outside.len() {
                 return Err("dictionary index out of range".into());
             }
             *pred = outside as u32;
-            let out_port = port(&op, i).wrapping_add(in_port);
-            if !keep(&Keys { row: i, inside, in_port, outside: outside as u32, out_port }) {
+            if let Some(w) = &mut want
+                && w.next_if_eq(&(i as u32)).is_none()
+            {
                 continue;
             }
+            let in_port = port(&ip, i);
+            let out_port = port(&op, i).wrapping_add(in_port);
             let end = dur_at.map(|(base, len, at)| {
                 let d = (0..8).fold(0u64, |acc, k| acc | (u64::from(dur[base + k * len + at]) << (8 * k)));
                 s.wrapping_add(d as i64)
@@ -860,7 +894,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_where_decodes_exactly_the_kept_records() {
+    fn records_at_decodes_exactly_the_rows_asked_for() {
         let addrs: Vec<IpAddr> = (0..20u8).map(|i| IpAddr::from([10, 0, 0, i])).collect();
         let recs: Vec<Rec> = (0..500u32)
             .map(|i| Rec {
@@ -885,13 +919,10 @@ mod tests {
         let d = v.dicts().expect("dicts");
         let (all, _) = v.records(&d).expect("all");
         assert_eq!(all.len(), recs.len());
-        let keep = |k: &Keys| k.out_port % 17 == 3 && k.in_port.is_multiple_of(2);
-        let (some, _) = v.records_where(&d, usize::MAX, keep).expect("some");
-        let want: Vec<Rec> = all
-            .iter()
-            .filter(|r| keep(&Keys { row: 0, inside: r.inside, in_port: r.in_port, outside: r.outside, out_port: r.out_port }))
-            .copied()
-            .collect();
+        let keep = |r: &Rec| r.out_port % 17 == 3 && r.in_port.is_multiple_of(2);
+        let rows: Vec<u32> = (0..all.len() as u32).filter(|&i| keep(&all[i as usize])).collect();
+        let (some, _) = v.records_at(&d, Some(&rows)).expect("some");
+        let want: Vec<Rec> = all.iter().filter(|r| keep(r)).copied().collect();
         assert!(!want.is_empty() && want.len() < all.len() / 10);
         assert_eq!(some, want);
     }
@@ -1008,7 +1039,8 @@ mod tests {
             .collect();
         assert_eq!(back, recs);
         let few: Vec<Rec> = recs.iter().filter(|r| r.in_port % 5 == 0).copied().collect();
-        let (some, _) = v.records_where(&d, usize::MAX, |k| k.in_port % 5 == 0).expect("some");
+        let rows: Vec<u32> = (0..recs.len() as u32).filter(|&i| recs[i as usize].in_port.is_multiple_of(5)).collect();
+        let (some, _) = v.records_at(&d, Some(&rows)).expect("some");
         assert_eq!(some.len(), few.len());
         assert!(some.iter().zip(&few).all(|(a, b)| a.end == b.end && a.rem_port == b.rem_port && a.proto == b.proto));
         // A service code past the table is refused.

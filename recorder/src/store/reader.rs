@@ -22,7 +22,7 @@ use jiff::Timestamp;
 
 use super::bloom::Probe;
 use super::catalog::{self, Summary};
-use super::codec::{BlockView, Dicts, KIND_CHECKPOINT, Keys, Rec, Select};
+use super::codec::{BlockView, Dicts, KIND_CHECKPOINT, Rec, Select};
 use super::segment::{self, SegMeta, SegmentInfo};
 use super::writer::to_translation;
 use super::{Resolution, StoreError};
@@ -215,11 +215,6 @@ fn local(m: Option<EndpointMatch>, dict: &[IpAddr]) -> Result<Option<(u32, Optio
     }
 }
 
-/// Whether a record with these endpoint fields can match (remote not considered).
-fn keys_ok(q: &Select, k: &Keys) -> bool {
-    endpoint_ok(q.inside, k.inside, k.in_port) && endpoint_ok(q.outside, k.outside, k.out_port)
-}
-
 fn quick(q: &Select, r: &Rec) -> bool {
     endpoint_ok(q.inside, r.inside, r.in_port)
         && endpoint_ok(q.outside, r.outside, r.out_port)
@@ -388,18 +383,10 @@ fn scan_sealed(
                 return Ok(None);
             };
             // The rows the port and address columns allow; only those rows are decoded in full,
-            // and the sequential columns only up to the last of them.
+            // and the sequential columns only up to the last of them (`quick` checks the rest).
             let (recs, _) = match v.candidates(&q)? {
                 Some(rows) if rows.is_empty() => (Vec::new(), Vec::new()),
-                Some(rows) => {
-                    let limit = rows.last().map_or(0, |&r| r as usize + 1);
-                    let mut next = rows.iter().peekable();
-                    v.records_where(&d, limit, |k| {
-                        while next.next_if(|&&r| (r as usize) < k.row).is_some() {}
-                        next.peek().is_some_and(|&&r| r as usize == k.row) && keys_ok(&q, k)
-                    })?
-                }
-                None => v.records_where(&d, usize::MAX, |k| keys_ok(&q, k))?,
+                rows => v.records_at(&d, rows.as_deref())?,
             };
             Ok::<_, String>(Some((d, q, recs, v.meta.n_full)))
         })();
