@@ -506,11 +506,65 @@ pub(crate) struct Select {
     pub remote: Option<(u32, Option<u16>)>,
 }
 
+/// How many addresses each of a block's dictionaries holds (what decoding records checks
+/// indices against).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DictLens {
+    pub inside: usize,
+    pub outside: usize,
+    pub remote: usize,
+}
+
+/// One dictionary of a block, read in place: IPv4-only dictionaries (the common case) are not
+/// turned into a vector of addresses; a lookup reads the byte planes.
+pub(crate) enum DictView<'a> {
+    /// `n` IPv4 addresses: octet `k` of entry `i` at `planes[off + k·n + i]`.
+    V4 { planes: std::borrow::Cow<'a, [u8]>, off: usize, n: usize },
+    /// Any other dictionary, decoded.
+    Decoded(Vec<IpAddr>),
+}
+
+impl DictView<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            DictView::V4 { n, .. } => *n,
+            DictView::Decoded(v) => v.len(),
+        }
+    }
+    pub fn get(&self, i: u32) -> Option<IpAddr> {
+        match self {
+            DictView::V4 { planes, off, n } => {
+                let i = i as usize;
+                (i < *n).then(|| IpAddr::from(std::array::from_fn::<u8, 4, _>(|k| planes[off + k * n + i])))
+            }
+            DictView::Decoded(v) => v.get(i as usize).copied(),
+        }
+    }
+    /// The index of `ip`, if the dictionary holds it.
+    pub fn position(&self, ip: IpAddr) -> Option<u32> {
+        match (self, ip) {
+            (DictView::V4 { planes, off, n }, IpAddr::V4(a)) => {
+                let o = a.octets();
+                let p = &planes[*off..off + 4 * n];
+                (0..*n).find(|&i| p[i] == o[0] && p[n + i] == o[1] && p[2 * n + i] == o[2] && p[3 * n + i] == o[3]).map(|i| i as u32)
+            }
+            (DictView::V4 { .. }, IpAddr::V6(_)) => None,
+            (DictView::Decoded(v), ip) => v.iter().position(|a| *a == ip).map(|i| i as u32),
+        }
+    }
+}
+
 /// A block's address dictionaries.
 pub(crate) struct Dicts {
     pub inside: Vec<IpAddr>,
     pub outside: Vec<IpAddr>,
     pub remote: Vec<IpAddr>,
+}
+
+impl Dicts {
+    pub fn lens(&self) -> DictLens {
+        DictLens { inside: self.inside.len(), outside: self.outside.len(), remote: self.remote.len() }
+    }
 }
 
 impl<'a> BlockView<'a> {
@@ -604,6 +658,23 @@ impl<'a> BlockView<'a> {
         Ok(out)
     }
 
+    /// Dictionary column `i` (13 inside, 14 outside, 15 remote), read in place when it holds
+    /// only IPv4 addresses.
+    pub fn dict_view(&self, i: usize) -> Result<DictView<'a>, String> {
+        let col = self.col(i)?;
+        let mut c = Cur::new(&col);
+        let n = usize::try_from(c.uvarint()?).map_err(|_| "dictionary too large")?;
+        let fam = c.bytes(n)?;
+        if fam.iter().all(|&f| f == 4) {
+            let off = c.pos;
+            if c.bytes(4 * n)?.len() != 4 * n || !c.rest().is_empty() {
+                return Err("dictionary length disagrees with its count".into());
+            }
+            return Ok(DictView::V4 { planes: col, off, n });
+        }
+        self.dict(i).map(DictView::Decoded)
+    }
+
     /// The three address dictionaries.
     pub fn dicts(&self) -> Result<Dicts, String> {
         Ok(Dicts { inside: self.dict(13)?, outside: self.dict(14)?, remote: self.dict(15)? })
@@ -611,7 +682,7 @@ impl<'a> BlockView<'a> {
 
     /// Decodes every record (address ids index the dictionaries) and end reference.
     pub fn records(&self, dicts: &Dicts) -> Result<(Vec<Rec>, Vec<EndRef>), String> {
-        self.records_at(dicts, None)
+        self.records_at(dicts.lens(), None)
     }
 
     /// The rows that may match `sel`, judged from the port, inside-address and remote-address
@@ -624,7 +695,7 @@ impl<'a> BlockView<'a> {
         }
         let mut rows: Option<Vec<u32>> = None;
         // Keeps the rows (all, or those still candidates) that pass `test`.
-        let narrow = |rows: &mut Option<Vec<u32>>, test: &dyn Fn(usize) -> bool| {
+        fn narrow(n: usize, rows: &mut Option<Vec<u32>>, test: impl Fn(usize) -> bool) {
             *rows = Some(match rows.take() {
                 None => (0..n as u32).filter(|&i| test(i as usize)).collect(),
                 Some(mut v) => {
@@ -632,7 +703,7 @@ impl<'a> BlockView<'a> {
                     v
                 }
             });
-        };
+        }
         let port = |col: &[u8], i: usize| u16::from(col[i]) | (u16::from(col[n + i]) << 8);
         let out_port = sel.outside.and_then(|(_, p)| p);
         let in_port = sel.inside.and_then(|(_, p)| p);
@@ -642,14 +713,14 @@ impl<'a> BlockView<'a> {
                 return Err("port columns disagree with the record count".into());
             }
             if let Some(want) = in_port {
-                narrow(&mut rows, &|i| port(&ip, i) == want);
+                narrow(n, &mut rows, |i| port(&ip, i) == want);
             }
             if let Some(want) = out_port {
                 let op = self.col(10)?;
                 if op.len() != 2 * n {
                     return Err("port columns disagree with the record count".into());
                 }
-                narrow(&mut rows, &|i| port(&op, i).wrapping_add(port(&ip, i)) == want);
+                narrow(n, &mut rows, |i| port(&op, i).wrapping_add(port(&ip, i)) == want);
             }
         }
         if let Some((want, _)) = sel.inside {
@@ -658,7 +729,7 @@ impl<'a> BlockView<'a> {
                 return Err("address columns disagree with the record count".into());
             }
             let b = want.to_le_bytes();
-            narrow(&mut rows, &|i| (0..4).all(|k| ii[k * n + i] == b[k]));
+            narrow(n, &mut rows, |i| (0..4).all(|k| ii[k * n + i] == b[k]));
         }
         if let Some((want, _)) = sel.remote {
             let ri = self.col(11)?;
@@ -666,7 +737,7 @@ impl<'a> BlockView<'a> {
                 return Err("address columns disagree with the record count".into());
             }
             if want < REM_ESCAPE {
-                narrow(&mut rows, &|i| u32::from(ri[i]) == want);
+                narrow(n, &mut rows, |i| u32::from(ri[i]) == want);
             } else {
                 // Escaped indices: the j-th escape's value is in the planes after the codes.
                 let n_big = ri[..n].iter().filter(|&&c| u32::from(c) == REM_ESCAPE).count();
@@ -682,7 +753,7 @@ impl<'a> BlockView<'a> {
                         j += 1;
                     }
                 }
-                narrow(&mut rows, &|i| hit[i]);
+                narrow(n, &mut rows, |i| hit[i]);
             }
         }
         Ok(rows)
@@ -691,7 +762,7 @@ impl<'a> BlockView<'a> {
     /// Decodes the end references and the records at `rows` (ascending, distinct positions in the
     /// block), or every record when `rows` is `None`. The sequential columns are read only up to
     /// the last row asked for; the other columns only at the rows asked for.
-    pub fn records_at(&self, dicts: &Dicts, rows: Option<&[u32]>) -> Result<(Vec<Rec>, Vec<EndRef>), String> {
+    pub fn records_at(&self, dicts: DictLens, rows: Option<&[u32]>) -> Result<(Vec<Rec>, Vec<EndRef>), String> {
         let n = usize::try_from(self.meta.n_full).map_err(|_| "too many records")?;
         if n > 1 << 24 {
             return Err("too many records".into());
@@ -776,7 +847,7 @@ impl<'a> BlockView<'a> {
         let inside_narrow = !ii[2 * n..].iter().any(|&x| x != 0);
         let mut recs = Vec::with_capacity(rows.map_or(n, <[u32]>::len));
         let mut prev = self.meta.min_start;
-        let n_inside = dicts.inside.len();
+        let n_inside = dicts.inside;
         let inside_at = |i: usize| if inside_narrow { u32::from(ii[i]) | (u32::from(ii[n + i]) << 8) } else { u32_at(&ii, i) };
         // The outside index last seen per inside index, kept only for the inside indices of the
         // rows asked for (a row's prediction depends only on earlier rows of its inside index):
@@ -827,7 +898,7 @@ impl<'a> BlockView<'a> {
             }
             let pred = &mut out_pred[inside as usize];
             let outside = i64::from(*pred).wrapping_add(delta);
-            if outside < 0 || outside as usize >= dicts.outside.len() {
+            if outside < 0 || outside as usize >= dicts.outside {
                 return Err("dictionary index out of range".into());
             }
             *pred = outside as u32;
@@ -846,7 +917,7 @@ impl<'a> BlockView<'a> {
                 None => u32::from(ri[i]),
                 Some(j) => (0..3).fold(REM_ESCAPE, |a, k| a + (u32::from(ri[n + k * n_big + j]) << (8 * k))),
             };
-            let remote = idx(remote, dicts.remote.len())?;
+            let remote = idx(remote, dicts.remote)?;
             let (proto, rem_port) = match svc_esc {
                 None => table[usize::from(svc[i])],
                 Some(j) => (esc[j], u16::from(esc[n_esc + j]) | (u16::from(esc[2 * n_esc + j]) << 8)),
@@ -921,7 +992,7 @@ mod tests {
         assert_eq!(all.len(), recs.len());
         let keep = |r: &Rec| r.out_port % 17 == 3 && r.in_port.is_multiple_of(2);
         let rows: Vec<u32> = (0..all.len() as u32).filter(|&i| keep(&all[i as usize])).collect();
-        let (some, _) = v.records_at(&d, Some(&rows)).expect("some");
+        let (some, _) = v.records_at(d.lens(), Some(&rows)).expect("some");
         let want: Vec<Rec> = all.iter().filter(|r| keep(r)).copied().collect();
         assert!(!want.is_empty() && want.len() < all.len() / 10);
         assert_eq!(some, want);
@@ -1040,7 +1111,7 @@ mod tests {
         assert_eq!(back, recs);
         let few: Vec<Rec> = recs.iter().filter(|r| r.in_port % 5 == 0).copied().collect();
         let rows: Vec<u32> = (0..recs.len() as u32).filter(|&i| recs[i as usize].in_port.is_multiple_of(5)).collect();
-        let (some, _) = v.records_at(&d, Some(&rows)).expect("some");
+        let (some, _) = v.records_at(d.lens(), Some(&rows)).expect("some");
         assert_eq!(some.len(), few.len());
         assert!(some.iter().zip(&few).all(|(a, b)| a.end == b.end && a.rem_port == b.rem_port && a.proto == b.proto));
         // A service code past the table is refused.

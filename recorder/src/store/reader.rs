@@ -22,7 +22,7 @@ use jiff::Timestamp;
 
 use super::bloom::Probe;
 use super::catalog::{self, Summary};
-use super::codec::{BlockView, Dicts, KIND_CHECKPOINT, Rec, Select};
+use super::codec::{BlockView, DictLens, DictView, KIND_CHECKPOINT, Rec, Select};
 use super::segment::{self, SegMeta, SegmentInfo};
 use super::writer::to_translation;
 use super::{Resolution, StoreError};
@@ -195,23 +195,33 @@ fn created_ns(g: &Seg) -> Option<i64> {
 }
 
 /// The filter's addresses as indices into one block's dictionaries; `None` when the block
-/// cannot hold a match (an address is not in its dictionary).
-fn select(f: &Filter, d: &Dicts) -> Option<Select> {
-    Some(Select {
-        inside: local(f.inside, &d.inside).ok()?,
-        outside: local(f.outside, &d.outside).ok()?,
-        remote: local(f.remote, &d.remote).ok()?,
-    })
+/// cannot hold a match (an address is not in its dictionary). A dictionary the filter does not
+/// name is not read.
+fn select<'a>(f: &Filter, v: &BlockView<'a>, views: &mut Views<'a>) -> Result<Option<Select>, String> {
+    // Outer `None`: the address is not in the block; inner `None`: the filter names none.
+    type Local = Option<Option<(u32, Option<u16>)>>;
+    let mut local = |m: Option<EndpointMatch>, i: usize| -> Result<Local, String> {
+        let Some(m) = m else { return Ok(Some(None)) };
+        Ok(views.get(v, i)?.position(m.ip).map(|p| Some((p, m.port))))
+    };
+    let (Some(inside), Some(outside), Some(remote)) = (local(f.inside, 0)?, local(f.outside, 1)?, local(f.remote, 2)?) else {
+        return Ok(None);
+    };
+    Ok(Some(Select { inside, outside, remote }))
 }
 
-fn local(m: Option<EndpointMatch>, dict: &[IpAddr]) -> Result<Option<(u32, Option<u16>)>, ()> {
-    match m {
-        None => Ok(None),
-        Some(m) => dict
-            .iter()
-            .position(|a| *a == m.ip)
-            .map(|i| Some((i as u32, m.port)))
-            .ok_or(()),
+/// A block's dictionaries (inside, outside, remote), each read when first needed.
+struct Views<'a>([Option<DictView<'a>>; 3]);
+
+impl<'a> Views<'a> {
+    fn get(&mut self, v: &BlockView<'a>, i: usize) -> Result<&DictView<'a>, String> {
+        if self.0[i].is_none() {
+            self.0[i] = Some(v.dict_view(13 + i)?);
+        }
+        self.0[i].as_ref().ok_or_else(|| "dictionary".to_owned())
+    }
+    fn lens(&mut self, v: &BlockView<'a>) -> Result<DictLens, String> {
+        Ok(DictLens { inside: self.get(v, 0)?.len(), outside: self.get(v, 1)?.len(), remote: self.get(v, 2)?.len() })
     }
 }
 
@@ -378,17 +388,20 @@ fn scan_sealed(
         };
         let decoded = (|| {
             let v = BlockView::parse(&payload)?;
-            let d = v.dicts()?;
-            let Some(q) = select(s.filter, &d) else {
+            let mut views = Views([None, None, None]);
+            let Some(q) = select(s.filter, &v, &mut views)? else {
                 return Ok(None);
             };
             // The rows the port and address columns allow; only those rows are decoded in full,
             // and the sequential columns only up to the last of them (`quick` checks the rest).
             let (recs, _) = match v.candidates(&q)? {
                 Some(rows) if rows.is_empty() => (Vec::new(), Vec::new()),
-                rows => v.records_at(&d, rows.as_deref())?,
+                rows => {
+                    let lens = views.lens(&v)?;
+                    v.records_at(lens, rows.as_deref())?
+                }
             };
-            Ok::<_, String>(Some((d, q, recs, v.meta.n_full)))
+            Ok::<_, String>(Some((views, q, recs, v.meta.n_full)))
         })();
         let (d, q, recs, n_full) = match decoded {
             Ok(Some(x)) => x,
@@ -419,12 +432,14 @@ fn scan_sealed(
     Ok(())
 }
 
-fn block_translation(r: &Rec, d: &Dicts, res: Resolution) -> Result<Translation, StoreError> {
+fn block_translation(r: &Rec, d: &Views<'_>, res: Resolution) -> Result<Translation, StoreError> {
     let mut t = to_translation(&Rec { inside: 0, outside: 0, remote: 0, ..*r }, &[IpAddr::from([0u8; 4])], res)?;
-    let get = |v: &[IpAddr], i: u32| v.get(i as usize).copied().ok_or_else(|| StoreError::Time("address index".into()));
-    t.inside.set_ip(get(&d.inside, r.inside)?);
-    t.outside.set_ip(get(&d.outside, r.outside)?);
-    t.remote.set_ip(get(&d.remote, r.remote)?);
+    let get = |k: usize, i: u32| {
+        d.0[k].as_ref().and_then(|v| v.get(i)).ok_or_else(|| StoreError::Time("address index".into()))
+    };
+    t.inside.set_ip(get(0, r.inside)?);
+    t.outside.set_ip(get(1, r.outside)?);
+    t.remote.set_ip(get(2, r.remote)?);
     Ok(t)
 }
 
