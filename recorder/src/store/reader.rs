@@ -488,10 +488,9 @@ mod tests {
     }
 
     /// 3000 short translations over 5 minutes, outside ports spread over four addresses, several
-    /// sharing an outside ip:port at different times; written into one sealed segment of blocks
-    /// of 100 records.
-    fn store(dir: &Path) -> Vec<Translation> {
-        let ts: Vec<Translation> = (0..3000u32)
+    /// sharing an outside ip:port at different times.
+    fn short_translations() -> Vec<Translation> {
+        (0..3000u32)
             .map(|i| Translation {
                 kind: Kind::Snat,
                 proto: if i % 5 == 0 { Proto::UDP } else { Proto::TCP },
@@ -503,7 +502,25 @@ mod tests {
                 end: Some(at(i64::from(i) * 100 + 500 + i64::from(i % 13) * 1000)),
                 flags: Flags::empty(),
             })
-            .collect();
+            .collect()
+    }
+
+    /// The start and end events of `ts`, in time order (an end before a start at the same time).
+    fn events_of(ts: &[Translation]) -> Vec<(Timestamp, FlowEvent)> {
+        let mut events: Vec<(Timestamp, FlowEvent)> = Vec::new();
+        for t in ts {
+            events.push((t.start, FlowEvent::Start(Translation { end: None, ..t.clone() })));
+            if let Some(e) = t.end {
+                events.push((e, FlowEvent::End(t.clone())));
+            }
+        }
+        events.sort_by_key(|(t, e)| (*t, matches!(e, FlowEvent::Start(_))));
+        events
+    }
+
+    /// [`short_translations`] written into one sealed segment of blocks of 100 records.
+    fn store(dir: &Path) -> Vec<Translation> {
+        let ts = short_translations();
         let mut w = Writer::open(WriterOptions {
             dir: dir.to_owned(),
             rotate_age: Duration::from_secs(24 * 3600),
@@ -512,13 +529,7 @@ mod tests {
             ..WriterOptions::default()
         })
         .expect("writer");
-        let mut events: Vec<(Timestamp, FlowEvent)> = Vec::new();
-        for t in &ts {
-            events.push((t.start, FlowEvent::Start(Translation { end: None, ..t.clone() })));
-            events.push((t.end.expect("end"), FlowEvent::End(t.clone())));
-        }
-        events.sort_by_key(|(t, e)| (*t, matches!(e, FlowEvent::Start(_))));
-        for (_, e) in &events {
+        for (_, e) in &events_of(&ts) {
             w.append(e).expect("append");
         }
         w.close().expect("close");
@@ -571,22 +582,10 @@ mod tests {
         segs
     }
 
-    /// Short translations every 100 ms over 300 s and a few long ones (one open at the close),
-    /// with a rotation every 10 s: about 30 segments.
+    /// [`short_translations`] and a few long ones (one open at the close), with a rotation every
+    /// 10 s: about 30 segments.
     fn rotated_store(dir: &Path) -> Vec<Translation> {
-        let mut ts: Vec<Translation> = (0..3000u32)
-            .map(|i| Translation {
-                kind: Kind::Snat,
-                proto: Proto::TCP,
-                inside: format!("10.0.{}.{}:{}", i % 7, i % 200, 40_000 + i % 1000).parse().expect("inside"),
-                outside: format!("100.64.0.{}:{}", i % 4, 20_000 + (i * 7) % 1500).parse().expect("outside"),
-                remote: format!("198.51.100.{}:443", i % 50).parse().expect("remote"),
-                zone: 0,
-                start: at(i64::from(i) * 100),
-                end: Some(at(i64::from(i) * 100 + 500 + i64::from(i % 13) * 1000)),
-                flags: Flags::empty(),
-            })
-            .collect();
+        let mut ts = short_translations();
         for (k, (s, e)) in [(1_000, Some(250_000)), (5_000, Some(35_000)), (20_000, None)].into_iter().enumerate() {
             ts.push(Translation {
                 inside: format!("10.1.0.{k}:1000").parse().expect("inside"),
@@ -596,14 +595,6 @@ mod tests {
                 ..ts[0].clone()
             });
         }
-        let mut events: Vec<(Timestamp, FlowEvent)> = Vec::new();
-        for t in &ts {
-            events.push((t.start, FlowEvent::Start(Translation { end: None, ..t.clone() })));
-            if let Some(e) = t.end {
-                events.push((e, FlowEvent::End(t.clone())));
-            }
-        }
-        events.sort_by_key(|(t, e)| (*t, matches!(e, FlowEvent::Start(_))));
         let mut w = Writer::open(WriterOptions {
             dir: dir.to_owned(),
             rotate_age: Duration::from_secs(10),
@@ -612,7 +603,7 @@ mod tests {
         })
         .expect("writer");
         let mut next_tick = at(0);
-        for (t, e) in &events {
+        for (t, e) in &events_of(&ts) {
             while *t >= next_tick {
                 w.tick(next_tick).expect("tick");
                 next_tick = next_tick.checked_add(SignedDuration::from_secs(1)).expect("time");
