@@ -224,3 +224,65 @@ fn full_file_system_keeps_running_and_keeps_earlier_data_intact() {
     let rep = verify(&dir).expect("verify");
     assert!(rep.ok(), "{:?}", rep.problems);
 }
+
+/// A seal that keeps failing holds back the later ones (each chains to its predecessor) but not
+/// the writing: the next segments keep receiving events. When the writer goes away with seals
+/// undone, the next start seals every `.open` in order and the chain holds.
+#[test]
+fn a_failing_background_seal_holds_back_later_seals_and_the_next_start_seals_them_in_order() {
+    let dir = tempdir();
+    let evs = run_events(7);
+    let third = evs.len() / 3;
+    let opts = WriterOptions { dir: dir.path().to_owned(), rotate_age: Duration::from_secs(60), seal_level: 1, ..WriterOptions::default() };
+    let mut w = Writer::open(opts.clone()).expect("open");
+    let mut now = Timestamp::now();
+    let open_files = |d: &Path| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = fs::read_dir(d)
+            .expect("list")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "open"))
+            .collect();
+        v.sort();
+        v
+    };
+    let mut blocked = None;
+    for (i, ev) in evs.iter().enumerate() {
+        w.append(ev).expect("append");
+        if i == third || i == 2 * third {
+            // Rotation: segment 0 is sealed in the background, then segment 1's seal is made to
+            // fail (a directory stands where its temporary file would go).
+            now += Duration::from_secs(61);
+            w.tick(now).expect("tick");
+            if blocked.is_none() {
+                let active = open_files(dir.path()).pop().expect("an active segment");
+                let tmp = active.with_extension("seg.tmp");
+                fs::create_dir(&tmp).expect("block the seal");
+                blocked = Some(tmp);
+            }
+        }
+    }
+    // A third rotation: segment 2's seal waits behind segment 1's.
+    now += Duration::from_secs(61);
+    w.tick(now).expect("tick");
+    assert!(w.stats().write_errors > 0, "the blocked seal failed: {:?}", w.stats());
+    drop(w);
+    // Segment 1 (seal failed), 2 (waiting for it) and 3 (active) are left open, their events
+    // on disk.
+    let left = open_files(dir.path());
+    assert_eq!(left.len(), 3, "{left:?}");
+    let rep = verify(dir.path()).expect("verify");
+    assert!(rep.ok(), "open segments at the end are not a problem: {:?}", rep.problems);
+    fs::remove_dir(blocked.expect("blocked")).expect("unblock");
+    let w = Writer::open(opts).expect("reopen");
+    assert_eq!(w.stats().segments_sealed, 3, "every open segment recovered and sealed");
+    w.close().expect("close");
+    let rep = verify(dir.path()).expect("verify");
+    assert!(rep.ok(), "{:?}", rep.problems);
+    let mut want = expected(&evs, Resolution::Millis);
+    sort(&mut want);
+    let got = read_all(dir.path());
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert!(g == w || (g.key() == w.key() && g.start == w.start && w.end.is_none()), "{g:?} vs {w:?}");
+    }
+}

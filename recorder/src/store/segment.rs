@@ -622,15 +622,6 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// The outcome of sealing.
-#[derive(Clone, Debug)]
-pub(crate) struct Sealed {
-    pub path: PathBuf,
-    pub chain: [u8; 32],
-}
-
-/// Writes a sealed segment from merged records: groups by duration class, sorted by start,
-/// blocks of `block_records`, index, seal. Writes `final_path` + `.tmp`, fsyncs, renames.
 pub(crate) fn write_sealed(
     final_path: &Path,
     header: &Header,
@@ -638,7 +629,7 @@ pub(crate) fn write_sealed(
     addrs: &[std::net::IpAddr],
     block_records: usize,
     level: i32,
-) -> Result<Sealed, StoreError> {
+) -> Result<[u8; 32], StoreError> {
     let tmp = final_path.with_extension("seg.tmp");
     let res = write_sealed_tmp(&tmp, header, recs, addrs, block_records, level);
     let chain = match res {
@@ -652,7 +643,7 @@ pub(crate) fn write_sealed(
     if let Some(dir) = final_path.parent() {
         sync_dir(dir)?;
     }
-    Ok(Sealed { path: final_path.to_owned(), chain })
+    Ok(chain)
 }
 
 fn write_sealed_tmp(

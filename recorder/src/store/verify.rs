@@ -66,8 +66,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, StoreError> {
     rep.deleted_by_retention = retention.len() as u64;
     let files = segment::segment_files(dir)?;
     let mut prev: Option<(u64, [u8; 32], PathBuf)> = None;
-    let n_files = files.len();
-    for (fi, p) in files.into_iter().enumerate() {
+    for (fi, p) in files.iter().cloned().enumerate() {
         rep.segments += 1;
         let sealed = p.extension().is_some_and(|e| e == "seg");
         let data = fs::read(&p).map_err(|e| StoreError::io("reading", &p, e))?;
@@ -105,7 +104,9 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, StoreError> {
                 format!("the file name says segment {}, its header says {} (renamed?)", name_seq.map_or("?".into(), |s| s.to_string()), header.seq),
             );
         }
-        check_link(&header, prev.as_ref(), &retention, &mut problem);
+        // An `.open` header's predecessor hash is provisional (the predecessor's seal may still
+        // have been running when it was created): its order is checked, not its hash.
+        check_link(&header, prev.as_ref(), sealed, &retention, &mut problem);
         if sealed {
             match check_seal(&data, &header) {
                 Ok(chain) => {
@@ -118,10 +119,13 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, StoreError> {
                 }
             }
         } else {
-            if fi + 1 != n_files {
-                problem(ProblemKind::OutOfOrder, None, "an unsealed segment is followed by others".into());
+            // Open segments come last: the active one, and those a seal still works on.
+            if files[fi + 1..].iter().any(|q| q.extension().is_some_and(|e| e == "seg")) {
+                problem(ProblemKind::OutOfOrder, None, "an unsealed segment is followed by sealed ones".into());
             }
-            rep.notes.push(format!("{}: open (being written, or recovered at the next start)", p.display()));
+            rep.notes.push(format!("{}: open (being written or sealed, or recovered at the next start)", p.display()));
+            // A later open segment follows this one; its hash is not checked.
+            prev = Some((header.seq, [0xff; 32], p.clone()));
         }
     }
     if prev.is_none() && rep.segments == 0 {
@@ -134,6 +138,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, StoreError> {
 fn check_link(
     header: &Header,
     prev: Option<&(u64, [u8; 32], PathBuf)>,
+    check_hash: bool,
     retention: &[super::writer::RetentionEntry],
     problem: &mut impl FnMut(ProblemKind, Option<u64>, String),
 ) {
@@ -153,12 +158,12 @@ fn check_link(
                         if deleted { " (retention.log lists some, but retention only deletes the oldest)" } else { " and not recorded as deleted by retention" }
                     ),
                 );
-            } else if header.prev_chain != *pchain && *pchain != [0xff; 32] {
+            } else if check_hash && header.prev_chain != *pchain && *pchain != [0xff; 32] {
                 problem(ProblemKind::Altered, None, format!("does not chain to segment {pseq}: one of them was replaced or altered"));
             }
         }
         None if header.seq == 0 => {
-            if header.prev_chain != [0; 32] {
+            if check_hash && header.prev_chain != [0; 32] {
                 problem(ProblemKind::Altered, None, "the first segment has a predecessor hash".into());
             }
         }
@@ -170,7 +175,8 @@ fn check_link(
                     None,
                     format!("{} earlier segment(s) between {a} and {b} are missing and not recorded as deleted by retention", missing.len()),
                 );
-            } else if let Some(e) = retention.iter().find(|e| e.seq + 1 == header.seq)
+            } else if check_hash
+                && let Some(e) = retention.iter().find(|e| e.seq + 1 == header.seq)
                 && e.chain.is_some_and(|c| c != header.prev_chain)
             {
                 problem(ProblemKind::Altered, None, format!("does not chain to segment {} recorded in retention.log", e.seq));

@@ -67,7 +67,34 @@ impl std::hash::Hash for Key {
     }
 }
 
+/// What the writer keeps of an open translation besides its key and start.
+#[derive(Clone, Copy, Debug)]
+struct OpenRec {
+    /// Ordinal of its full record in the active segment.
+    ordinal: u64,
+    kind: u8,
+    flags: u8,
+}
+
 impl Key {
+    /// The record of an open translation (no end) from its key, start and the rest.
+    fn rec(&self, start: i64, o: OpenRec) -> Rec {
+        Rec {
+            start,
+            end: None,
+            inside: self.inside,
+            outside: self.outside,
+            remote: self.remote,
+            in_port: self.ports[0],
+            out_port: self.ports[1],
+            rem_port: self.ports[2],
+            zone: self.zone,
+            kind: o.kind,
+            proto: self.proto,
+            flags: o.flags,
+            carried: false,
+        }
+    }
     fn of(r: &Rec) -> Key {
         Key {
             inside: r.inside,
@@ -83,7 +110,6 @@ impl Key {
 struct Active {
     file: File,
     path: PathBuf,
-    header: Header,
     /// End of the last complete frame: everything before it is good.
     len: u64,
     created: Timestamp,
@@ -96,6 +122,8 @@ pub struct Writer {
     active: Option<Active>,
     prev_chain: [u8; 32],
     next_seq: u64,
+    /// Seals of rotated segments, on their own thread.
+    sealer: Option<Sealer>,
     addrs: Interner,
     /// Full records not yet written; their ordinals are `written_ordinal..`.
     pending: Vec<Rec>,
@@ -105,7 +133,7 @@ pub struct Writer {
     /// Live translations: start and ordinal in the active segment.
     /// Open translations: (tuple key, start in units) → ordinal of the full record. Keyed by the
     /// start too: a tuple's next entry can start before the previous one's end event arrives.
-    open: FastMap<(Key, i64), u64>,
+    open: FastMap<(Key, i64), OpenRec>,
     recovered_open: Vec<Translation>,
     last_flush: Option<Timestamp>,
     retry_after: Option<Timestamp>,
@@ -138,6 +166,9 @@ impl Writer {
         let mut carried: Vec<Rec> = Vec::new();
         let mut addrs = Interner::default();
         let mut recovered_open = Vec::new();
+        // Each recovered segment chains to the one sealed before it (an `.open` header's
+        // predecessor hash may predate a seal that was still running).
+        let (mut chain, _) = last_chain(&dir)?;
         for p in segment::segment_files(&dir)? {
             if p.extension().is_none_or(|e| e != "open") {
                 continue;
@@ -169,11 +200,9 @@ impl Writer {
                 tracing::warn!(path = %p.display(), block = %b, "skipped an undecodable block");
             }
             let res = rec.header.resolution;
-            let sealed_info = segment::write_sealed(&sealed, &rec.header, &rec.recs, &rec.addrs.addrs, opts.block_records, opts.seal_level)?;
-            fs::remove_file(&p).map_err(|e| StoreError::io("removing", &p, e))?;
-            segment::sync_dir(&dir)?;
+            chain = seal_recovered(&p, &rec, chain, opts.block_records, opts.seal_level)?;
             stats.segments_sealed += 1;
-            tracing::info!(path = %sealed_info.path.display(), "recovered and sealed");
+            tracing::info!(path = %sealed.display(), "recovered and sealed");
             // Still open at the end of the recovered segment: the new segment's checkpoint
             // carries them (marked, so a reader resolves them with the recovered records).
             carried = rec
@@ -201,6 +230,7 @@ impl Writer {
             active: None,
             prev_chain,
             next_seq,
+            sealer: None,
             addrs,
             pending: Vec::new(),
             pending_refs: Vec::new(),
@@ -245,7 +275,7 @@ impl Writer {
                 match self.open.entry((key, r.start)) {
                     std::collections::hash_map::Entry::Occupied(_) => return Ok(()),
                     std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(ord);
+                        v.insert(OpenRec { ordinal: ord, kind: r.kind, flags: r.flags });
                     }
                 }
                 self.pending.push(r);
@@ -253,8 +283,8 @@ impl Writer {
             FlowEvent::End(_) => {
                 let end = r.end.unwrap_or(r.start);
                 match self.open.remove(&(key, r.start)) {
-                    Some(ord) => {
-                        self.pending_refs.push(EndRef { ordinal: ord, end, flags: r.flags });
+                    Some(o) => {
+                        self.pending_refs.push(EndRef { ordinal: o.ordinal, end, flags: r.flags });
                     }
                     _ => {
                         r.end = Some(end);
@@ -283,6 +313,7 @@ impl Writer {
     /// A full disk is not an error here: what could not be written is counted in
     /// [`WriterStats::lost_events`] and writing resumes when space returns.
     pub fn tick(&mut self, now: Timestamp) -> Result<(), StoreError> {
+        self.seal_reports();
         let retry_ok = self.retry_after.is_none_or(|t| now >= t);
         if self.active.is_none() {
             if !retry_ok {
@@ -339,11 +370,53 @@ impl Writer {
         }
         self.write_pending()?;
         self.sync()?;
+        // The rotated segments are sealed first: the active one chains to the last of them.
+        if let Some(sealer) = self.sealer.take() {
+            let (chain, complete) = sealer.finish(&mut self.stats);
+            self.prev_chain = chain;
+            if !complete {
+                // A seal failed for good: the next start seals them all in order.
+                return Err(StoreError::Options(
+                    "a rotated segment could not be sealed; the next start recovers and seals it".into(),
+                ));
+            }
+        }
         let carried = self.seal_active()?;
         if !carried.is_empty() {
             self.start_segment(carried, Timestamp::now())?;
         }
         Ok(self.stats())
+    }
+
+    /// Counts what the sealer thread reported.
+    fn seal_reports(&mut self) {
+        let Some(sealer) = &self.sealer else { return };
+        let reports: Vec<Result<(), StoreError>> = sealer.reports.try_iter().collect();
+        for r in reports {
+            match r {
+                Ok(()) => self.stats.segments_sealed += 1,
+                Err(e) => self.note_error(&e),
+            }
+        }
+    }
+
+    /// The translations open now, as the next segment's checkpoint, with addresses interned
+    /// anew (the writer's interner then holds only what the next segment uses).
+    fn carried_now(&mut self) -> Vec<Rec> {
+        let mut fresh = Interner::default();
+        let old = &self.addrs.addrs;
+        let mut ids = |id: u32| old.get(id as usize).map_or(id, |a| fresh.id(*a));
+        let mut carried: Vec<Rec> = self
+            .open
+            .iter()
+            .map(|(&(k, start), &o)| {
+                let r = k.rec(start, o);
+                Rec { inside: ids(r.inside), outside: ids(r.outside), remote: ids(r.remote), carried: true, ..r }
+            })
+            .collect();
+        carried.sort_unstable_by_key(|r| r.start);
+        self.addrs = fresh;
+        carried
     }
 
     fn note_error(&mut self, e: &StoreError) {
@@ -387,7 +460,7 @@ impl Writer {
         self.pending.truncate(keep);
         self.pending_refs.clear();
         let bound = self.written_ordinal + keep as u64;
-        self.open.retain(|_, ord| *ord < bound);
+        self.open.retain(|_, o| o.ordinal < bound);
         self.stats.lost_events += lost;
         tracing::warn!(lost, "dropped buffered events that could not be written");
     }
@@ -449,11 +522,11 @@ impl Writer {
         self.open.clear();
         for (i, r) in recs.iter().enumerate() {
             if r.end.is_none() {
-                self.open.insert((Key::of(r), r.start), i as u64);
+                self.open.insert((Key::of(r), r.start), OpenRec { ordinal: i as u64, kind: r.kind, flags: r.flags });
             }
         }
         let ended: std::collections::HashSet<u64> = refs.iter().map(|r| r.ordinal).collect();
-        self.open.retain(|_, o| !ended.contains(o));
+        self.open.retain(|_, o| !ended.contains(&o.ordinal));
         self.pending = recs;
         self.pending_refs = refs;
         self.written_ordinal = 0;
@@ -477,7 +550,7 @@ impl Writer {
             return Err(StoreError::io("writing", &path, e));
         }
         segment::sync_dir(&self.opts.dir)?;
-        self.active = Some(Active { file, path, header, len: segment::HEADER_LEN as u64, created: now });
+        self.active = Some(Active { file, path, len: segment::HEADER_LEN as u64, created: now });
         self.next_seq += 1;
         // The checkpoint (and whatever was buffered) is made durable at once.
         if let Err(e) = self.write_pending().and_then(|()| self.sync()) {
@@ -487,41 +560,34 @@ impl Writer {
         Ok(())
     }
 
-    /// Seals the active segment; returns the records still open in it (for the checkpoint).
+    /// Seals the active segment on this thread; returns the records still open in it (for the
+    /// checkpoint).
     fn seal_active(&mut self) -> Result<Vec<Rec>, StoreError> {
         let Some(a) = self.active.as_ref() else {
             return Ok(Vec::new());
         };
         let path = a.path.clone();
         let rec = segment::recover_open(&path)?;
-        // Records are in ordinal order (write_sealed sorts a copy): the open ones by ordinal.
-        let mut carried: Vec<Rec> = self
-            .open
-            .iter()
-            .filter_map(|(&(_, start), &ord)| {
-                rec.recs.get(ord as usize).filter(|r| r.start == start && r.end.is_none()).copied()
-            })
-            .collect();
-        carried.sort_unstable_by_key(|r| r.start);
-        for c in &mut carried {
-            c.carried = true;
-        }
-        let final_path = path.with_extension("seg");
-        let sealed = segment::write_sealed(&final_path, &a.header, &rec.recs, &rec.addrs.addrs, self.opts.block_records, self.opts.seal_level)?;
-        fs::remove_file(&path).map_err(|e| StoreError::io("removing", &path, e))?;
-        segment::sync_dir(&self.opts.dir)?;
+        self.prev_chain = seal_recovered(&path, &rec, self.prev_chain, self.opts.block_records, self.opts.seal_level)?;
         self.active = None;
-        self.prev_chain = sealed.chain;
         self.stats.segments_sealed += 1;
-        // The carried records use the recovered interner's ids.
-        self.addrs = rec.addrs;
-        Ok(carried)
+        Ok(self.carried_now())
     }
 
+    /// Rotation: the active segment, flushed and complete, goes to the sealer thread and the
+    /// next segment starts at once with the checkpoint of what is open, so flushing never waits
+    /// for a seal.
     fn rotate(&mut self, now: Timestamp) -> Result<(), StoreError> {
         self.write_pending()?;
         self.sync()?;
-        let carried = self.seal_active()?;
+        let carried = self.carried_now();
+        if let Some(a) = self.active.take() {
+            let opts = &self.opts;
+            self.sealer
+                .get_or_insert_with(|| Sealer::start(self.prev_chain, opts.dir.clone(), opts.block_records, opts.seal_level))
+                .queue(a.path);
+        }
+        // A failure leaves the checkpoint buffered: `tick` retries the new segment.
         self.start_segment(carried, now)?;
         self.retention(now);
         Ok(())
@@ -662,7 +728,8 @@ fn unhex(h: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// The chain of the newest sealed (or retention-deleted) segment and the next sequence number.
+/// The chain of the newest sealed (or retention-deleted) segment and the sequence number after
+/// it (`.open` segments are not looked at: they are sealed first).
 fn last_chain(dir: &Path) -> Result<([u8; 32], u64), StoreError> {
     let mut best: Option<(u64, [u8; 32])> = None;
     for e in read_retention(dir)? {
@@ -672,7 +739,7 @@ fn last_chain(dir: &Path) -> Result<([u8; 32], u64), StoreError> {
     }
     for p in segment::segment_files(dir)? {
         let Some(seq) = segment::seq_of_name(&p) else { continue };
-        if best.is_some_and(|(s, _)| seq < s) {
+        if p.extension().is_none_or(|e| e != "seg") || best.is_some_and(|(s, _)| seq < s) {
             continue;
         }
         let m = segment::load_meta(&p)?;
@@ -686,4 +753,115 @@ fn last_chain(dir: &Path) -> Result<([u8; 32], u64), StoreError> {
         best = Some((seq, chain));
     }
     Ok(best.map_or(([0; 32], 0), |(s, c)| (c, s + 1)))
+}
+
+/// Seals an `.open` segment from its recovered records, chained to `prev_chain`; removes the
+/// `.open`. Returns the sealed segment's chain.
+fn seal_recovered(path: &Path, rec: &segment::Recovered, prev_chain: [u8; 32], block_records: usize, level: i32) -> Result<[u8; 32], StoreError> {
+    let header = Header { prev_chain, ..rec.header };
+    let chain = segment::write_sealed(&path.with_extension("seg"), &header, &rec.recs, &rec.addrs.addrs, block_records, level)?;
+    fs::remove_file(path).map_err(|e| StoreError::io("removing", path, e))?;
+    if let Some(dir) = path.parent() {
+        segment::sync_dir(dir)?;
+    }
+    Ok(chain)
+}
+
+/// The thread that seals rotated segments, in order, each chained to the one before.
+struct Sealer {
+    jobs: Option<std::sync::mpsc::Sender<PathBuf>>,
+    /// One report per seal attempt.
+    reports: std::sync::mpsc::Receiver<Result<(), StoreError>>,
+    /// Returns the chain of the last segment sealed and whether every queued one was.
+    thread: Option<std::thread::JoinHandle<([u8; 32], bool)>>,
+    /// Set when the writer closes: a failing seal is tried once more, then left for the next
+    /// start.
+    closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Sealer {
+    fn start(chain: [u8; 32], dir: PathBuf, block_records: usize, level: i32) -> Sealer {
+        let (jobs, queue) = std::sync::mpsc::channel::<PathBuf>();
+        let (report, reports) = std::sync::mpsc::channel();
+        let (failed, where_) = (report.clone(), dir.clone());
+        let closing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = closing.clone();
+        let thread = std::thread::Builder::new().name("natrec-seal".into()).spawn(move || {
+            let closed = || stop.load(std::sync::atomic::Ordering::Relaxed);
+            let mut chain = chain;
+            while let Ok(path) = queue.recv() {
+                loop {
+                    let res = segment::recover_open(&path)
+                        .and_then(|rec| seal_recovered(&path, &rec, chain, block_records, level));
+                    match res {
+                        Ok(c) => {
+                            chain = c;
+                            let _ = report.send(Ok(()));
+                            break;
+                        }
+                        Err(e) => {
+                            let _ = report.send(Err(e));
+                            if closed() {
+                                tracing::warn!(dir = %dir.display(), "rotated segments left unsealed: the next start seals them");
+                                return (chain, false);
+                            }
+                            // Retried (a full disk may clear) every RETRY_SECS, and once more
+                            // when the writer closes; later segments wait: each must chain to
+                            // this one.
+                            for _ in 0..RETRY_SECS * 10 {
+                                if closed() {
+                                    break;
+                                }
+                                std::thread::sleep(std::time::Duration::from_millis(100));
+                            }
+                        }
+                    }
+                }
+            }
+            (chain, true)
+        });
+        match thread {
+            Ok(t) => Sealer { jobs: Some(jobs), reports, thread: Some(t), closing },
+            Err(e) => {
+                // No thread: the jobs stay queued and `finish` reports them unsealed.
+                let _ = failed.send(Err(StoreError::io("starting the seal thread for", &where_, e)));
+                Sealer { jobs: Some(jobs), reports, thread: None, closing }
+            }
+        }
+    }
+
+    fn queue(&mut self, open: PathBuf) {
+        if let Some(j) = &self.jobs {
+            let _ = j.send(open);
+        }
+    }
+
+    /// Waits for every queued seal; counts the reports into `stats`.
+    ///
+    /// (Dropping a `Sealer` also waits: no thread may touch the directory after its writer.)
+    fn finish(mut self, stats: &mut WriterStats) -> ([u8; 32], bool) {
+        self.jobs = None;
+        self.closing.store(true, std::sync::atomic::Ordering::Relaxed);
+        let out = self.thread.take().and_then(|t| t.join().ok());
+        for r in self.reports.try_iter() {
+            match r {
+                Ok(()) => stats.segments_sealed += 1,
+                Err(e) => {
+                    stats.write_errors += 1;
+                    stats.last_error = Some(e.to_string());
+                }
+            }
+        }
+        out.unwrap_or(([0; 32], false))
+    }
+}
+
+impl Drop for Sealer {
+    fn drop(&mut self) {
+        self.jobs = None;
+        self.closing.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
