@@ -287,16 +287,24 @@ mod tests {
     }
 
     #[test]
-    fn own_cpu_time_grows() {
-        let pid = std::process::id();
-        let a = ProcCpu::read(pid).expect("own stat");
-        let mut x = 0u64;
-        let until = std::time::Instant::now() + std::time::Duration::from_millis(50);
-        while std::time::Instant::now() < until {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+    fn a_busy_process_cpu_time_grows() {
+        // A child of its own: the test harness's threads come and go, which would move a sum
+        // over this process's threads either way.
+        struct Kill(std::process::Child);
+        impl Drop for Kill {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
         }
-        std::hint::black_box(x);
-        let b = ProcCpu::read(pid).expect("own stat");
+        let child = Kill(
+            std::process::Command::new("sh").args(["-c", "while :; do :; done"]).spawn().expect("spawn a busy shell"),
+        );
+        let pid = child.0.id();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let a = ProcCpu::read(pid).expect("child stat");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let b = ProcCpu::read(pid).expect("child stat");
         assert!(b.seconds_since(a) >= 0.02, "{a:?} -> {b:?}");
     }
 }
