@@ -618,7 +618,20 @@ impl<'a> BlockView<'a> {
         match codec {
             0 => Ok(std::borrow::Cow::Borrowed(data)),
             1 => {
-                let v = zstd::bulk::decompress(data, raw).map_err(|e| format!("column {i}: {e}"))?;
+                thread_local! {
+                    // One decompression context per thread, reused for every column.
+                    static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+                }
+                let v = DCTX
+                    .with(|c| {
+                        let mut c = c.borrow_mut();
+                        let d = match c.as_mut() {
+                            Some(d) => d,
+                            None => c.insert(zstd::bulk::Decompressor::new()?),
+                        };
+                        d.decompress(data, raw)
+                    })
+                    .map_err(|e| format!("column {i}: {e}"))?;
                 if v.len() != raw {
                     return Err(format!("column {i}: {} bytes, expected {raw}", v.len()));
                 }
@@ -697,7 +710,15 @@ impl<'a> BlockView<'a> {
         // Keeps the rows (all, or those still candidates) that pass `test`.
         fn narrow(n: usize, rows: &mut Option<Vec<u32>>, test: impl Fn(usize) -> bool) {
             *rows = Some(match rows.take() {
-                None => (0..n as u32).filter(|&i| test(i as usize)).collect(),
+                None => {
+                    let mut v = Vec::new();
+                    for i in 0..n {
+                        if test(i) {
+                            v.push(i as u32);
+                        }
+                    }
+                    v
+                }
                 Some(mut v) => {
                     v.retain(|&i| test(i as usize));
                     v
@@ -720,7 +741,22 @@ impl<'a> BlockView<'a> {
                 if op.len() != 2 * n {
                     return Err("port columns disagree with the record count".into());
                 }
-                narrow(n, &mut rows, |i| port(&op, i).wrapping_add(port(&ip, i)) == want);
+                match rows.as_mut() {
+                    Some(v) => v.retain(|&i| port(&op, i as usize).wrapping_add(port(&ip, i as usize)) == want),
+                    None => {
+                        // The first test, over every row: byte planes zipped (no index checks).
+                        let (il, ih) = ip.split_at(n);
+                        let (ol, oh) = op.split_at(n);
+                        let mut v = Vec::new();
+                        for (i, (((&a, &b), &c), &d)) in il.iter().zip(ih).zip(ol).zip(oh).enumerate() {
+                            let p = (u16::from(a) | (u16::from(b) << 8)).wrapping_add(u16::from(c) | (u16::from(d) << 8));
+                            if p == want {
+                                v.push(i as u32);
+                            }
+                        }
+                        rows = Some(v);
+                    }
+                }
             }
         }
         if let Some((want, _)) = sel.inside {
@@ -729,7 +765,22 @@ impl<'a> BlockView<'a> {
                 return Err("address columns disagree with the record count".into());
             }
             let b = want.to_le_bytes();
-            narrow(n, &mut rows, |i| (0..4).all(|k| ii[k * n + i] == b[k]));
+            match rows.as_mut() {
+                Some(v) => v.retain(|&i| (0..4).all(|k| ii[k * n + i as usize] == b[k])),
+                None => {
+                    // The first test, over every row: byte planes zipped (no index checks).
+                    let (p0, rest) = ii.split_at(n);
+                    let (p1, rest) = rest.split_at(n);
+                    let (p2, p3) = rest.split_at(n);
+                    let mut v = Vec::new();
+                    for (i, (((&x0, &x1), &x2), &x3)) in p0.iter().zip(p1).zip(p2).zip(p3).enumerate() {
+                        if x0 == b[0] && x1 == b[1] && x2 == b[2] && x3 == b[3] {
+                            v.push(i as u32);
+                        }
+                    }
+                    rows = Some(v);
+                }
+            }
         }
         if let Some((want, _)) = sel.remote {
             let ri = self.col(11)?;
