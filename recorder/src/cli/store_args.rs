@@ -30,9 +30,9 @@ pub struct StoreArgs {
     #[arg(long, value_name = "UNIT", default_value = "ms", value_parser = parse_resolution)]
     pub time_resolution: Resolution,
     /// zstd level of sealed blocks (1-22). Measured on the synthetic workload (`cargo bench -p
-    /// recorder --bench store`): 1 (default) gives 7.79 bytes per translation and about 0.3 µs
-    /// of CPU per translation at seal time (on the writer's own thread); 9 gives 7.81 for
-    /// 0.5 µs; 19 is the smallest (7.57) for 3.3 µs.
+    /// recorder --bench store`): 1 (default) gives 7.89 bytes per translation and about 0.3 µs
+    /// of CPU per translation at seal time (on the writer's seal thread); 9 gives 7.91 for
+    /// 0.5 µs; 19 is the smallest (7.62) for 3.3 µs.
     #[arg(long, value_name = "LEVEL", default_value_t = WriterOptions::default().seal_level, value_parser = clap::value_parser!(i32).range(1..=22))]
     pub seal_level: i32,
 }

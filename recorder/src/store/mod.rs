@@ -231,9 +231,9 @@ pub struct WriterOptions {
     /// smaller ones are faster to read for a point query).
     pub block_records: usize,
     /// zstd level of sealed blocks (default 1: the columns are transformed so that zstd's
-    /// entropy coding does most of the work; on the synthetic workload 7.79 bytes a translation
-    /// and 1.07 M translations/s written with the seal at level 1, 7.81 and 0.94 M/s at 9, 7.57
-    /// and 0.25 M/s at 19).
+    /// entropy coding does most of the work; on the synthetic workload 7.89 bytes a translation
+    /// and 1.05 M translations/s written with the seal at level 1, 7.91 and 0.97 M/s at 9, 7.62
+    /// and 0.26 M/s at 19).
     pub seal_level: i32,
 }
 
