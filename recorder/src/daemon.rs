@@ -151,21 +151,32 @@ fn from_entry(e: &CtEntry, now: Timestamp, ended: bool) -> Option<Translation> {
 struct Sinks {
     jsonl: Option<JsonlSink>,
     store: Option<StoreThread>,
+    /// Events for the store thread, handed over at each tick (every 100 ms: one wake-up of that
+    /// thread per tick rather than per ring-buffer read; the writer flushes only at ticks, so
+    /// nothing waits longer for the disk) or when many are waiting.
+    store_batch: Vec<FlowEvent>,
 }
+
+/// Events beyond which the batch goes to the store thread before the tick.
+const STORE_BATCH_MAX: usize = 1 << 16;
 
 impl Sinks {
     fn write(&mut self, events: &mut Vec<FlowEvent>) -> Result<(), DaemonError> {
         if events.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::take(events);
         if let Some(j) = &mut self.jsonl {
-            for ev in &batch {
+            for ev in events.iter() {
                 j.write(ev)?;
             }
         }
         if let Some(s) = &self.store {
-            s.send(StoreMsg::Events(batch));
+            self.store_batch.append(events);
+            if self.store_batch.len() >= STORE_BATCH_MAX {
+                s.send(StoreMsg::Events(std::mem::take(&mut self.store_batch)));
+            }
+        } else {
+            events.clear();
         }
         Ok(())
     }
@@ -175,6 +186,9 @@ impl Sinks {
             j.flush()?;
         }
         if let Some(s) = &self.store {
+            if !self.store_batch.is_empty() {
+                s.send(StoreMsg::Events(std::mem::take(&mut self.store_batch)));
+            }
             s.send(StoreMsg::Tick(now));
         }
         Ok(())
@@ -271,7 +285,7 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
     let jsonl = cfg.jsonl.as_deref().map(JsonlSink::open).transpose()?;
     let writer = cfg.store.clone().map(Writer::open).transpose()?;
     let recovered: Vec<Translation> = writer.as_ref().map(|w| w.recovered_open().to_vec()).unwrap_or_default();
-    let mut sinks = Sinks { jsonl, store: writer.map(StoreThread::spawn).transpose()? };
+    let mut sinks = Sinks { jsonl, store: writer.map(StoreThread::spawn).transpose()?, store_batch: Vec::new() };
     if cfg.set_sysctls {
         match conntrack::enable_timestamps() {
             Ok(0) => tracing::info!("set net.netfilter.nf_conntrack_timestamp=1 (exact start and stop times)"),
