@@ -491,6 +491,43 @@ pub(crate) fn encode_block(
     Ok(meta)
 }
 
+/// The addresses of a dictionary column (uvarint count, family bytes, IPv4 and IPv6 byte
+/// planes), in index order.
+fn decode_dict(col: &[u8]) -> Result<Vec<IpAddr>, String> {
+    let mut c = Cur::new(col);
+    let n = usize::try_from(c.uvarint()?).map_err(|_| "dictionary too large")?;
+    let fam = c.bytes(n)?;
+    let n4 = fam.iter().filter(|&&f| f == 4).count();
+    let n6 = fam.iter().filter(|&&f| f == 6).count();
+    if n4 + n6 != n {
+        return Err("unknown address family".into());
+    }
+    let p4 = c.bytes(4 * n4)?;
+    let p6 = c.bytes(16 * n6)?;
+    if !c.rest().is_empty() {
+        return Err("trailing bytes in a dictionary".into());
+    }
+    let (mut i4, mut i6) = (0, 0);
+    let mut out = Vec::with_capacity(n);
+    for &f in fam {
+        if f == 4 {
+            out.push(IpAddr::V4(Ipv4Addr::new(p4[i4], p4[n4 + i4], p4[2 * n4 + i4], p4[3 * n4 + i4])));
+            i4 += 1;
+        } else {
+            let o: [u8; 16] = std::array::from_fn(|k| p6[k * n6 + i6]);
+            out.push(IpAddr::V6(Ipv6Addr::from(o)));
+            i6 += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// The `j`-th escaped remote index of a remote column of `n` one-byte codes followed by
+/// `n_big` escaped values in three byte planes.
+fn escaped_remote(ri: &[u8], n: usize, n_big: usize, j: usize) -> u32 {
+    (0..3).fold(REM_ESCAPE, |a, k| a + (u32::from(ri[n + k * n_big + j]) << (8 * k)))
+}
+
 /// A parsed block whose columns are decompressed on demand.
 pub(crate) struct BlockView<'a> {
     pub meta: BlockMeta,
@@ -642,33 +679,7 @@ impl<'a> BlockView<'a> {
     }
 
     fn dict(&self, i: usize) -> Result<Vec<IpAddr>, String> {
-        let col = self.col(i)?;
-        let mut c = Cur::new(&col);
-        let n = usize::try_from(c.uvarint()?).map_err(|_| "dictionary too large")?;
-        let fam = c.bytes(n)?;
-        let n4 = fam.iter().filter(|&&f| f == 4).count();
-        let n6 = fam.iter().filter(|&&f| f == 6).count();
-        if n4 + n6 != n {
-            return Err("unknown address family".into());
-        }
-        let p4 = c.bytes(4 * n4)?;
-        let p6 = c.bytes(16 * n6)?;
-        if !c.rest().is_empty() {
-            return Err("trailing bytes in a dictionary".into());
-        }
-        let (mut i4, mut i6) = (0, 0);
-        let mut out = Vec::with_capacity(n);
-        for &f in fam {
-            if f == 4 {
-                out.push(IpAddr::V4(Ipv4Addr::new(p4[i4], p4[n4 + i4], p4[2 * n4 + i4], p4[3 * n4 + i4])));
-                i4 += 1;
-            } else {
-                let o: [u8; 16] = std::array::from_fn(|k| p6[k * n6 + i6]);
-                out.push(IpAddr::V6(Ipv6Addr::from(o)));
-                i6 += 1;
-            }
-        }
-        Ok(out)
+        decode_dict(&self.col(i)?)
     }
 
     /// Dictionary column `i` (13 inside, 14 outside, 15 remote), read in place when it holds
@@ -680,12 +691,13 @@ impl<'a> BlockView<'a> {
         let fam = c.bytes(n)?;
         if fam.iter().all(|&f| f == 4) {
             let off = c.pos;
-            if c.bytes(4 * n)?.len() != 4 * n || !c.rest().is_empty() {
-                return Err("dictionary length disagrees with its count".into());
+            c.bytes(4 * n)?;
+            if !c.rest().is_empty() {
+                return Err("trailing bytes in a dictionary".into());
             }
             return Ok(DictView::V4 { planes: col, off, n });
         }
-        self.dict(i).map(DictView::Decoded)
+        decode_dict(&col).map(DictView::Decoded)
     }
 
     /// The three address dictionaries.
@@ -799,7 +811,7 @@ impl<'a> BlockView<'a> {
                 let mut j = 0;
                 for (i, &c) in ri[..n].iter().enumerate() {
                     if u32::from(c) == REM_ESCAPE {
-                        let v = (0..3).fold(REM_ESCAPE, |a, k| a + (u32::from(ri[n + k * n_big + j]) << (8 * k)));
+                        let v = escaped_remote(&ri, n, n_big, j);
                         hit[i] = v == want;
                         j += 1;
                     }
@@ -966,7 +978,7 @@ impl<'a> BlockView<'a> {
             });
             let remote = match rem_big {
                 None => u32::from(ri[i]),
-                Some(j) => (0..3).fold(REM_ESCAPE, |a, k| a + (u32::from(ri[n + k * n_big + j]) << (8 * k))),
+                Some(j) => escaped_remote(&ri, n, n_big, j),
             };
             let remote = idx(remote, dicts.remote)?;
             let (proto, rem_port) = match svc_esc {
