@@ -372,7 +372,10 @@ impl Writer {
         self.sync()?;
         // The rotated segments are sealed first: the active one chains to the last of them.
         if let Some(sealer) = self.sealer.take() {
-            let (chain, complete) = sealer.finish(&mut self.stats);
+            let (chain, complete, reports) = sealer.finish();
+            for r in reports {
+                self.count_seal(r);
+            }
             self.prev_chain = chain;
             if !complete {
                 // A seal failed for good: the next start seals them all in order.
@@ -393,10 +396,15 @@ impl Writer {
         let Some(sealer) = &self.sealer else { return };
         let reports: Vec<Result<(), StoreError>> = sealer.reports.try_iter().collect();
         for r in reports {
-            match r {
-                Ok(()) => self.stats.segments_sealed += 1,
-                Err(e) => self.note_error(&e),
-            }
+            self.count_seal(r);
+        }
+    }
+
+    /// Counts one report of the seal thread.
+    fn count_seal(&mut self, r: Result<(), StoreError>) {
+        match r {
+            Ok(()) => self.stats.segments_sealed += 1,
+            Err(e) => self.note_error(&e),
         }
     }
 
@@ -836,32 +844,26 @@ impl Sealer {
         }
     }
 
-    /// Waits for every queued seal; counts the reports into `stats`.
+    /// Waits for every queued seal; returns the last chain, whether every queued segment was
+    /// sealed, and the reports not yet taken.
     ///
     /// (Dropping a `Sealer` also waits: no thread may touch the directory after its writer.)
-    fn finish(mut self, stats: &mut WriterStats) -> ([u8; 32], bool) {
+    fn finish(mut self) -> ([u8; 32], bool, Vec<Result<(), StoreError>>) {
+        let (chain, complete) = self.stop().unwrap_or(([0; 32], false));
+        (chain, complete, self.reports.try_iter().collect())
+    }
+
+    /// Closes the queue, has a failing seal tried once more, and joins the thread: its result,
+    /// or `None` when there was no thread or it panicked.
+    fn stop(&mut self) -> Option<([u8; 32], bool)> {
         self.jobs = None;
         self.closing.store(true, std::sync::atomic::Ordering::Relaxed);
-        let out = self.thread.take().and_then(|t| t.join().ok());
-        for r in self.reports.try_iter() {
-            match r {
-                Ok(()) => stats.segments_sealed += 1,
-                Err(e) => {
-                    stats.write_errors += 1;
-                    stats.last_error = Some(e.to_string());
-                }
-            }
-        }
-        out.unwrap_or(([0; 32], false))
+        self.thread.take().and_then(|t| t.join().ok())
     }
 }
 
 impl Drop for Sealer {
     fn drop(&mut self) {
-        self.jobs = None;
-        self.closing.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.stop();
     }
 }
