@@ -714,13 +714,7 @@ mod tests {
             ..WriterOptions::default()
         })
         .expect("writer");
-        let mut events: Vec<(Timestamp, FlowEvent)> = Vec::new();
-        for t in &ts {
-            events.push((t.start, FlowEvent::Start(Translation { end: None, ..t.clone() })));
-            events.push((t.end.expect("end"), FlowEvent::End(t.clone())));
-        }
-        events.sort_by_key(|(t, e)| (*t, matches!(e, FlowEvent::Start(_))));
-        for (i, (t, e)) in events.iter().enumerate() {
+        for (i, (t, e)) in events_of(&ts).iter().enumerate() {
             if i > 0 {
                 w.tick(*t).expect("tick");
             }

@@ -791,6 +791,22 @@ impl SegmentInfo {
 }
 
 impl SegmentInfo {
+    /// A segment file that could not be read at all.
+    pub(crate) fn unreadable(path: &Path) -> SegmentInfo {
+        SegmentInfo {
+            path: path.to_owned(),
+            seq: seq_of_name(path).unwrap_or(0),
+            state: SegmentState::Damaged,
+            first: None,
+            last: None,
+            records: 0,
+            carried: 0,
+            blocks: 0,
+            bytes: fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            resolution: Resolution::default(),
+        }
+    }
+
     pub(crate) fn from_meta(m: &SegMeta) -> SegmentInfo {
         let res = m.resolution;
         let ts = |u: i64| res.from_units(u).ok();
@@ -828,24 +844,6 @@ impl SegmentInfo {
             blocks: m.blocks.len() as u64,
             bytes: m.bytes,
             resolution: res,
-        }
-    }
-}
-
-impl SegmentInfo {
-    /// A segment file that could not be read at all.
-    pub(crate) fn unreadable(path: &Path) -> SegmentInfo {
-        SegmentInfo {
-            path: path.to_owned(),
-            seq: seq_of_name(path).unwrap_or(0),
-            state: SegmentState::Damaged,
-            first: None,
-            last: None,
-            records: 0,
-            carried: 0,
-            blocks: 0,
-            bytes: fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-            resolution: Resolution::default(),
         }
     }
 }
