@@ -114,6 +114,24 @@ struct PendingResync {
 const RESYNC_GRACE: Duration = Duration::from_secs(2);
 const TICK: Duration = Duration::from_millis(100);
 
+/// After reading the ring buffer, the loop waits this long before it watches the ring again.
+/// The kernel wakes a reader that has caught up at every event, so under a steady load each
+/// wake-up would take one or two events: resting lets a few milliseconds' worth gather (a few
+/// hundred events at the lab's maximum rate, far below what the ring holds) and cuts the
+/// wake-ups to a few hundred a second. Nothing is written sooner than the next tick anyway.
+const RING_REST: Duration = Duration::from_millis(2);
+/// Rings smaller than this are watched without rest (a tiny ring could fill while resting).
+const RING_REST_MIN_BYTES: u32 = 1 << 20;
+
+/// After a batch of DESTROY events that emptied the socket, the ctnetlink reader waits this
+/// long before it reads again, for the same reason as [`RING_REST`]: the kernel queues events
+/// meanwhile (they are not held back; in reliable mode nothing is even at risk when the queue
+/// fills: ENOBUFS is reported and the dying entries wait).
+const NETLINK_REST: Duration = Duration::from_millis(2);
+/// Receive buffers smaller than this are read without rest (they could fill while resting,
+/// which costs a resync dump).
+const NETLINK_REST_MIN_RCVBUF: usize = 4 << 20;
+
 /// Builds a translation from an eBPF event.
 fn from_event(ev: &NatEvent, clock: &ClockMap) -> Option<Translation> {
     let kind = NatKind::from_u8(ev.kind)?;
@@ -383,14 +401,23 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
         .map_err(|e| DaemonError::Io("installing the SIGTERM handler", e))?;
 
     let mut clock = clock;
+    let rest_after_ring = cfg.capture.ringbuf_bytes >= RING_REST_MIN_BYTES;
+    let ring_rest = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(ring_rest);
+    let mut ring_resting = false;
     loop {
         tokio::select! {
-            guard = ring_fd.readable() => {
+            guard = ring_fd.readable(), if !ring_resting => {
                 let mut guard = guard.map_err(|e| DaemonError::Io("polling the ring buffer", e))?;
                 drain_ring(&mut capture, &clock, &mut tracker, &mut out, &mut summary);
                 guard.clear_ready();
                 sinks.write(&mut out)?;
+                if rest_after_ring {
+                    ring_rest.as_mut().reset(tokio::time::Instant::now() + RING_REST);
+                    ring_resting = true;
+                }
             }
+            () = &mut ring_rest, if ring_resting => ring_resting = false,
             msg = nl_rx.recv() => {
                 let Some(msg) = msg else { break };
                 // Starts before ends: everything in the ring was submitted before these died.
@@ -534,15 +561,21 @@ fn spawn_reader(
         .name("natrec-ctnetlink".into())
         .spawn(move || {
             let mut last_stats = Instant::now();
+            let rest = sock.rcvbuf_bytes() >= NETLINK_REST_MIN_RCVBUF;
             while !stop.load(Ordering::Relaxed) {
                 let mut list = Vec::new();
                 match sock.recv_batch(&mut list) {
                     Ok(st) => {
-                        if !list.is_empty() && tx.send(NlMsg::Destroys(list, Timestamp::now())).is_err() {
+                        let got = !list.is_empty();
+                        if got && tx.send(NlMsg::Destroys(list, Timestamp::now())).is_err() {
                             return;
                         }
                         if st.needs_resync() {
                             let _ = tx.send(NlMsg::MayHaveLost { enobufs: st.enobufs, unreadable: st.unreadable });
+                        }
+                        // A batch that stopped at its limit leaves more queued: no rest then.
+                        if rest && got && st.drained {
+                            std::thread::sleep(NETLINK_REST);
                         }
                     }
                     Err(e) => {

@@ -14,8 +14,15 @@ use super::parse::{
 /// `NFNLGRP_CONNTRACK_DESTROY`.
 const NFNLGRP_CONNTRACK_DESTROY: libc::c_int = 3;
 
-/// Receive buffer for one datagram: far more than any ctnetlink event or dump part.
+/// Receive buffer for one dump datagram: far more than any ctnetlink dump part.
 const RECV_BUF_BYTES: usize = 1 << 20;
+
+/// Datagrams one `recvmmsg` call of the event socket can take.
+const EVENT_SLOTS: usize = 64;
+/// Room for one event datagram. The kernel sends each event in a datagram of its own, sized for
+/// the entry (a few hundred bytes; at most `NLMSG_GOODSIZE`, under 8 KiB): a longer one would
+/// be counted unreadable, not misread.
+const EVENT_SLOT_BYTES: usize = 16 << 10;
 
 /// A netlink socket of the `NETLINK_NETFILTER` family, bound in the calling thread's netns.
 #[derive(Debug)]
@@ -151,6 +158,49 @@ impl NlSocket {
         }
     }
 
+    /// Receives up to `lens.len()` (at most [`EVENT_SLOTS`]) datagrams with one `recvmmsg`
+    /// call, datagram `i` into `buf[i * slot..][..slot]`, its full length into `lens[i]` (more
+    /// than `slot`: truncated). Returns how many came; `flags` as for `recvmmsg` (the kernel
+    /// keeps an error met after the first datagram for the next call).
+    fn recv_many(
+        &self,
+        buf: &mut [u8],
+        slot: usize,
+        lens: &mut [usize],
+        flags: libc::c_int,
+    ) -> io::Result<usize> {
+        let want = lens.len().min(EVENT_SLOTS).min(buf.len() / slot.max(1));
+        // SAFETY: iovec and mmsghdr are plain data; all-zero is a valid value of both.
+        let mut iov: [libc::iovec; EVENT_SLOTS] = unsafe { zeroed() };
+        // SAFETY: as above.
+        let mut hdrs: [libc::mmsghdr; EVENT_SLOTS] = unsafe { zeroed() };
+        for ((chunk, v), h) in buf.chunks_exact_mut(slot).zip(&mut iov).zip(&mut hdrs).take(want) {
+            v.iov_base = chunk.as_mut_ptr().cast::<libc::c_void>();
+            v.iov_len = slot;
+            h.msg_hdr.msg_iov = v;
+            h.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: the first `want` headers each point at one iovec naming a distinct `slot`-byte
+        // part of `buf`; `buf`, `iov` and `hdrs` outlive the call; no timeout is passed.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                want as libc::c_uint,
+                flags | libc::MSG_TRUNC,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = (n as usize).min(want);
+        for (len, h) in lens.iter_mut().zip(&hdrs).take(n) {
+            *len = h.msg_len as usize;
+        }
+        Ok(n)
+    }
+
     fn send(&self, msg: &[u8]) -> Result<(), ConntrackError> {
         loop {
             // SAFETY: `msg` is valid for reads of `msg.len()` bytes; an unconnected netlink
@@ -261,9 +311,7 @@ pub struct EventStats {
 #[derive(Debug)]
 pub struct EventSocket {
     sock: NlSocket,
-    buf: Vec<u8>,
-    opts: EventOptions,
-    stats: EventStats,
+    reader: EventReader,
     rcvbuf: usize,
 }
 
@@ -303,9 +351,7 @@ impl EventSocket {
         }
         Ok(Self {
             sock,
-            buf: vec![0; RECV_BUF_BYTES],
-            opts: *opts,
-            stats: EventStats::default(),
+            reader: EventReader::new(*opts, EVENT_SLOT_BYTES),
             rcvbuf: usize::try_from(rcvbuf).unwrap_or(0),
         })
     }
@@ -317,23 +363,87 @@ impl EventSocket {
 
     /// Totals since the socket was opened.
     pub fn stats(&self) -> EventStats {
-        self.stats
+        self.reader.stats
     }
 
     /// Reads the queued DESTROY events into `out` (appending).
     ///
     /// Waits for the first datagram as [`EventOptions::wait`] says, then reads without waiting
-    /// until nothing is queued or [`EventOptions::max_batch`] datagrams were read. ENOBUFS,
-    /// truncated datagrams and malformed messages are counted in the status, never fatal: the
-    /// reader keeps reading. An error is returned only when the socket itself fails.
+    /// until nothing is queued or [`EventOptions::max_batch`] datagrams were read, up to 64 of
+    /// them per system call (`recvmmsg`). ENOBUFS, truncated datagrams and malformed messages
+    /// are counted in the status, never fatal: the reader keeps reading. An error is returned
+    /// only when the socket itself fails.
     pub fn recv_batch(&mut self, out: &mut Vec<CtEntry>) -> Result<RecvStatus, ConntrackError> {
+        self.reader.recv_batch(&mut self.sock, out)
+    }
+}
+
+/// Where an [`EventReader`] gets its datagrams: the netlink socket, or a script in tests.
+trait Datagrams {
+    /// As [`NlSocket::recv_many`].
+    fn recv_many(
+        &mut self,
+        buf: &mut [u8],
+        slot: usize,
+        lens: &mut [usize],
+        flags: libc::c_int,
+    ) -> io::Result<usize>;
+}
+
+impl Datagrams for NlSocket {
+    fn recv_many(
+        &mut self,
+        buf: &mut [u8],
+        slot: usize,
+        lens: &mut [usize],
+        flags: libc::c_int,
+    ) -> io::Result<usize> {
+        NlSocket::recv_many(self, buf, slot, lens, flags)
+    }
+}
+
+/// The event socket's reading and counting, apart from the socket.
+#[derive(Debug)]
+struct EventReader {
+    /// [`EVENT_SLOTS`] slots of `slot` bytes, one datagram each.
+    buf: Vec<u8>,
+    slot: usize,
+    lens: [usize; EVENT_SLOTS],
+    opts: EventOptions,
+    stats: EventStats,
+}
+
+impl EventReader {
+    fn new(opts: EventOptions, slot: usize) -> Self {
+        Self {
+            buf: vec![0; EVENT_SLOTS * slot],
+            slot,
+            lens: [0; EVENT_SLOTS],
+            opts,
+            stats: EventStats::default(),
+        }
+    }
+
+    fn recv_batch(
+        &mut self,
+        src: &mut impl Datagrams,
+        out: &mut Vec<CtEntry>,
+    ) -> Result<RecvStatus, ConntrackError> {
         let mut st = RecvStatus::default();
+        let max = self.opts.max_batch.max(1);
         let mut datagrams = 0usize;
         let mut first = self.opts.wait != Wait::NonBlocking;
-        while datagrams < self.opts.max_batch.max(1) {
-            let flags = if first { 0 } else { libc::MSG_DONTWAIT };
-            let n = match self.sock.recv(&mut self.buf, flags) {
-                Ok(n) => n,
+        while datagrams < max {
+            // Blocking: wait for the first datagram only (the socket's timeout bounds the wait).
+            let flags = if first { libc::MSG_WAITFORONE } else { libc::MSG_DONTWAIT };
+            let want = (max - datagrams).min(EVENT_SLOTS);
+            let got = match src.recv_many(&mut self.buf, self.slot, &mut self.lens[..want], flags)
+            {
+                Ok(0) => {
+                    st.drained = true;
+                    return Ok(st);
+                }
+                Ok(n) => n.min(want),
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EINTR) => continue,
                     Some(libc::EAGAIN) => {
@@ -351,61 +461,73 @@ impl EventSocket {
                 },
             };
             first = false;
-            datagrams += 1;
-            self.stats.datagrams += 1;
-            if n > self.buf.len() {
-                tracing::warn!(
-                    "a {n} byte ctnetlink datagram did not fit the {} byte buffer",
-                    self.buf.len()
-                );
-                st.unreadable += 1;
-                self.stats.unreadable += 1;
-                continue;
-            }
-            for msg in NlMsgs::new(&self.buf[..n]) {
-                let msg = match msg {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!("skipping the rest of a ctnetlink datagram: {e}");
-                        st.unreadable += 1;
-                        self.stats.unreadable += 1;
-                        break;
-                    }
-                };
-                match msg.ty {
-                    NLMSG_NOOP | NLMSG_DONE => self.stats.ignored += 1,
-                    NLMSG_OVERRUN => {
-                        st.enobufs += 1;
-                        self.stats.enobufs += 1;
-                    }
-                    NLMSG_ERROR => {
-                        let errno = parse::payload_errno(msg.payload).unwrap_or(libc::EPROTO);
-                        if errno != 0 {
-                            tracing::warn!(
-                                "ctnetlink event socket got an error message: {}",
-                                io::Error::from_raw_os_error(errno)
-                            );
-                            st.unreadable += 1;
-                            self.stats.unreadable += 1;
-                        }
-                    }
-                    ty => match parse::parse_ct_msg(ty, msg.payload) {
-                        Ok(Some((CtMsgKind::Delete, e))) => {
-                            out.push(e);
-                            st.entries += 1;
-                            self.stats.destroys += 1;
-                        }
-                        Ok(_) => self.stats.ignored += 1,
-                        Err(e) => {
-                            tracing::warn!("skipping a ctnetlink event: {e}");
-                            st.unreadable += 1;
-                            self.stats.unreadable += 1;
-                        }
-                    },
+            datagrams += got;
+            self.stats.datagrams += got as u64;
+            for (dgram, &n) in self.buf.chunks_exact(self.slot).zip(&self.lens).take(got) {
+                if n > self.slot {
+                    tracing::warn!(
+                        "a {n} byte ctnetlink datagram did not fit the {} byte buffer",
+                        self.slot
+                    );
+                    st.unreadable += 1;
+                    self.stats.unreadable += 1;
+                    continue;
                 }
+                read_datagram(&dgram[..n], &mut st, &mut self.stats, out);
             }
         }
         Ok(st)
+    }
+}
+
+/// Reads the messages of one event datagram: DESTROY entries into `out`, the rest counted.
+fn read_datagram(
+    dgram: &[u8],
+    st: &mut RecvStatus,
+    stats: &mut EventStats,
+    out: &mut Vec<CtEntry>,
+) {
+    for msg in NlMsgs::new(dgram) {
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("skipping the rest of a ctnetlink datagram: {e}");
+                st.unreadable += 1;
+                stats.unreadable += 1;
+                break;
+            }
+        };
+        match msg.ty {
+            NLMSG_NOOP | NLMSG_DONE => stats.ignored += 1,
+            NLMSG_OVERRUN => {
+                st.enobufs += 1;
+                stats.enobufs += 1;
+            }
+            NLMSG_ERROR => {
+                let errno = parse::payload_errno(msg.payload).unwrap_or(libc::EPROTO);
+                if errno != 0 {
+                    tracing::warn!(
+                        "ctnetlink event socket got an error message: {}",
+                        io::Error::from_raw_os_error(errno)
+                    );
+                    st.unreadable += 1;
+                    stats.unreadable += 1;
+                }
+            }
+            ty => match parse::parse_ct_msg(ty, msg.payload) {
+                Ok(Some((CtMsgKind::Delete, e))) => {
+                    out.push(e);
+                    st.entries += 1;
+                    stats.destroys += 1;
+                }
+                Ok(_) => stats.ignored += 1,
+                Err(e) => {
+                    tracing::warn!("skipping a ctnetlink event: {e}");
+                    st.unreadable += 1;
+                    stats.unreadable += 1;
+                }
+            },
+        }
     }
 }
 
