@@ -535,6 +535,18 @@ pub(crate) mod tests {
         b.message(IPCTNL_MSG_CT_DELETE, AF_INET, 0, 0)
     }
 
+    /// A DESTROY event of a UDP SNAT entry from 10.1.0.2:`port` (outside 100.64.0.1:`port`).
+    pub(crate) fn v4_udp_snat_destroy(port: u16) -> Vec<u8> {
+        let mut b = Builder::default();
+        b.tuple_v4(CTA_TUPLE_ORIG, [10, 1, 0, 2], [198, 51, 100, 7], 17, port, 53)
+            .tuple_v4(CTA_TUPLE_REPLY, [198, 51, 100, 7], [100, 64, 0, 1], 17, 53, port)
+            .attr(
+                CTA_STATUS,
+                &(recorder_common::IPS_SRC_NAT | recorder_common::IPS_CONFIRMED).to_be_bytes(),
+            );
+        b.message(IPCTNL_MSG_CT_DELETE, AF_INET, 0, 0)
+    }
+
     fn parse_one(m: &[u8]) -> Result<Option<(CtMsgKind, CtEntry)>, ConntrackError> {
         let msg = NlMsgs::new(m).next().expect("one message")?;
         parse_ct_msg(msg.ty, msg.payload)

@@ -676,3 +676,266 @@ fn kernel_error(what: &'static str, errno: i32) -> ConntrackError {
 pub fn dump() -> Result<Vec<CtEntry>, ConntrackError> {
     DumpSocket::open()?.dump()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::conntrack::parse::tests::v4_udp_snat_destroy;
+
+    /// What a scripted `recvmmsg` returns at each call.
+    enum Step {
+        Datagrams(Vec<Vec<u8>>),
+        Errno(i32),
+    }
+
+    /// A scripted datagram source that records how it was called; EAGAIN once the script ends.
+    #[derive(Default)]
+    struct Script {
+        steps: VecDeque<Step>,
+        /// (datagrams asked for, flags) of every call.
+        calls: Vec<(usize, libc::c_int)>,
+    }
+
+    impl Script {
+        fn new(steps: Vec<Step>) -> Self {
+            Self { steps: steps.into(), calls: Vec::new() }
+        }
+    }
+
+    impl Datagrams for Script {
+        fn recv_many(
+            &mut self,
+            buf: &mut [u8],
+            slot: usize,
+            lens: &mut [usize],
+            flags: libc::c_int,
+        ) -> io::Result<usize> {
+            self.calls.push((lens.len(), flags));
+            match self.steps.pop_front() {
+                None => Err(io::Error::from_raw_os_error(libc::EAGAIN)),
+                Some(Step::Errno(e)) => Err(io::Error::from_raw_os_error(e)),
+                Some(Step::Datagrams(mut ds)) => {
+                    // Like recvmmsg: what does not fit this call stays queued for the next.
+                    if ds.len() > lens.len() {
+                        let rest = ds.split_off(lens.len());
+                        self.steps.push_front(Step::Datagrams(rest));
+                    }
+                    for (i, d) in ds.iter().enumerate() {
+                        let n = d.len().min(slot);
+                        buf[i * slot..i * slot + n].copy_from_slice(&d[..n]);
+                        lens[i] = d.len();
+                    }
+                    Ok(ds.len())
+                }
+            }
+        }
+    }
+
+    fn destroys(ports: std::ops::Range<u16>) -> Vec<Vec<u8>> {
+        ports.map(v4_udp_snat_destroy).collect()
+    }
+
+    /// The inside ports of the entries, in order.
+    fn ports(out: &[CtEntry]) -> Vec<u16> {
+        out.iter().map(|e| u16::from_be(e.orig.src_port)).collect()
+    }
+
+    fn reader(max_batch: usize, wait: Wait) -> EventReader {
+        EventReader::new(EventOptions { max_batch, wait, ..EventOptions::default() }, 1024)
+    }
+
+    fn overrun() -> Vec<u8> {
+        parse::build_request(NLMSG_OVERRUN, 0, 0, 0)
+    }
+
+    #[test]
+    fn a_batch_takes_many_datagrams_per_call_waits_only_for_the_first_and_ends_when_drained() {
+        let mut r = reader(4096, Wait::Forever);
+        let mut src =
+            Script::new(vec![Step::Datagrams(destroys(1..4)), Step::Datagrams(destroys(4..6))]);
+        let mut out = Vec::new();
+        let st = r.recv_batch(&mut src, &mut out).expect("batch");
+        assert_eq!(ports(&out), vec![1, 2, 3, 4, 5]);
+        assert_eq!(st, RecvStatus { entries: 5, enobufs: 0, unreadable: 0, drained: true });
+        assert_eq!(
+            src.calls,
+            vec![
+                (EVENT_SLOTS, libc::MSG_WAITFORONE),
+                (EVENT_SLOTS, libc::MSG_DONTWAIT),
+                (EVENT_SLOTS, libc::MSG_DONTWAIT)
+            ]
+        );
+        assert_eq!((r.stats.datagrams, r.stats.destroys), (5, 5));
+        // A non-blocking reader never waits, not even for the first datagram.
+        let mut r = reader(4096, Wait::NonBlocking);
+        let mut src = Script::new(vec![]);
+        let st = r.recv_batch(&mut src, &mut out).expect("batch");
+        assert!(st.drained && st.entries == 0);
+        assert_eq!(src.calls, vec![(EVENT_SLOTS, libc::MSG_DONTWAIT)]);
+    }
+
+    #[test]
+    fn enobufs_is_counted_once_and_reading_goes_on_without_waiting() {
+        let mut r = reader(4096, Wait::Timeout(Duration::from_millis(10)));
+        // The overrun before anything was read, and one the kernel kept after a partial batch.
+        let mut src = Script::new(vec![
+            Step::Errno(libc::ENOBUFS),
+            Step::Datagrams(destroys(1..3)),
+            Step::Errno(libc::ENOBUFS),
+            Step::Datagrams(destroys(3..4)),
+        ]);
+        let mut out = Vec::new();
+        let st = r.recv_batch(&mut src, &mut out).expect("batch");
+        assert_eq!(ports(&out), vec![1, 2, 3]);
+        assert_eq!(st, RecvStatus { entries: 3, enobufs: 2, unreadable: 0, drained: true });
+        assert!(st.needs_resync());
+        let flags: Vec<_> = src.calls.iter().map(|c| c.1).collect();
+        assert_eq!(
+            flags,
+            vec![
+                libc::MSG_WAITFORONE,
+                libc::MSG_DONTWAIT,
+                libc::MSG_DONTWAIT,
+                libc::MSG_DONTWAIT,
+                libc::MSG_DONTWAIT
+            ],
+            "after ENOBUFS the queue is full: no waiting"
+        );
+        assert_eq!(r.stats.enobufs, 2);
+    }
+
+    #[test]
+    fn an_overrun_message_counts_as_enobufs_and_an_interrupted_wait_is_retried() {
+        let mut r = reader(4096, Wait::Forever);
+        let mut dgrams = destroys(1..2);
+        dgrams.push(overrun());
+        dgrams.extend(destroys(2..3));
+        let mut src = Script::new(vec![Step::Errno(libc::EINTR), Step::Datagrams(dgrams)]);
+        let mut out = Vec::new();
+        let st = r.recv_batch(&mut src, &mut out).expect("batch");
+        assert_eq!(ports(&out), vec![1, 2]);
+        assert_eq!(st, RecvStatus { entries: 2, enobufs: 1, unreadable: 0, drained: true });
+        assert_eq!(src.calls[..2].iter().map(|c| c.1).collect::<Vec<_>>(), vec![
+            libc::MSG_WAITFORONE,
+            libc::MSG_WAITFORONE
+        ]);
+        assert_eq!(r.stats.datagrams, 3);
+    }
+
+    #[test]
+    fn a_truncated_datagram_is_unreadable_and_the_others_of_its_call_are_read() {
+        let mut r = reader(4096, Wait::NonBlocking);
+        let mut long = v4_udp_snat_destroy(2);
+        long.resize(r.slot + 1, 0);
+        let mut src = Script::new(vec![Step::Datagrams(vec![
+            v4_udp_snat_destroy(1),
+            long,
+            v4_udp_snat_destroy(3),
+        ])]);
+        let mut out = Vec::new();
+        let st = r.recv_batch(&mut src, &mut out).expect("batch");
+        assert_eq!(ports(&out), vec![1, 3]);
+        assert_eq!(st, RecvStatus { entries: 2, enobufs: 0, unreadable: 1, drained: true });
+        assert_eq!((r.stats.datagrams, r.stats.unreadable), (3, 1));
+    }
+
+    #[test]
+    fn max_batch_bounds_the_datagrams_across_calls_and_leaves_the_rest_queued() {
+        let mut r = reader(70, Wait::NonBlocking);
+        let mut src = Script::new(vec![Step::Datagrams(destroys(0..100))]);
+        let mut out = Vec::new();
+        let st = r.recv_batch(&mut src, &mut out).expect("batch");
+        assert_eq!(out.len(), 70);
+        assert!(!st.drained, "30 datagrams still queued");
+        assert_eq!(src.calls.iter().map(|c| c.0).collect::<Vec<_>>(), vec![EVENT_SLOTS, 6]);
+        out.clear();
+        let st = r.recv_batch(&mut src, &mut out).expect("batch");
+        assert_eq!(ports(&out), (70..100).collect::<Vec<_>>());
+        assert!(st.drained);
+    }
+
+    #[test]
+    fn other_socket_errors_are_returned() {
+        let mut r = reader(4096, Wait::NonBlocking);
+        let mut src = Script::new(vec![Step::Datagrams(destroys(1..2)), Step::Errno(libc::EBADF)]);
+        let mut out = Vec::new();
+        let err = r.recv_batch(&mut src, &mut out).expect_err("EBADF is fatal");
+        assert!(matches!(err, ConntrackError::Io { .. }), "{err}");
+    }
+
+    /// The port id the kernel gave a bound netlink socket.
+    fn port_id(s: &NlSocket) -> u32 {
+        // SAFETY: sockaddr_nl is plain data.
+        let mut addr: libc::sockaddr_nl = unsafe { zeroed() };
+        let mut len = size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        // SAFETY: `addr` and `len` are valid for writes of the sizes given.
+        let rc = unsafe {
+            libc::getsockname(s.fd.as_raw_fd(), (&raw mut addr).cast::<libc::sockaddr>(), &mut len)
+        };
+        assert_eq!(rc, 0, "getsockname: {}", io::Error::last_os_error());
+        addr.nl_pid
+    }
+
+    /// Counts the calls that reach the socket.
+    struct Counting<'a>(&'a mut NlSocket, usize);
+
+    impl Datagrams for Counting<'_> {
+        fn recv_many(
+            &mut self,
+            buf: &mut [u8],
+            slot: usize,
+            lens: &mut [usize],
+            flags: libc::c_int,
+        ) -> io::Result<usize> {
+            self.1 += 1;
+            Datagrams::recv_many(self.0, buf, slot, lens, flags)
+        }
+    }
+
+    #[test]
+    fn recvmmsg_on_a_netlink_socket_reads_64_datagrams_per_call_and_reports_full_lengths() {
+        // One user socket sends datagrams to another (unicast needs CAP_NET_ADMIN).
+        let mut rx = NlSocket::open().expect("receiving socket");
+        let tx = NlSocket::open().expect("sending socket");
+        // SAFETY: sockaddr_nl is plain data.
+        let mut to: libc::sockaddr_nl = unsafe { zeroed() };
+        to.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        to.nl_pid = port_id(&rx);
+        let mut long = v4_udp_snat_destroy(0);
+        long.resize(1500, 0);
+        let mut dgrams = vec![long];
+        dgrams.extend(destroys(1..70));
+        for d in &dgrams {
+            // SAFETY: `d` and `to` are valid for reads of the lengths given.
+            let n = unsafe {
+                libc::sendto(
+                    tx.fd.as_raw_fd(),
+                    d.as_ptr().cast::<libc::c_void>(),
+                    d.len(),
+                    0,
+                    (&raw const to).cast::<libc::sockaddr>(),
+                    size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EPERM)
+                    && std::env::var_os("NATREC_TESTS_NO_ROOT").is_some()
+                {
+                    return;
+                }
+                panic!("sending a netlink datagram to our own socket (needs CAP_NET_ADMIN): {e}");
+            }
+        }
+        let mut r = reader(4096, Wait::NonBlocking);
+        let mut src = Counting(&mut rx, 0);
+        let mut out = Vec::new();
+        let st = r.recv_batch(&mut src, &mut out).expect("batch");
+        assert_eq!(ports(&out), (1..70).collect::<Vec<_>>());
+        assert_eq!(st, RecvStatus { entries: 69, enobufs: 0, unreadable: 1, drained: true });
+        assert_eq!(r.stats.datagrams, 70);
+        assert_eq!(src.1, 3, "64 datagrams, then 6, then EAGAIN");
+    }
+}
