@@ -222,6 +222,48 @@ impl<'a> Cur<'a> {
     pub fn ivarint(&mut self) -> Result<i64, String> {
         self.uvarint().map(unzigzag)
     }
+    /// Skips `count` LEB128 values: a value ends at a byte with the high bit clear, so whole
+    /// 8-byte words are stepped over while they cannot hold more ends than are left to skip.
+    pub fn skip(&mut self, mut count: usize) -> Result<(), String> {
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        while count >= 8
+            && let Some(w) = self.buf.get(self.pos..self.pos + 8)
+        {
+            let w = u64::from_le_bytes(w.try_into().map_err(|_| "truncated")?);
+            count -= (!w & HIGH).count_ones() as usize;
+            self.pos += 8;
+        }
+        while count > 0 {
+            if self.u8()? < 0x80 {
+                count -= 1;
+            }
+        }
+        Ok(())
+    }
+    /// The wrapping sum of the next `count` zigzag LEB128 values; runs of one-byte values are
+    /// summed eight at a time.
+    pub fn sum(&mut self, mut count: usize) -> Result<i64, String> {
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        let mut acc = 0i64;
+        while count > 0 {
+            if count >= 8
+                && let Some(w) = self.buf.get(self.pos..self.pos + 8)
+            {
+                let w = u64::from_le_bytes(w.try_into().map_err(|_| "truncated")?);
+                if w & HIGH == 0 {
+                    for k in 0..8 {
+                        acc = acc.wrapping_add(unzigzag((w >> (8 * k)) & 0x7f));
+                    }
+                    self.pos += 8;
+                    count -= 8;
+                    continue;
+                }
+            }
+            acc = acc.wrapping_add(self.ivarint()?);
+            count -= 1;
+        }
+        Ok(acc)
+    }
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], String> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or("truncated")?;
         let s = &self.buf[self.pos..end];
@@ -528,10 +570,53 @@ fn escaped_remote(ri: &[u8], n: usize, n_big: usize, j: usize) -> u32 {
     (0..3).fold(REM_ESCAPE, |a, k| a + (u32::from(ri[n + k * n_big + j]) << (8 * k)))
 }
 
+thread_local! {
+    /// Buffers of decompressed columns, reused: a scan decompresses megabytes per block, and fresh
+    /// allocations of that size cost page faults and zeroed pages every time.
+    static COL_POOL: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The most buffers [`COL_POOL`] keeps (a block has 20 columns).
+const COL_POOL_MAX: usize = 24;
+
+/// A column's bytes: borrowed from the block when stored raw, else decompressed into a pooled
+/// buffer that goes back to the pool when dropped.
+pub(crate) enum Col<'a> {
+    Raw(&'a [u8]),
+    Pooled(Vec<u8>),
+}
+
+impl std::ops::Deref for Col<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Col::Raw(s) => s,
+            Col::Pooled(v) => v,
+        }
+    }
+}
+
+impl Drop for Col<'_> {
+    fn drop(&mut self) {
+        if let Col::Pooled(v) = self {
+            let v = std::mem::take(v);
+            // During thread teardown the pool may be gone: the buffer is then simply freed.
+            let _ = COL_POOL.try_with(|p| {
+                let mut p = p.borrow_mut();
+                if p.len() < COL_POOL_MAX {
+                    p.push(v);
+                }
+            });
+        }
+    }
+}
+
 /// A parsed block whose columns are decompressed on demand.
 pub(crate) struct BlockView<'a> {
     pub meta: BlockMeta,
     cols: Vec<(u8, usize, &'a [u8])>,
+    /// Columns already decompressed by [`BlockView::col_ref`] (candidates and records share them).
+    decoded: Vec<std::cell::OnceCell<Col<'a>>>,
 }
 
 /// What a scan looks for in one block: addresses as indices into the block's dictionaries,
@@ -556,7 +641,7 @@ pub(crate) struct DictLens {
 /// turned into a vector of addresses; a lookup reads the byte planes.
 pub(crate) enum DictView<'a> {
     /// `n` IPv4 addresses: octet `k` of entry `i` at `planes[off + k·n + i]`.
-    V4 { planes: std::borrow::Cow<'a, [u8]>, off: usize, n: usize },
+    V4 { planes: Col<'a>, off: usize, n: usize },
     /// Any other dictionary, decoded.
     Decoded(Vec<IpAddr>),
 }
@@ -583,7 +668,20 @@ impl DictView<'_> {
             (DictView::V4 { planes, off, n }, IpAddr::V4(a)) => {
                 let o = a.octets();
                 let p = &planes[*off..off + 4 * n];
-                (0..*n).find(|&i| p[i] == o[0] && p[n + i] == o[1] && p[2 * n + i] == o[2] && p[3 * n + i] == o[3]).map(|i| i as u32)
+                let (p0, rest) = p.split_at(*n);
+                let (p1, rest) = rest.split_at(*n);
+                let (p2, p3) = rest.split_at(*n);
+                // 64 entries at a time without branching (vectorised); the hit found inside them.
+                const W: usize = 64;
+                let chunks = p0.chunks(W).zip(p1.chunks(W)).zip(p2.chunks(W)).zip(p3.chunks(W));
+                for (c, (((a0, a1), a2), a3)) in chunks.enumerate() {
+                    let hit = |(((x0, x1), x2), x3): (((&u8, &u8), &u8), &u8)| (*x0 == o[0]) & (*x1 == o[1]) & (*x2 == o[2]) & (*x3 == o[3]);
+                    let rows = || a0.iter().zip(a1).zip(a2).zip(a3);
+                    if rows().fold(false, |any, r| any | hit(r)) {
+                        return rows().position(hit).map(|i| (c * W + i) as u32);
+                    }
+                }
+                None
             }
             (DictView::V4 { .. }, IpAddr::V6(_)) => None,
             (DictView::Decoded(v), ip) => v.iter().position(|a| *a == ip).map(|i| i as u32),
@@ -647,35 +745,48 @@ impl<'a> BlockView<'a> {
             max_start,
             max_end: if any_open { i64::MAX } else { max_end },
         };
-        Ok(BlockView { meta, cols })
+        let decoded = cols.iter().map(|_| std::cell::OnceCell::new()).collect();
+        Ok(BlockView { meta, cols, decoded })
     }
 
-    fn col(&self, i: usize) -> Result<std::borrow::Cow<'a, [u8]>, String> {
+    fn col(&self, i: usize) -> Result<Col<'a>, String> {
         let (codec, raw, data) = self.cols.get(i).copied().ok_or("missing column")?;
         match codec {
-            0 => Ok(std::borrow::Cow::Borrowed(data)),
+            0 => Ok(Col::Raw(data)),
             1 => {
                 thread_local! {
                     // One decompression context per thread, reused for every column.
                     static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
                 }
-                let v = DCTX
-                    .with(|c| {
-                        let mut c = c.borrow_mut();
-                        let d = match c.as_mut() {
-                            Some(d) => d,
-                            None => c.insert(zstd::bulk::Decompressor::new()?),
-                        };
-                        d.decompress(data, raw)
-                    })
-                    .map_err(|e| format!("column {i}: {e}"))?;
-                if v.len() != raw {
-                    return Err(format!("column {i}: {} bytes, expected {raw}", v.len()));
+                let mut buf = COL_POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+                buf.clear();
+                buf.reserve(raw);
+                DCTX.with(|c| {
+                    let mut c = c.borrow_mut();
+                    let d = match c.as_mut() {
+                        Some(d) => d,
+                        None => c.insert(zstd::bulk::Decompressor::new()?),
+                    };
+                    d.decompress_to_buffer(data, &mut buf)
+                })
+                .map_err(|e| format!("column {i}: {e}"))?;
+                if buf.len() != raw {
+                    return Err(format!("column {i}: {} bytes, expected {raw}", buf.len()));
                 }
-                Ok(std::borrow::Cow::Owned(v))
+                Ok(Col::Pooled(buf))
             }
             other => Err(format!("column {i}: unknown codec {other}")),
         }
+    }
+
+    /// Column `i`, decompressed once per view.
+    fn col_ref(&self, i: usize) -> Result<&[u8], String> {
+        let cell = self.decoded.get(i).ok_or("missing column")?;
+        if let Some(c) = cell.get() {
+            return Ok(c);
+        }
+        let c = self.col(i)?;
+        Ok(cell.get_or_init(|| c))
     }
 
     fn dict(&self, i: usize) -> Result<Vec<IpAddr>, String> {
@@ -741,20 +852,20 @@ impl<'a> BlockView<'a> {
         let out_port = sel.outside.and_then(|(_, p)| p);
         let in_port = sel.inside.and_then(|(_, p)| p);
         if out_port.is_some() || in_port.is_some() {
-            let ip = self.col(8)?;
+            let ip = self.col_ref(8)?;
             if ip.len() != 2 * n {
                 return Err("port columns disagree with the record count".into());
             }
             if let Some(want) = in_port {
-                narrow(n, &mut rows, |i| port(&ip, i) == want);
+                narrow(n, &mut rows, |i| port(ip, i) == want);
             }
             if let Some(want) = out_port {
-                let op = self.col(10)?;
+                let op = self.col_ref(10)?;
                 if op.len() != 2 * n {
                     return Err("port columns disagree with the record count".into());
                 }
                 match rows.as_mut() {
-                    Some(v) => v.retain(|&i| port(&op, i as usize).wrapping_add(port(&ip, i as usize)) == want),
+                    Some(v) => v.retain(|&i| port(op, i as usize).wrapping_add(port(ip, i as usize)) == want),
                     None => {
                         // The first test, over every row: byte planes zipped (no index checks).
                         let (il, ih) = ip.split_at(n);
@@ -772,7 +883,7 @@ impl<'a> BlockView<'a> {
             }
         }
         if let Some((want, _)) = sel.inside {
-            let ii = self.col(7)?;
+            let ii = self.col_ref(7)?;
             if ii.len() != 4 * n {
                 return Err("address columns disagree with the record count".into());
             }
@@ -795,7 +906,7 @@ impl<'a> BlockView<'a> {
             }
         }
         if let Some((want, _)) = sel.remote {
-            let ri = self.col(11)?;
+            let ri = self.col_ref(11)?;
             if ri.len() < n {
                 return Err("address columns disagree with the record count".into());
             }
@@ -811,7 +922,7 @@ impl<'a> BlockView<'a> {
                 let mut j = 0;
                 for (i, &c) in ri[..n].iter().enumerate() {
                     if u32::from(c) == REM_ESCAPE {
-                        let v = escaped_remote(&ri, n, n_big, j);
+                        let v = escaped_remote(ri, n, n_big, j);
                         hit[i] = v == want;
                         j += 1;
                     }
@@ -830,16 +941,16 @@ impl<'a> BlockView<'a> {
         if n > 1 << 24 {
             return Err("too many records".into());
         }
-        let k = self.col(0)?;
-        let f = self.col(2)?;
-        let b = self.col(3)?;
-        let svc = self.col(12)?;
+        let k = self.col_ref(0)?;
+        let f = self.col_ref(2)?;
+        let b = self.col_ref(3)?;
+        let svc = self.col_ref(12)?;
         if k.len() != n || f.len() != n || b.len() != n || svc.len() != n {
             return Err("column lengths disagree with the record count".into());
         }
         let table = {
-            let t = self.col(1)?;
-            let mut c = Cur::new(&t);
+            let t = self.col_ref(1)?;
+            let mut c = Cur::new(t);
             let len = c.uvarint()?;
             if len > u64::from(SVC_ESCAPE) {
                 return Err(format!("service table of {len} entries"));
@@ -855,30 +966,43 @@ impl<'a> BlockView<'a> {
             }
             table
         };
-        let esc = self.col(19)?;
+        let esc = self.col_ref(19)?;
         let n_esc = svc.iter().filter(|&&c| c == SVC_ESCAPE).count();
-        if esc.len() != 3 * n_esc || svc.iter().any(|&c| c != SVC_ESCAPE && usize::from(c) >= table.len()) {
+        // The largest code plus one, escapes (255) counted as 0. (Whole-column counts and folds
+        // like these vectorise; a per-record histogram does not.)
+        let code_end = svc.iter().fold(0u8, |m, &c| m.max(c.wrapping_add(1)));
+        if esc.len() != 3 * n_esc || usize::from(code_end) > table.len() {
             return Err("service columns disagree with the record count".into());
         }
-        let zone = self.col(4)?;
-        let start = self.col(5)?;
-        let dur = self.col(6)?;
-        let ii = self.col(7)?;
-        let ip = self.col(8)?;
-        let oi = self.col(9)?;
-        let op = self.col(10)?;
-        let ri = self.col(11)?;
+        let zone = self.col_ref(4)?;
+        let start = self.col_ref(5)?;
+        let dur = self.col_ref(6)?;
+        let ii = self.col_ref(7)?;
+        let ip = self.col_ref(8)?;
+        let oi = self.col_ref(9)?;
+        let op = self.col_ref(10)?;
+        let ri = self.col_ref(11)?;
         if ip.len() != 2 * n || op.len() != 2 * n {
             return Err("port columns disagree with the record count".into());
         }
-        let (mut zc, mut sc) = (Cur::new(&zone), Cur::new(&start));
         // Duration streams: sizes, then where each begins.
         let k_split = *dur.first().ok_or("empty duration column")?;
         let stream_of = |i: usize| usize::from(svc[i].min(k_split));
+        // Records with an end, per duration stream, among rows `from..to`.
+        let stream_counts = |from: usize, to: usize, counts: &mut [usize]| {
+            let (svc, b) = (&svc[from..to], &b[from..to]);
+            let mut rest = b.iter().filter(|&&x| x & 1 != 0).count();
+            for (code, c) in (0..k_split).zip(counts.iter_mut()) {
+                let k = svc.iter().zip(b).filter(|&(&s, &x)| s == code && x & 1 != 0).count();
+                *c += k;
+                rest -= k;
+            }
+            if let Some(last) = counts.last_mut() {
+                *last += rest;
+            }
+        };
         let mut stream_len = vec![0usize; usize::from(k_split) + 1];
-        for i in (0..n).filter(|&i| b[i] & 1 != 0) {
-            stream_len[stream_of(i)] += 1;
-        }
+        stream_counts(0, n, &mut stream_len);
         let mut stream_base = Vec::with_capacity(stream_len.len());
         let mut at = 1;
         for l in &stream_len {
@@ -888,9 +1012,7 @@ impl<'a> BlockView<'a> {
         if dur.len() != at {
             return Err("duration column disagrees with the record count".into());
         }
-        let mut stream_pos = vec![0usize; stream_len.len()];
-        let mut oc = Cur::new(&oi);
-        let n_big = ri.iter().take(n).filter(|&&c| u32::from(c) == REM_ESCAPE).count();
+        let n_big = ri.get(..n).ok_or("remote column shorter than the record count")?.iter().filter(|&&c| u32::from(c) == REM_ESCAPE).count();
         if ii.len() != 4 * n || ri.len() != n + 3 * n_big {
             return Err("address columns disagree with the record count".into());
         }
@@ -902,95 +1024,45 @@ impl<'a> BlockView<'a> {
             }
             Ok(v)
         };
-        let limit = rows.map_or(n, |r| r.last().map_or(0, |&x| x as usize + 1)).min(n);
-        let mut want = rows.map(|r| r.iter().copied().peekable());
-        // Common cases read without the general decoders: every zone 0 (one zero byte each),
-        // inside indices below 65 536 (the upper two planes zero).
-        let zones_zero = zone.len() == n && !zone.iter().any(|&z| z != 0);
-        let inside_narrow = !ii[2 * n..].iter().any(|&x| x != 0);
-        let mut recs = Vec::with_capacity(rows.map_or(n, <[u32]>::len));
-        let mut prev = self.meta.min_start;
-        let n_inside = dicts.inside;
-        let inside_at = |i: usize| if inside_narrow { u32::from(ii[i]) | (u32::from(ii[n + i]) << 8) } else { u32_at(&ii, i) };
-        // The outside index last seen per inside index, kept only for the inside indices of the
-        // rows asked for (a row's prediction depends only on earlier rows of its inside index):
-        // the table is read at random, the bit set of tracked indices stays in cache.
         if rows.and_then(<[u32]>::last).is_some_and(|&r| r as usize >= n) {
             return Err("row past the end of the block".into());
         }
-        let mut tracked = vec![0u64; n_inside.div_ceil(64)];
-        match rows {
-            None => tracked.fill(u64::MAX),
-            Some(rows) => {
-                for &r in rows {
-                    let v = inside_at(r as usize) as usize;
-                    if v < n_inside {
-                        tracked[v / 64] |= 1 << (v % 64);
-                    }
-                }
-            }
+        if rows.is_some_and(|r| r.windows(2).any(|w| w[0] >= w[1])) {
+            return Err("rows asked for out of order".into());
         }
-        let mut out_pred = vec![0u32; n_inside];
-        let (mut esc_i, mut big_i) = (0, 0);
-        for i in 0..limit {
-            let s = prev.wrapping_add(sc.ivarint()?);
-            prev = s;
-            // Sequential columns and counters advance for every record, kept or not.
-            let dur_at = (b[i] & 1 != 0).then(|| {
-                let st = stream_of(i);
-                stream_pos[st] += 1;
-                (stream_base[st], stream_len[st], stream_pos[st] - 1)
-            });
-            let svc_esc = (svc[i] == SVC_ESCAPE).then(|| {
-                esc_i += 1;
-                esc_i - 1
-            });
-            let rem_big = (u32::from(ri[i]) == REM_ESCAPE).then(|| {
-                big_i += 1;
-                big_i - 1
-            });
-            let zone = if zones_zero { 0 } else { zc.uvarint()? };
+        // Common cases read without the general decoders: every zone 0 (one zero byte each),
+        // inside indices below 65 536 (the upper two planes zero).
+        // (Folds, not `any`: they vectorise.)
+        let zones_zero = zone.len() == n && zone.iter().fold(0, |a, &z| a | z) == 0;
+        let inside_narrow = ii[2 * n..].iter().fold(0, |a, &x| a | x) == 0;
+        let n_inside = dicts.inside;
+        let inside_at = |i: usize| if inside_narrow { u32::from(ii[i]) | (u32::from(ii[n + i]) << 8) } else { u32_at(ii, i) };
+        // One record, given what the sequential columns and counters say about it.
+        let record = |i: usize, start: i64, outside: u32, dur_at: Option<(usize, usize, usize)>, svc_esc: Option<usize>, rem_big: Option<usize>, zone: u64| -> Result<Rec, String> {
             let inside = inside_at(i);
             if inside as usize >= n_inside {
                 return Err("dictionary index out of range".into());
             }
-            let delta = oc.ivarint()?;
-            if tracked[inside as usize / 64] & (1 << (inside % 64)) == 0 {
-                // Neither asked for nor predicting a row asked for.
-                continue;
-            }
-            let pred = &mut out_pred[inside as usize];
-            let outside = i64::from(*pred).wrapping_add(delta);
-            if outside < 0 || outside as usize >= dicts.outside {
-                return Err("dictionary index out of range".into());
-            }
-            *pred = outside as u32;
-            if let Some(w) = &mut want
-                && w.next_if_eq(&(i as u32)).is_none()
-            {
-                continue;
-            }
-            let in_port = port(&ip, i);
-            let out_port = port(&op, i).wrapping_add(in_port);
+            let in_port = port(ip, i);
+            let out_port = port(op, i).wrapping_add(in_port);
             let end = dur_at.map(|(base, len, at)| {
                 let d = (0..8).fold(0u64, |acc, k| acc | (u64::from(dur[base + k * len + at]) << (8 * k)));
-                s.wrapping_add(d as i64)
+                start.wrapping_add(d as i64)
             });
             let remote = match rem_big {
                 None => u32::from(ri[i]),
-                Some(j) => escaped_remote(&ri, n, n_big, j),
+                Some(j) => escaped_remote(ri, n, n_big, j),
             };
-            let remote = idx(remote, dicts.remote)?;
             let (proto, rem_port) = match svc_esc {
                 None => table[usize::from(svc[i])],
                 Some(j) => (esc[j], u16::from(esc[n_esc + j]) | (u16::from(esc[2 * n_esc + j]) << 8)),
             };
-            recs.push(Rec {
-                start: s,
+            Ok(Rec {
+                start,
                 end,
                 inside,
-                outside: outside as u32,
-                remote,
+                outside,
+                remote: idx(remote, dicts.remote)?,
                 in_port,
                 out_port,
                 rem_port,
@@ -999,17 +1071,142 @@ impl<'a> BlockView<'a> {
                 proto,
                 flags: f[i],
                 carried: b[i] & 2 != 0,
-            });
-        }
+            })
+        };
+        let outside_of = |pred: &mut u32, delta: i64| -> Result<u32, String> {
+            let outside = i64::from(*pred).wrapping_add(delta);
+            if outside < 0 || outside as usize >= dicts.outside {
+                return Err("dictionary index out of range".into());
+            }
+            *pred = outside as u32;
+            Ok(*pred)
+        };
+        let recs = match rows {
+            None => {
+                let mut out_pred = vec![0u32; n_inside];
+                // Every record, in one pass.
+                let (mut zc, mut sc, mut oc) = (Cur::new(zone), Cur::new(start), Cur::new(oi));
+                let mut stream_pos = vec![0usize; stream_len.len()];
+                let (mut esc_i, mut big_i) = (0, 0);
+                let mut prev = self.meta.min_start;
+                let mut recs = Vec::with_capacity(n);
+                for i in 0..n {
+                    prev = prev.wrapping_add(sc.ivarint()?);
+                    let dur_at = (b[i] & 1 != 0).then(|| {
+                        let st = stream_of(i);
+                        stream_pos[st] += 1;
+                        (stream_base[st], stream_len[st], stream_pos[st] - 1)
+                    });
+                    let svc_esc = (svc[i] == SVC_ESCAPE).then(|| {
+                        esc_i += 1;
+                        esc_i - 1
+                    });
+                    let rem_big = (u32::from(ri[i]) == REM_ESCAPE).then(|| {
+                        big_i += 1;
+                        big_i - 1
+                    });
+                    let zone = if zones_zero { 0 } else { zc.uvarint()? };
+                    let inside = inside_at(i) as usize;
+                    let pred = out_pred.get_mut(inside).ok_or("dictionary index out of range")?;
+                    let outside = outside_of(pred, oc.ivarint()?)?;
+                    recs.push(record(i, prev, outside, dur_at, svc_esc, rem_big, zone)?);
+                }
+                recs
+            }
+            Some(rows) => {
+                // Only the rows asked for. The sequential columns are skipped over in bulk between
+                // them (see `Cur::skip` and `Cur::sum`), the counters advanced by counting bytes,
+                // and the outside prediction followed only along the rows of the inside indices
+                // asked for (a row's prediction depends only on earlier rows of its inside index).
+                let mut tracked = vec![0u64; n_inside.div_ceil(64)];
+                for &r in rows {
+                    let v = inside_at(r as usize) as usize;
+                    if v >= n_inside {
+                        return Err("dictionary index out of range".into());
+                    }
+                    tracked[v / 64] |= 1 << (v % 64);
+                }
+                let limit = rows.last().map_or(0, |&x| x as usize + 1);
+                let chain: Vec<u32> = match rows.first().map(|&r| inside_at(r as usize)) {
+                    // One inside index (an inside-host query): compare the planes directly.
+                    Some(v) if rows.iter().all(|&r| inside_at(r as usize) == v) && inside_narrow => {
+                        let (lo, hi) = (v as u8, (v >> 8) as u8);
+                        (0..limit).filter(|&i| ii[i] == lo && ii[n + i] == hi).map(|i| i as u32).collect()
+                    }
+                    _ => (0..limit)
+                        .filter(|&i| {
+                            let v = inside_at(i) as usize;
+                            v < n_inside && tracked[v / 64] & (1 << (v % 64)) != 0
+                        })
+                        .map(|i| i as u32)
+                        .collect(),
+                };
+                let mut outs = Vec::with_capacity(rows.len());
+                let mut oc = Cur::new(oi);
+                let mut at = 0;
+                let mut want = rows.iter().copied().peekable();
+                // The last outside index of each tracked inside index.
+                let mut out_pred: FastMap<u32, u32> = FastMap::default();
+                for &i in &chain {
+                    oc.skip(i as usize - at)?;
+                    at = i as usize + 1;
+                    let pred = out_pred.entry(inside_at(i as usize)).or_insert(0);
+                    let outside = outside_of(pred, oc.ivarint()?)?;
+                    if want.next_if_eq(&i).is_some() {
+                        outs.push(outside);
+                    }
+                }
+                if outs.len() != rows.len() {
+                    return Err("outside prediction lost a row".into());
+                }
+                let (mut zc, mut sc) = (Cur::new(zone), Cur::new(start));
+                let mut stream_pos = vec![0usize; stream_len.len()];
+                let (mut esc_i, mut big_i) = (0, 0);
+                let mut prev = self.meta.min_start;
+                let mut at = 0;
+                let mut recs = Vec::with_capacity(rows.len());
+                for (&r, outside) in rows.iter().zip(outs) {
+                    let i = r as usize;
+                    // The rows skipped since the last one asked for.
+                    prev = prev.wrapping_add(sc.sum(i + 1 - at)?);
+                    stream_counts(at, i, &mut stream_pos);
+                    esc_i += svc[at..i].iter().filter(|&&c| c == SVC_ESCAPE).count();
+                    big_i += ri[at..i].iter().filter(|&&c| u32::from(c) == REM_ESCAPE).count();
+                    let zone = if zones_zero {
+                        0
+                    } else {
+                        zc.skip(i - at)?;
+                        zc.uvarint()?
+                    };
+                    at = i + 1;
+                    // The row itself.
+                    let dur_at = (b[i] & 1 != 0).then(|| {
+                        let st = stream_of(i);
+                        stream_pos[st] += 1;
+                        (stream_base[st], stream_len[st], stream_pos[st] - 1)
+                    });
+                    let svc_esc = (svc[i] == SVC_ESCAPE).then(|| {
+                        esc_i += 1;
+                        esc_i - 1
+                    });
+                    let rem_big = (u32::from(ri[i]) == REM_ESCAPE).then(|| {
+                        big_i += 1;
+                        big_i - 1
+                    });
+                    recs.push(record(i, prev, outside, dur_at, svc_esc, rem_big, zone)?);
+                }
+                recs
+            }
+        };
         let nr = usize::try_from(self.meta.n_ref).map_err(|_| "too many references")?;
         if nr > 1 << 24 {
             return Err("too many references".into());
         }
-        let (o, e, fl) = (self.col(16)?, self.col(17)?, self.col(18)?);
+        let (o, e, fl) = (self.col_ref(16)?, self.col_ref(17)?, self.col_ref(18)?);
         if fl.len() != nr {
             return Err("reference columns disagree with the count".into());
         }
-        let (mut ocur, mut ecur) = (Cur::new(&o), Cur::new(&e));
+        let (mut ocur, mut ecur) = (Cur::new(o), Cur::new(e));
         let boundary = self.meta.first_ordinal + n as u64;
         let mut refs = Vec::with_capacity(nr);
         let mut prev_end = self.meta.min_start;
@@ -1059,6 +1256,113 @@ mod tests {
         let want: Vec<Rec> = all.iter().filter(|r| keep(r)).copied().collect();
         assert!(!want.is_empty() && want.len() < all.len() / 10);
         assert_eq!(some, want);
+    }
+
+    /// A small deterministic generator for the tests below.
+    struct Xs(u64);
+    impl Xs {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    #[test]
+    fn skip_and_sum_agree_with_decoding_one_value_at_a_time() {
+        let mut g = Xs(0x9e37_79b9_7f4a_7c15);
+        // Runs of one-byte values (the fast path) mixed with longer and negative ones.
+        let vals: Vec<i64> = (0..5_000)
+            .map(|_| match g.below(10) {
+                0 => -(g.below(1 << 40) as i64),
+                1 => g.below(1 << 20) as i64,
+                _ => g.below(64) as i64 - 32,
+            })
+            .collect();
+        let mut buf = Vec::new();
+        for &v in &vals {
+            put_uvarint(&mut buf, zigzag(v));
+        }
+        for _ in 0..300 {
+            let a = g.below(vals.len() as u64) as usize;
+            let b = a + g.below((vals.len() - a) as u64 + 1) as usize;
+            let mut c = Cur::new(&buf);
+            c.skip(a).expect("skip");
+            let mut one = Cur::new(&buf);
+            for _ in 0..a {
+                one.ivarint().expect("one");
+            }
+            assert_eq!(c.pos, one.pos, "skip({a})");
+            let sum = c.sum(b - a).expect("sum");
+            assert_eq!(sum, vals[a..b].iter().fold(0i64, |x, &v| x.wrapping_add(v)), "sum of {a}..{b}");
+            if b < vals.len() {
+                assert_eq!(c.ivarint().expect("next"), vals[b]);
+            }
+        }
+        assert!(Cur::new(&buf).skip(vals.len() + 1).is_err());
+        assert!(Cur::new(&buf).sum(vals.len() + 1).is_err());
+    }
+
+    #[test]
+    fn records_at_equals_the_full_decode_for_any_rows() {
+        // Over 65 536 inside addresses (indices need the upper byte planes), zones, escaped
+        // services and remotes, durations split by service, starts out of order.
+        let n_in = 100_000u32;
+        let addrs: Vec<IpAddr> = (0..n_in + 400).map(|i| IpAddr::from((0x0a00_0000 + i).to_be_bytes())).collect();
+        let mut g = Xs(42);
+        let recs: Vec<Rec> = (0..90_000u32)
+            .map(|i| {
+                let svc = g.below(300) as u16;
+                Rec {
+                    start: i64::from(i) * 3 + g.below(2_000) as i64,
+                    end: (g.below(5) != 0).then(|| i64::from(i) * 3 + 30_000 + i64::from(svc % 7) * 1_000),
+                    inside: if i % 4 == 0 { (i / 4) % 50 } else { 50 + i },
+                    outside: n_in + g.below(40) as u32,
+                    remote: n_in + 40 + g.below(360) as u32,
+                    in_port: g.below(65_536) as u16,
+                    out_port: g.below(65_536) as u16,
+                    rem_port: if svc < 250 { 443 + svc % 9 } else { svc },
+                    zone: if g.below(50) == 0 { g.below(300) as u16 } else { 0 },
+                    kind: (i % 3) as u8,
+                    proto: if svc.is_multiple_of(2) { 6 } else { 17 },
+                    flags: (i % 5) as u8,
+                    carried: i % 97 == 0,
+                }
+            })
+            .collect();
+        let mut payload = Vec::new();
+        encode_block(KIND_SEALED, 0, 0, &recs, &[], &addrs, 1, &mut payload).expect("encode");
+        let v = BlockView::parse(&payload).expect("parse");
+        let d = v.dicts().expect("dicts");
+        let (all, _) = v.records(&d).expect("all");
+        assert_eq!(all.len(), recs.len());
+        for (a, r) in all.iter().zip(&recs) {
+            assert_eq!((a.start, a.end, a.zone, a.rem_port, a.proto), (r.start, r.end, r.zone, r.rem_port, r.proto));
+            assert_eq!((d.inside[a.inside as usize], d.outside[a.outside as usize]), (addrs[r.inside as usize], addrs[r.outside as usize]));
+        }
+        assert!(d.inside.len() > 65_536, "the test needs wide inside indices");
+        assert_eq!(v.col_ref(6).expect("durations").first(), Some(&8), "the test needs split duration streams");
+        assert!(v.col_ref(4).expect("zones").iter().any(|&z| z != 0));
+        for trial in 0..40 {
+            // One inside index (all of its rows, as an inside-host query asks), or a random set.
+            let rows: Vec<u32> = if trial % 2 == 0 {
+                let who = all[g.below(all.len() as u64) as usize].inside;
+                (0..all.len() as u32).filter(|&i| all[i as usize].inside == who).collect()
+            } else {
+                let p = 1 + g.below(200);
+                (0..all.len() as u32).filter(|_| g.below(1_000) < p).collect()
+            };
+            let (some, _) = v.records_at(d.lens(), Some(&rows)).expect("some");
+            let want: Vec<Rec> = rows.iter().map(|&i| all[i as usize]).collect();
+            assert_eq!(some, want, "trial {trial}");
+        }
+        let (none, _) = v.records_at(d.lens(), Some(&[])).expect("none");
+        assert!(none.is_empty());
+        assert!(v.records_at(d.lens(), Some(&[5, 3])).is_err(), "rows out of order");
     }
 
     #[test]

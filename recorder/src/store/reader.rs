@@ -353,6 +353,7 @@ fn scan_sealed(
 ) -> Result<(), StoreError> {
     let mut file: Option<File> = None;
     let mut opened = false;
+    let mut block_buf = Vec::new();
     for (i, b) in m.blocks.iter().enumerate() {
         // A block whose endpoint filter rules the filter's endpoints out holds no match; it is
         // still read when it is a checkpoint that may resolve a waiting translation.
@@ -379,7 +380,7 @@ fn scan_sealed(
             s.report.segments_opened += 1;
             opened = true;
         }
-        let payload = match segment::read_block(file, &m.path, b) {
+        let payload = match segment::read_block(file, &m.path, b, &mut block_buf) {
             Ok(p) => p,
             Err(e) => {
                 s.damage(&m.path, Some(i as u64), e);
@@ -387,7 +388,7 @@ fn scan_sealed(
             }
         };
         let decoded = (|| {
-            let v = BlockView::parse(&payload)?;
+            let v = BlockView::parse(payload)?;
             let mut views = Views([None, None, None]);
             let Some(q) = select(s.filter, &v, &mut views)? else {
                 return Ok(None);

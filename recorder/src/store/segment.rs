@@ -462,20 +462,24 @@ pub(crate) fn meta_from_bytes(path: &Path, data: &[u8], sealed: bool) -> SegMeta
     }
 }
 
-/// Reads and decodes one block of a segment: records with addresses resolved.
-pub(crate) fn read_block(file: &File, path: &Path, e: &BlockEntry) -> Result<Vec<u8>, String> {
+/// Reads one block frame of a segment into `buf` (reused from call to call) and returns its
+/// payload, once the frame's type, length and checksum are checked.
+pub(crate) fn read_block<'b>(file: &File, path: &Path, e: &BlockEntry, buf: &'b mut Vec<u8>) -> Result<&'b [u8], String> {
     let len = usize::try_from(e.len).map_err(|_| "block too large")?;
     if len > MAX_FRAME + FRAME_HEADER {
         return Err("block too large".into());
     }
-    let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, e.offset).map_err(|err| format!("reading {}: {err}", path.display()))?;
-    let f = frame_at(&buf, 0)?;
+    // The buffer is reused from block to block: it only grows.
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    let buf = &mut buf[..len];
+    file.read_exact_at(buf, e.offset).map_err(|err| format!("reading {}: {err}", path.display()))?;
+    let f = frame_at(buf, 0)?;
     if f.ty != T_BLOCK || f.end() != len {
         return Err("not a block frame".into());
     }
-    buf.drain(..FRAME_HEADER);
-    Ok(buf)
+    Ok(&buf[FRAME_HEADER..])
 }
 
 /// The records of an `.open` file's good prefix, merged (end references applied).
