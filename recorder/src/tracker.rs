@@ -18,6 +18,7 @@
 //! - a resync dump closes, with an approximate end, every open translation the kernel no longer
 //!   has.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use jiff::Timestamp;
@@ -41,15 +42,22 @@ pub struct TrackerStats {
     pub late_ends: u64,
 }
 
+/// The tracker's maps hash with foldhash (`fast`), several times faster than std's SipHash on
+/// these keys. Keys contain remote addresses and ports that outside hosts choose, so the hash
+/// must not be predictable: foldhash's secrets are random per process and per map, which defeats
+/// precomputed collision sets (it does not claim to resist an attacker who could study the
+/// process's hash timings interactively).
+type Map<V> = HashMap<FlowKey, V, foldhash::fast::RandomState>;
+
 /// The open translations and the rules that pair starts with ends.
 #[derive(Debug, Default)]
 pub struct Tracker {
-    open: HashMap<FlowKey, Translation>,
+    open: Map<Translation>,
     /// Translations a resync closed, by key → start, so that their late end event is not taken
     /// for an unseen translation. Bounded by [`CLOSED_MEMORY`].
-    closed_by_resync: HashMap<FlowKey, Timestamp>,
+    closed_by_resync: Map<Timestamp>,
     /// Entries whose tuple a newer entry took before their end event came, by key.
-    superseded: HashMap<FlowKey, Superseded>,
+    superseded: Map<Superseded>,
     stats: TrackerStats,
     /// The resolution starts are compared at (translations recovered from the store come back
     /// rounded down to the store's resolution).
@@ -70,6 +78,14 @@ pub const SUPERSEDED_GRACE: jiff::SignedDuration = jiff::SignedDuration::from_se
 /// How many resync-closed translations the tracker remembers.
 const CLOSED_MEMORY: usize = 1 << 20;
 
+/// Whether two reports of a key are the same conntrack entry: they differ only when both carry
+/// the kernel's exact start and the starts differ (at resolution `r`).
+fn same_entry(r: Resolution, a: &Translation, b: &Translation) -> bool {
+    a.flags.contains(Flags::START_APPROX)
+        || b.flags.contains(Flags::START_APPROX)
+        || a.start == b.start
+        || r.truncate(a.start).ok() == r.truncate(b.start).ok()
+}
 
 impl Tracker {
     pub fn new() -> Self {
@@ -80,16 +96,6 @@ impl Tracker {
     /// recovered from it are adopted).
     pub fn with_resolution(resolution: Resolution) -> Self {
         Self { resolution, ..Self::default() }
-    }
-
-    /// Whether two reports of a key are the same conntrack entry: they differ only when both
-    /// carry the kernel's exact start and the starts differ (at the tracker's resolution).
-    fn same_entry(&self, a: &Translation, b: &Translation) -> bool {
-        let r = self.resolution;
-        a.flags.contains(Flags::START_APPROX)
-            || b.flags.contains(Flags::START_APPROX)
-            || a.start == b.start
-            || r.truncate(a.start).ok() == r.truncate(b.start).ok()
     }
 
     pub fn stats(&self) -> TrackerStats {
@@ -110,26 +116,33 @@ impl Tracker {
     /// A translation was seen live (eBPF event, or a dump entry). `t.end` must be `None`.
     pub fn start(&mut self, t: Translation, out: &mut Vec<FlowEvent>) {
         let key = t.key();
-        if let Some(prev) = self.open.get(&key) {
-            if self.same_entry(prev, &t) {
-                self.stats.duplicate_starts += 1;
-                return;
+        // One lookup: the entry is the new translation's place whatever happens below.
+        let prev = match self.open.entry(key) {
+            Entry::Occupied(mut o) => {
+                if same_entry(self.resolution, o.get(), &t) {
+                    self.stats.duplicate_starts += 1;
+                    return;
+                }
+                Some(std::mem::replace(o.get_mut(), t.clone()))
             }
-            // The previous entry with this tuple is gone (a new one cannot exist beside it), but
-            // its DESTROY event may still be on its way: hold it for SUPERSEDED_GRACE.
-            if let Some(prev) = self.open.remove(&key)
-                && let Some(older) =
-                    self.superseded.insert(key, Superseded { entry: prev, next_start: t.start })
-            {
-                self.close_approx(older.entry, older.next_start, out);
+            Entry::Vacant(v) => {
+                v.insert(t.clone());
+                None
             }
+        };
+        // The previous entry with this tuple is gone (a new one cannot exist beside it), but its
+        // DESTROY event may still be on its way: hold it for SUPERSEDED_GRACE.
+        if let Some(prev) = prev
+            && let Some(older) =
+                self.superseded.insert(key, Superseded { entry: prev, next_start: t.start })
+        {
+            self.close_approx(older.entry, older.next_start, out);
         }
         self.stats.starts += 1;
         if t.flags.contains(Flags::SEEDED) {
             self.stats.seeded += 1;
         }
-        out.push(FlowEvent::Start(t.clone()));
-        self.open.insert(key, t);
+        out.push(FlowEvent::Start(t));
     }
 
     fn close_approx(&mut self, mut t: Translation, end: Timestamp, out: &mut Vec<FlowEvent>) {
@@ -161,38 +174,40 @@ impl Tracker {
     /// `END_APPROX` in its flags when the stop time is not the kernel's).
     pub fn end(&mut self, t: Translation, out: &mut Vec<FlowEvent>) {
         let key = t.key();
+        let r = self.resolution;
         // The end of an entry whose tuple a newer entry already holds.
-        if self.superseded.get(&key).is_some_and(|s| self.same_entry(&s.entry, &t)) {
-            if let Some(s) = self.superseded.remove(&key) {
-                self.close(s.entry, &t, out);
-            }
-            return;
-        }
-        if !self.open.contains_key(&key)
-            && self.closed_by_resync.get(&key).is_some_and(|start| {
-                let r = self.resolution;
-                t.flags.contains(Flags::START_APPROX) || r.truncate(*start).ok() == r.truncate(t.start).ok()
-            })
+        // (`get` of an empty map, the usual case, does not even hash the key.)
+        if self.superseded.get(&key).is_some_and(|s| same_entry(r, &s.entry, &t))
+            && let Some(s) = self.superseded.remove(&key)
         {
-            self.closed_by_resync.remove(&key);
-            self.stats.late_ends += 1;
+            self.close(s.entry, &t, out);
             return;
         }
-        match self.open.get(&key) {
-            Some(open) if self.same_entry(open, &t) => {
-                if let Some(open) = self.open.remove(&key) {
-                    self.close(open, &t, out);
-                }
+        match self.open.entry(key) {
+            Entry::Occupied(o) if same_entry(r, o.get(), &t) => {
+                let open = o.remove();
+                self.close(open, &t, out);
             }
-            Some(open) if t.start > open.start => {
+            Entry::Occupied(o) if t.start > o.get().start => {
                 // A newer entry than the open one ended: the open one was gone before it began.
-                if let Some(stale) = self.open.remove(&key) {
-                    self.close_approx(stale, t.start, out);
-                }
+                let stale = o.remove();
+                self.close_approx(stale, t.start, out);
                 self.end_only(t, out);
             }
-            // An older entry than the open one (its start was never seen), or no open entry.
-            Some(_) | None => self.end_only(t, out),
+            // An older entry than the open one: its start was never seen.
+            Entry::Occupied(_) => self.end_only(t, out),
+            Entry::Vacant(_) => {
+                if self.closed_by_resync.get(&key).is_some_and(|start| {
+                    t.flags.contains(Flags::START_APPROX)
+                        || r.truncate(*start).ok() == r.truncate(t.start).ok()
+                }) {
+                    // A resync closed it already: the approximate end stands.
+                    self.closed_by_resync.remove(&key);
+                    self.stats.late_ends += 1;
+                } else {
+                    self.end_only(t, out);
+                }
+            }
         }
     }
 
