@@ -592,3 +592,32 @@ fn spawn_reader(
         })
         .map_err(|e| DaemonError::Io("starting the ctnetlink reader thread", e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// New translations a second that the rests are sized for: more than twice the lab's
+    /// maximum (about 200 000 on the bench machine without a recorder).
+    const RATE: u128 = 500_000;
+
+    /// Events that gather during `rest` at [`RATE`].
+    fn gathered(rest: Duration) -> u128 {
+        RATE * rest.as_micros() / 1_000_000
+    }
+
+    #[test]
+    fn what_gathers_during_a_rest_takes_at_most_half_the_smallest_rested_buffer() {
+        // A ring record is the event behind an 8-byte header, 8-byte aligned.
+        let record = (size_of::<NatEvent>() as u128 + 8).next_multiple_of(8);
+        let ring = gathered(RING_REST) * record;
+        assert!(ring * 2 <= u128::from(RING_REST_MIN_BYTES), "{ring} bytes of ring records per rest");
+        // A DESTROY event's datagram takes about 1.3 KiB of the socket's buffer (its skb's
+        // truesize, for a message of a few hundred bytes): count 2 KiB.
+        let queued = gathered(NETLINK_REST) * 2048;
+        assert!(
+            queued * 2 <= NETLINK_REST_MIN_RCVBUF as u128,
+            "{queued} bytes of DESTROY datagrams per rest"
+        );
+    }
+}
