@@ -13,7 +13,7 @@
 //! start of an entry (submitted at its first packet) is always handled before its end.
 
 use std::collections::HashSet;
-use std::os::fd::AsFd as _;
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -114,23 +114,40 @@ struct PendingResync {
 const RESYNC_GRACE: Duration = Duration::from_secs(2);
 const TICK: Duration = Duration::from_millis(100);
 
-/// After reading the ring buffer, the loop waits this long before it watches the ring again.
-/// The kernel wakes a reader that has caught up at every event, so under a steady load each
-/// wake-up would take one or two events: resting lets a few milliseconds' worth gather (a few
-/// hundred events at the lab's maximum rate, far below what the ring holds) and cuts the
-/// wake-ups to a few hundred a second. Nothing is written sooner than the next tick anyway.
-const RING_REST: Duration = Duration::from_millis(2);
-/// Rings smaller than this are watched without rest (a tiny ring could fill while resting).
-const RING_REST_MIN_BYTES: u32 = 1 << 20;
+/// The most new translations a second that the rests below are sized for: five times what the
+/// lab's gateway creates at its maximum (about 200 000 a second on the bench machine).
+const SIZING_RATE: u64 = 1_000_000;
 
-/// After a batch of DESTROY events that emptied the socket, the ctnetlink reader waits this
-/// long before it reads again, for the same reason as [`RING_REST`]: the kernel queues events
-/// meanwhile (they are not held back; in reliable mode nothing is even at risk when the queue
-/// fills: ENOBUFS is reported and the dying entries wait).
-const NETLINK_REST: Duration = Duration::from_millis(2);
-/// Receive buffers smaller than this are read without rest (they could fill while resting,
-/// which costs a resync dump).
-const NETLINK_REST_MIN_RCVBUF: usize = 4 << 20;
+/// Rests shorter than this are not taken: the reader waits for the kernel's wake-up instead.
+const MIN_REST: Duration = Duration::from_millis(1);
+
+/// How long the ring buffer may go unread: the time half of it takes to fill at
+/// [`SIZING_RATE`], at most a tick; zero (no rest) when that is under [`MIN_REST`].
+///
+/// The kernel wakes a ring reader that has caught up at every event, so a watched ring costs a
+/// wake-up of the loop per event or two at a steady load; a rested ring is read on a timer (and
+/// before every batch of DESTROY events, and at every tick) and not watched at all. Nothing is
+/// written sooner than the next tick anyway.
+fn ring_rest(ring_bytes: u32) -> Duration {
+    // A ring record is the event behind an 8-byte header, 8-byte aligned.
+    let record = (size_of::<NatEvent>() as u64 + 8).next_multiple_of(8);
+    rest_for(u64::from(ring_bytes) / 2 / record, TICK)
+}
+
+/// How long the ctnetlink reader waits after a batch that emptied the socket, for the same
+/// reason as [`ring_rest`]: the time half the socket's buffer takes to fill at [`SIZING_RATE`]
+/// (a DESTROY datagram takes about 1.3 KiB of it, its skb's truesize: 2 KiB counted), at most
+/// half a tick. The kernel queues the events meanwhile; they are not held back (and in
+/// reliable mode even a full queue loses nothing: ENOBUFS is reported and the entries wait).
+fn netlink_rest(rcvbuf_bytes: usize) -> Duration {
+    rest_for(rcvbuf_bytes as u64 / 2 / 2048, TICK / 2)
+}
+
+/// The time `events` take at [`SIZING_RATE`], at most `max`; zero when under [`MIN_REST`].
+fn rest_for(events: u64, max: Duration) -> Duration {
+    let d = Duration::from_micros(events.saturating_mul(1_000_000) / SIZING_RATE).min(max);
+    if d < MIN_REST { Duration::ZERO } else { d }
+}
 
 /// Builds a translation from an eBPF event.
 fn from_event(ev: &NatEvent, clock: &ClockMap) -> Option<Translation> {
@@ -326,14 +343,23 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
     if !capture.has_timestamps() {
         tracing::warn!("this kernel's BTF has no conntrack timestamp extension: starts are natrec's observations");
     }
-    let ring_dup = capture
-        .ring()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| DaemonError::Io("duplicating the ring buffer fd", e))?;
-    // SAFETY: an OwnedFd stays open and names the same file until the AsyncFd drops it.
-    let ring_fd = unsafe { AsyncFd::register_with_interest(ring_dup, tokio::io::Interest::READABLE) }
-        .map_err(|e| DaemonError::Io("polling the ring buffer", e.into()))?;
+    let ring_rest = ring_rest(cfg.capture.ringbuf_bytes);
+    let ring_watch = if ring_rest.is_zero() {
+        let ring_dup = capture
+            .ring()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| DaemonError::Io("duplicating the ring buffer fd", e))?;
+        // SAFETY: an OwnedFd stays open and names the same file until the AsyncFd drops it.
+        let fd = unsafe { AsyncFd::register_with_interest(ring_dup, tokio::io::Interest::READABLE) }
+            .map_err(|e| DaemonError::Io("polling the ring buffer", e.into()))?;
+        Some(fd)
+    } else {
+        None
+    };
+    let mut ring_timer = tokio::time::interval(if ring_rest.is_zero() { TICK } else { ring_rest });
+    ring_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tracing::debug!(?ring_rest, "ring buffer read on a timer (zero: at every wake-up)");
 
     // The event socket opens before the seeding dump, so no end is missed in between.
     let events = EventSocket::open(&EventOptions {
@@ -401,23 +427,18 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
         .map_err(|e| DaemonError::Io("installing the SIGTERM handler", e))?;
 
     let mut clock = clock;
-    let rest_after_ring = cfg.capture.ringbuf_bytes >= RING_REST_MIN_BYTES;
-    let ring_rest = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(ring_rest);
-    let mut ring_resting = false;
     loop {
         tokio::select! {
-            guard = ring_fd.readable(), if !ring_resting => {
+            guard = readable(ring_watch.as_ref()), if ring_watch.is_some() => {
                 let mut guard = guard.map_err(|e| DaemonError::Io("polling the ring buffer", e))?;
                 drain_ring(&mut capture, &clock, &mut tracker, &mut out, &mut summary);
                 guard.clear_ready();
                 sinks.write(&mut out)?;
-                if rest_after_ring {
-                    ring_rest.as_mut().reset(tokio::time::Instant::now() + RING_REST);
-                    ring_resting = true;
-                }
             }
-            () = &mut ring_rest, if ring_resting => ring_resting = false,
+            _ = ring_timer.tick(), if ring_watch.is_none() => {
+                drain_ring(&mut capture, &clock, &mut tracker, &mut out, &mut summary);
+                sinks.write(&mut out)?;
+            }
             msg = nl_rx.recv() => {
                 let Some(msg) = msg else { break };
                 // Starts before ends: everything in the ring was submitted before these died.
@@ -536,6 +557,16 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
     Ok(summary)
 }
 
+/// Readiness of the watched ring buffer; never, when it is not watched.
+async fn readable(
+    fd: Option<&AsyncFd<OwnedFd>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyGuard<'_, OwnedFd>> {
+    match fd {
+        Some(fd) => fd.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn drain_ring(
     capture: &mut Capture,
     clock: &ClockMap,
@@ -561,7 +592,7 @@ fn spawn_reader(
         .name("natrec-ctnetlink".into())
         .spawn(move || {
             let mut last_stats = Instant::now();
-            let rest = sock.rcvbuf_bytes() >= NETLINK_REST_MIN_RCVBUF;
+            let rest = netlink_rest(sock.rcvbuf_bytes());
             while !stop.load(Ordering::Relaxed) {
                 let mut list = Vec::new();
                 match sock.recv_batch(&mut list) {
@@ -574,8 +605,8 @@ fn spawn_reader(
                             let _ = tx.send(NlMsg::MayHaveLost { enobufs: st.enobufs, unreadable: st.unreadable });
                         }
                         // A batch that stopped at its limit leaves more queued: no rest then.
-                        if rest && got && st.drained {
-                            std::thread::sleep(NETLINK_REST);
+                        if !rest.is_zero() && got && st.drained {
+                            std::thread::sleep(rest);
                         }
                     }
                     Err(e) => {
@@ -597,27 +628,27 @@ fn spawn_reader(
 mod tests {
     use super::*;
 
-    /// New translations a second that the rests are sized for: more than twice the lab's
-    /// maximum (about 200 000 on the bench machine without a recorder).
-    const RATE: u128 = 500_000;
-
-    /// Events that gather during `rest` at [`RATE`].
-    fn gathered(rest: Duration) -> u128 {
-        RATE * rest.as_micros() / 1_000_000
-    }
+    /// The default ring (16 MiB) and netlink buffer (64 MiB asked, 128 MiB granted).
+    const RING: u32 = recorder_common::DEFAULT_RINGBUF_BYTES;
+    const RCVBUF: usize = 128 << 20;
 
     #[test]
-    fn what_gathers_during_a_rest_takes_at_most_half_the_smallest_rested_buffer() {
-        // A ring record is the event behind an 8-byte header, 8-byte aligned.
+    fn rests_fill_at_most_half_a_buffer_at_the_sizing_rate_and_small_buffers_get_none() {
         let record = (size_of::<NatEvent>() as u128 + 8).next_multiple_of(8);
-        let ring = gathered(RING_REST) * record;
-        assert!(ring * 2 <= u128::from(RING_REST_MIN_BYTES), "{ring} bytes of ring records per rest");
-        // A DESTROY event's datagram takes about 1.3 KiB of the socket's buffer (its skb's
-        // truesize, for a message of a few hundred bytes): count 2 KiB.
-        let queued = gathered(NETLINK_REST) * 2048;
-        assert!(
-            queued * 2 <= NETLINK_REST_MIN_RCVBUF as u128,
-            "{queued} bytes of DESTROY datagrams per rest"
-        );
+        let during = |rest: Duration| u128::from(SIZING_RATE) * rest.as_micros() / 1_000_000;
+        for shift in 12..32 {
+            let bytes = 1u32 << shift;
+            let rest = ring_rest(bytes);
+            assert!(during(rest) * record * 2 <= u128::from(bytes), "{bytes} byte ring, {rest:?}");
+            assert!(rest <= TICK);
+            let rest = netlink_rest(bytes as usize);
+            assert!(during(rest) * 2048 * 2 <= u128::from(bytes), "{bytes} byte buffer, {rest:?}");
+            assert!(rest <= TICK / 2);
+        }
+        assert_eq!(ring_rest(64 << 10), Duration::ZERO, "a 64 KiB ring is watched");
+        assert_eq!(netlink_rest(1 << 20), Duration::ZERO, "a 1 MiB socket buffer is read at once");
+        // The defaults rest long enough to matter: tens of milliseconds.
+        assert!(ring_rest(RING) >= Duration::from_millis(50), "{:?}", ring_rest(RING));
+        assert!(netlink_rest(RCVBUF) >= Duration::from_millis(20), "{:?}", netlink_rest(RCVBUF));
     }
 }
