@@ -1,7 +1,7 @@
 //! `natrec record`: the capture daemon.
 //!
 //! ```text
-//!  eBPF ring buffer ──(AsyncFd)──┐
+//!  eBPF ring buffer ──(timer; AsyncFd for a small ring)──┐
 //!  ctnetlink DESTROY (own thread, never blocks) ──(unbounded channel)──┼─► Tracker ─► JSON Lines
 //!  conntrack dumps (blocking pool: seed, resync, reap) ──(channel)─────┘            └► store
 //! ```
@@ -9,8 +9,14 @@
 //! One tokio task owns the tracker and the sinks; the ctnetlink reader runs on its own OS thread
 //! and only forwards, because a stalled reliable reader keeps dying entries counted against
 //! `nf_conntrack_max`; the store's writer runs on its own thread too, because sealing a segment
-//! takes seconds to minutes of compression and must not stall the ring buffer's reader. Before every batch of DESTROY events the ring buffer is drained, so the
-//! start of an entry (submitted at its first packet) is always handled before its end.
+//! takes seconds to minutes of compression and must not stall the ring buffer's reader. Before
+//! every batch of DESTROY events the ring buffer is drained, so the start of an entry (submitted
+//! at its first packet) is always handled before its end.
+//!
+//! Both readers take events in batches rather than at every kernel wake-up (a wake-up per event
+//! cost more CPU than everything else together): the ring is read on a timer sized so that half
+//! of it cannot fill in between (`ring_rest`), the ctnetlink reader rests likewise after each
+//! batch (`netlink_rest`) and reads up to 64 datagrams per system call.
 
 use std::collections::HashSet;
 use std::os::fd::{AsFd as _, OwnedFd};
