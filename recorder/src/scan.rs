@@ -61,8 +61,11 @@ pub struct Damage {
 pub struct ScanReport {
     pub segments_total: usize,
     pub segments_opened: usize,
+    /// Blocks read from disk and examined: decoded, or ruled out by their address dictionaries.
     pub blocks_read: u64,
+    /// Blocks not read: their index entries (time range, endpoint filter) ruled them out.
     pub blocks_skipped: u64,
+    /// Translations in the blocks read.
     pub translations_scanned: u64,
     /// Damaged segments or blocks that were skipped.
     pub damage: Vec<Damage>,

@@ -270,6 +270,10 @@ impl<'a> Cur<'a> {
         self.pos = end;
         Ok(s)
     }
+    /// Bytes read so far.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
     pub fn rest(&self) -> &'a [u8] {
         &self.buf[self.pos..]
     }

@@ -4,6 +4,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
@@ -12,7 +13,7 @@ use super::codec::{
     self, BlockView, CLASS_CARRIED, Cur, EndRef, Interner, KIND_CHECKPOINT, KIND_SEALED, Rec,
     put_uvarint,
 };
-use super::bloom::BlockFilter;
+use super::bloom::{BlockFilter, Shared};
 use super::{Resolution, StoreError};
 
 pub(crate) const MAGIC: &[u8; 8] = b"NATRSEG1";
@@ -295,8 +296,9 @@ pub(crate) fn encode_index(blocks: &[BlockEntry]) -> Vec<u8> {
     b
 }
 
-pub(crate) fn decode_index(p: &[u8]) -> Result<Vec<BlockEntry>, String> {
-    let mut c = Cur::new(p);
+/// Reads an index payload (all of `src`); the block filters refer to `src`'s bytes.
+pub(crate) fn decode_index(src: &Shared) -> Result<Vec<BlockEntry>, String> {
+    let mut c = Cur::new(src.bytes());
     let n = c.uvarint()?;
     let mut out = Vec::new();
     for _ in 0..n {
@@ -321,7 +323,7 @@ pub(crate) fn decode_index(p: &[u8]) -> Result<Vec<BlockEntry>, String> {
         match c.u8()? {
             INDEX_EXT_FILTERS => {
                 for e in &mut out {
-                    e.filter = BlockFilter::decode(&mut c)?;
+                    e.filter = BlockFilter::decode(&mut c, src)?;
                 }
             }
             t => return Err(format!("unknown index extension {t}")),
@@ -384,7 +386,8 @@ fn load_fast(file: &File, path: &Path, bytes: u64) -> Result<SegMeta, String> {
     if f.ty != T_INDEX || f.end() != idx.len() {
         return Err("no index".into());
     }
-    let blocks = decode_index(f.payload(&idx))?;
+    let payload = f.offset + FRAME_HEADER..f.end();
+    let blocks = decode_index(&Shared::new(Arc::new(idx)).slice(payload.start, payload.end))?;
     if blocks.len() != seal.blocks as usize || blocks.iter().any(|b| b.offset + b.len > seal.index_offset) {
         return Err("index disagrees with the seal".into());
     }
@@ -872,7 +875,8 @@ pub(crate) fn strip_filters(path: &Path) -> Result<(), String> {
     let seal_off = data.len() - SEAL_FRAME;
     let seal = Seal::decode(frame_at(&data, seal_off)?.payload(&data))?;
     let index_off = usize::try_from(seal.index_offset).map_err(|e| e.to_string())?;
-    let mut blocks = decode_index(frame_at(&data, index_off)?.payload(&data))?;
+    let f = frame_at(&data, index_off)?;
+    let mut blocks = decode_index(&Shared::new(Arc::new(f.payload(&data).to_vec())))?;
     blocks.iter_mut().for_each(|b| b.filter = None);
     let mut out = data[..index_off].to_vec();
     frame_bytes(&mut out, T_INDEX, &encode_index(&blocks));
