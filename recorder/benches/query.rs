@@ -59,7 +59,7 @@ fn target_dir() -> PathBuf {
 fn dataset(n: u64) -> Res<(PathBuf, Vec<Translation>)> {
     let p = params(n);
     let root = target_dir().join("natrec-bench").join(format!(
-        "query-v5-n{n}-seed{}-subs{}-pool{}-fps{}",
+        "query-v6-n{n}-seed{}-subs{}-pool{}-fps{}",
         p.seed, p.subscribers, p.outside_pool, p.flows_per_second
     ));
     let store = root.join("store");
