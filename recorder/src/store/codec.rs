@@ -1047,6 +1047,29 @@ impl<'a> BlockView<'a> {
                 carried: b[i] & 2 != 0,
             })
         };
+        // Where row `i` is in the duration streams and among the escaped services and remotes,
+        // given `at`, the counts over the rows before it (advanced past row `i`).
+        struct At {
+            stream: Vec<usize>,
+            esc: usize,
+            big: usize,
+        }
+        let row_at = |i: usize, at: &mut At| {
+            let dur_at = (b[i] & 1 != 0).then(|| {
+                let st = stream_of(i);
+                at.stream[st] += 1;
+                (stream_base[st], stream_len[st], at.stream[st] - 1)
+            });
+            let svc_esc = (svc[i] == SVC_ESCAPE).then(|| {
+                at.esc += 1;
+                at.esc - 1
+            });
+            let rem_big = (u32::from(ri[i]) == REM_ESCAPE).then(|| {
+                at.big += 1;
+                at.big - 1
+            });
+            (dur_at, svc_esc, rem_big)
+        };
         let outside_of = |pred: &mut u32, delta: i64| -> Result<u32, String> {
             let outside = i64::from(*pred).wrapping_add(delta);
             if outside < 0 || outside as usize >= dicts.outside {
@@ -1060,25 +1083,12 @@ impl<'a> BlockView<'a> {
                 let mut out_pred = vec![0u32; n_inside];
                 // Every record, in one pass.
                 let (mut zc, mut sc, mut oc) = (Cur::new(zone), Cur::new(start), Cur::new(oi));
-                let mut stream_pos = vec![0usize; stream_len.len()];
-                let (mut esc_i, mut big_i) = (0, 0);
+                let mut at = At { stream: vec![0; stream_len.len()], esc: 0, big: 0 };
                 let mut prev = self.meta.min_start;
                 let mut recs = Vec::with_capacity(n);
                 for i in 0..n {
                     prev = prev.wrapping_add(sc.ivarint()?);
-                    let dur_at = (b[i] & 1 != 0).then(|| {
-                        let st = stream_of(i);
-                        stream_pos[st] += 1;
-                        (stream_base[st], stream_len[st], stream_pos[st] - 1)
-                    });
-                    let svc_esc = (svc[i] == SVC_ESCAPE).then(|| {
-                        esc_i += 1;
-                        esc_i - 1
-                    });
-                    let rem_big = (u32::from(ri[i]) == REM_ESCAPE).then(|| {
-                        big_i += 1;
-                        big_i - 1
-                    });
+                    let (dur_at, svc_esc, rem_big) = row_at(i, &mut at);
                     let zone = if zones_zero { 0 } else { zc.uvarint()? };
                     let inside = inside_at(i) as usize;
                     let pred = out_pred.get_mut(inside).ok_or("dictionary index out of range")?;
@@ -1134,39 +1144,26 @@ impl<'a> BlockView<'a> {
                     return Err("outside prediction lost a row".into());
                 }
                 let (mut zc, mut sc) = (Cur::new(zone), Cur::new(start));
-                let mut stream_pos = vec![0usize; stream_len.len()];
-                let (mut esc_i, mut big_i) = (0, 0);
+                let mut at = At { stream: vec![0; stream_len.len()], esc: 0, big: 0 };
                 let mut prev = self.meta.min_start;
-                let mut at = 0;
+                let mut next = 0;
                 let mut recs = Vec::with_capacity(rows.len());
                 for (&r, outside) in rows.iter().zip(outs) {
                     let i = r as usize;
                     // The rows skipped since the last one asked for.
-                    prev = prev.wrapping_add(sc.sum(i + 1 - at)?);
-                    stream_counts(at, i, &mut stream_pos);
-                    esc_i += svc[at..i].iter().filter(|&&c| c == SVC_ESCAPE).count();
-                    big_i += ri[at..i].iter().filter(|&&c| u32::from(c) == REM_ESCAPE).count();
+                    prev = prev.wrapping_add(sc.sum(i + 1 - next)?);
+                    stream_counts(next, i, &mut at.stream);
+                    at.esc += svc[next..i].iter().filter(|&&c| c == SVC_ESCAPE).count();
+                    at.big += ri[next..i].iter().filter(|&&c| u32::from(c) == REM_ESCAPE).count();
                     let zone = if zones_zero {
                         0
                     } else {
-                        zc.skip(i - at)?;
+                        zc.skip(i - next)?;
                         zc.uvarint()?
                     };
-                    at = i + 1;
+                    next = i + 1;
                     // The row itself.
-                    let dur_at = (b[i] & 1 != 0).then(|| {
-                        let st = stream_of(i);
-                        stream_pos[st] += 1;
-                        (stream_base[st], stream_len[st], stream_pos[st] - 1)
-                    });
-                    let svc_esc = (svc[i] == SVC_ESCAPE).then(|| {
-                        esc_i += 1;
-                        esc_i - 1
-                    });
-                    let rem_big = (u32::from(ri[i]) == REM_ESCAPE).then(|| {
-                        big_i += 1;
-                        big_i - 1
-                    });
+                    let (dur_at, svc_esc, rem_big) = row_at(i, &mut at);
                     recs.push(record(i, prev, outside, dur_at, svc_esc, rem_big, zone)?);
                 }
                 recs
@@ -1197,40 +1194,6 @@ impl<'a> BlockView<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn records_at_decodes_exactly_the_rows_asked_for() {
-        let addrs: Vec<IpAddr> = (0..20u8).map(|i| IpAddr::from([10, 0, 0, i])).collect();
-        let recs: Vec<Rec> = (0..500u32)
-            .map(|i| Rec {
-                start: i64::from(i) * 7,
-                end: (i % 3 != 0).then(|| i64::from(i) * 7 + i64::from(i % 11) * 1000),
-                inside: i % 9,
-                outside: 10 + i % 5,
-                remote: 15 + i % 4,
-                in_port: 40_000 + (i % 13) as u16,
-                out_port: 40_000 + (i % 17) as u16,
-                rem_port: 443,
-                zone: (i % 2) as u16,
-                kind: 0,
-                proto: 6,
-                flags: (i % 4) as u8,
-                carried: i % 10 == 0,
-            })
-            .collect();
-        let mut payload = Vec::new();
-        encode_block(KIND_SEALED, 0, 0, &recs, &[], &addrs, 3, &mut payload).expect("encode");
-        let v = BlockView::parse(&payload).expect("parse");
-        let d = v.dicts().expect("dicts");
-        let (all, _) = v.records(&d).expect("all");
-        assert_eq!(all.len(), recs.len());
-        let keep = |r: &Rec| r.out_port % 17 == 3 && r.in_port.is_multiple_of(2);
-        let rows: Vec<u32> = (0..all.len() as u32).filter(|&i| keep(&all[i as usize])).collect();
-        let (some, _) = v.records_at(d.lens(), Some(&rows)).expect("some");
-        let want: Vec<Rec> = all.iter().filter(|r| keep(r)).copied().collect();
-        assert!(!want.is_empty() && want.len() < all.len() / 10);
-        assert_eq!(some, want);
-    }
 
     /// A small deterministic generator for the tests below.
     struct Xs(u64);
