@@ -46,6 +46,12 @@ impl Shared {
     pub fn slice(&self, from: usize, to: usize) -> Shared {
         Shared { buf: Arc::clone(&self.buf), start: self.start + from, end: self.start + to }
     }
+    /// The next `n` bytes at `c`, a cursor over these bytes, without copying them.
+    fn take(&self, c: &mut Cur<'_>, n: usize) -> Result<Shared, String> {
+        let at = c.pos();
+        c.bytes(n)?;
+        Ok(self.slice(at, c.pos()))
+    }
 }
 
 /// Bits per distinct key.
@@ -180,9 +186,7 @@ impl Bloom {
         if !(1..=32).contains(&probes) {
             return Err(format!("endpoint filter with {probes} probes"));
         }
-        let at = c.pos();
-        c.bytes(n as usize * 8)?;
-        Ok(Bloom { words: Words::Stored(src.slice(at, c.pos())), probes })
+        Ok(Bloom { words: Words::Stored(src.take(c, n as usize * 8)?), probes })
     }
 }
 
@@ -352,31 +356,20 @@ impl BlockFilter {
                             out.extend_from_slice(&a.octets());
                         }
                     }
-                    match m {
-                        // Stored bitmaps are written as they were read.
-                        PortBitmap::Plain(s) => {
-                            out.push(0);
-                            out.extend_from_slice(s.bytes());
-                        }
+                    // Written as read, or as `of` chose: it keeps a bitmap uncompressed
+                    // (`Built`) only when compressing it did not make it smaller.
+                    let plain = match m {
                         PortBitmap::Zstd(s, _) => {
                             out.push(1);
                             put_uvarint(out, s.bytes().len() as u64);
                             out.extend_from_slice(s.bytes());
+                            continue;
                         }
-                        PortBitmap::Built(m) => {
-                            // Ports cluster (the ephemeral range): zstd halves a busy address's
-                            // bitmap.
-                            let z = zstd::bulk::compress(&m[..], BITMAP_LEVEL).unwrap_or_default();
-                            if z.is_empty() || z.len() >= BITMAP_BYTES {
-                                out.push(0);
-                                out.extend_from_slice(&m[..]);
-                            } else {
-                                out.push(1);
-                                put_uvarint(out, z.len() as u64);
-                                out.extend_from_slice(&z);
-                            }
-                        }
-                    }
+                        PortBitmap::Plain(s) => s.bytes(),
+                        PortBitmap::Built(m) => &m[..],
+                    };
+                    out.push(0);
+                    out.extend_from_slice(plain);
                 }
                 f.outside.encode(out);
             }
@@ -412,19 +405,13 @@ impl BlockFilter {
                         return Err("endpoint filter: port bitmaps out of order".into());
                     }
                     let m = match c.u8()? {
-                        0 => {
-                            let at = c.pos();
-                            c.bytes(BITMAP_BYTES)?;
-                            PortBitmap::Plain(src.slice(at, c.pos()))
-                        }
+                        0 => PortBitmap::Plain(src.take(c, BITMAP_BYTES)?),
                         1 => {
                             let len = usize::try_from(c.uvarint()?).map_err(|_| "port bitmap too large")?;
                             if len == 0 || len >= BITMAP_BYTES {
                                 return Err(format!("endpoint filter: compressed port bitmap of {len} bytes"));
                             }
-                            let at = c.pos();
-                            c.bytes(len)?;
-                            PortBitmap::Zstd(src.slice(at, c.pos()), OnceLock::new())
+                            PortBitmap::Zstd(src.take(c, len)?, OnceLock::new())
                         }
                         t => return Err(format!("endpoint filter: unknown port bitmap codec {t}")),
                     };

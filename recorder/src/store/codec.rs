@@ -145,6 +145,9 @@ fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
+/// The high bit of each byte of a word: set in every byte of a varint but its last.
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
 /// A cursor over a byte slice.
 pub(crate) struct Cur<'a> {
     buf: &'a [u8],
@@ -195,7 +198,6 @@ impl<'a> Cur<'a> {
     /// Skips `count` LEB128 values: a value ends at a byte with the high bit clear, so whole
     /// 8-byte words are stepped over while they cannot hold more ends than are left to skip.
     pub fn skip(&mut self, mut count: usize) -> Result<(), String> {
-        const HIGH: u64 = 0x8080_8080_8080_8080;
         while count >= 8
             && let Some(w) = self.buf.get(self.pos..self.pos + 8)
         {
@@ -213,7 +215,6 @@ impl<'a> Cur<'a> {
     /// The wrapping sum of the next `count` zigzag LEB128 values; runs of one-byte values are
     /// summed eight at a time.
     pub fn sum(&mut self, mut count: usize) -> Result<i64, String> {
-        const HIGH: u64 = 0x8080_8080_8080_8080;
         let mut acc = 0i64;
         while count > 0 {
             if count >= 8
@@ -1102,13 +1103,8 @@ impl<'a> BlockView<'a> {
                 // them (see `Cur::skip` and `Cur::sum`), the counters advanced by counting bytes,
                 // and the outside prediction followed only along the rows of the inside indices
                 // asked for (a row's prediction depends only on earlier rows of its inside index).
-                let mut tracked = vec![0u64; n_inside.div_ceil(64)];
-                for &r in rows {
-                    let v = inside_at(r as usize) as usize;
-                    if v >= n_inside {
-                        return Err("dictionary index out of range".into());
-                    }
-                    tracked[v / 64] |= 1 << (v % 64);
+                if rows.iter().any(|&r| inside_at(r as usize) as usize >= n_inside) {
+                    return Err("dictionary index out of range".into());
                 }
                 let limit = rows.last().map_or(0, |&x| x as usize + 1);
                 let chain: Vec<u32> = match rows.first().map(|&r| inside_at(r as usize)) {
@@ -1117,13 +1113,20 @@ impl<'a> BlockView<'a> {
                         let (lo, hi) = (v as u8, (v >> 8) as u8);
                         (0..limit).filter(|&i| ii[i] == lo && ii[n + i] == hi).map(|i| i as u32).collect()
                     }
-                    _ => (0..limit)
-                        .filter(|&i| {
-                            let v = inside_at(i) as usize;
-                            v < n_inside && tracked[v / 64] & (1 << (v % 64)) != 0
-                        })
-                        .map(|i| i as u32)
-                        .collect(),
+                    _ => {
+                        let mut tracked = vec![0u64; n_inside.div_ceil(64)];
+                        for &r in rows {
+                            let v = inside_at(r as usize) as usize;
+                            tracked[v / 64] |= 1 << (v % 64);
+                        }
+                        (0..limit)
+                            .filter(|&i| {
+                                let v = inside_at(i) as usize;
+                                v < n_inside && tracked[v / 64] & (1 << (v % 64)) != 0
+                            })
+                            .map(|i| i as u32)
+                            .collect()
+                    }
                 };
                 let mut outs = Vec::with_capacity(rows.len());
                 let mut oc = Cur::new(oi);

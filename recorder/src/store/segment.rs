@@ -170,8 +170,12 @@ pub(crate) struct FrameRef {
 }
 
 impl FrameRef {
+    /// Where the payload is in the file's bytes.
+    pub fn payload_range(&self) -> std::ops::Range<usize> {
+        self.offset + FRAME_HEADER..self.end()
+    }
     pub fn payload<'a>(&self, data: &'a [u8]) -> &'a [u8] {
-        &data[self.offset + FRAME_HEADER..self.offset + FRAME_HEADER + self.len]
+        &data[self.payload_range()]
     }
     pub fn end(&self) -> usize {
         self.offset + FRAME_HEADER + self.len
@@ -386,7 +390,7 @@ fn load_fast(file: &File, path: &Path, bytes: u64) -> Result<SegMeta, String> {
     if f.ty != T_INDEX || f.end() != idx.len() {
         return Err("no index".into());
     }
-    let payload = f.offset + FRAME_HEADER..f.end();
+    let payload = f.payload_range();
     let blocks = decode_index(&Shared::new(Arc::new(idx)).slice(payload.start, payload.end))?;
     if blocks.len() != seal.blocks as usize || blocks.iter().any(|b| b.offset + b.len > seal.index_offset) {
         return Err("index disagrees with the seal".into());
