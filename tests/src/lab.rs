@@ -320,6 +320,22 @@ impl ChildGuard {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        let child = self
+            .child
+            .as_ref()
+            .ok_or_else(|| LabError::Invalid(format!("`{}` was already stopped", self.cmd)))?;
+        let pid = i32::try_from(child.id())
+            .map_err(|_| LabError::Invalid(format!("pid of `{}` out of range", self.cmd)))?;
+        // SAFETY: kill(2) has no memory-safety preconditions; the child is not reaped yet, so
+        // the pid is still ours.
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            return Err(io_err(format!("signalling `{}`", self.cmd))(io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
     /// The child itself (to take its stdout/stderr pipes).
     pub fn child_mut(&mut self) -> Option<&mut Child> {
         self.child.as_mut()

@@ -42,6 +42,19 @@ pub fn natrec_bin() -> Result<PathBuf> {
     Ok(path)
 }
 
+/// A `natrec record` stopped by [`NatrecRecord::pause`]; continued on drop.
+#[derive(Debug)]
+pub struct Paused<'a> {
+    child: &'a ChildGuard,
+}
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        // If it fails the process is gone, and stopping the recorder reports that.
+        let _ = self.child.signal(libc::SIGCONT);
+    }
+}
+
 /// A running `natrec record`; killed on drop if not stopped.
 #[derive(Debug)]
 pub struct NatrecRecord {
@@ -51,6 +64,17 @@ pub struct NatrecRecord {
 }
 
 impl NatrecRecord {
+    /// Stops the process (SIGSTOP) until the returned guard is dropped (SIGCONT): a reader that
+    /// cannot keep up, on demand, whatever the machine's speed.
+    pub fn pause(&self) -> Result<Paused<'_>> {
+        let child = self
+            .child
+            .as_ref()
+            .ok_or_else(|| LabError::Invalid("natrec record was already stopped".into()))?;
+        child.signal(libc::SIGSTOP)?;
+        Ok(Paused { child })
+    }
+
     /// Starts `natrec record --wan wan0 --lan lan1 … --jsonl JSONL --reap-interval 1s EXTRA…` in
     /// the lab's gateway and waits until it logs `ready`.
     pub fn start(lab: &GatewayLab, jsonl: &Path, extra: &[&str]) -> Result<NatrecRecord> {

@@ -45,7 +45,10 @@ fn a_full_ring_buffer_is_counted_and_every_translation_still_recorded() {
         .expect("natrec record");
 
     // A burst of new UDP entries: one datagram each, to FLOWS different remote ports, in
-    // batches the veth backlog (1000 packets) takes whole.
+    // batches the veth backlog (1000 packets) takes whole. natrec is paused meanwhile: a fast
+    // reader could otherwise drain even this ring as the burst fills it, and the drop path would
+    // go untested.
+    let paused = rec.pause().expect("pause natrec");
     let src_port = host
         .ns()
         .run_in(move || -> std::io::Result<u16> {
@@ -61,7 +64,9 @@ fn a_full_ring_buffer_is_counted_and_every_translation_still_recorded() {
         .expect("run_in")
         .expect("burst");
 
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(200));
+    drop(paused);
+    std::thread::sleep(Duration::from_millis(300));
     conntrack_flush(lab.gateway()).expect("flush");
     let ends = |evs: &[FlowEvent]| {
         evs.iter().filter(|e| matches!(e, FlowEvent::End(t) if t.proto == Proto::UDP && t.remote.ip() == IpAddr::V4(server))).count()
