@@ -161,16 +161,33 @@ pub enum Hook {
     WanEgress = 1,
     /// tc egress of an inside (LAN) interface (after DNAT of an inbound port forward).
     LanEgress = 2,
+    /// The entry's end: its `nf_conn` went back to the slab (`kmem_cache_free` tracepoint).
+    CtFree = 3,
 }
 
-/// One translation seen by the kernel: written to the ring buffer once per conntrack entry.
+impl Hook {
+    /// The hook from its wire value.
+    pub fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Self::WanEgress),
+            2 => Some(Self::LanEgress),
+            3 => Some(Self::CtFree),
+            _ => None,
+        }
+    }
+}
+
+/// One translation seen by the kernel: written to the ring buffer once per conntrack entry at its
+/// start (hooks [`Hook::WanEgress`], [`Hook::LanEgress`]) and, where the end probe runs, once
+/// more at its end ([`Hook::CtFree`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NatEvent {
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the packet was seen.
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the packet was seen, or the entry freed.
     pub ktime_ns: u64,
     /// The entry's start (`nf_conn_tstamp.start`, CLOCK_REALTIME ns) or 0 when the entry has no
     /// timestamp extension (`net.netfilter.nf_conntrack_timestamp` was 0 when it was created).
+    /// At an end, the start reported at the entry's start (0 if none was, see `start_known`).
     pub ct_start_ns: u64,
     /// Address of the `nf_conn`: identity while the entry lives (slots are reused; pair it with
     /// `ct_start_ns`). Never shown to users.
@@ -184,15 +201,22 @@ pub struct NatEvent {
     pub proto: u8,
     /// `ct->status`.
     pub ct_status: u32,
-    /// Interface the packet left through.
+    /// Interface the packet left through (0 at an end).
     pub ifindex: u32,
     /// [`NatKind`] as u8.
     pub kind: u8,
-    /// `enum ip_conntrack_info` of the packet.
+    /// `enum ip_conntrack_info` of the packet (0 at an end).
     pub ctinfo: u8,
     /// [`Hook`] as u8.
     pub hook: u8,
-    pub _pad: [u8; 1],
+    /// At an end: 1 when the programs reported this entry's start (then `ct_start_ns` is the
+    /// start they reported), 0 when they never did or have forgotten it.
+    pub start_known: u8,
+    /// At an end: how many jiffies the entry had been expired when it was freed (conntrack's
+    /// garbage collection reaps expired entries lazily); its true end is `ktime_ns` minus that.
+    /// 0 when it was deleted before its timeout (a TCP reset, a flush), and at a start.
+    pub late_jiffies: u32,
+    pub _pad: [u8; 4],
 }
 
 /// Kernel struct offsets, in bytes, read from the running kernel's BTF at load time.
@@ -232,7 +256,18 @@ pub struct KernelOffsets {
     pub ext_tstamp_id: u32,
     /// `struct nf_conn_tstamp.start`, or ABSENT.
     pub tstamp_start: u32,
-    pub _pad: u32,
+    /// `struct nf_conn.timeout` (expiry in jiffies, 32 bits), or ABSENT.
+    pub ct_timeout: u32,
+    /// `struct nf_conn.ct_net` (a `struct net *`), or ABSENT without network namespaces.
+    pub ct_net: u32,
+    /// `struct net.ns.inum` (the namespace's inode number), or ABSENT.
+    pub net_inum: u32,
+    /// `struct kmem_cache.name`, or ABSENT.
+    pub cache_name: u32,
+    /// The inode number of the network namespace whose entries the end probe reports (that of
+    /// `/proc/self/ns/net` in the daemon); 0 for all. Not an offset: set by the daemon, handed
+    /// over with them.
+    pub netns_inum: u32,
 }
 
 impl KernelOffsets {
@@ -257,7 +292,11 @@ impl KernelOffsets {
             ext_offset: Self::ABSENT,
             ext_tstamp_id: Self::ABSENT,
             tstamp_start: Self::ABSENT,
-            _pad: 0,
+            ct_timeout: Self::ABSENT,
+            ct_net: Self::ABSENT,
+            net_inum: Self::ABSENT,
+            cache_name: Self::ABSENT,
+            netns_inum: 0,
         }
     }
 }
@@ -274,8 +313,12 @@ pub mod counter {
     pub const RINGBUF_FULL: u32 = 3;
     /// Reads of kernel memory that failed (an event for that packet was not made).
     pub const READ_ERRORS: u32 = 4;
+    /// Conntrack entries freed (any, NATed or not, in any namespace) the end probe looked at.
+    pub const CT_FREES: u32 = 5;
+    /// End events written to the ring buffer (also counted in `EVENTS`).
+    pub const END_EVENTS: u32 = 6;
     /// Number of counters.
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 7;
 }
 
 /// Default capacity of the dedup LRU (conntrack entries already reported).
@@ -300,8 +343,8 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<Tuple>(), 40);
         assert_eq!(core::mem::size_of::<Endpoints>(), 56);
-        assert_eq!(core::mem::size_of::<NatEvent>(), 24 + 56 + 4 + 4 + 4 + 4);
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 16 * 4);
+        assert_eq!(core::mem::size_of::<NatEvent>(), 24 + 56 + 4 + 4 + 4 + 4 + 8);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 20 * 4);
     }
 
     fn tuple(src: [u8; 4], sp: u16, dst: [u8; 4], dp: u16) -> Tuple {

@@ -1,14 +1,25 @@
-//! Reading a packet's conntrack entry and reporting it once.
+//! Reading a conntrack entry and reporting it: once at its start (a packet's entry, from tc) and
+//! once at its end (the entry freed, from the `kmem_cache_free` tracepoint).
 use aya_ebpf::EbpfContext as _;
 use aya_ebpf::cty::c_void;
-use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, generated};
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::helpers::{
+    bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, generated,
+};
+use aya_ebpf::programs::{BtfTracePointContext, TcContext};
 use aya_log_ebpf::debug;
 use recorder_common::{
-    Hook, IP_CT_ESTABLISHED, KernelOffsets, NatEvent, NatKind, Tuple, classify_into, counter,
+    Hook, IPS_CONFIRMED, IP_CT_ESTABLISHED, KernelOffsets, NatEvent, NatKind, Tuple, classify_into,
+    counter,
 };
 
 use crate::{EVENTS, OFFSETS, SEEN, count};
+
+/// The `kmem_cache` conntrack entries come from, learned by name at the first free from it
+/// (kernel data addresses are not in kallsyms; the cache lives as long as nf_conntrack).
+static mut CT_CACHE: u64 = 0;
+
+/// The slab cache name of `struct nf_conn` (`nf_conntrack_cachep`).
+const CT_CACHE_NAME: &[u8] = b"nf_conntrack";
 
 /// `TC_ACT_UNSPEC`, which is `TCX_NEXT` under tcx: let the next program decide.
 const NEXT: i32 = -1;
@@ -77,8 +88,17 @@ fn try_observe(ctx: &TcContext, hook: Hook) -> Result<(), ()> {
         return Ok(());
     };
     let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points at the reserved, exclusively owned ring-buffer record.
-    if unsafe { fill(ev, ctx, hook, ct, ctinfo, kind, status, start) }.is_err() {
+    // SAFETY: `ev` points at the reserved, exclusively owned ring-buffer record;
+    // ctx.skb.skb is the program's context.
+    let filled = unsafe {
+        fill(ev, hook, ct, kind, status, start).map(|()| {
+            (*ev).ifindex = (*ctx.skb.skb).ifindex;
+            (*ev).ctinfo = ctinfo;
+            (*ev).start_known = 0;
+            (*ev).late_jiffies = 0;
+        })
+    };
+    if filled.is_err() {
         entry.discard(0);
         return Err(());
     }
@@ -92,18 +112,17 @@ fn try_observe(ctx: &TcContext, hook: Hook) -> Result<(), ()> {
     Ok(())
 }
 
-/// Fills the reserved record in place (the BPF stack is too small to build it there).
+/// Fills the reserved record's entry fields in place (the BPF stack is too small to build it
+/// there); the caller sets the hook-specific ones (`ifindex`, `ctinfo`, `start_known`,
+/// `late_jiffies`).
 ///
 /// # Safety
 /// `ev` must point at a writable `NatEvent`.
-#[expect(clippy::too_many_arguments, reason = "one call site, all scalars")]
 #[inline(always)]
 unsafe fn fill(
     ev: *mut NatEvent,
-    ctx: &TcContext,
     hook: Hook,
     ct: u64,
-    ctinfo: u8,
     kind: NatKind,
     status: u32,
     start: u64,
@@ -118,7 +137,7 @@ unsafe fn fill(
     let proto: u8 = read(orig_at + off!(tuple_dst_protonum) as u64)?;
     let zone_off = off!(ct_zone_id);
     let zone: u16 = if zone_off == ABSENT { 0 } else { read(ct + zone_off as u64)? };
-    // SAFETY: the caller hands us a writable record; ctx.skb.skb is the program's context.
+    // SAFETY: the caller hands us a writable record.
     unsafe {
         classify_into(kind, proto, &orig, &reply, &mut (*ev).ep);
         (*ev).ktime_ns = bpf_ktime_get_ns();
@@ -128,11 +147,9 @@ unsafe fn fill(
         (*ev).family = family as u8;
         (*ev).proto = proto;
         (*ev).ct_status = status;
-        (*ev).ifindex = (*ctx.skb.skb).ifindex;
         (*ev).kind = kind as u8;
-        (*ev).ctinfo = ctinfo;
         (*ev).hook = hook as u8;
-        (*ev)._pad = [0; 1];
+        (*ev)._pad = [0; 4];
     }
     Ok(())
 }
@@ -177,4 +194,107 @@ fn read_into<T>(dst: &mut T, addr: u64) -> Result<(), ()> {
         )
     };
     if ret < 0 { Err(()) } else { Ok(()) }
+}
+
+/// `kmem_cache_free(s, ptr)`: when `s` is conntrack's cache, `ptr` is an entry at the end of its
+/// life (after `nf_ct_delete` and the last reference; its extensions are already freed, its
+/// status, tuples and timeout are intact). A confirmed NATed entry of the watched namespace is
+/// reported as an end.
+pub fn freed(ctx: &BtfTracePointContext) {
+    let cache: u64 = ctx.arg(2);
+    // SAFETY: a plain read of a static this program alone writes.
+    let known = unsafe { core::ptr::read_volatile(&raw const CT_CACHE) };
+    if known != cache {
+        if known != 0 || !is_ct_cache(cache) {
+            return;
+        }
+        // SAFETY: every CPU that learns it writes the same value.
+        unsafe { core::ptr::write_volatile(&raw mut CT_CACHE, cache) };
+    }
+    count(counter::CT_FREES);
+    if try_freed(ctx.arg(1)).is_err() {
+        count(counter::READ_ERRORS);
+    }
+}
+
+/// Whether the cache at `cache` is named `nf_conntrack` (read only until it is found).
+#[inline(always)]
+fn is_ct_cache(cache: u64) -> bool {
+    let name_off = off!(cache_name);
+    if name_off == ABSENT || cache == 0 {
+        return false;
+    }
+    let Ok(name) = read::<u64>(cache + name_off as u64) else {
+        return false;
+    };
+    let mut buf = [0u8; 16];
+    // SAFETY: the helper checks the address and writes at most `buf.len()` bytes.
+    match unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, &mut buf) } {
+        Ok(s) => s == CT_CACHE_NAME,
+        Err(_) => false,
+    }
+}
+
+#[inline(always)]
+fn try_freed(ct: u64) -> Result<(), ()> {
+    if ct == 0 {
+        return Ok(());
+    }
+    let status: u32 = read(ct + off!(ct_status) as u64)?;
+    let Some(kind) = NatKind::from_status(status) else {
+        return Ok(());
+    };
+    if status & IPS_CONFIRMED == 0 {
+        // Never in the table (dropped before confirmation): not a translation.
+        return Ok(());
+    }
+    let want = off!(netns_inum);
+    let (net_off, inum_off) = (off!(ct_net), off!(net_inum));
+    if want != 0 && net_off != ABSENT && inum_off != ABSENT {
+        let net: u64 = read(ct + net_off as u64)?;
+        let inum: u32 = read(net + inum_off as u64)?;
+        if inum != want {
+            return Ok(());
+        }
+    }
+    // SAFETY: map values are plain u64s; the value is copied at once.
+    let seen = unsafe { SEEN.get(&ct) }.copied();
+    if seen.is_some() {
+        // The slot may be reused at once: its next entry must be reported afresh.
+        let _ = SEEN.remove(&ct);
+    }
+    let timeout_off = off!(ct_timeout);
+    let late = if timeout_off == ABSENT {
+        0
+    } else {
+        let timeout: u32 = read(ct + timeout_off as u64)?;
+        // SAFETY: bpf_jiffies64 has no preconditions.
+        let now = unsafe { generated::bpf_jiffies64() } as u32;
+        // As the kernel's nf_ct_expires: the wrapped difference, positive once expired.
+        let late = now.wrapping_sub(timeout) as i32;
+        if late > 0 { late as u32 } else { 0 }
+    };
+
+    let Some(mut entry) = EVENTS.reserve::<NatEvent>(0) else {
+        count(counter::RINGBUF_FULL);
+        return Ok(());
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points at the reserved, exclusively owned ring-buffer record.
+    let filled = unsafe {
+        fill(ev, Hook::CtFree, ct, kind, status, seen.unwrap_or(0)).map(|()| {
+            (*ev).ifindex = 0;
+            (*ev).ctinfo = 0;
+            (*ev).start_known = u8::from(seen.is_some());
+            (*ev).late_jiffies = late;
+        })
+    };
+    if filled.is_err() {
+        entry.discard(0);
+        return Err(());
+    }
+    entry.submit(0);
+    count(counter::EVENTS);
+    count(counter::END_EVENTS);
+    Ok(())
 }

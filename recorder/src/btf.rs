@@ -66,6 +66,8 @@ enum Detail {
     Array { elem: u32, nelems: u32 },
     Members(Vec<Member>),
     Enum(Vec<(u32, i64)>),
+    /// A function prototype's parameter types.
+    Params(Vec<u32>),
 }
 
 #[derive(Clone, Debug)]
@@ -178,8 +180,12 @@ impl Btf {
                     Detail::Enum(values)
                 }
                 KIND_FUNC_PROTO => {
-                    at += 8 * vlen;
-                    Detail::None
+                    let mut params = Vec::with_capacity(vlen);
+                    for _ in 0..vlen {
+                        params.push(u32_at(tsec, at + 4)?);
+                        at += 8;
+                    }
+                    Detail::Params(params)
                 }
                 KIND_DATASEC => {
                     at += 12 * vlen;
@@ -306,6 +312,44 @@ impl Btf {
         }
     }
 
+    /// The struct that argument `n` (from 0) of tracepoint `tp` points at, as BTF-enabled
+    /// tracepoint programs see it: the kernel's `btf_trace_<tp>` typedef is a pointer to a
+    /// function whose first parameter is the program's context, then the tracepoint's own.
+    /// `None` when the tracepoint does not exist or that argument is not a struct pointer.
+    pub fn tracepoint_arg_struct(&self, tp: &str, n: usize) -> Result<Option<String>, BtfError> {
+        let name = format!("btf_trace_{tp}");
+        let Some(id) = self
+            .types
+            .iter()
+            .position(|t| t.kind == KIND_TYPEDEF && self.str(t.name) == name)
+        else {
+            return Ok(None);
+        };
+        let Some(proto) = self.pointee(id as u32)? else {
+            return Ok(None);
+        };
+        let Detail::Params(params) = &self.ty(proto)?.detail else {
+            return Ok(None);
+        };
+        let Some(&arg) = params.get(n + 1) else {
+            return Ok(None);
+        };
+        let Some(target) = self.pointee(arg)? else {
+            return Ok(None);
+        };
+        let t = self.ty(target)?;
+        Ok((t.kind == KIND_STRUCT).then(|| self.str(t.name).to_owned()))
+    }
+
+    /// What a pointer type (behind typedefs and qualifiers) points at, itself resolved.
+    fn pointee(&self, id: u32) -> Result<Option<u32>, BtfError> {
+        let t = self.ty(self.resolve(id)?)?;
+        if t.kind != KIND_PTR {
+            return Ok(None);
+        }
+        Ok(Some(self.resolve(t.size_or_type)?))
+    }
+
     /// The value of enumerator `name` in any enum.
     pub fn enum_value(&self, name: &str) -> Option<i64> {
         self.types.iter().find_map(|t| match &t.detail {
@@ -403,8 +447,33 @@ impl KernelBtf {
             ext_offset: tstamp[1],
             ext_tstamp_id: tstamp[2],
             tstamp_start: tstamp[3],
-            _pad: 0,
+            ct_timeout: self.optional("nf_conn", &["timeout"])?.unwrap_or(ABSENT),
+            ct_net: self.optional("nf_conn", &["ct_net", "net"])?.unwrap_or(ABSENT),
+            net_inum: self.optional("net", &["ns", "inum"])?.unwrap_or(ABSENT),
+            cache_name: self.optional("kmem_cache", &["name"])?.unwrap_or(ABSENT),
+            netns_inum: 0,
         })
+    }
+
+    /// Why the end probe (`kmem_cache_free` as a BTF tracepoint, see
+    /// `recorder-ebpf/src/probes/ct_free.rs`) cannot run on this kernel, if it cannot: it needs
+    /// the cache as the tracepoint's third argument, the cache's name, and the entry's timeout.
+    pub fn end_probe_unusable(&self, o: &KernelOffsets) -> Result<Option<String>, BtfError> {
+        let arg = self.first(|b| b.tracepoint_arg_struct("kmem_cache_free", 2))?;
+        if arg.as_deref() != Some("kmem_cache") {
+            return Ok(Some(
+                "the kmem_cache_free tracepoint does not pass the cache (Linux 6.1 or later does)"
+                    .into(),
+            ));
+        }
+        for (what, off) in
+            [("kmem_cache.name", o.cache_name), ("nf_conn.timeout", o.ct_timeout)]
+        {
+            if off == KernelOffsets::ABSENT {
+                return Ok(Some(format!("kernel BTF has no struct {what}")));
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -466,6 +535,37 @@ mod tests {
     }
 
     #[test]
+    fn tracepoint_arguments_are_read_from_the_btf_trace_typedef() {
+        // strings: 0 "", 1 "kmem_cache", 12 "btf_trace_kmem_cache_free", 38 "name"
+        let strings = b"\0kmem_cache\0btf_trace_kmem_cache_free\0name\0";
+        let types = [
+            // 1: struct kmem_cache { void *name @0 }
+            1, info(KIND_STRUCT, 1, false), 8, 38, 5, 0,
+            // 2: const struct kmem_cache
+            0, info(KIND_CONST, 0, false), 1,
+            // 3: pointer to 2
+            0, info(KIND_PTR, 0, false), 2,
+            // 4: func proto (void *ctx, unsigned long call_site, void *ptr, const kmem_cache *s)
+            0, info(KIND_FUNC_PROTO, 4, false), 0, 0, 5, 0, 6, 0, 5, 0, 3,
+            // 5: void *
+            0, info(KIND_PTR, 0, false), 0,
+            // 6: int-ish (unsigned long)
+            0, info(KIND_INT, 0, false), 8, 64,
+            // 7: pointer to the proto
+            0, info(KIND_PTR, 0, false), 4,
+            // 8: typedef btf_trace_kmem_cache_free = 7
+            12, info(KIND_TYPEDEF, 0, false), 7,
+        ];
+        let btf = Btf::parse(&blob(&types, strings), None).expect("parse");
+        let arg = |n| btf.tracepoint_arg_struct("kmem_cache_free", n).expect("lookup");
+        assert_eq!(arg(2).as_deref(), Some("kmem_cache"));
+        assert_eq!(arg(1), None, "a void pointer is not a struct");
+        assert_eq!(arg(0), None, "an integer is not a pointer");
+        assert_eq!(arg(3), None, "no fourth argument");
+        assert_eq!(btf.tracepoint_arg_struct("kfree", 0).expect("lookup"), None);
+    }
+
+    #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(Btf::parse(b"", None).is_err());
         assert!(Btf::parse(&[0x9f, 0xeb, 1, 0, 24, 0, 0, 0, 0, 0, 0, 0, 99, 0, 0, 0], None).is_err());
@@ -493,5 +593,12 @@ mod tests {
         assert!(o.tuple_dst_u3 > o.tuple_src_l3num);
         assert!(o.tuple_dst_protonum > o.tuple_dst_u);
         assert_ne!(o.skb_nfct, KernelOffsets::ABSENT);
+        // The end probe's members; on Linux 6.1 and later (CI's kernel) it can run.
+        assert_ne!(o.ct_timeout, KernelOffsets::ABSENT);
+        assert_ne!(o.cache_name, KernelOffsets::ABSENT);
+        let release = crate::capture::kernel_release();
+        if crate::capture::kernel_major_minor(&release).is_some_and(|v| v >= (6, 1)) {
+            assert_eq!(k.end_probe_unusable(&o).expect("end probe check"), None, "kernel {release}");
+        }
     }
 }

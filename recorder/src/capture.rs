@@ -4,14 +4,21 @@
 //! from BTF ([`crate::btf`]), loads the embedded object with them as the `OFFSETS` global, and
 //! attaches the tc egress classifier to every WAN interface (and the LAN one to every inside
 //! interface given). On kernels with tcx (6.6+) the attachment is a bpf link; otherwise a
-//! `clsact` qdisc is added and a direct-action filter installed. Dropping the [`Capture`]
-//! detaches everything it attached.
+//! `clsact` qdisc is added and a direct-action filter installed.
+//!
+//! Ends come from the end probe where it runs (`--ends auto`, the default, or `ebpf`): a BTF
+//! tracepoint on `kmem_cache_free` that reports each NATed entry of this network namespace as it
+//! is freed, into the same ring buffer, so no ctnetlink event has to be built, copied and parsed
+//! per translation. Where it cannot run (kernels before 6.1, no BTF for it, or a refused attach)
+//! the daemon takes ends from ctnetlink DESTROY events, as it does with `--ends ctnetlink`.
+//!
+//! Dropping the [`Capture`] detaches everything it attached.
 
 use std::ffi::CString;
 use std::time::Duration;
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use aya::programs::{SchedClassifier, TcAttachType, tc};
+use aya::programs::{BtfTracePoint, SchedClassifier, TcAttachType, tc};
 use aya::{Ebpf, EbpfLoader};
 use recorder_common::{DEFAULT_RINGBUF_BYTES, DEFAULT_SEEN_ENTRIES, KernelOffsets, NatEvent, counter};
 
@@ -46,6 +53,25 @@ pub enum CaptureError {
     Log(String),
     #[error("ring buffer size {0} must be a power of two and a multiple of the page size")]
     BadRingSize(u32),
+    #[error("--ends ebpf: the end probe cannot run on this kernel: {0} (use --ends auto or ctnetlink)")]
+    NoEndProbe(String),
+    #[error("reading the kernel's BTF for the end probe: {0}")]
+    EndProbeBtf(aya::BtfError),
+    #[error("reading this process's network namespace (/proc/self/ns/net): {0}")]
+    Netns(std::io::Error),
+}
+
+/// Where translations' ends come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndsFrom {
+    /// The end probe where this kernel runs it, ctnetlink DESTROY events otherwise.
+    #[default]
+    Auto,
+    /// The end probe (BTF tracepoint on `kmem_cache_free`); fail if it cannot run.
+    Ebpf,
+    /// ctnetlink DESTROY events in reliable mode.
+    Ctnetlink,
 }
 
 /// What to attach to and how big the kernel-side maps are.
@@ -57,6 +83,7 @@ pub struct CaptureConfig {
     pub lan: Vec<String>,
     pub ringbuf_bytes: u32,
     pub seen_entries: u32,
+    pub ends: EndsFrom,
 }
 
 impl Default for CaptureConfig {
@@ -66,6 +93,7 @@ impl Default for CaptureConfig {
             lan: Vec::new(),
             ringbuf_bytes: DEFAULT_RINGBUF_BYTES,
             seen_entries: DEFAULT_SEEN_ENTRIES,
+            ends: EndsFrom::Auto,
         }
     }
 }
@@ -78,6 +106,10 @@ pub struct KernelCounters {
     pub events: u64,
     pub ringbuf_full: u64,
     pub read_errors: u64,
+    /// Conntrack entries the end probe saw freed (NATed or not, any namespace).
+    pub ct_frees: u64,
+    /// End events the end probe wrote (also counted in `events`).
+    pub end_events: u64,
 }
 
 /// How a program was attached.
@@ -97,6 +129,8 @@ pub struct Capture {
     logger: aya_log::EbpfLogger<&'static dyn log::Log>,
     attachments: Vec<Attachment>,
     offsets: KernelOffsets,
+    /// Whether the end probe runs: ends arrive in the ring buffer.
+    ends_in_ring: bool,
     _ebpf: Ebpf,
 }
 
@@ -106,6 +140,9 @@ const LOG_LEVEL_DEBUG: u8 = 4;
 
 const WAN_PROGRAM: &str = "natrec_wan_egress";
 const LAN_PROGRAM: &str = "natrec_lan_egress";
+const END_PROGRAM: &str = "natrec_ct_free";
+/// The tracepoint the end probe attaches to.
+const END_TRACEPOINT: &str = "kmem_cache_free";
 
 /// The release string of the running kernel (`uname -r`).
 pub fn kernel_release() -> String {
@@ -120,7 +157,7 @@ pub fn kernel_release() -> String {
 }
 
 /// Parses "6.18.44-foo" into (6, 18).
-fn kernel_major_minor(release: &str) -> Option<(u32, u32)> {
+pub(crate) fn kernel_major_minor(release: &str) -> Option<(u32, u32)> {
     let mut it = release.split(|c: char| !c.is_ascii_digit());
     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
 }
@@ -165,8 +202,15 @@ impl Capture {
         let release = kernel_release();
         raise_memlock_limit();
 
-        let offsets = KernelBtf::load()?.offsets()?;
+        let kernel_btf = KernelBtf::load()?;
+        let mut offsets = kernel_btf.offsets()?;
+        offsets.netns_inum = own_netns_inum()?;
         tracing::debug!(?offsets, "kernel offsets from BTF");
+        let end_probe_unusable = match cfg.ends {
+            EndsFrom::Ctnetlink => None,
+            EndsFrom::Auto | EndsFrom::Ebpf => kernel_btf.end_probe_unusable(&offsets)?,
+        };
+        drop(kernel_btf);
         // aya-log's level filter runs in the kernel: debug records cost nothing unless asked for.
         let log_level: u8 = if tracing::enabled!(target: "recorder::ebpf", tracing::Level::DEBUG) {
             LOG_LEVEL_DEBUG
@@ -179,6 +223,27 @@ impl Capture {
             .map_max_entries("EVENTS", cfg.ringbuf_bytes)
             .map_max_entries("SEEN", cfg.seen_entries)
             .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/recorder")))?;
+
+        // The end probe goes first: an entry whose start is reported then has its end reported.
+        let ends_in_ring = match (cfg.ends, end_probe_unusable) {
+            (EndsFrom::Ctnetlink, _) => false,
+            (EndsFrom::Ebpf, Some(why)) => return Err(CaptureError::NoEndProbe(why)),
+            (EndsFrom::Auto, Some(why)) => {
+                tracing::info!("ends from ctnetlink DESTROY events: {why}");
+                false
+            }
+            (ends, None) => match attach_end_probe(&mut ebpf) {
+                Ok(()) => true,
+                Err(e) if ends == EndsFrom::Auto => {
+                    tracing::warn!("ends from ctnetlink DESTROY events: the end probe did not start: {e}");
+                    false
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        if ends_in_ring {
+            tracing::info!(tracepoint = END_TRACEPOINT, "ends from the end probe");
+        }
 
         let mut attachments = Vec::new();
         for (ifaces, program) in [(&cfg.wan, WAN_PROGRAM), (&cfg.lan, LAN_PROGRAM)] {
@@ -218,7 +283,13 @@ impl Capture {
         let counters =
             PerCpuArray::try_from(ebpf.take_map("COUNTERS").ok_or(CaptureError::MissingItem("COUNTERS"))?)
                 .map_err(|source| CaptureError::Map { what: "map COUNTERS".into(), source })?;
-        Ok(Self { ring, counters, logger, attachments, offsets, _ebpf: ebpf })
+        Ok(Self { ring, counters, logger, attachments, offsets, ends_in_ring, _ebpf: ebpf })
+    }
+
+    /// Whether ends come through the ring buffer (the end probe runs); otherwise the daemon
+    /// must read them from ctnetlink.
+    pub fn ends_in_ring(&self) -> bool {
+        self.ends_in_ring
     }
 
     /// The ring buffer the programs write [`NatEvent`]s into.
@@ -251,6 +322,8 @@ impl Capture {
             events: get(counter::EVENTS)?,
             ringbuf_full: get(counter::RINGBUF_FULL)?,
             read_errors: get(counter::READ_ERRORS)?,
+            ct_frees: get(counter::CT_FREES)?,
+            end_events: get(counter::END_EVENTS)?,
         })
     }
 
@@ -267,6 +340,46 @@ impl Capture {
     pub fn has_timestamps(&self) -> bool {
         self.offsets.tstamp_start != KernelOffsets::ABSENT
     }
+}
+
+/// Loads and attaches the end probe.
+fn attach_end_probe(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
+    let btf = aya::Btf::from_sys_fs().map_err(CaptureError::EndProbeBtf)?;
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(END_PROGRAM)
+        .ok_or(CaptureError::MissingItem(END_PROGRAM))?
+        .try_into()
+        .map_err(|source| CaptureError::Program { what: format!("program {END_PROGRAM}"), source })?;
+    prog.load(END_TRACEPOINT, &btf).map_err(|source| CaptureError::Program {
+        what: format!("loading {END_PROGRAM} (the kernel's verifier log follows)"),
+        source,
+    })?;
+    prog.attach().map_err(|source| CaptureError::Program {
+        what: format!("attaching {END_PROGRAM} to the {END_TRACEPOINT} tracepoint"),
+        source,
+    })?;
+    Ok(())
+}
+
+/// The inode number of this process's network namespace: the end probe reports only entries
+/// of that namespace.
+fn own_netns_inum() -> Result<u32, CaptureError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let ino = std::fs::metadata("/proc/self/ns/net").map_err(CaptureError::Netns)?.ino();
+    // Namespace inode numbers are 32-bit (`ns_common.inum` is an unsigned int).
+    u32::try_from(ino).map_err(|_| CaptureError::Netns(std::io::Error::other(format!("inode {ino} beyond 32 bits"))))
+}
+
+/// The length of a jiffy (the kernel's tick) in nanoseconds: the resolution of the coarse
+/// clocks, which advance once per tick. The end probe reports how late an expired entry was
+/// freed in jiffies.
+pub fn jiffy_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec; CLOCK_MONOTONIC_COARSE exists since Linux 2.6.32.
+    let ok = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } == 0;
+    let ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    // HZ is 100 to 1000 on every architecture Linux runs natrec on; 4 ms (HZ=250) otherwise.
+    if ok && (1_000_000..=10_000_000).contains(&ns) { ns } else { 4_000_000 }
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK.
@@ -345,6 +458,32 @@ mod tests {
         let now = jiff::Timestamp::now();
         let diff = (now.as_nanosecond() - wall.as_nanosecond()).abs();
         assert!(diff < 50_000_000, "monotonic→wall conversion off by {diff} ns");
+    }
+
+    #[test]
+    fn a_jiffy_is_the_coarse_clocks_step() {
+        let j = jiffy_ns();
+        // HZ is one of 100, 250, 300, 1000 on the kernels natrec runs on.
+        let hz = (1_000_000_000 + j / 2) / j;
+        assert!([100, 250, 300, 1000].contains(&hz), "jiffy {j} ns: HZ {hz}");
+        // The coarse clock advances by about that step.
+        let coarse = || clock_ns(libc::CLOCK_MONOTONIC_COARSE);
+        let a = coarse();
+        let mut b = coarse();
+        while b == a {
+            b = coarse();
+        }
+        let step = (b - a) as u64;
+        assert!(step >= j / 2 && step <= 3 * j, "coarse step {step} ns, jiffy {j} ns");
+    }
+
+    #[test]
+    fn the_netns_inode_is_this_process_namespace() {
+        use std::os::unix::fs::MetadataExt as _;
+        let ino = own_netns_inum().expect("netns");
+        let again = std::fs::metadata("/proc/thread-self/ns/net").expect("thread netns").ino();
+        assert_eq!(u64::from(ino), again);
+        assert_ne!(ino, 0);
     }
 
     #[test]

@@ -3,13 +3,18 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use jiff::Timestamp;
 
 use natrec_tests::conntrack::{CtTranslation, conntrack_flush, conntrack_list};
 use natrec_tests::gateway::{GatewayLab, LabSpec, OUTSIDE_ROUTER};
 use natrec_tests::lab::{self, TempDir};
 use natrec_tests::recorder_proc::NatrecRecord;
 use natrec_tests::traffic::{self, EchoServer, FlowDone, TcpFlow};
+use recorder::conntrack::{CtEntry, EventOptions, EventSocket, Wait};
 use recorder::model::{Flags, FlowEvent, Kind, Proto, Translation};
 
 /// How long to wait for end events after the last flow (natural expiry with the lab's short
@@ -59,6 +64,15 @@ fn ct_translation_of(lab: &GatewayLab, done: &FlowDone, kind: Kind) -> CtTransla
 /// Waits for an end event of every key; flushes the gateway's conntrack table if natural expiry
 /// did not bring them all. Returns every event natrec wrote, after stopping it.
 fn finish(lab: &GatewayLab, natrec: NatrecRecord, keys: &[Key]) -> Vec<FlowEvent> {
+    finish_with_log(lab, natrec, keys).0
+}
+
+/// [`finish`], also returning natrec's stderr.
+fn finish_with_log(
+    lab: &GatewayLab,
+    natrec: NatrecRecord,
+    keys: &[Key],
+) -> (Vec<FlowEvent>, String) {
     let all_ended = |events: &[FlowEvent]| {
         keys.iter().all(|k| {
             events
@@ -80,7 +94,7 @@ fn finish(lab: &GatewayLab, natrec: NatrecRecord, keys: &[Key]) -> Vec<FlowEvent
     }
     let (events, stderr) = natrec.stop().expect("stopping natrec record");
     eprintln!("natrec record's stderr:\n{stderr}");
-    events
+    (events, stderr)
 }
 
 /// The single start and single end natrec wrote for `key`.
@@ -147,10 +161,10 @@ fn assert_covers(start: &Translation, end: &Translation, done: &FlowDone, seeded
             !start.flags.contains(Flags::START_APPROX),
             "natrec turns timestamps on: {start:?}"
         );
-        // natrec turns conntrack events on before these flows: their ends are the kernel's.
+        // natrec listens for ends before these flows: their ends are the kernel's.
         assert!(
             !end.flags.contains(Flags::END_APPROX) && !end.flags.contains(Flags::END_ONLY),
-            "a flow made while natrec listened ends by its DESTROY event: {end:?}"
+            "a flow made while natrec listened ends by its end event: {end:?}"
         );
         assert!(
             start.start <= done.first_reply,
@@ -167,13 +181,34 @@ fn assert_covers(start: &Translation, end: &Translation, done: &FlowDone, seeded
     }
 }
 
+/// Whether the end probe is expected to run here: it needs Linux 6.1 or later, which CI has;
+/// `NATREC_TESTS_NO_END_PROBE=1` says this kernel cannot (the ctnetlink tests still run).
+fn end_probe_expected() -> bool {
+    std::env::var_os("NATREC_TESTS_NO_END_PROBE").is_none()
+}
+
+/// Every kind of flow, with ends from the end probe (the default where it runs).
 #[test]
-fn natrec_records_every_flow_like_conntrack() {
+fn natrec_records_every_flow_like_conntrack_with_the_end_probe() {
+    if !end_probe_expected() {
+        eprintln!("NATREC_TESTS_NO_END_PROBE is set: not testing the end probe");
+        return;
+    }
+    records_every_flow_like_conntrack("cap", "ebpf");
+}
+
+/// The same with ends from ctnetlink DESTROY events (kernels without the end probe).
+#[test]
+fn natrec_records_every_flow_like_conntrack_with_ctnetlink_ends() {
+    records_every_flow_like_conntrack("capnl", "ctnetlink");
+}
+
+fn records_every_flow_like_conntrack(prefix: &str, ends: &str) {
     if !lab::lab_test_start().expect("lab capabilities") {
         return;
     }
     let lab = GatewayLab::build(LabSpec {
-        prefix: "cap".into(),
+        prefix: prefix.into(),
         ..LabSpec::default()
     })
     .expect("lab");
@@ -197,8 +232,8 @@ fn natrec_records_every_flow_like_conntrack() {
     let _gw_tcp = EchoServer::tcp(lab.gateway(), sa(Ipv4Addr::UNSPECIFIED, 7)).expect("gw tcp");
     let _gw_udp = EchoServer::udp(lab.gateway(), sa(Ipv4Addr::UNSPECIFIED, 7)).expect("gw udp");
 
-    let natrec =
-        NatrecRecord::start(&lab, &dir.path().join("flows.jsonl"), &[]).expect("natrec record");
+    let natrec = NatrecRecord::start(&lab, &dir.path().join("flows.jsonl"), &["--ends", ends])
+        .expect("natrec record");
 
     // Each flow is looked up in the gateway's conntrack table at once, while its entry lives.
     let mut expected: Vec<(Key, FlowDone, bool, &str)> = Vec::new();
@@ -230,7 +265,11 @@ fn natrec_records_every_flow_like_conntrack() {
     .expect("udp to gw");
     traffic::ping(h[2].ns(), h[2].addr(), 778, h[2].gateway_addr(), 1).expect("ping gw");
     let keys: Vec<Key> = expected.iter().map(|(k, ..)| *k).collect();
-    let events = finish(&lab, natrec, &keys);
+    let (events, stderr) = finish_with_log(&lab, natrec, &keys);
+    assert!(
+        stderr.contains(&format!("ends_from=\"{ends}\"")),
+        "natrec took its ends from {ends}: {stderr}"
+    );
 
     for (key, done, seeded, what) in &expected {
         eprintln!("checking {what}: {key:?}");
@@ -367,5 +406,129 @@ fn two_hosts_with_the_same_source_port_get_distinct_outside_ports() {
         events.len(),
         12,
         "a start and an end for each of the 6 flows: {events:#?}"
+    );
+}
+
+/// The end probe reports the kernel's own stop time: for each flow, natrec's end is within two
+/// jiffies (plus a little) of the stop timestamp in the gateway's DESTROY event, also for entries
+/// that expired and were reaped up to natrec's reap interval (1 s) later, whose end the probe
+/// must take back from the moment the entry was freed to the moment it expired.
+#[test]
+fn end_probe_ends_are_the_kernels_stop_times() {
+    if !end_probe_expected() {
+        eprintln!("NATREC_TESTS_NO_END_PROBE is set: not testing the end probe");
+        return;
+    }
+    if !lab::lab_test_start().expect("lab capabilities") {
+        return;
+    }
+    let lab = GatewayLab::build(LabSpec {
+        prefix: "endp".into(),
+        port_forward: false,
+        ..LabSpec::default()
+    })
+    .expect("lab");
+    let dir = TempDir::new("endp").expect("temp dir");
+    let server = lab.servers()[0];
+    let _tcp_server = EchoServer::tcp(lab.outside(), sa(server, 7)).expect("tcp echo");
+    let _udp_server = EchoServer::udp(lab.outside(), sa(server, 7)).expect("udp echo");
+
+    // natrec turns timestamps on; a DESTROY listener of the test's own (natrec subscribes to
+    // none with the end probe) reads the kernel's stop times, noting when each arrived.
+    let natrec = NatrecRecord::start(&lab, &dir.path().join("flows.jsonl"), &["--ends", "ebpf"])
+        .expect("natrec record");
+    let mut sock = lab
+        .gateway()
+        .run_in(|| {
+            EventSocket::open(&EventOptions {
+                rcvbuf_bytes: 8 << 20,
+                wait: Wait::Timeout(Duration::from_millis(100)),
+                max_batch: 256,
+            })
+        })
+        .expect("inside the gateway")
+        .expect("DESTROY listener");
+    let stop = Arc::new(AtomicBool::new(false));
+    let listening = stop.clone();
+    let listener = std::thread::spawn(move || {
+        let mut got: Vec<(CtEntry, Timestamp)> = Vec::new();
+        while !listening.load(Ordering::Relaxed) {
+            let mut batch = Vec::new();
+            let st = sock.recv_batch(&mut batch).expect("reading DESTROY events");
+            assert!(
+                !st.needs_resync(),
+                "the test's DESTROY listener lost events: {st:?}"
+            );
+            let at = Timestamp::now();
+            got.extend(batch.into_iter().map(|e| (e, at)));
+        }
+        got
+    });
+
+    let h = lab.hosts();
+    let mut flows = Vec::new();
+    for (i, host) in h.iter().enumerate() {
+        let udp = traffic::udp_exchange(host.ns(), sa(host.addr(), 0), sa(server, 7), 1 + i)
+            .expect("udp");
+        flows.push(udp);
+    }
+    let mut tcp = TcpFlow::open(h[0].ns(), sa(h[0].addr(), 0), sa(server, 7)).expect("tcp");
+    tcp.exchange(2).expect("tcp exchange");
+    flows.push(tcp.done());
+    flows.push(traffic::ping(h[1].ns(), h[1].addr(), 991, server, 2).expect("ping"));
+    let keys: Vec<Key> = flows
+        .iter()
+        .map(|f| ct_key(&ct_translation_of(&lab, f, Kind::Snat)))
+        .collect();
+    tcp.close();
+
+    let events = finish(&lab, natrec, &keys);
+    // The listener's events were delivered when natrec's were: give it a moment to read them.
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let destroys = listener.join().expect("listener thread");
+
+    let jiffy = jiff::SignedDuration::from_nanos(recorder::capture::jiffy_ns() as i64);
+    let tolerance = jiffy * 2 + jiff::SignedDuration::from_millis(5);
+    let mut reaped_late = 0;
+    for key in &keys {
+        let (_, end) = start_and_end(&events, key);
+        let ended = end.end.expect("an end event has an end");
+        let kernel: Vec<&(CtEntry, Timestamp)> = destroys
+            .iter()
+            .filter(|(e, _)| {
+                e.nat()
+                    .and_then(|(kind, ep)| {
+                        Translation::from_endpoints(e.family, e.proto, kind, &ep, e.zone, ended)
+                    })
+                    .is_some_and(|t| key_of(&t) == *key)
+            })
+            .collect();
+        assert_eq!(kernel.len(), 1, "one DESTROY event for {key:?}: {kernel:?}");
+        let (entry, arrived) = kernel[0];
+        let stop_ns = entry
+            .stop_ns
+            .expect("the kernel's stop timestamp (natrec turned them on)");
+        let kernel_stop = Timestamp::from_nanosecond(i128::from(stop_ns)).expect("stop time");
+        let diff = ended.duration_since(kernel_stop).abs();
+        let delay = arrived.duration_since(kernel_stop);
+        eprintln!(
+            "{key:?}: natrec end {ended}, kernel stop {kernel_stop} (off by {diff:?}), DESTROY \
+             arrived {delay:?} after the stop"
+        );
+        assert!(
+            diff <= tolerance,
+            "natrec's end {ended} is {diff:?} from the kernel's stop {kernel_stop} for {key:?}"
+        );
+        assert_eq!(end.flags, Flags::empty(), "an exact start and end: {end:?}");
+        if delay > jiff::SignedDuration::from_millis(100) {
+            reaped_late += 1;
+        }
+    }
+    // Expired entries wait for the garbage collector or natrec's reaping dump: at least one was
+    // freed well after it expired, so the probe's lateness correction was exercised.
+    assert!(
+        reaped_late > 0,
+        "no entry was reaped late: the lateness correction went untested"
     );
 }

@@ -4,16 +4,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use recorder::capture::CaptureConfig;
+use recorder::capture::{CaptureConfig, EndsFrom};
 use recorder::daemon::{self, RecordConfig};
 
 use super::store_args::{StoreArgs, parse_duration, parse_size};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Run it in the gateway's network namespace, as root. It attaches a tc egress \
-classifier to every --wan (and --lan) interface, listens to conntrack DESTROY events in reliable \
-mode, seeds the translations that already exist, and writes one start and one end event per \
-translation. It logs `ready: recording` once everything is attached and seeded. SIGINT or SIGTERM \
+classifier to every --wan (and --lan) interface, takes ends from its end probe (a BTF tracepoint \
+on kmem_cache_free, Linux 6.1+) or else from conntrack DESTROY events in reliable mode, seeds the \
+translations that already exist, and writes one start and one end event per translation. It logs `ready: recording` once everything is attached and seeded. SIGINT or SIGTERM \
 stops it cleanly (everything attached is detached).")]
 pub struct Args {
     /// A WAN (outside) interface: SNAT is captured as packets leave it. Repeat for several.
@@ -39,14 +39,19 @@ pub struct Args {
     /// Capacity of the kernel's map of entries already reported.
     #[arg(long, default_value_t = recorder_common::DEFAULT_SEEN_ENTRIES, value_name = "N")]
     seen_entries: u32,
-    /// Receive buffer for conntrack events.
+    /// Where ends come from: `auto` takes the end probe where the kernel runs it and ctnetlink
+    /// DESTROY events otherwise; `ebpf` fails if the end probe cannot run.
+    #[arg(long, value_enum, default_value_t = EndsFrom::Auto, value_name = "SOURCE")]
+    ends: EndsFrom,
+    /// Receive buffer for conntrack events (with ends from ctnetlink).
     #[arg(long, default_value = "64MiB", value_name = "BYTES", value_parser = parse_size)]
     netlink_rcvbuf: u64,
     /// How often counters are logged.
     #[arg(long, default_value = "60s", value_name = "DURATION", value_parser = parse_duration)]
     stats_interval: Duration,
     /// Leave net.netfilter.nf_conntrack_timestamp and nf_conntrack_events as they are (natrec
-    /// sets both to 1 by default: exact start and stop times, an end event for every entry).
+    /// sets the first to 1 by default, for exact start and stop times, and with ends from
+    /// ctnetlink the second too, for an end event for every entry).
     #[arg(long)]
     keep_sysctls: bool,
     /// At exit, print the run's counters as one JSON object on standard error.
@@ -63,6 +68,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             lan: args.lan,
             ringbuf_bytes,
             seen_entries: args.seen_entries,
+            ends: args.ends,
         },
         jsonl: args.jsonl,
         store: args.store.to_options().context("store options")?,
@@ -75,6 +81,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let k = &summary.kernel;
     let t = &summary.tracker;
     tracing::info!(
+        ends_from = summary.ends_from,
         starts = t.starts,
         ends = t.ends,
         seeded = t.seeded,
@@ -84,6 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         kernel_events = k.events,
         ringbuf_full = k.ringbuf_full,
         read_errors = k.read_errors,
+        end_events = k.end_events,
         destroys = summary.netlink_destroys,
         enobufs = summary.netlink_enobufs,
         "stopped"
