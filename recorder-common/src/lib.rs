@@ -315,16 +315,23 @@ pub mod counter {
     pub const READ_ERRORS: u32 = 4;
     /// Conntrack entries freed (any, NATed or not, in any namespace) the end probe looked at.
     pub const CT_FREES: u32 = 5;
-    /// End events written to the ring buffer (also counted in `EVENTS`).
+    /// End events written (also counted in `EVENTS`), to the ring buffer or its spill ring.
     pub const END_EVENTS: u32 = 6;
+    /// End events written to the spill ring because the ring buffer was full (also counted in
+    /// `END_EVENTS`). An end lost from both counts in `RINGBUF_FULL`.
+    pub const ENDS_SPILLED: u32 = 7;
     /// Number of counters.
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = 8;
 }
 
 /// Default capacity of the dedup LRU (conntrack entries already reported).
 pub const DEFAULT_SEEN_ENTRIES: u32 = 1 << 18;
 /// Default ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const DEFAULT_RINGBUF_BYTES: u32 = 1 << 24;
+/// Size of the spill ring, where the end probe writes when the ring buffer is full: a lost start
+/// is made good by the entry's next packet or its end, but an entry whose start and end were
+/// both lost would not be recorded at all. About 18 000 ends.
+pub const END_SPILL_BYTES: u32 = 1 << 21;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -12,7 +12,7 @@ use recorder_common::{
     counter,
 };
 
-use crate::{EVENTS, OFFSETS, SEEN, count};
+use crate::{END_SPILL, EVENTS, OFFSETS, SEEN, count};
 
 /// The `kmem_cache` conntrack entries come from, learned by name at the first free from it
 /// (kernel data addresses are not in kallsyms; the cache lives as long as nf_conntrack).
@@ -275,9 +275,19 @@ fn try_freed(ct: u64) -> Result<(), ()> {
         if late > 0 { late as u32 } else { 0 }
     };
 
-    let Some(mut entry) = EVENTS.reserve::<NatEvent>(0) else {
-        count(counter::RINGBUF_FULL);
-        return Ok(());
+    // An end whose start was lost too would leave no record: it spills rather than drops.
+    let mut entry = match EVENTS.reserve::<NatEvent>(0) {
+        Some(e) => e,
+        None => match END_SPILL.reserve::<NatEvent>(0) {
+            Some(e) => {
+                count(counter::ENDS_SPILLED);
+                e
+            }
+            None => {
+                count(counter::RINGBUF_FULL);
+                return Ok(());
+            }
+        },
     };
     let ev = entry.as_mut_ptr();
     // SAFETY: `ev` points at the reserved, exclusively owned ring-buffer record.

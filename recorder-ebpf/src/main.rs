@@ -1,4 +1,5 @@
-//! natrec's kernel side: tc egress classifiers that report each NATed conntrack entry once.
+//! natrec's kernel side: tc egress classifiers that report each NATed conntrack entry at its
+//! start, and an end probe that reports it again as it is freed.
 //!
 //! The programs only observe: they always return `TC_ACT_UNSPEC` (`TCX_NEXT` under tcx), so the
 //! packet goes on to whatever else is attached. Kernel struct offsets come from the read-only
@@ -8,7 +9,9 @@
 
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{LruHashMap, PerCpuArray, RingBuf};
-use recorder_common::{DEFAULT_RINGBUF_BYTES, DEFAULT_SEEN_ENTRIES, KernelOffsets, counter};
+use recorder_common::{
+    DEFAULT_RINGBUF_BYTES, DEFAULT_SEEN_ENTRIES, END_SPILL_BYTES, KernelOffsets, counter,
+};
 
 mod conntrack;
 mod probes;
@@ -20,6 +23,10 @@ static OFFSETS: KernelOffsets = KernelOffsets::absent();
 /// One [`recorder_common::NatEvent`] per reported conntrack entry. Userspace sets the size.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RINGBUF_BYTES, 0);
+
+/// Ends that found `EVENTS` full (see [`recorder_common::END_SPILL_BYTES`]).
+#[map]
+static END_SPILL: RingBuf = RingBuf::with_byte_size(END_SPILL_BYTES, 0);
 
 /// Conntrack entries already reported: `nf_conn` address → its start timestamp (0 if none).
 /// The timestamp tells a reused `nf_conn` slot from the entry that had it before.

@@ -110,6 +110,9 @@ pub struct KernelCounters {
     pub ct_frees: u64,
     /// End events the end probe wrote (also counted in `events`).
     pub end_events: u64,
+    /// End events written to the spill ring because the ring buffer was full (also counted in
+    /// `end_events`; none of them is lost).
+    pub ends_spilled: u64,
 }
 
 /// How a program was attached.
@@ -125,6 +128,8 @@ pub struct Attachment {
 pub struct Capture {
     // Field order matters: the maps are dropped before the object that owns the programs.
     ring: RingBuf<MapData>,
+    /// Where the end probe writes when `ring` is full.
+    spill: RingBuf<MapData>,
     counters: PerCpuArray<MapData, u64>,
     logger: aya_log::EbpfLogger<&'static dyn log::Log>,
     attachments: Vec<Attachment>,
@@ -280,10 +285,13 @@ impl Capture {
             .map_err(|e| CaptureError::Log(e.to_string()))?;
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(CaptureError::MissingItem("EVENTS"))?)
             .map_err(|source| CaptureError::Map { what: "ring buffer EVENTS".into(), source })?;
+        let spill =
+            RingBuf::try_from(ebpf.take_map("END_SPILL").ok_or(CaptureError::MissingItem("END_SPILL"))?)
+                .map_err(|source| CaptureError::Map { what: "ring buffer END_SPILL".into(), source })?;
         let counters =
             PerCpuArray::try_from(ebpf.take_map("COUNTERS").ok_or(CaptureError::MissingItem("COUNTERS"))?)
                 .map_err(|source| CaptureError::Map { what: "map COUNTERS".into(), source })?;
-        Ok(Self { ring, counters, logger, attachments, offsets, ends_in_ring, _ebpf: ebpf })
+        Ok(Self { ring, spill, counters, logger, attachments, offsets, ends_in_ring, _ebpf: ebpf })
     }
 
     /// Whether ends come through the ring buffer (the end probe runs); otherwise the daemon
@@ -297,9 +305,15 @@ impl Capture {
         &mut self.ring
     }
 
-    /// Pops the next event from the ring buffer, if any.
+    /// Pops the next event from the ring buffer, or else from the spill ring, if any.
+    ///
+    /// A spilled end comes after events the ring took later; the tracker's rules for a tuple
+    /// taken by a newer entry before the old one's end arrived cover that.
     pub fn next_event(&mut self) -> Option<NatEvent> {
-        let item = self.ring.next()?;
+        let item = match self.ring.next() {
+            Some(item) => item,
+            None => self.spill.next()?,
+        };
         if item.len() < size_of::<NatEvent>() {
             return None;
         }
@@ -324,6 +338,7 @@ impl Capture {
             read_errors: get(counter::READ_ERRORS)?,
             ct_frees: get(counter::CT_FREES)?,
             end_events: get(counter::END_EVENTS)?,
+            ends_spilled: get(counter::ENDS_SPILLED)?,
         })
     }
 

@@ -1,6 +1,7 @@
 //! Nothing is lost silently: with a ring buffer far too small for a burst, the kernel side counts
 //! every event it could not write, natrec reports the count, and every translation is still
-//! recorded (from its end event).
+//! recorded (from its end event), whether ends come from ctnetlink or from the end probe (whose
+//! ends spill to a ring of their own when the ring buffer is full).
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -16,12 +17,25 @@ const FLOWS: u16 = 2000;
 const FIRST_PORT: u16 = 20000;
 
 #[test]
-fn a_full_ring_buffer_is_counted_and_every_translation_still_recorded() {
+fn a_full_ring_buffer_is_counted_and_every_translation_still_recorded_with_ctnetlink_ends() {
+    full_ring_buffer("dropnl", "ctnetlink");
+}
+
+#[test]
+fn a_full_ring_buffer_is_counted_and_every_translation_still_recorded_with_the_end_probe() {
+    if std::env::var_os("NATREC_TESTS_NO_END_PROBE").is_some() {
+        eprintln!("NATREC_TESTS_NO_END_PROBE is set: not testing the end probe");
+        return;
+    }
+    full_ring_buffer("dropeb", "ebpf");
+}
+
+fn full_ring_buffer(prefix: &str, ends_from: &str) {
     if !lab_test_start().expect("lab capabilities") {
         return;
     }
     let lab = GatewayLab::build(LabSpec {
-        prefix: "drop".into(),
+        prefix: prefix.into(),
         inside_hosts: 1,
         port_forward: false,
         ..LabSpec::default()
@@ -41,8 +55,12 @@ fn a_full_ring_buffer_is_counted_and_every_translation_still_recorded() {
     let work = TempDir::new("natrec-drops").expect("tmp");
     let jsonl = work.path().join("events.jsonl");
     // One page: room for a few dozen events, against a burst of thousands.
-    let rec = NatrecRecord::start(&lab, &jsonl, &["--ringbuf-size", "4096", "--stats-json"])
-        .expect("natrec record");
+    let rec = NatrecRecord::start(
+        &lab,
+        &jsonl,
+        &["--ringbuf-size", "4096", "--stats-json", "--ends", ends_from],
+    )
+    .expect("natrec record");
 
     // A burst of new UDP entries: one datagram each, to FLOWS different remote ports, in
     // batches the veth backlog (1000 packets) takes whole. natrec is paused meanwhile: a fast
@@ -67,7 +85,12 @@ fn a_full_ring_buffer_is_counted_and_every_translation_still_recorded() {
     std::thread::sleep(Duration::from_millis(200));
     drop(paused);
     std::thread::sleep(Duration::from_millis(300));
-    conntrack_flush(lab.gateway()).expect("flush");
+    {
+        // Paused again for the flush: the end probe's 2000 ends meet a full ring and spill.
+        let _paused = rec.pause().expect("pause natrec");
+        conntrack_flush(lab.gateway()).expect("flush");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let ends = |evs: &[FlowEvent]| {
         evs.iter().filter(|e| matches!(e, FlowEvent::End(t) if t.proto == Proto::UDP && t.remote.ip() == IpAddr::V4(server))).count()
     };
@@ -108,4 +131,16 @@ fn a_full_ring_buffer_is_counted_and_every_translation_still_recorded() {
         "each entry whose start event was dropped is known from its end only; stats: {stats}"
     );
     assert!(log.contains("ring buffer full"), "the drop is logged:\n{log}");
+    assert_eq!(stats["ends_from"], ends_from, "stats: {stats}");
+    let spilled = stats["kernel"]["ends_spilled"].as_u64().expect("kernel.ends_spilled");
+    if ends_from == "ebpf" {
+        assert!(spilled > 0, "the ends met a full ring: {stats}");
+        assert_eq!(
+            stats["kernel"]["end_events"].as_u64(),
+            Some(u64::from(FLOWS)),
+            "an end event for every flow, none lost: {stats}"
+        );
+    } else {
+        assert_eq!(spilled, 0, "no end probe, no spill: {stats}");
+    }
 }

@@ -31,8 +31,12 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum Recorder {
     /// Nothing recording: the kernel alone.
     None,
-    /// `natrec record --dir DIR` (its segment store).
+    /// `natrec record --dir DIR` (its segment store), ends from the end probe where the kernel
+    /// runs it (the default).
     Natrec,
+    /// `natrec record --ends ctnetlink --dir DIR`: ends from ctnetlink DESTROY events, as on
+    /// kernels without the end probe.
+    NatrecCtnetlink,
     /// `conntrack -E -e NEW,DESTROY -o timestamp,extended > FILE`.
     ConntrackE,
     /// `ulogd -c CONF` with `stack=ct1:NFCT,ip2str1:IP2STR,print1:PRINTFLOW,emu1:LOGEMU`.
@@ -43,14 +47,20 @@ pub enum Recorder {
 
 impl Recorder {
     /// Every recorder that writes something.
-    pub const RECORDING: [Recorder; 4] =
-        [Recorder::Natrec, Recorder::ConntrackE, Recorder::UlogdText, Recorder::UlogdJson];
+    pub const RECORDING: [Recorder; 5] = [
+        Recorder::Natrec,
+        Recorder::NatrecCtnetlink,
+        Recorder::ConntrackE,
+        Recorder::UlogdText,
+        Recorder::UlogdJson,
+    ];
 
     /// Its short name (command-line and JSON).
     pub fn name(self) -> &'static str {
         match self {
             Recorder::None => "none",
             Recorder::Natrec => "natrec",
+            Recorder::NatrecCtnetlink => "natrec-ctnetlink",
             Recorder::ConntrackE => "conntrack-E",
             Recorder::UlogdText => "ulogd2-text",
             Recorder::UlogdJson => "ulogd2-json",
@@ -59,16 +69,17 @@ impl Recorder {
 
     /// Parses a short name.
     pub fn from_name(s: &str) -> Option<Recorder> {
-        [Recorder::None, Recorder::Natrec, Recorder::ConntrackE, Recorder::UlogdText, Recorder::UlogdJson]
-            .into_iter()
-            .find(|r| r.name() == s)
+        std::iter::once(Recorder::None).chain(Recorder::RECORDING).find(|r| r.name() == s)
     }
 
     /// The command line as the report shows it.
     pub fn describe(self) -> &'static str {
         match self {
             Recorder::None => "no recorder",
-            Recorder::Natrec => "natrec record --wan wan0 --lan lanN… --dir DIR --stats-json",
+            Recorder::Natrec => "natrec record --wan wan0 --lan lanN… --dir DIR --stats-json (ends from the end probe)",
+            Recorder::NatrecCtnetlink => {
+                "natrec record --wan wan0 --lan lanN… --dir DIR --stats-json --ends ctnetlink"
+            }
             Recorder::ConntrackE => "conntrack -E -e NEW,DESTROY -o timestamp,extended -b 64MiB > FILE",
             Recorder::UlogdText => "ulogd2: NFCT (hash_enable=0, NEW+DESTROY) → IP2STR → PRINTFLOW → LOGEMU (sync=1)",
             Recorder::UlogdJson => "ulogd2: NFCT (hash_enable=0, NEW+DESTROY) → IP2STR → JSON (sync=1)",
@@ -78,7 +89,7 @@ impl Recorder {
     /// Checks that the recorder's program is installed (with the Debian package to install).
     pub fn check_installed(self) -> Result<()> {
         let (bin, package) = match self {
-            Recorder::None | Recorder::Natrec => return Ok(()),
+            Recorder::None | Recorder::Natrec | Recorder::NatrecCtnetlink => return Ok(()),
             Recorder::ConntrackE => ("conntrack", "conntrack"),
             Recorder::UlogdText => ("ulogd", "ulogd2"),
             Recorder::UlogdJson => ("ulogd", "ulogd2 and ulogd2-json"),
@@ -133,7 +144,7 @@ pub struct Running {
 /// The file names a recorder writes in its run directory.
 fn out_file(r: Recorder) -> &'static str {
     match r {
-        Recorder::None | Recorder::Natrec => "segments",
+        Recorder::None | Recorder::Natrec | Recorder::NatrecCtnetlink => "segments",
         Recorder::ConntrackE => "conntrack.txt",
         Recorder::UlogdText => "ulogd.txt",
         Recorder::UlogdJson => "ulogd.json",
@@ -152,7 +163,7 @@ pub fn start(recorder: Recorder, lab: &GatewayLab, dir: &Path) -> Result<Running
         Running { recorder, dir: dir.to_owned(), natrec: None, child: None, pid: None };
     match recorder {
         Recorder::None => {}
-        Recorder::Natrec => {
+        Recorder::Natrec | Recorder::NatrecCtnetlink => {
             let store = dir.join(out_file(recorder));
             // NatrecRecord reads this file at stop; natrec is not asked to write JSON Lines (that
             // would add to its cost), so it stays empty.
@@ -165,6 +176,7 @@ pub fn start(recorder: Recorder, lab: &GatewayLab, dir: &Path) -> Result<Running
                 args.extend(["--lan", lan.as_str()]);
             }
             args.extend(["--dir", path_str(&store)?, "--stats-json", "--netlink-rcvbuf", &rcvbuf]);
+            args.extend(["--ends", if recorder == Recorder::Natrec { "auto" } else { "ctnetlink" }]);
             let rec = NatrecRecord::start_with(gw, &args, &placeholder)?;
             running.pid = Some(find_pid(gw, "natrec")?);
             running.natrec = Some(rec);
@@ -310,7 +322,7 @@ impl Running {
         let out = self.dir.join(out_file(self.recorder));
         match self.recorder {
             Recorder::None => Ok(Recorded::default()),
-            Recorder::Natrec => {
+            Recorder::Natrec | Recorder::NatrecCtnetlink => {
                 let rec = self
                     .natrec
                     .take()

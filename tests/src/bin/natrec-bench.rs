@@ -204,7 +204,7 @@ fn real_main() -> Result<()> {
         if !ensure_root_capabilities()? {
             bail!("the capture benchmark needs root, network namespaces, nftables and conntrack (NATREC_TESTS_NO_ROOT=1 is set)");
         }
-        if args.capture.recorders.contains(&Recorder::Natrec) {
+        if args.capture.recorders.iter().any(|r| matches!(r, Recorder::Natrec | Recorder::NatrecCtnetlink)) {
             natrec_tests::recorder_proc::natrec_bin().context("the natrec binary to benchmark")?;
         }
         capture::stop_on_signals();
