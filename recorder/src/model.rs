@@ -132,7 +132,9 @@ impl Flags {
     /// The translation already existed when the recorder started; it came from a conntrack dump.
     pub const SEEDED: Flags = Flags(1);
     /// The start is the time natrec first saw the entry, not conntrack's own start timestamp
-    /// (the entry had no timestamp extension). The true start is at or before it.
+    /// (the entry had no timestamp extension), or, in an end-only record whose end event carried
+    /// no start (the end probe's, for an entry whose start it never reported), the end. The true
+    /// start is at or before it.
     pub const START_APPROX: Flags = Flags(2);
     /// The end event was lost (ENOBUFS, a recorder restart): the end is the time a resync found
     /// the entry gone, so the true end is at or before it.
