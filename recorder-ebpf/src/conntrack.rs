@@ -18,6 +18,17 @@ use crate::{END_SPILL, EVENTS, OFFSETS, SEEN, count};
 /// (kernel data addresses are not in kallsyms; the cache lives as long as nf_conntrack).
 static mut CT_CACHE: u64 = 0;
 
+/// Until when (`bpf_ktime_get_ns`) established packets are checked against `SEEN` after a start
+/// was lost to a full ring; 0: not since [`RECHECK_NS`] passed.
+static mut RECHECK_UNTIL_NS: u64 = 0;
+
+/// How long after a lost start established packets are checked: long enough for the entries
+/// whose start was lost to send another packet, short enough that the lookups stop.
+const RECHECK_NS: u64 = 10_000_000_000;
+
+/// BPF_NOEXIST: insert only if the key is absent.
+const NOEXIST: u64 = 1;
+
 /// The slab cache name of `struct nf_conn` (`nf_conntrack_cachep`).
 const CT_CACHE_NAME: &[u8] = b"nf_conntrack";
 
@@ -70,21 +81,36 @@ fn try_observe(ctx: &TcContext, hook: Hook) -> Result<(), ()> {
         return Ok(());
     }
 
-    // SAFETY: map values are plain u64s; the reference is used at once.
-    let seen = unsafe { SEEN.get(&ct) }.copied();
-    if seen.is_some() && ctinfo == IP_CT_ESTABLISHED {
-        // Established original-direction packets never start an entry: a reused slot shows first
-        // as NEW (SNAT) or as a reply (DNAT), which take the generation check below.
+    if ctinfo == IP_CT_ESTABLISHED && !rechecking() {
+        // Established original-direction packets never start an entry (a reused slot shows first
+        // as NEW for SNAT, as a reply for DNAT), and an entry that was established before natrec
+        // started comes from its seeding dump: no lookup for the bulk of the traffic. Only after
+        // a start was lost to a full ring do they take the path below for a while, so that the
+        // entry's next packet reports it.
         return Ok(());
     }
     let start = ct_start(ct)?;
-    if seen == Some(start) {
-        return Ok(());
+    // One map operation for a new entry: the insert tells whether it was there.
+    if SEEN.insert(&ct, &start, NOEXIST).is_err() {
+        // SAFETY: map values are plain u64s; the value is copied at once.
+        let seen = unsafe { SEEN.get(&ct) }.copied();
+        if seen == Some(start) {
+            return Ok(());
+        }
+        // A reused slot (its old entry was never seen freed), or the key went in between: mark
+        // it with this entry's start. An update fails only when memory is short; the entry is
+        // then reported again on its next packet and userspace drops the duplicate.
+        let _ = SEEN.insert(&ct, &start, 0);
     }
 
     let Some(mut entry) = EVENTS.reserve::<NatEvent>(0) else {
         count(counter::RINGBUF_FULL);
-        // Not marked as seen: the entry's next packet tries again.
+        // Not marked as seen: the entry's next packet tries again, established or not.
+        let _ = SEEN.remove(&ct);
+        // SAFETY: every CPU that loses a start writes a time in the future; any of them will do.
+        unsafe {
+            core::ptr::write_volatile(&raw mut RECHECK_UNTIL_NS, bpf_ktime_get_ns() + RECHECK_NS);
+        }
         return Ok(());
     };
     let ev = entry.as_mut_ptr();
@@ -106,10 +132,24 @@ fn try_observe(ctx: &TcContext, hook: Hook) -> Result<(), ()> {
     count(counter::EVENTS);
     // Off unless userspace runs with debug logging (AYA_LOG_LEVEL is set at load time).
     debug!(ctx, "natrec: reported conntrack entry {:x} kind {} ctinfo {}", ct, kind as u8, ctinfo);
-    // An LRU update can fail only when memory is short; the entry is then reported again on its
-    // next packet and userspace drops the duplicate.
-    let _ = SEEN.insert(&ct, &start, 0);
     Ok(())
+}
+
+/// Whether established packets are checked (a start was lost to a full ring lately).
+#[inline(always)]
+fn rechecking() -> bool {
+    // SAFETY: plain reads and writes of a static; races only make a CPU check a little longer.
+    unsafe {
+        let until = core::ptr::read_volatile(&raw const RECHECK_UNTIL_NS);
+        if until == 0 {
+            return false;
+        }
+        if bpf_ktime_get_ns() < until {
+            return true;
+        }
+        core::ptr::write_volatile(&raw mut RECHECK_UNTIL_NS, 0);
+        false
+    }
 }
 
 /// Fills the reserved record's entry fields in place (the BPF stack is too small to build it

@@ -29,7 +29,9 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RINGBUF_BYTES, 0);
 static END_SPILL: RingBuf = RingBuf::with_byte_size(END_SPILL_BYTES, 0);
 
 /// Conntrack entries already reported: `nf_conn` address → its start timestamp (0 if none).
-/// The timestamp tells a reused `nf_conn` slot from the entry that had it before.
+/// The timestamp tells a reused `nf_conn` slot from the entry that had it before. The end probe
+/// removes an entry as it is freed (and hands its start to the end event); without the end
+/// probe the LRU forgets the oldest.
 #[map]
 static SEEN: LruHashMap<u64, u64> = LruHashMap::with_max_entries(DEFAULT_SEEN_ENTRIES, 0);
 
