@@ -11,6 +11,7 @@ use natrec_tests::conntrack::conntrack_flush;
 use natrec_tests::gateway::{GatewayLab, LabSpec};
 use natrec_tests::lab::{TempDir, lab_test_start};
 use natrec_tests::recorder_proc::NatrecRecord;
+use natrec_tests::traffic::{EchoServer, TcpFlow};
 use recorder::model::{Flags, FlowEvent, Proto};
 
 const FLOWS: u16 = 2000;
@@ -143,4 +144,89 @@ fn full_ring_buffer(prefix: &str, ends_from: &str) {
     } else {
         assert_eq!(spilled, 0, "no end probe, no spill: {stats}");
     }
+}
+
+/// With the end probe, established packets skip the kernel's map of reported entries (the bulk
+/// of the traffic), except for a while after a start was lost to a full ring: then an entry's
+/// next packet reports it, so a connection whose start was lost is still recorded with its own
+/// start, not from its end only.
+#[test]
+fn a_lost_start_is_reported_again_at_the_entrys_next_established_packet() {
+    if std::env::var_os("NATREC_TESTS_NO_END_PROBE").is_some() {
+        eprintln!("NATREC_TESTS_NO_END_PROBE is set: not testing the end probe");
+        return;
+    }
+    if !lab_test_start().expect("lab capabilities") {
+        return;
+    }
+    const CONNECTIONS: usize = 120;
+    let lab = GatewayLab::build(LabSpec {
+        prefix: "recheck".into(),
+        inside_hosts: 1,
+        port_forward: false,
+        ..LabSpec::default()
+    })
+    .expect("lab");
+    let host = &lab.hosts()[0];
+    let server = SocketAddr::new(IpAddr::V4(lab.servers()[0]), 7);
+    let _echo = EchoServer::tcp(lab.outside(), server).expect("tcp echo");
+    let work = TempDir::new("natrec-recheck").expect("tmp");
+    let jsonl = work.path().join("events.jsonl");
+    let rec = NatrecRecord::start(
+        &lab,
+        &jsonl,
+        &["--ringbuf-size", "4096", "--stats-json", "--ends", "ebpf"],
+    )
+    .expect("natrec record");
+
+    // Connections opened while natrec is paused: the one-page ring takes a few dozen starts,
+    // the others are lost.
+    let mut flows = Vec::new();
+    {
+        let _paused = rec.pause().expect("pause natrec");
+        for _ in 0..CONNECTIONS {
+            let local = SocketAddr::new(IpAddr::V4(host.addr()), 0);
+            flows.push(TcpFlow::open(host.ns(), local, server).expect("tcp connection"));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Every connection talks again: established packets, within the recheck window.
+    for f in &mut flows {
+        f.exchange(1).expect("exchange");
+    }
+    let locals: HashSet<SocketAddr> = flows.iter().map(TcpFlow::local).collect();
+    assert_eq!(locals.len(), CONNECTIONS);
+    for f in flows {
+        f.close();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    conntrack_flush(lab.gateway()).expect("flush");
+    let ends = |evs: &[FlowEvent]| {
+        evs.iter().filter(|e| matches!(e, FlowEvent::End(t) if locals.contains(&t.inside))).count()
+    };
+    let (_, complete) = rec
+        .wait_for(Duration::from_secs(30), |evs| ends(evs) >= CONNECTIONS)
+        .expect("events");
+    let (events, log) = rec.stop().expect("stop");
+    assert!(complete, "only {} of {CONNECTIONS} end events arrived; natrec's log:\n{log}", ends(&events));
+
+    let stats = log
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
+        .unwrap_or_else(|| panic!("no --stats-json line in natrec's stderr:\n{log}"));
+    let full = stats["kernel"]["ringbuf_full"].as_u64().expect("kernel.ringbuf_full");
+    assert!(full > 0, "a 4 KiB ring cannot take {CONNECTIONS} starts at once; stats: {stats}");
+    for local in &locals {
+        let mine: Vec<&FlowEvent> = events.iter().filter(|e| e.translation().inside == *local).collect();
+        assert_eq!(mine.len(), 2, "a start and an end for {local}: {mine:#?}");
+        for e in &mine {
+            let t = e.translation();
+            assert!(
+                !t.flags.contains(Flags::END_ONLY) && !t.flags.contains(Flags::START_APPROX),
+                "{local} recorded with its own start: {t:?}; stats: {stats}"
+            );
+        }
+    }
+    assert_eq!(stats["tracker"]["end_only"].as_u64(), Some(0), "stats: {stats}");
 }
