@@ -541,6 +541,72 @@ fn decode_dict(col: &[u8]) -> Result<Vec<IpAddr>, String> {
 
 /// The `j`-th escaped remote index of a remote column of `n` one-byte codes followed by
 /// `n_big` escaped values in three byte planes.
+/// How many inside indices [`rows_in_planes`] compares at once.
+const PLANE_SCAN_MAX: usize = 16;
+
+/// The rows whose bytes in `planes` (one plane per byte of a value, equal lengths, least
+/// significant first) spell one of `want` (1 to [`PLANE_SCAN_MAX`] values), ascending. Works 64
+/// rows at a time into a bit mask, which the compiler turns into vector compares: a per-row
+/// filter with a closure does not vectorise, and this scan runs over up to a whole block per
+/// candidate block of a query.
+fn rows_in_planes<const P: usize>(planes: [&[u8]; P], want: &[[u8; P]]) -> Vec<u32> {
+    fn scan<const P: usize, const K: usize>(planes: [&[u8]; P], want: [[u8; P]; K], out: &mut Vec<u32>) {
+        let len = planes[0].len();
+        let full = len / 64 * 64;
+        let mut base = 0;
+        while base < full {
+            // Fixed-size chunks: no bounds checks in the loops below, which vectorise.
+            let chunk: [&[u8; 64]; P] =
+                std::array::from_fn(|p| planes[p][base..base + 64].try_into().expect("64 bytes"));
+            let mut hits = [0u8; 64];
+            for w in &want {
+                let mut eq = [1u8; 64];
+                for p in 0..P {
+                    for j in 0..64 {
+                        eq[j] &= u8::from(chunk[p][j] == w[p]);
+                    }
+                }
+                for j in 0..64 {
+                    hits[j] |= eq[j];
+                }
+            }
+            let mut mask = 0u64;
+            for (j, &h) in hits.iter().enumerate() {
+                mask |= u64::from(h) << j;
+            }
+            while mask != 0 {
+                out.push((base as u32) + mask.trailing_zeros());
+                mask &= mask - 1;
+            }
+            base += 64;
+        }
+        for i in full..len {
+            if want.iter().any(|w| (0..P).all(|p| planes[p][i] == w[p])) {
+                out.push(i as u32);
+            }
+        }
+    }
+    debug_assert!(planes.iter().all(|p| p.len() == planes[0].len()));
+    let mut out = Vec::new();
+    // One monomorphic scan per count of values, so that each unrolls.
+    macro_rules! by_count {
+        ($($k:literal)*) => {
+            match want.len() {
+                $($k => scan::<P, $k>(planes, want.try_into().expect("length checked"), &mut out),)*
+                _ => {
+                    for i in 0..planes[0].len() {
+                        if want.iter().any(|w| (0..P).all(|p| planes[p][i] == w[p])) {
+                            out.push(i as u32);
+                        }
+                    }
+                }
+            }
+        };
+    }
+    by_count!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+    out
+}
+
 fn escaped_remote(ri: &[u8], n: usize, n_big: usize, j: usize) -> u32 {
     (0..3).fold(REM_ESCAPE, |a, k| a + (u32::from(ri[n + k * n_big + j]) << (8 * k)))
 }
@@ -1107,11 +1173,20 @@ impl<'a> BlockView<'a> {
                     return Err("dictionary index out of range".into());
                 }
                 let limit = rows.last().map_or(0, |&x| x as usize + 1);
-                let chain: Vec<u32> = match rows.first().map(|&r| inside_at(r as usize)) {
-                    // One inside index (an inside-host query): compare the planes directly.
-                    Some(v) if rows.iter().all(|&r| inside_at(r as usize) == v) && inside_narrow => {
-                        let (lo, hi) = (v as u8, (v >> 8) as u8);
-                        (0..limit).filter(|&i| ii[i] == lo && ii[n + i] == hi).map(|i| i as u32).collect()
+                let mut wanted: Vec<u32> = rows.iter().map(|&r| inside_at(r as usize)).collect();
+                wanted.sort_unstable();
+                wanted.dedup();
+                let chain: Vec<u32> = match wanted.len() {
+                    // A few inside indices (an inside-host query has one, a point query a
+                    // handful): compare the planes 64 rows at a time.
+                    1..=PLANE_SCAN_MAX if inside_narrow => {
+                        let want: Vec<[u8; 2]> = wanted.iter().map(|&v| [v as u8, (v >> 8) as u8]).collect();
+                        rows_in_planes([&ii[..limit], &ii[n..n + limit]], &want)
+                    }
+                    1..=PLANE_SCAN_MAX => {
+                        let want: Vec<[u8; 4]> = wanted.iter().map(|&v| v.to_le_bytes()).collect();
+                        let plane = |p: usize| &ii[p * n..p * n + limit];
+                        rows_in_planes([plane(0), plane(1), plane(2), plane(3)], &want)
                     }
                     _ => {
                         let mut tracked = vec![0u64; n_inside.div_ceil(64)];
@@ -1197,6 +1272,43 @@ impl<'a> BlockView<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plane_scans_find_exactly_the_rows_of_the_wanted_pairs() {
+        // 1 000 rows (not a multiple of 64) of pseudo-random pairs from a small alphabet, so
+        // that every wanted pair occurs, also at chunk edges.
+        let mut x = 0x2545_f491u32;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x
+        };
+        let (lo, hi): (Vec<u8>, Vec<u8>) = (0..1000).map(|_| ((next() % 5) as u8, (next() % 3) as u8)).unzip();
+        let third: Vec<u8> = (0..1000).map(|_| (next() % 2) as u8).collect();
+        let zero = vec![0u8; 1000];
+        let mut pairs = vec![[0, 0], [4, 2], [1, 1], [3, 0], [2, 2], [9, 9]];
+        // Up to the most values compared at once, and one more (the plain loop).
+        pairs.extend((10u8..).take(PLANE_SCAN_MAX - 6).map(|v| [v, v]));
+        pairs.push([2, 0]);
+        assert_eq!(pairs.len(), PLANE_SCAN_MAX + 1);
+        for k in 1..=pairs.len() {
+            let want = &pairs[..k];
+            let expect: Vec<u32> =
+                (0..lo.len()).filter(|&i| want.contains(&[lo[i], hi[i]])).map(|i| i as u32).collect();
+            assert!(!expect.is_empty());
+            assert_eq!(rows_in_planes([&lo, &hi], want), expect, "{k} pairs");
+            // Prefixes end anywhere in a chunk.
+            for cut in [0, 1, 63, 64, 65, 999] {
+                let e: Vec<u32> = expect.iter().copied().filter(|&i| (i as usize) < cut).collect();
+                assert_eq!(rows_in_planes([&lo[..cut], &hi[..cut]], want), e, "{k} pairs, {cut} rows");
+            }
+            // Four planes: the third byte must match too.
+            let want4: Vec<[u8; 4]> = want.iter().map(|&[a, b]| [a, b, 1, 0]).collect();
+            let expect4: Vec<u32> = expect.iter().copied().filter(|&i| third[i as usize] == 1).collect();
+            assert_eq!(rows_in_planes([&lo, &hi, &third, &zero], &want4), expect4, "{k} values");
+        }
+    }
 
     /// A small deterministic generator for the tests below.
     struct Xs(u64);
