@@ -580,7 +580,12 @@ fn rows_in_planes<const P: usize>(planes: [&[u8]; P], want: &[[u8; P]]) -> Vec<u
             }
             base += 64;
         }
-        for i in full..len {
+        plain(planes, &want, full, out);
+    }
+    /// The rows from `from` on, one at a time.
+    fn plain<const P: usize>(planes: [&[u8]; P], want: &[[u8; P]], from: usize, out: &mut Vec<u32>) {
+        #[expect(clippy::needless_range_loop, reason = "the row index addresses every plane")]
+        for i in from..planes[0].len() {
             if want.iter().any(|w| (0..P).all(|p| planes[p][i] == w[p])) {
                 out.push(i as u32);
             }
@@ -593,13 +598,7 @@ fn rows_in_planes<const P: usize>(planes: [&[u8]; P], want: &[[u8; P]]) -> Vec<u
         ($($k:literal)*) => {
             match want.len() {
                 $($k => scan::<P, $k>(planes, want.try_into().expect("length checked"), &mut out),)*
-                _ => {
-                    for i in 0..planes[0].len() {
-                        if want.iter().any(|w| (0..P).all(|p| planes[p][i] == w[p])) {
-                            out.push(i as u32);
-                        }
-                    }
-                }
+                _ => plain(planes, want, 0, &mut out),
             }
         };
     }
