@@ -431,6 +431,17 @@ pub fn lab_test_start() -> Result<bool> {
     Ok(go)
 }
 
+/// Starts a test of the end probe (Linux 6.1 or later, which CI has): `true` to go on, `false`
+/// after printing the skip message when `NATREC_TESTS_NO_END_PROBE=1` says this kernel cannot
+/// run it (the same behaviour with ends from ctnetlink is tested regardless).
+pub fn end_probe_test_start() -> bool {
+    if std::env::var_os("NATREC_TESTS_NO_END_PROBE").is_some() {
+        println!("skipped: NATREC_TESTS_NO_END_PROBE=1");
+        return false;
+    }
+    true
+}
+
 /// Creates a veth pair with one end (`a_if`) in `a` and the other (`b_if`) in `b`, both up.
 /// Deleting either namespace deletes the pair.
 pub fn veth_pair(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> Result<()> {

@@ -181,17 +181,10 @@ fn assert_covers(start: &Translation, end: &Translation, done: &FlowDone, seeded
     }
 }
 
-/// Whether the end probe is expected to run here: it needs Linux 6.1 or later, which CI has;
-/// `NATREC_TESTS_NO_END_PROBE=1` says this kernel cannot (the ctnetlink tests still run).
-fn end_probe_expected() -> bool {
-    std::env::var_os("NATREC_TESTS_NO_END_PROBE").is_none()
-}
-
 /// Every kind of flow, with ends from the end probe (the default where it runs).
 #[test]
 fn natrec_records_every_flow_like_conntrack_with_the_end_probe() {
-    if !end_probe_expected() {
-        eprintln!("NATREC_TESTS_NO_END_PROBE is set: not testing the end probe");
+    if !lab::end_probe_test_start() {
         return;
     }
     records_every_flow_like_conntrack("cap", "ebpf");
@@ -415,8 +408,7 @@ fn two_hosts_with_the_same_source_port_get_distinct_outside_ports() {
 /// must take back from the moment the entry was freed to the moment it expired.
 #[test]
 fn end_probe_ends_are_the_kernels_stop_times() {
-    if !end_probe_expected() {
-        eprintln!("NATREC_TESTS_NO_END_PROBE is set: not testing the end probe");
+    if !lab::end_probe_test_start() {
         return;
     }
     if !lab::lab_test_start().expect("lab capabilities") {

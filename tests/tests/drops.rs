@@ -9,12 +9,20 @@ use std::time::Duration;
 
 use natrec_tests::conntrack::conntrack_flush;
 use natrec_tests::gateway::{GatewayLab, LabSpec};
-use natrec_tests::lab::{TempDir, lab_test_start};
+use natrec_tests::lab::{TempDir, end_probe_test_start, lab_test_start};
 use natrec_tests::recorder_proc::NatrecRecord;
 use natrec_tests::traffic::{EchoServer, TcpFlow};
 use recorder::model::{Flags, FlowEvent, Proto};
 
 const FLOWS: u16 = 2000;
+
+/// The counters `natrec record --stats-json` printed last on its stderr, `log`.
+fn stats_json(log: &str) -> serde_json::Value {
+    log.lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
+        .unwrap_or_else(|| panic!("no --stats-json line in natrec's stderr:\n{log}"))
+}
 const FIRST_PORT: u16 = 20000;
 
 #[test]
@@ -24,8 +32,7 @@ fn a_full_ring_buffer_is_counted_and_every_translation_still_recorded_with_ctnet
 
 #[test]
 fn a_full_ring_buffer_is_counted_and_every_translation_still_recorded_with_the_end_probe() {
-    if std::env::var_os("NATREC_TESTS_NO_END_PROBE").is_some() {
-        eprintln!("NATREC_TESTS_NO_END_PROBE is set: not testing the end probe");
+    if !end_probe_test_start() {
         return;
     }
     full_ring_buffer("dropeb", "ebpf");
@@ -120,11 +127,7 @@ fn full_ring_buffer(prefix: &str, ends_from: &str) {
     assert_eq!(seen, expected, "every remote port of the burst, once");
 
     // The drops were counted in the kernel and reported, and account for the end-only records.
-    let stats = log
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
-        .unwrap_or_else(|| panic!("no --stats-json line in natrec's stderr:\n{log}"));
+    let stats = stats_json(&log);
     let full = stats["kernel"]["ringbuf_full"].as_u64().expect("kernel.ringbuf_full");
     assert!(full > 0, "a 4 KiB ring cannot take {FLOWS} events at once; stats: {stats}");
     assert_eq!(
@@ -152,8 +155,7 @@ fn full_ring_buffer(prefix: &str, ends_from: &str) {
 /// start, not from its end only.
 #[test]
 fn a_lost_start_is_reported_again_at_the_entrys_next_established_packet() {
-    if std::env::var_os("NATREC_TESTS_NO_END_PROBE").is_some() {
-        eprintln!("NATREC_TESTS_NO_END_PROBE is set: not testing the end probe");
+    if !end_probe_test_start() {
         return;
     }
     if !lab_test_start().expect("lab capabilities") {
@@ -210,11 +212,7 @@ fn a_lost_start_is_reported_again_at_the_entrys_next_established_packet() {
     let (events, log) = rec.stop().expect("stop");
     assert!(complete, "only {} of {CONNECTIONS} end events arrived; natrec's log:\n{log}", ends(&events));
 
-    let stats = log
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
-        .unwrap_or_else(|| panic!("no --stats-json line in natrec's stderr:\n{log}"));
+    let stats = stats_json(&log);
     let full = stats["kernel"]["ringbuf_full"].as_u64().expect("kernel.ringbuf_full");
     assert!(full > 0, "a 4 KiB ring cannot take {CONNECTIONS} starts at once; stats: {stats}");
     for local in &locals {
