@@ -155,6 +155,9 @@ pub struct Candidate {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Separator {
+    /// The query named an outside address without a port, and they held different ports of it:
+    /// `--outside IP:PORT` separates them.
+    OutsidePort,
     /// They talked to different remotes: `--remote IP[:PORT]` separates them.
     Remote,
     /// Same remote address, different remote ports: give the remote's port.
@@ -372,6 +375,13 @@ fn ambiguity(query: &Query, outside: &EndpointMatch, cands: &[Candidate], n: usi
     let mut seps = Vec::new();
     let mut advice = Vec::new();
     let concurrent = !disjoint_in_time(cands);
+    if outside.port.is_none() && separates(cands, |t| t.outside.port()) {
+        seps.push(Separator::OutsidePort);
+        advice.push(format!(
+            "they held {} different ports of {what}: give the port the report names, --outside {what}:PORT",
+            cands.iter().map(|c| c.translation.outside.port()).collect::<HashSet<_>>().len()
+        ));
+    }
     if query.remote.is_none() && separates(cands, |t| t.remote.ip()) {
         seps.push(Separator::Remote);
         advice.push(format!(
@@ -405,11 +415,11 @@ fn ambiguity(query: &Query, outside: &EndpointMatch, cands: &[Candidate], n: usi
         }
     }
     if advice.is_empty() {
-        advice.push(
-            "neither --remote, --proto nor a narrower time tells them apart from this data \
+        let port = if outside.port.is_none() { "an outside port, " } else { "" };
+        advice.push(format!(
+            "neither {port}--remote, --proto nor a narrower time tells them apart from this data \
              (they overlap in time towards the same remote, e.g. in different conntrack zones)"
-                .to_owned(),
-        );
+        ));
     }
     hint.push_str(": ");
     hint.push_str(&advice.join("; or "));

@@ -170,6 +170,24 @@ fn one_host_with_several_ports_is_said_so() {
 }
 
 #[test]
+fn an_address_without_a_port_is_narrowed_by_the_port() {
+    // Two inside hosts behind one outside address, on different outside ports, same remote.
+    let data = vec![
+        tr("10.0.1.2:51000", "100.64.0.1:40000", "198.51.100.7:443", "2026-11-24T10:00:00Z", Some("2026-11-24T10:05:00Z")),
+        tr("10.0.1.3:51000", "100.64.0.1:40001", "198.51.100.7:443", "2026-11-24T10:00:00Z", Some("2026-11-24T10:05:00Z")),
+    ];
+    let a = who_held(data.as_slice(), &at("100.64.0.1", "2026-11-24T10:01:00Z")).expect("answer");
+    let amb = a.ambiguity.as_ref().expect("ambiguous");
+    assert_eq!(amb.separated_by, [Separator::OutsidePort]);
+    assert!(amb.hint.contains("2 different ports of 100.64.0.1"), "{}", amb.hint);
+    assert!(amb.hint.contains("--outside 100.64.0.1:PORT"), "{}", amb.hint);
+    // With the port, one answer.
+    let a = who_held(data.as_slice(), &at("100.64.0.1:40001", "2026-11-24T10:01:00Z")).expect("answer");
+    assert!(a.ambiguity.is_none(), "{a:?}");
+    assert_eq!(a.candidates.len(), 1);
+}
+
+#[test]
 fn inseparable_candidates_are_admitted() {
     let mut b = tr("10.0.1.3:51000", "100.64.0.1:40000", "198.51.100.7:443", "2026-11-24T10:00:00Z", Some("2026-11-24T10:05:00Z"));
     b.zone = 7;
