@@ -28,15 +28,16 @@ pub struct Args {
     jsonl: Option<PathBuf>,
     #[command(flatten)]
     store: StoreArgs,
-    /// Dump conntrack this often: expired entries are reaped at once (their DESTROY events
-    /// otherwise come up to a minute late) and translations whose end event never came are
-    /// closed (flagged end_approx); `0s`: only after a possible event loss.
+    /// Dump conntrack this often: expired entries are reaped at once (their ends otherwise come
+    /// up to a minute late, though timed at their expiry) and translations whose end event never
+    /// came are closed (flagged end_approx); `0s`: only after a possible event loss.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
     reap_interval: Duration,
     /// Size of the BPF ring buffer (a power of two, at least one page): e.g. 16MiB.
     #[arg(long, default_value = "16MiB", value_name = "BYTES", value_parser = parse_size)]
     ringbuf_size: u64,
-    /// Capacity of the kernel's map of entries already reported.
+    /// Capacity of the kernel's map of entries already reported (the end probe removes each as
+    /// it ends; without it the oldest are forgotten, and reported again if they send a packet).
     #[arg(long, default_value_t = recorder_common::DEFAULT_SEEN_ENTRIES, value_name = "N")]
     seen_entries: u32,
     /// Where ends come from: `auto` takes the end probe where the kernel runs it and ctnetlink
