@@ -37,7 +37,7 @@ pub struct Args {
     #[arg(long, default_value = "16MiB", value_name = "BYTES", value_parser = parse_size)]
     ringbuf_size: u64,
     /// Capacity of the kernel's map of entries already reported (the end probe removes each as
-    /// it ends; without it the oldest are forgotten, and reported again if they send a packet).
+    /// it ends; without it the least recently used are forgotten).
     #[arg(long, default_value_t = recorder_common::DEFAULT_SEEN_ENTRIES, value_name = "N")]
     seen_entries: u32,
     /// Where ends come from: `auto` takes the end probe where the kernel runs it and ctnetlink
