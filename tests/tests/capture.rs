@@ -524,3 +524,58 @@ fn end_probe_ends_are_the_kernels_stop_times() {
         "no entry was reaped late: the lateness correction went untested"
     );
 }
+
+/// The end probe sees every conntrack entry the kernel frees, in every network namespace: it
+/// reports only those of natrec's own. A second gateway's translations, made and ended while
+/// natrec records in the first, leave no record.
+#[test]
+fn the_end_probe_reports_only_its_own_namespace() {
+    if !lab::end_probe_test_start() || !lab::lab_test_start().expect("lab capabilities") {
+        return;
+    }
+    let spec = |prefix: &str| LabSpec {
+        prefix: prefix.into(),
+        port_forward: false,
+        ..LabSpec::default()
+    };
+    let ours = GatewayLab::build(spec("own")).expect("natrec's lab");
+    let other = GatewayLab::build(spec("other")).expect("the other lab");
+    let dir = TempDir::new("own").expect("temp dir");
+    let server = other.servers()[0];
+    let _udp_server = EchoServer::udp(other.outside(), sa(server, 7)).expect("udp echo");
+    let natrec = NatrecRecord::start(
+        &ours,
+        &dir.path().join("flows.jsonl"),
+        &["--ends", "ebpf", "--stats-json"],
+    )
+    .expect("natrec record");
+
+    let h = &other.hosts()[0];
+    for _ in 0..20 {
+        traffic::udp_exchange(h.ns(), sa(h.addr(), 0), sa(server, 7), 1).expect("udp");
+    }
+    let before = conntrack_list(other.gateway()).expect("conntrack -L");
+    assert!(
+        before.iter().filter_map(|l| l.translation()).count() >= 20,
+        "the other gateway translated: {before:?}"
+    );
+    conntrack_flush(other.gateway()).expect("flush the other gateway");
+    std::thread::sleep(Duration::from_secs(1));
+    let (events, stderr) = natrec.stop().expect("stopping natrec record");
+    assert!(
+        events.is_empty(),
+        "natrec recorded another namespace's translations: {events:#?}"
+    );
+    // The probe did see the other namespace's entries go, and let them pass.
+    let stats = stderr
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
+        .unwrap_or_else(|| panic!("no --stats-json line in natrec's stderr:\n{stderr}"));
+    assert_eq!(stats["ends_from"], "ebpf", "{stats}");
+    assert!(
+        stats["kernel"]["ct_frees"].as_u64().unwrap_or(0) >= 20,
+        "the end probe saw the other gateway's entries freed: {stats}"
+    );
+    assert_eq!(stats["kernel"]["end_events"].as_u64(), Some(0), "{stats}");
+}
