@@ -1246,6 +1246,12 @@ impl<'a> BlockView<'a> {
                 recs
             }
         };
+        Ok((recs, self.end_refs()?))
+    }
+
+    /// The block's end references alone (three small columns; the records are not decoded).
+    pub fn end_refs(&self) -> Result<Vec<EndRef>, String> {
+        let n = usize::try_from(self.meta.n_full).map_err(|_| "too many records")?;
         let nr = usize::try_from(self.meta.n_ref).map_err(|_| "too many references")?;
         if nr > 1 << 24 {
             return Err("too many references".into());
@@ -1264,7 +1270,7 @@ impl<'a> BlockView<'a> {
             prev_end = end;
             refs.push(EndRef { ordinal, end, flags });
         }
-        Ok((recs, refs))
+        Ok(refs)
     }
 }
 
