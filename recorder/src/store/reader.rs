@@ -22,7 +22,7 @@ use jiff::Timestamp;
 
 use super::bloom::Probe;
 use super::catalog::{self, Summary};
-use super::codec::{BlockView, DictLens, DictView, KIND_CHECKPOINT, Rec, Select};
+use super::codec::{BlockView, DictLens, DictView, EndRef, KIND_CHECKPOINT, Rec, Select};
 use super::segment::{self, SegMeta, SegmentInfo};
 use super::writer::to_translation;
 use super::{Resolution, StoreError};
@@ -387,24 +387,9 @@ fn scan_sealed(
                 continue;
             }
         };
-        let decoded = (|| {
-            let v = BlockView::parse(payload)?;
-            let mut views = Views([None, None, None]);
-            let Some(q) = select(s.filter, &v, &mut views)? else {
-                return Ok(None);
-            };
-            // The rows the port and address columns allow; only those rows are decoded in full,
-            // and the sequential columns only up to the last of them (`quick` checks the rest).
-            let (recs, _) = match v.candidates(&q)? {
-                Some(rows) if rows.is_empty() => (Vec::new(), Vec::new()),
-                rows => {
-                    let lens = views.lens(&v)?;
-                    v.records_at(lens, rows.as_deref())?
-                }
-            };
-            Ok::<_, String>(Some((views, q, recs, v.meta.n_full)))
-        })();
-        let (d, q, recs, n_full) = match decoded {
+        let decoded = BlockView::parse(payload)
+            .and_then(|v| Ok(decode_candidates(s.filter, &v)?.map(|c| (c, v.meta.n_full))));
+        let (c, n_full) = match decoded {
             Ok(Some(x)) => x,
             Ok(None) => {
                 // Read, and ruled out by its dictionaries: none of its records names the
@@ -420,16 +405,8 @@ fn scan_sealed(
         };
         s.report.blocks_read += 1;
         s.report.translations_scanned += n_full;
-        let proto = s.filter.proto.map(|p| p.0);
-        for r in &recs {
-            if !quick(&q, r) || proto.is_some_and(|p| p != r.proto) {
-                continue;
-            }
-            if !r.carried && (r.start > to_u || r.end.is_some_and(|e| e < from_u)) {
-                // Cannot match (a carried record may still end a waiting one).
-                continue;
-            }
-            let t = block_translation(r, &d, m.resolution).map_err(|e| StoreError::corrupt(&m.path, e.to_string()))?;
+        for r in c.recs.iter().filter(|r| c.may_match(r, s.filter, from_u, to_u)) {
+            let t = block_translation(r, &c.views, m.resolution).map_err(|e| StoreError::corrupt(&m.path, e.to_string()))?;
             s.record(t, r.carried, overlaps, prev);
         }
     }
@@ -445,6 +422,48 @@ fn block_translation(r: &Rec, d: &Views<'_>, res: Resolution) -> Result<Translat
     t.outside.set_ip(get(1, r.outside)?);
     t.remote.set_ip(get(2, r.remote)?);
     Ok(t)
+}
+
+/// The rows of a block that the filter's endpoints allow, decoded in full.
+struct Candidates<'a> {
+    views: Views<'a>,
+    q: Select,
+    /// The rows decoded, ascending (`None`: every row), and their records.
+    rows: Option<Vec<u32>>,
+    recs: Vec<Rec>,
+    /// The block's end references, when a row was decoded (the decode reads them then).
+    refs: Option<Vec<EndRef>>,
+}
+
+/// The rows the port and address columns allow are decoded in full, and the sequential columns
+/// only up to the last of them ([`Candidates::may_match`] checks the rest). `None` when the
+/// block's dictionaries rule out an address the filter names.
+fn decode_candidates<'a>(filter: &Filter, v: &BlockView<'a>) -> Result<Option<Candidates<'a>>, String> {
+    let mut views = Views([None, None, None]);
+    let Some(q) = select(filter, v, &mut views)? else {
+        return Ok(None);
+    };
+    let rows = v.candidates(&q)?;
+    let (recs, refs) = match &rows {
+        Some(r) if r.is_empty() => (Vec::new(), None),
+        r => {
+            let lens = views.lens(v)?;
+            let (recs, refs) = v.records_at(lens, r.as_deref())?;
+            (recs, Some(refs))
+        }
+    };
+    Ok(Some(Candidates { views, q, rows, recs, refs }))
+}
+
+impl Candidates<'_> {
+    /// Whether decoded record `r` can match the filter (its endpoints and protocol, and its
+    /// times in units `from_u..=to_u`); a carried record is kept whatever its times, as it may
+    /// still end a waiting translation.
+    fn may_match(&self, r: &Rec, f: &Filter, from_u: i64, to_u: i64) -> bool {
+        quick(&self.q, r)
+            && f.proto.is_none_or(|p| p.0 == r.proto)
+            && (r.carried || (r.start <= to_u && r.end.is_none_or(|e| e >= from_u)))
+    }
 }
 
 /// An `.open` segment, read as it is now (the writer may have appended since its meta was read).
@@ -481,87 +500,67 @@ fn scan_open(
     };
     s.report.segments_opened += 1;
     let w = segment::walk(&data);
-    let proto = s.filter.proto.map(|p| p.0);
-    // The rows decoded: the record and the index of its block's views.
-    let mut rows: Vec<(Rec, usize)> = Vec::new();
-    let mut views_of: Vec<(Views<'_>, Select)> = Vec::new();
-    // Where each decoded row is in `rows`, by ordinal. A reference points back, to a row of its
-    // own block or an earlier one, so each block's references are applied as it is read.
-    let mut at_ordinal: HashMap<u64, usize> = HashMap::new();
+    // The candidates of the blocks decoded, and where each decoded record is among them, by
+    // ordinal. A reference points back, to a record of its own block or an earlier one, so each
+    // block's references are applied as it is read.
+    let mut decoded: Vec<Candidates<'_>> = Vec::new();
+    let mut at_ordinal: HashMap<u64, (usize, usize)> = HashMap::new();
     let mut ordinal = 0u64;
     let blocks = w.frames.iter().filter(|f| f.end() <= w.clean_end && f.ty == segment::T_BLOCK);
     for (i, f) in blocks.enumerate() {
+        // (records, whether they were read, the candidates decoded, the end references)
         let res = (|| {
             let v = BlockView::parse(f.payload(&data))?;
             if v.meta.first_ordinal != ordinal {
                 return Err(format!("block starts at ordinal {}, expected {ordinal}", v.meta.first_ordinal));
             }
-            if v.meta.min_start > to_u {
-                // Every record of it begins after the filter's end: only its references count.
-                return Ok((v.meta.n_full, None, v.end_refs()?));
-            }
-            let mut views = Views([None, None, None]);
-            let Some(q) = select(s.filter, &v, &mut views)? else {
-                return Ok((v.meta.n_full, Some(None), v.end_refs()?));
+            // A block whose records all begin after the filter's end is not decoded.
+            let read = v.meta.min_start <= to_u;
+            let mut c = if read { decode_candidates(s.filter, &v)? } else { None };
+            let refs = match c.as_mut().and_then(|c| c.refs.take()) {
+                Some(r) => r,
+                None => v.end_refs()?,
             };
-            let (recs, block_refs) = match v.candidates(&q)? {
-                Some(r) if r.is_empty() => (Vec::new(), v.end_refs()?),
-                r => {
-                    let lens = views.lens(&v)?;
-                    let recs = v.records_at(lens, r.as_deref())?;
-                    let ordinals: Vec<u64> = match r {
-                        Some(r) => r.iter().map(|&x| v.meta.first_ordinal + u64::from(x)).collect(),
-                        None => (0..recs.0.len() as u64).map(|x| v.meta.first_ordinal + x).collect(),
-                    };
-                    (recs.0.into_iter().zip(ordinals).collect::<Vec<_>>(), recs.1)
-                }
-            };
-            Ok::<_, String>((v.meta.n_full, Some(Some((views, q, recs))), block_refs))
+            Ok::<_, String>((v.meta.n_full, read, c, refs))
         })();
-        match res {
-            Ok((n_full, decoded, block_refs)) => {
-                ordinal += n_full;
-                match decoded {
-                    None => s.report.blocks_skipped += 1,
-                    Some(d) => {
-                        s.report.blocks_read += 1;
-                        s.report.translations_scanned += n_full;
-                        if let Some((views, q, recs)) = d {
-                            let at = views_of.len();
-                            for (r, o) in recs {
-                                at_ordinal.insert(o, rows.len());
-                                rows.push((r, at));
-                            }
-                            views_of.push((views, q));
-                        }
-                    }
-                }
-                // The ends recorded here for rows decoded (in order: a later one wins).
-                for r in &block_refs {
-                    if let Some(&k) = at_ordinal.get(&r.ordinal) {
-                        let rec = &mut rows[k].0;
-                        rec.end = Some(r.end);
-                        rec.flags |= r.flags;
-                    }
-                }
-            }
+        let (n_full, read, c, refs) = match res {
+            Ok(x) => x,
             Err(e) => {
                 // An undecodable block with a valid checksum: the good prefix ends here.
                 s.damage(&m.path, Some(i as u64), format!("block at byte {}: {e}", f.offset));
                 break;
             }
+        };
+        if read {
+            s.report.blocks_read += 1;
+            s.report.translations_scanned += n_full;
+        } else {
+            s.report.blocks_skipped += 1;
+        }
+        if let Some(c) = c {
+            let b = decoded.len();
+            for k in 0..c.recs.len() {
+                let row = c.rows.as_ref().map_or(k as u64, |rows| u64::from(rows[k]));
+                at_ordinal.insert(ordinal + row, (b, k));
+            }
+            decoded.push(c);
+        }
+        ordinal += n_full;
+        // The ends recorded here for records decoded (in order: a later one wins).
+        for r in &refs {
+            if let Some(&(b, k)) = at_ordinal.get(&r.ordinal) {
+                let rec = &mut decoded[b].recs[k];
+                rec.end = Some(r.end);
+                rec.flags |= r.flags;
+            }
         }
     }
-    for (r, at) in &rows {
-        let (views, q) = &views_of[*at];
-        if !quick(q, r) || proto.is_some_and(|p| p != r.proto) {
-            continue;
+    for c in &decoded {
+        for r in c.recs.iter().filter(|r| c.may_match(r, s.filter, from_u, to_u)) {
+            let t = block_translation(r, &c.views, header.resolution)
+                .map_err(|e| StoreError::corrupt(&m.path, e.to_string()))?;
+            s.record(t, r.carried, true, prev);
         }
-        if !r.carried && (r.start > to_u || r.end.is_some_and(|e| e < from_u)) {
-            continue;
-        }
-        let t = block_translation(r, views, header.resolution).map_err(|e| StoreError::corrupt(&m.path, e.to_string()))?;
-        s.record(t, r.carried, true, prev);
     }
     Ok(())
 }
@@ -612,8 +611,8 @@ mod tests {
         events
     }
 
-    /// [`short_translations`] written into one sealed segment of blocks of 100 records.
-    fn store(dir: &Path) -> Vec<Translation> {
+    /// [`short_translations`] written into one segment of blocks of 100 records, not sealed yet.
+    fn written(dir: &Path) -> (Writer, Vec<Translation>) {
         let ts = short_translations();
         let mut w = Writer::open(WriterOptions {
             dir: dir.to_owned(),
@@ -626,6 +625,12 @@ mod tests {
         for (_, e) in &events_of(&ts) {
             w.append(e).expect("append");
         }
+        (w, ts)
+    }
+
+    /// [`short_translations`] written into one sealed segment of blocks of 100 records.
+    fn store(dir: &Path) -> Vec<Translation> {
+        let (w, ts) = written(dir);
         w.close().expect("close");
         ts
     }
@@ -842,18 +847,7 @@ mod tests {
     #[test]
     fn a_live_segment_answers_like_a_sealed_one_reading_only_the_blocks_it_needs() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ts = short_translations();
-        let mut w = Writer::open(WriterOptions {
-            dir: dir.path().to_owned(),
-            rotate_age: Duration::from_secs(24 * 3600),
-            block_records: 100,
-            seal_level: 1,
-            ..WriterOptions::default()
-        })
-        .expect("writer");
-        for (_, e) in &events_of(&ts) {
-            w.append(e).expect("append");
-        }
+        let (mut w, ts) = written(dir.path());
         // Flushed, never sealed: the directory holds one `.open` segment, as while recording.
         w.tick(Timestamp::now()).expect("flush");
         drop(w);
