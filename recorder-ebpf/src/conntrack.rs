@@ -5,6 +5,7 @@ use aya_ebpf::cty::c_void;
 use aya_ebpf::helpers::{
     bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, generated,
 };
+use aya_ebpf::maps::ring_buf::RingBufEntry;
 use aya_ebpf::programs::{BtfTracePointContext, TcContext};
 use aya_log_ebpf::debug;
 use recorder_common::{
@@ -103,7 +104,7 @@ fn try_observe(ctx: &TcContext, hook: Hook) -> Result<(), ()> {
         let _ = SEEN.insert(&ct, &start, 0);
     }
 
-    let Some(mut entry) = EVENTS.reserve::<NatEvent>(0) else {
+    let Some(entry) = EVENTS.reserve::<NatEvent>(0) else {
         count(counter::RINGBUF_FULL);
         // Not marked as seen: the entry's next packet tries again, established or not.
         let _ = SEEN.remove(&ct);
@@ -113,23 +114,10 @@ fn try_observe(ctx: &TcContext, hook: Hook) -> Result<(), ()> {
         }
         return Ok(());
     };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points at the reserved, exclusively owned ring-buffer record;
-    // ctx.skb.skb is the program's context.
-    let filled = unsafe {
-        fill(ev, hook, ct, kind, status, start).map(|()| {
-            (*ev).ifindex = (*ctx.skb.skb).ifindex;
-            (*ev).ctinfo = ctinfo;
-            (*ev).start_known = 0;
-            (*ev).late_jiffies = 0;
-        })
-    };
-    if filled.is_err() {
-        entry.discard(0);
-        return Err(());
-    }
-    entry.submit(0);
-    count(counter::EVENTS);
+    // SAFETY: ctx.skb.skb is the program's context.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let tail = Tail { ifindex, ctinfo, start_known: false, late_jiffies: 0 };
+    emit(entry, hook, ct, kind, status, start, tail)?;
     // Off unless userspace runs with debug logging (AYA_LOG_LEVEL is set at load time).
     debug!(ctx, "natrec: reported conntrack entry {:x} kind {} ctinfo {}", ct, kind as u8, ctinfo);
     Ok(())
@@ -152,9 +140,47 @@ fn rechecking() -> bool {
     }
 }
 
+/// The fields of an event that depend on where it was observed.
+struct Tail {
+    ifindex: u32,
+    ctinfo: u8,
+    start_known: bool,
+    late_jiffies: u32,
+}
+
+/// Fills the reserved record `entry` and submits it, counted; discards it when the entry could
+/// not be read.
+#[inline(always)]
+fn emit(
+    mut entry: RingBufEntry<NatEvent>,
+    hook: Hook,
+    ct: u64,
+    kind: NatKind,
+    status: u32,
+    start: u64,
+    tail: Tail,
+) -> Result<(), ()> {
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points at the reserved, exclusively owned ring-buffer record.
+    let filled = unsafe {
+        fill(ev, hook, ct, kind, status, start).map(|()| {
+            (*ev).ifindex = tail.ifindex;
+            (*ev).ctinfo = tail.ctinfo;
+            (*ev).start_known = u8::from(tail.start_known);
+            (*ev).late_jiffies = tail.late_jiffies;
+        })
+    };
+    if filled.is_err() {
+        entry.discard(0);
+        return Err(());
+    }
+    entry.submit(0);
+    count(counter::EVENTS);
+    Ok(())
+}
+
 /// Fills the reserved record's entry fields in place (the BPF stack is too small to build it
-/// there); the caller sets the hook-specific ones (`ifindex`, `ctinfo`, `start_known`,
-/// `late_jiffies`).
+/// there); [`emit`] sets the others.
 ///
 /// # Safety
 /// `ev` must point at a writable `NatEvent`.
@@ -316,7 +342,7 @@ fn try_freed(ct: u64) -> Result<(), ()> {
     };
 
     // An end whose start was lost too would leave no record: it spills rather than drops.
-    let mut entry = match EVENTS.reserve::<NatEvent>(0) {
+    let entry = match EVENTS.reserve::<NatEvent>(0) {
         Some(e) => e,
         None => match END_SPILL.reserve::<NatEvent>(0) {
             Some(e) => {
@@ -329,22 +355,8 @@ fn try_freed(ct: u64) -> Result<(), ()> {
             }
         },
     };
-    let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points at the reserved, exclusively owned ring-buffer record.
-    let filled = unsafe {
-        fill(ev, Hook::CtFree, ct, kind, status, seen.unwrap_or(0)).map(|()| {
-            (*ev).ifindex = 0;
-            (*ev).ctinfo = 0;
-            (*ev).start_known = u8::from(seen.is_some());
-            (*ev).late_jiffies = late;
-        })
-    };
-    if filled.is_err() {
-        entry.discard(0);
-        return Err(());
-    }
-    entry.submit(0);
-    count(counter::EVENTS);
+    let tail = Tail { ifindex: 0, ctinfo: 0, start_known: seen.is_some(), late_jiffies: late };
+    emit(entry, Hook::CtFree, ct, kind, status, seen.unwrap_or(0), tail)?;
     count(counter::END_EVENTS);
     Ok(())
 }
