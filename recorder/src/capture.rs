@@ -255,11 +255,7 @@ impl Capture {
             if ifaces.is_empty() {
                 continue;
             }
-            let prog: &mut SchedClassifier = ebpf
-                .program_mut(program)
-                .ok_or(CaptureError::MissingItem(program))?
-                .try_into()
-                .map_err(|source| CaptureError::Program { what: format!("program {program}"), source })?;
+            let prog: &mut SchedClassifier = program_of(&mut ebpf, program)?;
             prog.load().map_err(|source| CaptureError::Program {
                 what: format!("loading {program} (the kernel's verifier log follows)"),
                 source,
@@ -283,14 +279,9 @@ impl Capture {
 
         let logger = aya_log::EbpfLogger::init(&mut ebpf)
             .map_err(|e| CaptureError::Log(e.to_string()))?;
-        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(CaptureError::MissingItem("EVENTS"))?)
-            .map_err(|source| CaptureError::Map { what: "ring buffer EVENTS".into(), source })?;
-        let spill =
-            RingBuf::try_from(ebpf.take_map("END_SPILL").ok_or(CaptureError::MissingItem("END_SPILL"))?)
-                .map_err(|source| CaptureError::Map { what: "ring buffer END_SPILL".into(), source })?;
-        let counters =
-            PerCpuArray::try_from(ebpf.take_map("COUNTERS").ok_or(CaptureError::MissingItem("COUNTERS"))?)
-                .map_err(|source| CaptureError::Map { what: "map COUNTERS".into(), source })?;
+        let ring = map_of(&mut ebpf, "EVENTS")?;
+        let spill = map_of(&mut ebpf, "END_SPILL")?;
+        let counters = map_of(&mut ebpf, "COUNTERS")?;
         Ok(Self { ring, spill, counters, logger, attachments, offsets, ends_in_ring, _ebpf: ebpf })
     }
 
@@ -357,14 +348,30 @@ impl Capture {
     }
 }
 
+/// The program `name` of the object, as its type.
+fn program_of<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, CaptureError>
+where
+    &'a mut aya::programs::Program: TryInto<&'a mut P, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(CaptureError::MissingItem(name))?
+        .try_into()
+        .map_err(|source| CaptureError::Program { what: format!("program {name}"), source })
+}
+
+/// Takes the map `name` out of the object, as its type.
+fn map_of<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, CaptureError>
+where
+    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(CaptureError::MissingItem(name))?;
+    M::try_from(map).map_err(|source| CaptureError::Map { what: format!("map {name}"), source })
+}
+
 /// Loads and attaches the end probe.
 fn attach_end_probe(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
     let btf = aya::Btf::from_sys_fs().map_err(CaptureError::EndProbeBtf)?;
-    let prog: &mut BtfTracePoint = ebpf
-        .program_mut(END_PROGRAM)
-        .ok_or(CaptureError::MissingItem(END_PROGRAM))?
-        .try_into()
-        .map_err(|source| CaptureError::Program { what: format!("program {END_PROGRAM}"), source })?;
+    let prog: &mut BtfTracePoint = program_of(ebpf, END_PROGRAM)?;
     prog.load(END_TRACEPOINT, &btf).map_err(|source| CaptureError::Program {
         what: format!("loading {END_PROGRAM} (the kernel's verifier log follows)"),
         source,
