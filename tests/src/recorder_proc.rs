@@ -215,6 +215,24 @@ fn says_ready(line: &str) -> bool {
         .any(|w| w == "ready")
 }
 
+/// The counters `natrec record --stats-json` printed at exit: the last JSON object on its
+/// stderr, `stderr`.
+pub fn stats_json(stderr: &str) -> Result<serde_json::Value> {
+    stderr
+        .lines()
+        .rev()
+        .find_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l.trim())
+                .ok()
+                .filter(serde_json::Value::is_object)
+        })
+        .ok_or_else(|| {
+            LabError::Invalid(format!(
+                "natrec printed no --stats-json summary; its stderr:\n{stderr}"
+            ))
+        })
+}
+
 /// Reads a JSON Lines file of flow events. With `complete`, every line must parse; otherwise a
 /// last line without its newline is taken to be still in writing and skipped.
 pub fn read_events(path: &Path, complete: bool) -> Result<Vec<FlowEvent>> {

@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use natrec_tests::conntrack::{CtTranslation, conntrack_flush, conntrack_list};
 use natrec_tests::gateway::{GatewayLab, LabSpec, OUTSIDE_ROUTER};
 use natrec_tests::lab::{self, TempDir};
-use natrec_tests::recorder_proc::NatrecRecord;
+use natrec_tests::recorder_proc::{self, NatrecRecord};
 use natrec_tests::traffic::{self, EchoServer, FlowDone, TcpFlow};
 use recorder::conntrack::{CtEntry, EventOptions, EventSocket, Wait};
 use recorder::model::{Flags, FlowEvent, Kind, Proto, Translation};
@@ -567,11 +567,7 @@ fn the_end_probe_reports_only_its_own_namespace() {
         "natrec recorded another namespace's translations: {events:#?}"
     );
     // The probe did see the other namespace's entries go, and let them pass.
-    let stats = stderr
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
-        .unwrap_or_else(|| panic!("no --stats-json line in natrec's stderr:\n{stderr}"));
+    let stats = recorder_proc::stats_json(&stderr).expect("natrec's counters");
     assert_eq!(stats["ends_from"], "ebpf", "{stats}");
     assert!(
         stats["kernel"]["ct_frees"].as_u64().unwrap_or(0) >= 20,

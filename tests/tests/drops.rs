@@ -10,19 +10,12 @@ use std::time::Duration;
 use natrec_tests::conntrack::conntrack_flush;
 use natrec_tests::gateway::{GatewayLab, LabSpec};
 use natrec_tests::lab::{TempDir, end_probe_test_start, lab_test_start};
-use natrec_tests::recorder_proc::NatrecRecord;
+use natrec_tests::recorder_proc::{NatrecRecord, stats_json};
 use natrec_tests::traffic::{EchoServer, TcpFlow};
 use recorder::model::{Flags, FlowEvent, Proto};
 
 const FLOWS: u16 = 2000;
 
-/// The counters `natrec record --stats-json` printed last on its stderr, `log`.
-fn stats_json(log: &str) -> serde_json::Value {
-    log.lines()
-        .rev()
-        .find_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
-        .unwrap_or_else(|| panic!("no --stats-json line in natrec's stderr:\n{log}"))
-}
 const FIRST_PORT: u16 = 20000;
 
 #[test]
@@ -127,7 +120,7 @@ fn full_ring_buffer(prefix: &str, ends_from: &str) {
     assert_eq!(seen, expected, "every remote port of the burst, once");
 
     // The drops were counted in the kernel and reported, and account for the end-only records.
-    let stats = stats_json(&log);
+    let stats = stats_json(&log).expect("natrec's counters");
     let full = stats["kernel"]["ringbuf_full"].as_u64().expect("kernel.ringbuf_full");
     assert!(full > 0, "a 4 KiB ring cannot take {FLOWS} events at once; stats: {stats}");
     assert_eq!(
@@ -212,7 +205,7 @@ fn a_lost_start_is_reported_again_at_the_entrys_next_established_packet() {
     let (events, log) = rec.stop().expect("stop");
     assert!(complete, "only {} of {CONNECTIONS} end events arrived; natrec's log:\n{log}", ends(&events));
 
-    let stats = stats_json(&log);
+    let stats = stats_json(&log).expect("natrec's counters");
     let full = stats["kernel"]["ringbuf_full"].as_u64().expect("kernel.ringbuf_full");
     assert!(full > 0, "a 4 KiB ring cannot take {CONNECTIONS} starts at once; stats: {stats}");
     for local in &locals {

@@ -328,14 +328,7 @@ impl Running {
                     .take()
                     .ok_or_else(|| BenchError::Invalid("natrec was not running".into()))?;
                 let (_, stderr) = rec.stop()?;
-                let summary = stderr
-                    .lines()
-                    .rev()
-                    .filter(|l| l.trim_start().starts_with('{'))
-                    .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                    .ok_or_else(|| {
-                        BenchError::Invalid(format!("natrec printed no --stats-json summary; its stderr:\n{stderr}"))
-                    })?;
+                let summary = crate::recorder_proc::stats_json(&stderr)?;
                 count_natrec(&out, summary)
             }
             Recorder::ConntrackE | Recorder::UlogdText | Recorder::UlogdJson => {

@@ -93,19 +93,7 @@ pub struct RecorderRun {
 impl RecorderRun {
     /// Reads the last JSON object natrec printed on stderr.
     pub fn from_stderr(stderr: &str) -> Result<RecorderRun, HarnessError> {
-        let v: serde_json::Value = stderr
-            .lines()
-            .rev()
-            .find_map(|l| {
-                serde_json::from_str(l.trim())
-                    .ok()
-                    .filter(serde_json::Value::is_object)
-            })
-            .ok_or_else(|| {
-                HarnessError::Invalid(format!(
-                    "natrec printed no --stats-json summary; its stderr:\n{stderr}"
-                ))
-            })?;
+        let v = crate::recorder_proc::stats_json(stderr)?;
         let get = |path: &[&str]| {
             path.iter()
                 .try_fold(&v, |v, k| v.get(k))
