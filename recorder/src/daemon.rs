@@ -299,13 +299,7 @@ impl StoreThread {
                 };
                 for msg in rx {
                     match msg {
-                        StoreMsg::Events(batch) => {
-                            for ev in &batch {
-                                if let Err(e) = writer.append(ev) {
-                                    fail(e);
-                                }
-                            }
-                        }
+                        StoreMsg::Events(batch) => writer.append_all(&batch, &mut fail),
                         StoreMsg::Tick(now) => {
                             if let Err(e) = writer.tick(now) {
                                 fail(e);
@@ -630,20 +624,42 @@ fn drain_ring(
     out: &mut Vec<FlowEvent>,
     summary: &mut RecordSummary,
 ) {
-    while let Some(ev) = capture.next_event() {
-        match Hook::from_u8(ev.hook) {
-            Some(Hook::CtFree) => match from_end_event(&ev, clock, jiffy_ns) {
-                Some(t) => tracker.end(t, out),
-                None => summary.malformed_events += 1,
-            },
-            Some(Hook::WanEgress | Hook::LanEgress) => match from_event(&ev, clock) {
-                Some(t) => tracker.start(t, out),
-                None => summary.malformed_events += 1,
-            },
-            None => summary.malformed_events += 1,
+    // Reports go to the tracker LOOKAHEAD at a time, each announced as it is read
+    // (`Tracker::prefetch`): the tracker's lookups then find their memory in cache.
+    let mut batch: Vec<(bool, Translation)> = Vec::with_capacity(LOOKAHEAD);
+    loop {
+        let ev = capture.next_event();
+        let report = ev.as_ref().and_then(|ev| match Hook::from_u8(ev.hook) {
+            Some(Hook::CtFree) => from_end_event(ev, clock, jiffy_ns).map(|t| (true, t)),
+            Some(Hook::WanEgress | Hook::LanEgress) => from_event(ev, clock).map(|t| (false, t)),
+            None => None,
+        });
+        match report {
+            Some(r) => {
+                tracker.prefetch(&r.1);
+                batch.push(r);
+            }
+            None if ev.is_some() => summary.malformed_events += 1,
+            None => {}
+        }
+        if batch.len() == LOOKAHEAD || ev.is_none() {
+            for (end, t) in batch.drain(..) {
+                if end {
+                    tracker.end(t, out);
+                } else {
+                    tracker.start(t, out);
+                }
+            }
+        }
+        if ev.is_none() {
+            return;
         }
     }
 }
+
+/// How many ring reports are read ahead of the tracker: enough to overlap the waits for the
+/// memory of their lookups, few enough for the CPU to have that many loads in flight.
+const LOOKAHEAD: usize = 16;
 
 /// The ctnetlink reader: reads and forwards, nothing else, until `stop`.
 fn spawn_reader(

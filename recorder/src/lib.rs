@@ -3,7 +3,8 @@
 //!
 //! - [`capture`] loads the eBPF programs (offsets from the kernel's BTF, see [`btf`]) and reads
 //!   their ring buffer; [`conntrack`] speaks ctnetlink (DESTROY events, dumps); [`tracker`] pairs
-//!   starts and ends into [`model::FlowEvent`]s; [`daemon`] runs it all for `natrec record`.
+//!   starts and ends into [`model::FlowEvent`]s (both it and the store's writer keep their open
+//!   translations in an `open_table`, whose slots can be prefetched); [`daemon`] runs it all for `natrec record`.
 //! - [`store`] keeps the attribution log segments; [`query`] answers from them.
 //! - [`synth`] makes the synthetic ISP workload; [`import`] reads logs other tools keep.
 
@@ -13,6 +14,7 @@ pub mod conntrack;
 pub mod daemon;
 pub mod import;
 pub mod model;
+mod open_table;
 pub mod query;
 pub mod scan;
 pub mod sink;

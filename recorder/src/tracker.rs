@@ -18,7 +18,6 @@
 //! - a resync dump closes, with an approximate end, every open translation the kernel no longer
 //!   has.
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -26,6 +25,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use jiff::Timestamp;
 
 use crate::model::{Flags, FlowEvent, FlowKey, Kind, Proto, Translation};
+use crate::open_table::OpenTable;
 use crate::store::Resolution;
 
 /// Counters of what the tracker saw, for the log and `--stats`.
@@ -138,8 +138,8 @@ fn same_entry(r: Resolution, a: Open, b: &Translation) -> bool {
 /// An all-IPv4 [`FlowKey`] in three words.
 ///
 /// The open map is read at every start and every end, and with hundreds of thousands of open
-/// translations nearly every read misses the CPU caches: its cost is the size of its buckets.
-/// With this key and [`Open`] a bucket is 48 bytes, where a `FlowKey` and a `Translation` take
+/// translations nearly every read misses the CPU caches: its cost is the size of its slots.
+/// With this key and [`Open`] a slot is 56 bytes, where a `FlowKey` and a `Translation` take
 /// 248.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Key4 {
@@ -202,22 +202,19 @@ enum Ended {
     Absent,
 }
 
-fn start_in<K: Hash + Eq>(map: &mut Map<K, Open>, k: K, t: &Translation, r: Resolution) -> Started {
-    match map.entry(k) {
-        Entry::Occupied(mut o) if !same_entry(r, *o.get(), t) => {
-            Started::Replaced(std::mem::replace(o.get_mut(), Open::of(t)))
-        }
-        Entry::Occupied(_) => Started::Duplicate,
-        Entry::Vacant(v) => {
-            v.insert(Open::of(t));
+fn start_in<K: Copy + Hash + Eq>(map: &mut OpenTable<K, Open>, k: K, t: &Translation, r: Resolution) -> Started {
+    match map.get_mut(&k) {
+        Some(o) if !same_entry(r, *o, t) => Started::Replaced(std::mem::replace(o, Open::of(t))),
+        Some(_) => Started::Duplicate,
+        None => {
+            map.insert(k, Open::of(t));
             Started::New
         }
     }
 }
 
-fn end_in<K: Hash + Eq>(map: &mut Map<K, Open>, k: K, t: &Translation, r: Resolution) -> Ended {
-    // `get`, then `remove` of the bucket just read (cheap): an entry would reserve room when
-    // the key is absent.
+fn end_in<K: Copy + Hash + Eq>(map: &mut OpenTable<K, Open>, k: K, t: &Translation, r: Resolution) -> Ended {
+    // `get`, then `remove` of the slot just read (in cache by then).
     let outcome = match map.get(&k) {
         None => return Ended::Absent,
         Some(&o) if same_entry(r, o, t) => Ended::Same(o),
@@ -231,8 +228,8 @@ fn end_in<K: Hash + Eq>(map: &mut Map<K, Open>, k: K, t: &Translation, r: Resolu
 /// The open translations: all-IPv4 keys packed ([`Key4`]), any others as they are.
 #[derive(Debug, Default)]
 struct OpenMap {
-    v4: Map<Key4, Open>,
-    other: Map<FlowKey, Open>,
+    v4: OpenTable<Key4, Open>,
+    other: OpenTable<FlowKey, Open>,
 }
 
 impl OpenMap {
@@ -261,6 +258,15 @@ impl OpenMap {
         match Key4::new(&k) {
             Some(k4) => end_in(&mut self.v4, k4, t, r),
             None => end_in(&mut self.other, k, t, r),
+        }
+    }
+
+    /// Brings the slot of `t`'s key into cache (see [`OpenTable::prefetch`]).
+    fn prefetch(&self, t: &Translation) {
+        let k = t.key();
+        match Key4::new(&k) {
+            Some(k4) => self.v4.prefetch(&k4),
+            None => self.other.prefetch(&k),
         }
     }
 
@@ -295,6 +301,13 @@ impl Tracker {
     /// Number of open translations.
     pub fn open_count(&self) -> usize {
         self.open.len()
+    }
+
+    /// Asks the CPU for the memory a report of `t` will touch, a few reports before it comes:
+    /// the open map is too big for the caches, and lookups announced this way overlap their
+    /// waits for memory instead of taking them one after the other. A hint only.
+    pub fn prefetch(&self, t: &Translation) {
+        self.open.prefetch(t);
     }
 
     /// Takes translations recovered from the store as open without emitting anything: they were

@@ -80,8 +80,8 @@ pub(crate) struct EndRef {
 }
 
 /// A `HashMap` for the store's in-memory maps, hashed with foldhash (`fast`). Some keys hold
-/// remote addresses and ports that outside hosts choose (the writer's open translations, the
-/// address interner), so the hash must not be predictable: foldhash's secrets are random per
+/// remote addresses that outside hosts choose (the address interner), so the hash must not be
+/// predictable: foldhash's secrets are random per
 /// process and per map, which defeats precomputed collision sets.
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 
-use super::codec::{self, EndRef, FastMap, Interner, KIND_CHECKPOINT, KIND_LIVE, Rec};
+use super::codec::{self, EndRef, Interner, KIND_CHECKPOINT, KIND_LIVE, Rec};
 use super::segment::{self, Header, T_BLOCK};
 use super::{Resolution, StoreError, WriterOptions};
 use crate::model::{Flags, FlowEvent, Proto, Translation};
+use crate::open_table::OpenTable;
 
 /// zstd level of live blocks (rewritten at seal).
 const LIVE_LEVEL: i32 = 1;
@@ -133,7 +134,7 @@ pub struct Writer {
     /// Live translations: start and ordinal in the active segment.
     /// Open translations: (tuple key, start in units) → ordinal of the full record. Keyed by the
     /// start too: a tuple's next entry can start before the previous one's end event arrives.
-    open: FastMap<(Key, i64), OpenRec>,
+    open: OpenTable<(Key, i64), OpenRec>,
     recovered_open: Vec<Translation>,
     last_flush: Option<Timestamp>,
     retry_after: Option<Timestamp>,
@@ -235,7 +236,7 @@ impl Writer {
             pending: Vec::new(),
             pending_refs: Vec::new(),
             written_ordinal: 0,
-            open: FastMap::default(),
+            open: OpenTable::default(),
             recovered_open,
             last_flush: None,
             retry_after: None,
@@ -265,19 +266,52 @@ impl Writer {
     /// same start is ignored (idempotent re-seeding after a restart); an end whose start is in
     /// the active segment is stored as a reference to it.
     pub fn append(&mut self, ev: &FlowEvent) -> Result<(), StoreError> {
+        let r = self.prepare(ev)?;
+        self.apply(ev, r)
+    }
+
+    /// Appends events in order, as [`Writer::append`] each; what fails goes to `fail` and the
+    /// rest is still appended. Each event's slot in the map of open translations is asked for
+    /// a few events before it is used ([`OpenTable::prefetch`]), so that the lookups of a batch
+    /// overlap their waits for memory.
+    pub fn append_all(&mut self, evs: &[FlowEvent], mut fail: impl FnMut(StoreError)) {
+        const LOOKAHEAD: usize = 16;
+        let mut ready: Vec<(&FlowEvent, Rec)> = Vec::with_capacity(LOOKAHEAD);
+        for chunk in evs.chunks(LOOKAHEAD) {
+            for ev in chunk {
+                match self.prepare(ev) {
+                    Ok(r) => {
+                        self.open.prefetch(&(Key::of(&r), r.start));
+                        ready.push((ev, r));
+                    }
+                    Err(e) => fail(e),
+                }
+            }
+            for (ev, r) in ready.drain(..) {
+                if let Err(e) = self.apply(ev, r) {
+                    fail(e);
+                }
+            }
+        }
+    }
+
+    /// An event's record, its addresses interned.
+    fn prepare(&mut self, ev: &FlowEvent) -> Result<Rec, StoreError> {
         self.stats.appended += 1;
-        let mut r = self.rec_of(ev.translation())?;
+        self.rec_of(ev.translation())
+    }
+
+    /// Appends an event whose record `prepare` made.
+    fn apply(&mut self, ev: &FlowEvent, mut r: Rec) -> Result<(), StoreError> {
         let key = Key::of(&r);
         match ev {
             FlowEvent::Start(_) => {
                 r.end = None;
                 let ord = self.written_ordinal + self.pending.len() as u64;
-                match self.open.entry((key, r.start)) {
-                    std::collections::hash_map::Entry::Occupied(_) => return Ok(()),
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(OpenRec { ordinal: ord, kind: r.kind, flags: r.flags });
-                    }
+                if self.open.get(&(key, r.start)).is_some() {
+                    return Ok(());
                 }
+                self.open.insert((key, r.start), OpenRec { ordinal: ord, kind: r.kind, flags: r.flags });
                 self.pending.push(r);
             }
             FlowEvent::End(_) => {
