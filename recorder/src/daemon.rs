@@ -223,10 +223,6 @@ fn from_entry(e: &CtEntry, now: Timestamp, ended: bool) -> Option<Translation> {
 struct Sinks {
     jsonl: Option<JsonlSink>,
     store: Option<StoreThread>,
-    /// Events for the store thread, handed over at each tick (every 100 ms: one wake-up of that
-    /// thread per tick rather than per ring-buffer read; the writer flushes only at ticks, so
-    /// nothing waits longer for the disk) or when many are waiting.
-    store_batch: Vec<FlowEvent>,
 }
 
 /// Events beyond which the batch goes to the store thread before the tick.
@@ -242,10 +238,10 @@ impl Sinks {
                 j.write(ev)?;
             }
         }
-        if let Some(s) = &self.store {
-            self.store_batch.append(events);
-            if self.store_batch.len() >= STORE_BATCH_MAX {
-                s.send(StoreMsg::Events(std::mem::take(&mut self.store_batch)));
+        if let Some(s) = &mut self.store {
+            s.batch.append(events);
+            if s.batch.len() >= STORE_BATCH_MAX {
+                s.hand_over();
             }
         } else {
             events.clear();
@@ -257,10 +253,8 @@ impl Sinks {
         if let Some(j) = &mut self.jsonl {
             j.flush()?;
         }
-        if let Some(s) = &self.store {
-            if !self.store_batch.is_empty() {
-                s.send(StoreMsg::Events(std::mem::take(&mut self.store_batch)));
-            }
+        if let Some(s) = &mut self.store {
+            s.hand_over();
             s.send(StoreMsg::Tick(now));
         }
         Ok(())
@@ -278,11 +272,22 @@ enum StoreMsg {
 struct StoreThread {
     tx: std::sync::mpsc::Sender<StoreMsg>,
     handle: std::thread::JoinHandle<(Result<WriterStats, StoreError>, u64)>,
+    /// Events for the thread, handed over at each tick (every 100 ms: one wake-up of that
+    /// thread per tick rather than per ring-buffer read; the writer flushes only at ticks, so
+    /// nothing waits longer for the disk) or when many are waiting.
+    batch: Vec<FlowEvent>,
+    /// Batches the thread has written, sent back empty with their capacity, so that a new batch
+    /// neither grows by reallocation (copying itself each time) nor faults in fresh pages.
+    spare: std::sync::mpsc::Receiver<Vec<FlowEvent>>,
 }
+
+/// Empty batches kept for reuse: one being filled, one being written, one in hand.
+const SPARE_BATCHES: usize = 2;
 
 impl StoreThread {
     fn spawn(mut writer: Writer) -> Result<Self, DaemonError> {
         let (tx, rx) = std::sync::mpsc::channel::<StoreMsg>();
+        let (back, spare) = std::sync::mpsc::sync_channel::<Vec<FlowEvent>>(SPARE_BATCHES);
         let handle = std::thread::Builder::new()
             .name("natrec-store".into())
             .spawn(move || {
@@ -299,7 +304,12 @@ impl StoreThread {
                 };
                 for msg in rx {
                     match msg {
-                        StoreMsg::Events(batch) => writer.append_all(&batch, &mut fail),
+                        StoreMsg::Events(mut batch) => {
+                            writer.append_all(&batch, &mut fail);
+                            batch.clear();
+                            // Full (the capture side has enough spares) or gone: dropped.
+                            let _ = back.try_send(batch);
+                        }
                         StoreMsg::Tick(now) => {
                             if let Err(e) = writer.tick(now) {
                                 fail(e);
@@ -310,7 +320,17 @@ impl StoreThread {
                 (writer.close(), errors)
             })
             .map_err(|e| DaemonError::Io("starting the store writer thread", e))?;
-        Ok(Self { tx, handle })
+        Ok(Self { tx, handle, batch: Vec::new(), spare })
+    }
+
+    /// Sends the batch, if any, to the thread, and starts the next in a spare one.
+    fn hand_over(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let next = self.spare.try_recv().unwrap_or_default();
+        let full = std::mem::replace(&mut self.batch, next);
+        self.send(StoreMsg::Events(full));
     }
 
     fn send(&self, msg: StoreMsg) {
@@ -319,7 +339,8 @@ impl StoreThread {
     }
 
     /// Closes the channel, lets the writer drain it and seal, and returns its counters.
-    fn close(self) -> Result<WriterStats, DaemonError> {
+    fn close(mut self) -> Result<WriterStats, DaemonError> {
+        self.hand_over();
         drop(self.tx);
         let (stats, errors) = self
             .handle
@@ -351,7 +372,7 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
     let jsonl = cfg.jsonl.as_deref().map(JsonlSink::open).transpose()?;
     let writer = cfg.store.clone().map(Writer::open).transpose()?;
     let recovered: Vec<Translation> = writer.as_ref().map(|w| w.recovered_open().to_vec()).unwrap_or_default();
-    let mut sinks = Sinks { jsonl, store: writer.map(StoreThread::spawn).transpose()?, store_batch: Vec::new() };
+    let mut sinks = Sinks { jsonl, store: writer.map(StoreThread::spawn).transpose()? };
     if cfg.set_sysctls {
         match conntrack::enable_timestamps() {
             Ok(0) => tracing::info!("set net.netfilter.nf_conntrack_timestamp=1 (exact start and stop times)"),
