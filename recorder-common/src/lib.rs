@@ -320,11 +320,17 @@ pub mod counter {
     /// End events written to the spill ring because the ring buffer was full (also counted in
     /// `END_EVENTS`). An end lost from both counts in `RINGBUF_FULL`.
     pub const ENDS_SPILLED: u32 = 7;
+    /// Reported entries that could not be marked as reported because the map of reported
+    /// entries was full (with the end probe, whose map forgets nothing: more live NATed entries
+    /// than `--seen-entries`). Nothing is lost: such an entry may be reported again by its next
+    /// packets (userspace drops the duplicates), and its end, which then carries no start, is
+    /// paired with its start by the tuple.
+    pub const SEEN_FULL: u32 = 8;
     /// Number of counters.
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 9;
 }
 
-/// Default capacity of the dedup LRU (conntrack entries already reported).
+/// Default capacity of the map of conntrack entries already reported.
 pub const DEFAULT_SEEN_ENTRIES: u32 = 1 << 18;
 /// Default ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const DEFAULT_RINGBUF_BYTES: u32 = 1 << 24;

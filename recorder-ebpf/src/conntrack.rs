@@ -13,7 +13,7 @@ use recorder_common::{
     counter,
 };
 
-use crate::{END_SPILL, EVENTS, OFFSETS, SEEN, count};
+use crate::{END_SPILL, EVENTS, OFFSETS, SEEN, SEEN_BY_PROBE, SEEN_FREED, count};
 
 /// The `kmem_cache` conntrack entries come from, learned by name at the first free from it
 /// (kernel data addresses are not in kallsyms; the cache lives as long as nf_conntrack).
@@ -43,6 +43,35 @@ macro_rules! off {
         // SAFETY: a plain read of a static.
         unsafe { core::ptr::read_volatile(&OFFSETS.$field) }
     };
+}
+
+/// The map of reported entries in use: [`SEEN_FREED`] with the end probe, [`SEEN`] without.
+mod seen {
+    use super::*;
+
+    #[inline(always)]
+    fn by_probe() -> bool {
+        // SAFETY: a plain read of a static (volatile: the loader rewrites the value).
+        let v = unsafe { core::ptr::read_volatile(&raw const SEEN_BY_PROBE) };
+        v != 0
+    }
+
+    #[inline(always)]
+    pub fn insert(ct: u64, start: u64, flags: u64) -> Result<(), ()> {
+        let r = if by_probe() { SEEN_FREED.insert(&ct, &start, flags) } else { SEEN.insert(&ct, &start, flags) };
+        r.map_err(|_| ())
+    }
+
+    #[inline(always)]
+    pub fn get(ct: u64) -> Option<u64> {
+        // SAFETY: map values are plain u64s; the value is copied at once.
+        unsafe { if by_probe() { SEEN_FREED.get(&ct) } else { SEEN.get(&ct) } }.copied()
+    }
+
+    #[inline(always)]
+    pub fn remove(ct: u64) {
+        let _ = if by_probe() { SEEN_FREED.remove(&ct) } else { SEEN.remove(&ct) };
+    }
 }
 
 #[inline(always)]
@@ -92,22 +121,24 @@ fn try_observe(ctx: &TcContext, hook: Hook) -> Result<(), ()> {
     }
     let start = ct_start(ct)?;
     // One map operation for a new entry: the insert tells whether it was there.
-    if SEEN.insert(&ct, &start, NOEXIST).is_err() {
-        // SAFETY: map values are plain u64s; the value is copied at once.
-        let seen = unsafe { SEEN.get(&ct) }.copied();
-        if seen == Some(start) {
+    if seen::insert(ct, start, NOEXIST).is_err() {
+        if seen::get(ct) == Some(start) {
             return Ok(());
         }
         // A reused slot (its old entry was never seen freed), or the key went in between: mark
-        // it with this entry's start. An update fails only when memory is short; the entry is
-        // then reported again on its next packet and userspace drops the duplicate.
-        let _ = SEEN.insert(&ct, &start, 0);
+        // it with this entry's start. The update fails when the map is full (with the end
+        // probe: more live NATed entries than it holds); the entry is then reported again on
+        // its next packets (userspace drops the duplicates) and its end carries no start
+        // (userspace pairs it with its start by the tuple).
+        if seen::insert(ct, start, 0).is_err() {
+            count(counter::SEEN_FULL);
+        }
     }
 
     let Some(entry) = EVENTS.reserve::<NatEvent>(0) else {
         count(counter::RINGBUF_FULL);
         // Not marked as seen: the entry's next packet tries again, established or not.
-        let _ = SEEN.remove(&ct);
+        seen::remove(ct);
         // SAFETY: every CPU that loses a start writes a time in the future; any of them will do.
         unsafe {
             core::ptr::write_volatile(&raw mut RECHECK_UNTIL_NS, bpf_ktime_get_ns() + RECHECK_NS);
@@ -323,11 +354,10 @@ fn try_freed(ct: u64) -> Result<(), ()> {
             return Ok(());
         }
     }
-    // SAFETY: map values are plain u64s; the value is copied at once.
-    let seen = unsafe { SEEN.get(&ct) }.copied();
+    let seen = seen::get(ct);
     if seen.is_some() {
         // The slot may be reused at once: its next entry must be reported afresh.
-        let _ = SEEN.remove(&ct);
+        seen::remove(ct);
     }
     let timeout_off = off!(ct_timeout);
     let late = if timeout_off == ABSENT {

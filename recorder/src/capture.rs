@@ -113,6 +113,10 @@ pub struct KernelCounters {
     /// End events written to the spill ring because the ring buffer was full (also counted in
     /// `end_events`; none of them is lost).
     pub ends_spilled: u64,
+    /// Reported entries the full map of reported entries could not take (`--seen-entries`; with
+    /// the end probe). None is lost: their next packets may report them again (duplicates,
+    /// dropped), and their ends are paired with their starts by the tuple.
+    pub seen_full: u64,
 }
 
 /// How a program was attached.
@@ -222,29 +226,41 @@ impl Capture {
         } else {
             LOG_LEVEL_WARN
         };
-        let mut ebpf = EbpfLoader::new()
-            .override_global("OFFSETS", &offsets, true)
-            .override_global(aya_log::LEVEL, &log_level, false)
-            .map_max_entries("EVENTS", cfg.ringbuf_bytes)
-            .map_max_entries("SEEN", cfg.seen_entries)
-            .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/recorder")))?;
+        // The map of reported entries depends on whether the end probe runs (see
+        // `SEEN_BY_PROBE`), which is known only once it is attached: should the attach fail
+        // (with `--ends auto`), the object is loaded again for ends from ctnetlink.
+        let load = |by_probe: bool| {
+            let (seen, seen_freed) = if by_probe { (1, cfg.seen_entries) } else { (cfg.seen_entries, 1) };
+            EbpfLoader::new()
+                .override_global("OFFSETS", &offsets, true)
+                .override_global("SEEN_BY_PROBE", &u8::from(by_probe), true)
+                .override_global(aya_log::LEVEL, &log_level, false)
+                .map_max_entries("EVENTS", cfg.ringbuf_bytes)
+                .map_max_entries("SEEN", seen)
+                .map_max_entries("SEEN_FREED", seen_freed)
+                .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/recorder")))
+        };
 
         // The end probe goes first: an entry whose start is reported then has its end reported.
-        let ends_in_ring = match (cfg.ends, end_probe_unusable) {
-            (EndsFrom::Ctnetlink, _) => false,
+        let (mut ebpf, ends_in_ring) = match (cfg.ends, end_probe_unusable) {
+            (EndsFrom::Ctnetlink, _) => (load(false)?, false),
             (EndsFrom::Ebpf, Some(why)) => return Err(CaptureError::NoEndProbe(why)),
             (EndsFrom::Auto, Some(why)) => {
                 tracing::info!("ends from ctnetlink DESTROY events: {why}");
-                false
+                (load(false)?, false)
             }
-            (ends, None) => match attach_end_probe(&mut ebpf) {
-                Ok(()) => true,
-                Err(e) if ends == EndsFrom::Auto => {
-                    tracing::warn!("ends from ctnetlink DESTROY events: the end probe did not start: {e}");
-                    false
+            (ends, None) => {
+                let mut ebpf = load(true)?;
+                match attach_end_probe(&mut ebpf) {
+                    Ok(()) => (ebpf, true),
+                    Err(e) if ends == EndsFrom::Auto => {
+                        tracing::warn!("ends from ctnetlink DESTROY events: the end probe did not start: {e}");
+                        drop(ebpf);
+                        (load(false)?, false)
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
-            },
+            }
         };
         if ends_in_ring {
             tracing::info!(tracepoint = END_TRACEPOINT, "ends from the end probe");
@@ -330,6 +346,7 @@ impl Capture {
             ct_frees: get(counter::CT_FREES)?,
             end_events: get(counter::END_EVENTS)?,
             ends_spilled: get(counter::ENDS_SPILLED)?,
+            seen_full: get(counter::SEEN_FULL)?,
         })
     }
 

@@ -485,6 +485,7 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
     let mut last_reap = Instant::now();
     let mut last_stats = Instant::now();
     let mut last_full = 0u64;
+    let mut last_seen_full = 0u64;
     let mut nl_stats = EventStats::default();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -577,6 +578,10 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
                             tracing::warn!(lost = k.ringbuf_full - last_full, total = k.ringbuf_full, "ring buffer full: events lost in the kernel (raise --ringbuf-size); those entries are reported again at their next packet or their end");
                         }
                         last_full = k.ringbuf_full;
+                    }
+                    if k.seen_full > last_seen_full {
+                        tracing::warn!(entries = k.seen_full - last_seen_full, total = k.seen_full, "the kernel's map of reported entries is full (raise --seen-entries to the gateway's live NATed entries): nothing is lost, but those entries may be reported again by their next packets and their ends are paired by tuple");
+                        last_seen_full = k.seen_full;
                     }
                     if last_stats.elapsed() >= cfg.stats_interval {
                         let t = tracker.stats();

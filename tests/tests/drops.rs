@@ -221,3 +221,88 @@ fn a_lost_start_is_reported_again_at_the_entrys_next_established_packet() {
     }
     assert_eq!(stats["tracker"]["end_only"].as_u64(), Some(0), "stats: {stats}");
 }
+
+/// With the end probe, the kernel's map of reported entries forgets nothing (the probe removes
+/// each entry as it is freed), so it can fill up: entries it cannot take are counted and
+/// reported, and still recorded with their own start and end, the end paired with its start by
+/// the tuple (the end event then carries no start).
+#[test]
+fn a_full_map_of_reported_entries_is_counted_and_every_translation_recorded_whole() {
+    if !end_probe_test_start() {
+        return;
+    }
+    if !lab_test_start().expect("lab capabilities") {
+        return;
+    }
+    const SEEN: u64 = 64;
+    const BURST: u16 = 500;
+    let lab = GatewayLab::build(LabSpec {
+        prefix: "seenfull".into(),
+        inside_hosts: 1,
+        port_forward: false,
+        ..LabSpec::default()
+    })
+    .expect("lab");
+    let host = &lab.hosts()[0];
+    let local = SocketAddr::new(IpAddr::V4(host.addr()), 0);
+    let server = lab.servers()[0];
+    host.ns()
+        .run_in(move || UdpSocket::bind(local)?.send_to(b"warm", SocketAddr::new(IpAddr::V4(server), 9)))
+        .expect("run_in")
+        .expect("warm-up datagram");
+    std::thread::sleep(Duration::from_millis(300));
+    conntrack_flush(lab.gateway()).expect("flush");
+
+    let work = TempDir::new("natrec-seenfull").expect("tmp");
+    let jsonl = work.path().join("events.jsonl");
+    let seen = SEEN.to_string();
+    let rec = NatrecRecord::start(&lab, &jsonl, &["--seen-entries", &seen, "--stats-json", "--ends", "ebpf"])
+        .expect("natrec record");
+    // BURST entries alive at once, against a map of SEEN.
+    let src_port = host
+        .ns()
+        .run_in(move || -> std::io::Result<u16> {
+            let sock = UdpSocket::bind(local)?;
+            for port in FIRST_PORT..FIRST_PORT + BURST {
+                sock.send_to(b"burst", SocketAddr::new(IpAddr::V4(server), port))?;
+            }
+            Ok(sock.local_addr()?.port())
+        })
+        .expect("run_in")
+        .expect("burst");
+    // Counters are checked once a second: let the full map be logged before the ends come.
+    std::thread::sleep(Duration::from_millis(1500));
+    conntrack_flush(lab.gateway()).expect("flush");
+    let mine = |t: &recorder::model::Translation| t.proto == Proto::UDP && t.remote.ip() == IpAddr::V4(server);
+    let ends = |evs: &[FlowEvent]| evs.iter().filter(|e| matches!(e, FlowEvent::End(t) if mine(t))).count();
+    let (_, complete) = rec
+        .wait_for(Duration::from_secs(30), |evs| ends(evs) >= usize::from(BURST))
+        .expect("events");
+    let (events, log) = rec.stop().expect("stop");
+    assert!(complete, "only {} of {BURST} end events arrived; natrec's log:\n{log}", ends(&events));
+
+    let stats = stats_json(&log).expect("natrec's counters");
+    let full = stats["kernel"]["seen_full"].as_u64().expect("kernel.seen_full");
+    assert!(
+        full >= u64::from(BURST) - SEEN,
+        "{BURST} entries alive at once in a map of {SEEN}: at least {} not taken; stats: {stats}",
+        u64::from(BURST) - SEEN
+    );
+    assert!(log.contains("map of reported entries is full"), "the full map is logged:\n{log}");
+    let mut remotes = HashSet::new();
+    for ev in &events {
+        let FlowEvent::End(t) = ev else { continue };
+        if !mine(t) {
+            continue;
+        }
+        assert_eq!(t.inside, SocketAddr::new(IpAddr::V4(host.addr()), src_port), "{t:?}");
+        assert!(
+            !t.flags.contains(Flags::END_ONLY) && !t.flags.contains(Flags::START_APPROX),
+            "recorded with its own start: {t:?}; stats: {stats}"
+        );
+        assert!(remotes.insert(t.remote.port()), "recorded twice: {t:?}");
+    }
+    assert_eq!(remotes, (FIRST_PORT..FIRST_PORT + BURST).collect::<HashSet<u16>>(), "every flow of the burst, once");
+    assert_eq!(stats["kernel"]["ringbuf_full"].as_u64(), Some(0), "stats: {stats}");
+    assert_eq!(stats["tracker"]["end_only"].as_u64(), Some(0), "stats: {stats}");
+}

@@ -36,8 +36,11 @@ pub struct Args {
     /// Size of the BPF ring buffer (a power of two, at least one page): e.g. 16MiB.
     #[arg(long, default_value = "16MiB", value_name = "BYTES", value_parser = parse_size)]
     ringbuf_size: u64,
-    /// Capacity of the kernel's map of entries already reported (the end probe removes each as
-    /// it ends; without it the least recently used are forgotten).
+    /// Capacity of the kernel's map of entries already reported. With the end probe it holds
+    /// every reported entry until the kernel frees it: give at least the gateway's live NATed
+    /// entries, or some are reported again by later packets and their ends paired by tuple
+    /// (counted as seen_full; nothing is lost). Without the end probe it is an LRU that forgets
+    /// the least recently used.
     #[arg(long, default_value_t = recorder_common::DEFAULT_SEEN_ENTRIES, value_name = "N")]
     seen_entries: u32,
     /// Where ends come from: `auto` takes the end probe where the kernel runs it and ctnetlink
@@ -93,6 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ringbuf_full = k.ringbuf_full,
         read_errors = k.read_errors,
         end_events = k.end_events,
+        seen_full = k.seen_full,
         destroys = summary.netlink_destroys,
         enobufs = summary.netlink_enobufs,
         "stopped"
