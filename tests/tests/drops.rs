@@ -18,6 +18,26 @@ const FLOWS: u16 = 2000;
 
 const FIRST_PORT: u16 = 20000;
 
+/// A gateway with one inside host and no port forward.
+fn one_host_lab(prefix: &str) -> GatewayLab {
+    GatewayLab::build(LabSpec { prefix: prefix.into(), inside_hosts: 1, port_forward: false, ..LabSpec::default() })
+        .expect("lab")
+}
+
+/// Resolves the inside host's and the gateway's neighbours with one datagram to the first
+/// server (packets waiting for ARP never reach the hook), then empties the conntrack table.
+fn resolve_neighbours(lab: &GatewayLab) {
+    let local = SocketAddr::new(IpAddr::V4(lab.hosts()[0].addr()), 0);
+    let server = lab.servers()[0];
+    lab.hosts()[0]
+        .ns()
+        .run_in(move || UdpSocket::bind(local)?.send_to(b"warm", SocketAddr::new(IpAddr::V4(server), 9)))
+        .expect("run_in")
+        .expect("warm-up datagram");
+    std::thread::sleep(Duration::from_millis(300));
+    conntrack_flush(lab.gateway()).expect("flush");
+}
+
 #[test]
 fn a_full_ring_buffer_is_counted_and_every_translation_still_recorded_with_ctnetlink_ends() {
     full_ring_buffer("dropnl", "ctnetlink");
@@ -35,23 +55,11 @@ fn full_ring_buffer(prefix: &str, ends_from: &str) {
     if !lab_test_start().expect("lab capabilities") {
         return;
     }
-    let lab = GatewayLab::build(LabSpec {
-        prefix: prefix.into(),
-        inside_hosts: 1,
-        port_forward: false,
-        ..LabSpec::default()
-    })
-    .expect("lab");
+    let lab = one_host_lab(prefix);
     let host = &lab.hosts()[0];
     let local = SocketAddr::new(IpAddr::V4(host.addr()), 0);
     let server = lab.servers()[0];
-    // Resolve the neighbours first: packets waiting for ARP never reach the hook.
-    host.ns()
-        .run_in(move || UdpSocket::bind(local)?.send_to(b"warm", SocketAddr::new(IpAddr::V4(server), 9)))
-        .expect("run_in")
-        .expect("warm-up datagram");
-    std::thread::sleep(Duration::from_millis(300));
-    conntrack_flush(lab.gateway()).expect("flush");
+    resolve_neighbours(&lab);
 
     let work = TempDir::new("natrec-drops").expect("tmp");
     let jsonl = work.path().join("events.jsonl");
@@ -155,13 +163,7 @@ fn a_lost_start_is_reported_again_at_the_entrys_next_established_packet() {
         return;
     }
     const CONNECTIONS: usize = 120;
-    let lab = GatewayLab::build(LabSpec {
-        prefix: "recheck".into(),
-        inside_hosts: 1,
-        port_forward: false,
-        ..LabSpec::default()
-    })
-    .expect("lab");
+    let lab = one_host_lab("recheck");
     let host = &lab.hosts()[0];
     let server = SocketAddr::new(IpAddr::V4(lab.servers()[0]), 7);
     let _echo = EchoServer::tcp(lab.outside(), server).expect("tcp echo");
@@ -236,22 +238,11 @@ fn a_full_map_of_reported_entries_is_counted_and_every_translation_recorded_whol
     }
     const SEEN: u64 = 64;
     const BURST: u16 = 500;
-    let lab = GatewayLab::build(LabSpec {
-        prefix: "seenfull".into(),
-        inside_hosts: 1,
-        port_forward: false,
-        ..LabSpec::default()
-    })
-    .expect("lab");
+    let lab = one_host_lab("seenfull");
     let host = &lab.hosts()[0];
     let local = SocketAddr::new(IpAddr::V4(host.addr()), 0);
     let server = lab.servers()[0];
-    host.ns()
-        .run_in(move || UdpSocket::bind(local)?.send_to(b"warm", SocketAddr::new(IpAddr::V4(server), 9)))
-        .expect("run_in")
-        .expect("warm-up datagram");
-    std::thread::sleep(Duration::from_millis(300));
-    conntrack_flush(lab.gateway()).expect("flush");
+    resolve_neighbours(&lab);
 
     let work = TempDir::new("natrec-seenfull").expect("tmp");
     let jsonl = work.path().join("events.jsonl");
