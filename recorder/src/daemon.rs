@@ -281,7 +281,8 @@ struct StoreThread {
     spare: std::sync::mpsc::Receiver<Vec<FlowEvent>>,
 }
 
-/// Empty batches kept for reuse: one being filled, one being written, one in hand.
+/// Written batches the store thread may send back for reuse before the capture side takes one
+/// (it takes one at each hand-over; a batch beyond these is freed).
 const SPARE_BATCHES: usize = 2;
 
 impl StoreThread {
