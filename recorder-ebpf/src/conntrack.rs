@@ -19,8 +19,8 @@ use crate::{END_SPILL, EVENTS, OFFSETS, SEEN, SEEN_BY_PROBE, SEEN_FREED, count};
 /// (kernel data addresses are not in kallsyms; the cache lives as long as nf_conntrack).
 static mut CT_CACHE: u64 = 0;
 
-/// Until when (`bpf_ktime_get_ns`) established packets are checked against the map of reported entries after a start
-/// was lost to a full ring; 0: not since [`RECHECK_NS`] passed.
+/// Until when (`bpf_ktime_get_ns`) established packets are checked against the map of reported
+/// entries after a start was lost to a full ring; 0: not since [`RECHECK_NS`] passed.
 static mut RECHECK_UNTIL_NS: u64 = 0;
 
 /// How long after a lost start established packets are checked: long enough for the entries
