@@ -9,7 +9,7 @@ use aya_ebpf::maps::ring_buf::RingBufEntry;
 use aya_ebpf::programs::{BtfTracePointContext, TcContext};
 use aya_log_ebpf::debug;
 use recorder_common::{
-    Hook, IPS_CONFIRMED, IP_CT_ESTABLISHED, KernelOffsets, NatEvent, NatKind, Tuple, classify_into,
+    Hook, IP_CT_ESTABLISHED, IPS_CONFIRMED, KernelOffsets, NatEvent, NatKind, Tuple, classify_into,
     counter,
 };
 
@@ -58,7 +58,11 @@ mod seen {
 
     #[inline(always)]
     pub fn insert(ct: u64, start: u64, flags: u64) -> Result<(), ()> {
-        let r = if by_probe() { SEEN_FREED.insert(&ct, &start, flags) } else { SEEN.insert(&ct, &start, flags) };
+        let r = if by_probe() {
+            SEEN_FREED.insert(&ct, &start, flags)
+        } else {
+            SEEN.insert(&ct, &start, flags)
+        };
         r.map_err(|_| ())
     }
 

@@ -105,13 +105,19 @@ fn dataset(n: u64) -> Res<(PathBuf, Vec<Translation>)> {
                     samples.write_all(b"\n")?;
                 }
                 if ends % 10_000_000 == 0 {
-                    eprintln!("  {ends} translations written ({:.0} s)", began.elapsed().as_secs_f64());
+                    eprintln!(
+                        "  {ends} translations written ({:.0} s)",
+                        began.elapsed().as_secs_f64()
+                    );
                 }
             }
         }
         w.close()?;
         samples.flush()?;
-        fs::write(&done, format!("{ends} translations in {:.1} s\n", began.elapsed().as_secs_f64()))?;
+        fs::write(
+            &done,
+            format!("{ends} translations in {:.1} s\n", began.elapsed().as_secs_f64()),
+        )?;
     }
     let samples = BufReader::new(fs::File::open(&samples_path)?)
         .lines()
@@ -154,12 +160,16 @@ fn drop_caches() -> Result<(), String> {
     if !synced.success() {
         return Err("sync failed".into());
     }
-    fs::write("/proc/sys/vm/drop_caches", "3").map_err(|e| format!("writing /proc/sys/vm/drop_caches: {e}"))
+    fs::write("/proc/sys/vm/drop_caches", "3")
+        .map_err(|e| format!("writing /proc/sys/vm/drop_caches: {e}"))
 }
 
 fn main() -> Res<()> {
     let n: u64 = match std::env::var("NATREC_BENCH_TRANSLATIONS") {
-        Ok(s) => s.replace('_', "").parse().map_err(|_| format!("NATREC_BENCH_TRANSLATIONS: expected a count, got {s:?}"))?,
+        Ok(s) => s
+            .replace('_', "")
+            .parse()
+            .map_err(|_| format!("NATREC_BENCH_TRANSLATIONS: expected a count, got {s:?}"))?,
         Err(_) => 100_000_000,
     };
     let (dir, samples) = dataset(n)?;
@@ -170,7 +180,8 @@ fn main() -> Res<()> {
     let mut warm = Vec::with_capacity(WARM_RUNS);
     let mut blocks = Vec::with_capacity(WARM_RUNS);
     let mut unique = 0;
-    let warm_set: Vec<&Translation> = samples.iter().step_by((samples.len() / WARM_RUNS).max(1)).take(WARM_RUNS).collect();
+    let warm_set: Vec<&Translation> =
+        samples.iter().step_by((samples.len() / WARM_RUNS).max(1)).take(WARM_RUNS).collect();
     for t in warm_set.iter().copied() {
         let q = point_query(t);
         let began = Instant::now();
@@ -255,7 +266,11 @@ fn main() -> Res<()> {
         let a = ask(&reader, &q)?;
         let secs = began.elapsed().as_secs_f64();
         found = a.candidates.len();
-        rates.push((a.report.translations_scanned as f64 / secs, a.report.translations_scanned, secs));
+        rates.push((
+            a.report.translations_scanned as f64 / secs,
+            a.report.translations_scanned,
+            secs,
+        ));
     }
     rates.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (rate, scanned, secs) = rates[1];

@@ -16,7 +16,10 @@ use recorder::store::{Reader, Resolution, Writer, WriterOptions};
 use recorder::synth::{Limit, WorkloadParams, events};
 
 fn workload(secs: u64) -> Vec<FlowEvent> {
-    let p = WorkloadParams { limit: Limit::Span(Duration::from_secs(secs)), ..WorkloadParams::default() };
+    let p = WorkloadParams {
+        limit: Limit::Span(Duration::from_secs(secs)),
+        ..WorkloadParams::default()
+    };
     events(&p).expect("valid workload").collect()
 }
 
@@ -55,8 +58,13 @@ fn write_all(dir: &Path, evs: &[FlowEvent], resolution: Resolution) -> Took {
 fn write_level(dir: &Path, evs: &[FlowEvent], resolution: Resolution, seal_level: i32) -> Took {
     let c0 = process_cpu();
     let t0 = Instant::now();
-    let mut w = Writer::open(WriterOptions { dir: dir.to_owned(), resolution, seal_level, ..WriterOptions::default() })
-        .expect("open writer");
+    let mut w = Writer::open(WriterOptions {
+        dir: dir.to_owned(),
+        resolution,
+        seal_level,
+        ..WriterOptions::default()
+    })
+    .expect("open writer");
     for (i, ev) in evs.iter().enumerate() {
         w.append(ev).expect("append");
         if i % 10_000 == 0 {
@@ -93,17 +101,43 @@ fn conntrack_text(ts: &[Translation]) -> String {
         let proto = format!("{:<8} {}", t.proto.to_string(), t.proto.0);
         let (orig, reply) = if t.proto.is_icmp() {
             (
-                format!("src={} dst={} type=8 code=0 id={}", t.inside.ip(), t.remote.ip(), t.inside.port()),
-                format!("src={} dst={} type=0 code=0 id={}", t.remote.ip(), t.outside.ip(), t.outside.port()),
+                format!(
+                    "src={} dst={} type=8 code=0 id={}",
+                    t.inside.ip(),
+                    t.remote.ip(),
+                    t.inside.port()
+                ),
+                format!(
+                    "src={} dst={} type=0 code=0 id={}",
+                    t.remote.ip(),
+                    t.outside.ip(),
+                    t.outside.port()
+                ),
             )
         } else {
             (
-                format!("src={} dst={} sport={} dport={}", t.inside.ip(), t.remote.ip(), t.inside.port(), t.remote.port()),
-                format!("src={} dst={} sport={} dport={}", t.remote.ip(), t.outside.ip(), t.remote.port(), t.outside.port()),
+                format!(
+                    "src={} dst={} sport={} dport={}",
+                    t.inside.ip(),
+                    t.remote.ip(),
+                    t.inside.port(),
+                    t.remote.port()
+                ),
+                format!(
+                    "src={} dst={} sport={} dport={}",
+                    t.remote.ip(),
+                    t.outside.ip(),
+                    t.remote.port(),
+                    t.outside.port()
+                ),
             )
         };
         let state = if t.proto.0 == 6 { " SYN_SENT" } else { "" };
-        let _ = writeln!(s, "{}\t    [NEW] {fam} {proto} 120{state} {orig} [UNREPLIED] {reply}", stamp(t.start));
+        let _ = writeln!(
+            s,
+            "{}\t    [NEW] {fam} {proto} 120{state} {orig} [UNREPLIED] {reply}",
+            stamp(t.start)
+        );
         if let Some(e) = t.end {
             let _ = writeln!(s, "{}\t[DESTROY] {fam} {proto} {orig} {reply} [ASSURED]", stamp(e));
         }
@@ -120,10 +154,18 @@ fn sizes(evs: &[FlowEvent]) {
         })
         .collect();
     let n = translations.len() as f64;
-    println!("store bench: {} translations ({} events) of the synthetic workload", translations.len(), evs.len());
+    println!(
+        "store bench: {} translations ({} events) of the synthetic workload",
+        translations.len(),
+        evs.len()
+    );
     let default_level = WriterOptions::default().seal_level;
     // A first write warms the allocator and the page cache: the figures are of the steady state.
-    write_all(tempfile::tempdir().expect("tempdir").path(), &evs[..evs.len().min(400_000)], Resolution::Millis);
+    write_all(
+        tempfile::tempdir().expect("tempdir").path(),
+        &evs[..evs.len().min(400_000)],
+        Resolution::Millis,
+    );
     for res in [Resolution::Millis, Resolution::Micros] {
         let dir = tempfile::tempdir().expect("tempdir");
         let took = write_all(dir.path(), evs, res);
@@ -138,16 +180,27 @@ fn sizes(evs: &[FlowEvent]) {
         let dir = tempfile::tempdir().expect("tempdir");
         let took = write_level(dir.path(), evs, Resolution::Millis, level);
         let bytes = dir_bytes(dir.path());
-        println!("  natrec ms, seal at zstd {level}: {:.2} bytes/translation; {}", bytes as f64 / n, rates(n, &took));
+        println!(
+            "  natrec ms, seal at zstd {level}: {:.2} bytes/translation; {}",
+            bytes as f64 / n,
+            rates(n, &took)
+        );
     }
     let text = conntrack_text(&translations);
-    println!("  conntrack -E text: {} bytes, {:.1} bytes/translation", text.len(), text.len() as f64 / n);
+    println!(
+        "  conntrack -E text: {} bytes, {:.1} bytes/translation",
+        text.len(),
+        text.len() as f64 / n
+    );
     // zstd -19 is slow: compress a prefix and scale (the ratio is stable beyond a few MB).
     let cut = text.len().min(64 << 20);
     let cut = text[..cut].rfind('\n').map_or(cut, |i| i + 1);
     let z = zstd::bulk::compress(&text.as_bytes()[..cut], 19).expect("zstd");
     let per = z.len() as f64 / cut as f64 * text.len() as f64 / n;
-    println!("  zstd -19 of that text: {per:.2} bytes/translation (measured on the first {} MB)", cut >> 20);
+    println!(
+        "  zstd -19 of that text: {per:.2} bytes/translation (measured on the first {} MB)",
+        cut >> 20
+    );
 }
 
 fn bench(c: &mut Criterion) {
@@ -168,7 +221,14 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     write_all(dir.path(), &evs, Resolution::Millis);
     let reader = Reader::open(dir.path()).expect("reader");
-    let all = Filter { from: jiff::Timestamp::MIN, to: jiff::Timestamp::MAX, proto: None, outside: None, inside: None, remote: None };
+    let all = Filter {
+        from: jiff::Timestamp::MIN,
+        to: jiff::Timestamp::MAX,
+        proto: None,
+        outside: None,
+        inside: None,
+        remote: None,
+    };
     let total = evs.iter().filter(|e| matches!(e, FlowEvent::End(_))).count() as u64;
     g.throughput(Throughput::Elements(total));
     g.bench_function("scan_all", |b| {

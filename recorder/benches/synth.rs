@@ -13,20 +13,14 @@ use recorder::synth::{Limit, WorkloadParams, events};
 const FLOWS: u64 = 200_000;
 
 fn params() -> WorkloadParams {
-    WorkloadParams {
-        limit: Limit::Flows(FLOWS),
-        resolution_ns: 1_000,
-        ..WorkloadParams::default()
-    }
+    WorkloadParams { limit: Limit::Flows(FLOWS), resolution_ns: 1_000, ..WorkloadParams::default() }
 }
 
 fn generate(c: &mut Criterion) {
     let mut g = c.benchmark_group("synth");
     g.sample_size(10).measurement_time(Duration::from_secs(20));
     g.throughput(Throughput::Elements(2 * FLOWS));
-    g.bench_function("events", |b| {
-        b.iter(|| events(&params()).expect("valid workload").count())
-    });
+    g.bench_function("events", |b| b.iter(|| events(&params()).expect("valid workload").count()));
     g.finish();
 }
 

@@ -22,9 +22,12 @@ const CYCLE: u32 = 400_000;
 
 /// Translation `i`: an inside host of 10.1/16, a shared outside address, 16 servers.
 fn translation(i: u32) -> Translation {
-    let v4 = |ip: u32, port: u32| SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from_bits(ip), port as u16));
-    let start = Timestamp::from_nanosecond(1_800_000_000_000_000_000 + i64::from(i) as i128 * 20_000)
-        .expect("time");
+    let v4 = |ip: u32, port: u32| {
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from_bits(ip), port as u16))
+    };
+    let start =
+        Timestamp::from_nanosecond(1_800_000_000_000_000_000 + i64::from(i) as i128 * 20_000)
+            .expect("time");
     Translation {
         kind: Kind::Snat,
         proto: Proto::UDP,
@@ -62,8 +65,9 @@ fn pairs(c: &mut Criterion) {
                 let first = next;
                 next = (next + PAIRS) % CYCLE;
                 let starts: Vec<Translation> = (first..first + PAIRS).map(translation).collect();
-                let ends: Vec<Translation> =
-                    (first..first + PAIRS).map(|i| ended(translation((i + CYCLE - OPEN) % CYCLE))).collect();
+                let ends: Vec<Translation> = (first..first + PAIRS)
+                    .map(|i| ended(translation((i + CYCLE - OPEN) % CYCLE)))
+                    .collect();
                 (starts, ends)
             },
             |(starts, ends)| {
@@ -78,7 +82,11 @@ fn pairs(c: &mut Criterion) {
     });
     g.finish();
     let s = tracker.stats();
-    assert_eq!((s.end_only, s.duplicate_starts), (0, 0), "the workload pairs every start with its end");
+    assert_eq!(
+        (s.end_only, s.duplicate_starts),
+        (0, 0),
+        "the workload pairs every start with its end"
+    );
 }
 
 criterion_group!(benches, pairs);

@@ -63,7 +63,10 @@ struct Member {
 #[derive(Clone, Debug)]
 enum Detail {
     None,
-    Array { elem: u32, nelems: u32 },
+    Array {
+        elem: u32,
+        nelems: u32,
+    },
     Members(Vec<Member>),
     Enum(Vec<(u32, i64)>),
     /// A function prototype's parameter types.
@@ -119,10 +122,9 @@ impl Btf {
 
         let (mut types, mut strings) = match base {
             Some(b) => (b.types.clone(), b.strings.clone()),
-            None => (
-                vec![Type { name: 0, kind: 0, size_or_type: 0, detail: Detail::None }],
-                Vec::new(),
-            ),
+            None => {
+                (vec![Type { name: 0, kind: 0, size_or_type: 0, detail: Detail::None }], Vec::new())
+            }
         };
         // Split BTF numbers its strings after the base's, so once the sections are concatenated
         // every name offset indexes the combined table as it is.
@@ -191,8 +193,8 @@ impl Btf {
                     at += 12 * vlen;
                     Detail::None
                 }
-                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST
-                | KIND_RESTRICT | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => Detail::None,
+                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
+                | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => Detail::None,
                 other => {
                     return Err(BtfError::Malformed(format!("unknown type kind {other}")));
                 }
@@ -318,10 +320,8 @@ impl Btf {
     /// `None` when the tracepoint does not exist or that argument is not a struct pointer.
     pub fn tracepoint_arg_struct(&self, tp: &str, n: usize) -> Result<Option<String>, BtfError> {
         let name = format!("btf_trace_{tp}");
-        let Some(id) = self
-            .types
-            .iter()
-            .position(|t| t.kind == KIND_TYPEDEF && self.str(t.name) == name)
+        let Some(id) =
+            self.types.iter().position(|t| t.kind == KIND_TYPEDEF && self.str(t.name) == name)
         else {
             return Ok(None);
         };
@@ -394,7 +394,10 @@ impl KernelBtf {
         Ok(Self { objects })
     }
 
-    fn first<T>(&self, f: impl Fn(&Btf) -> Result<Option<T>, BtfError>) -> Result<Option<T>, BtfError> {
+    fn first<T>(
+        &self,
+        f: impl Fn(&Btf) -> Result<Option<T>, BtfError>,
+    ) -> Result<Option<T>, BtfError> {
         for b in &self.objects {
             if let Some(v) = f(b)? {
                 return Ok(Some(v));
@@ -466,9 +469,7 @@ impl KernelBtf {
                     .into(),
             ));
         }
-        for (what, off) in
-            [("kmem_cache.name", o.cache_name), ("nf_conn.timeout", o.ct_timeout)]
-        {
+        for (what, off) in [("kmem_cache.name", o.cache_name), ("nf_conn.timeout", o.ct_timeout)] {
             if off == KernelOffsets::ABSENT {
                 return Ok(Some(format!("kernel BTF has no struct {what}")));
             }
@@ -505,17 +506,47 @@ mod tests {
         let strings = b"\0int\0outer\0a\0b\0inner_t\0arr\0E_ONE\0";
         let types = [
             // 1: int (4 bytes)
-            1, info(KIND_INT, 0, false), 4, 32,
+            1,
+            info(KIND_INT, 0, false),
+            4,
+            32,
             // 2: anonymous union { int b @0 }
-            0, info(KIND_UNION, 1, false), 4, 13, 1, 0,
+            0,
+            info(KIND_UNION, 1, false),
+            4,
+            13,
+            1,
+            0,
             // 3: array of 3 x int
-            0, info(KIND_ARRAY, 0, false), 0, 1, 1, 3,
+            0,
+            info(KIND_ARRAY, 0, false),
+            0,
+            1,
+            1,
+            3,
             // 4: typedef inner_t = type 3
-            15, info(KIND_TYPEDEF, 0, false), 3,
+            15,
+            info(KIND_TYPEDEF, 0, false),
+            3,
             // 5: struct outer { int a @0; union (anon) @64 bits; inner_t arr @96 bits (kflag) }
-            5, info(KIND_STRUCT, 3, true), 24, 11, 1, 0, 0, 2, 64, 23, 4, 96,
+            5,
+            info(KIND_STRUCT, 3, true),
+            24,
+            11,
+            1,
+            0,
+            0,
+            2,
+            64,
+            23,
+            4,
+            96,
             // 6: enum { E_ONE = 7 }
-            0, info(KIND_ENUM, 1, false), 4, 27, 7,
+            0,
+            info(KIND_ENUM, 1, false),
+            4,
+            27,
+            7,
         ];
         let btf = Btf::parse(&blob(&types, strings), None).expect("parse");
         assert_eq!(btf.offset_of("outer", &["a"]).expect("a"), Some(0));
@@ -540,21 +571,49 @@ mod tests {
         let strings = b"\0kmem_cache\0btf_trace_kmem_cache_free\0name\0";
         let types = [
             // 1: struct kmem_cache { void *name @0 }
-            1, info(KIND_STRUCT, 1, false), 8, 38, 5, 0,
+            1,
+            info(KIND_STRUCT, 1, false),
+            8,
+            38,
+            5,
+            0,
             // 2: const struct kmem_cache
-            0, info(KIND_CONST, 0, false), 1,
+            0,
+            info(KIND_CONST, 0, false),
+            1,
             // 3: pointer to 2
-            0, info(KIND_PTR, 0, false), 2,
+            0,
+            info(KIND_PTR, 0, false),
+            2,
             // 4: func proto (void *ctx, unsigned long call_site, void *ptr, const kmem_cache *s)
-            0, info(KIND_FUNC_PROTO, 4, false), 0, 0, 5, 0, 6, 0, 5, 0, 3,
+            0,
+            info(KIND_FUNC_PROTO, 4, false),
+            0,
+            0,
+            5,
+            0,
+            6,
+            0,
+            5,
+            0,
+            3,
             // 5: void *
-            0, info(KIND_PTR, 0, false), 0,
+            0,
+            info(KIND_PTR, 0, false),
+            0,
             // 6: int-ish (unsigned long)
-            0, info(KIND_INT, 0, false), 8, 64,
+            0,
+            info(KIND_INT, 0, false),
+            8,
+            64,
             // 7: pointer to the proto
-            0, info(KIND_PTR, 0, false), 4,
+            0,
+            info(KIND_PTR, 0, false),
+            4,
             // 8: typedef btf_trace_kmem_cache_free = 7
-            12, info(KIND_TYPEDEF, 0, false), 7,
+            12,
+            info(KIND_TYPEDEF, 0, false),
+            7,
         ];
         let btf = Btf::parse(&blob(&types, strings), None).expect("parse");
         let arg = |n| btf.tracepoint_arg_struct("kmem_cache_free", n).expect("lookup");
@@ -568,7 +627,9 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(Btf::parse(b"", None).is_err());
-        assert!(Btf::parse(&[0x9f, 0xeb, 1, 0, 24, 0, 0, 0, 0, 0, 0, 0, 99, 0, 0, 0], None).is_err());
+        assert!(
+            Btf::parse(&[0x9f, 0xeb, 1, 0, 24, 0, 0, 0, 0, 0, 0, 0, 99, 0, 0, 0], None).is_err()
+        );
         let mut b = blob(&[0, info(KIND_STRUCT, 5, false), 4], b"\0");
         assert!(Btf::parse(&b, None).is_err(), "members past the end");
         b.truncate(30);
@@ -598,7 +659,11 @@ mod tests {
         assert_ne!(o.cache_name, KernelOffsets::ABSENT);
         let release = crate::capture::kernel_release();
         if crate::capture::kernel_major_minor(&release).is_some_and(|v| v >= (6, 1)) {
-            assert_eq!(k.end_probe_unusable(&o).expect("end probe check"), None, "kernel {release}");
+            assert_eq!(
+                k.end_probe_unusable(&o).expect("end probe check"),
+                None,
+                "kernel {release}"
+            );
         }
     }
 }

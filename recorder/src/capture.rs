@@ -20,7 +20,9 @@ use std::time::Duration;
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, SchedClassifier, TcAttachType, tc};
 use aya::{Ebpf, EbpfLoader};
-use recorder_common::{DEFAULT_RINGBUF_BYTES, DEFAULT_SEEN_ENTRIES, KernelOffsets, NatEvent, counter};
+use recorder_common::{
+    DEFAULT_RINGBUF_BYTES, DEFAULT_SEEN_ENTRIES, KernelOffsets, NatEvent, counter,
+};
 
 use crate::btf::{BtfError, KernelBtf};
 
@@ -53,7 +55,9 @@ pub enum CaptureError {
     Log(String),
     #[error("ring buffer size {0} must be a power of two and a multiple of the page size")]
     BadRingSize(u32),
-    #[error("--ends ebpf: the end probe cannot run on this kernel: {0} (use --ends auto or ctnetlink)")]
+    #[error(
+        "--ends ebpf: the end probe cannot run on this kernel: {0} (use --ends auto or ctnetlink)"
+    )]
     NoEndProbe(String),
     #[error("reading the kernel's BTF for the end probe: {0}")]
     EndProbeBtf(aya::BtfError),
@@ -230,7 +234,8 @@ impl Capture {
         // `SEEN_BY_PROBE`), which is known only once it is attached: should the attach fail
         // (with `--ends auto`), the object is loaded again for ends from ctnetlink.
         let load = |by_probe: bool| {
-            let (seen, seen_freed) = if by_probe { (1, cfg.seen_entries) } else { (cfg.seen_entries, 1) };
+            let (seen, seen_freed) =
+                if by_probe { (1, cfg.seen_entries) } else { (cfg.seen_entries, 1) };
             EbpfLoader::new()
                 .override_global("OFFSETS", &offsets, true)
                 .override_global("SEEN_BY_PROBE", &u8::from(by_probe), true)
@@ -254,7 +259,9 @@ impl Capture {
                 match attach_end_probe(&mut ebpf) {
                     Ok(()) => (ebpf, true),
                     Err(e) if ends == EndsFrom::Auto => {
-                        tracing::warn!("ends from ctnetlink DESTROY events: the end probe did not start: {e}");
+                        tracing::warn!(
+                            "ends from ctnetlink DESTROY events: the end probe did not start: {e}"
+                        );
                         drop(ebpf);
                         (load(false)?, false)
                     }
@@ -285,7 +292,10 @@ impl Capture {
                     }
                 }
                 prog.attach(iface, TcAttachType::Egress).map_err(|source| {
-                    CaptureError::Program { what: format!("attaching {program} to {iface} egress"), source }
+                    CaptureError::Program {
+                        what: format!("attaching {program} to {iface} egress"),
+                        source,
+                    }
                 })?;
                 let mode = if tcx { "tcx" } else { "clsact" };
                 tracing::info!(%iface, program, mode, "attached");
@@ -293,8 +303,8 @@ impl Capture {
             }
         }
 
-        let logger = aya_log::EbpfLogger::init(&mut ebpf)
-            .map_err(|e| CaptureError::Log(e.to_string()))?;
+        let logger =
+            aya_log::EbpfLogger::init(&mut ebpf).map_err(|e| CaptureError::Log(e.to_string()))?;
         let ring = map_of(&mut ebpf, "EVENTS")?;
         let spill = map_of(&mut ebpf, "END_SPILL")?;
         let counters = map_of(&mut ebpf, "COUNTERS")?;
@@ -406,7 +416,9 @@ fn own_netns_inum() -> Result<u32, CaptureError> {
     use std::os::unix::fs::MetadataExt as _;
     let ino = std::fs::metadata("/proc/self/ns/net").map_err(CaptureError::Netns)?.ino();
     // Namespace inode numbers are 32-bit (`ns_common.inum` is an unsigned int).
-    u32::try_from(ino).map_err(|_| CaptureError::Netns(std::io::Error::other(format!("inode {ino} beyond 32 bits"))))
+    u32::try_from(ino).map_err(|_| {
+        CaptureError::Netns(std::io::Error::other(format!("inode {ino} beyond 32 bits")))
+    })
 }
 
 /// The length of a jiffy (the kernel's tick) in nanoseconds: the resolution of the coarse

@@ -37,7 +37,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 use crate::capture::{Capture, CaptureConfig, CaptureError, ClockMap, KernelCounters, jiffy_ns};
-use crate::conntrack::{self, ConntrackError, CtEntry, EventOptions, EventSocket, EventStats, Wait};
+use crate::conntrack::{
+    self, ConntrackError, CtEntry, EventOptions, EventSocket, EventStats, Wait,
+};
 use crate::model::{Flags, FlowEvent, FlowKey, Translation};
 use crate::sink::{JsonlSink, SinkError};
 use crate::store::{StoreError, Writer, WriterOptions, WriterStats};
@@ -102,7 +104,10 @@ pub struct RecordSummary {
 enum NlMsg {
     Destroys(Vec<CtEntry>, Timestamp),
     /// An event may have been lost (ENOBUFS, unreadable message): resync.
-    MayHaveLost { enobufs: u32, unreadable: u32 },
+    MayHaveLost {
+        enobufs: u32,
+        unreadable: u32,
+    },
     Stats(EventStats),
     Failed(ConntrackError),
 }
@@ -343,10 +348,9 @@ impl StoreThread {
     fn close(mut self) -> Result<WriterStats, DaemonError> {
         self.hand_over();
         drop(self.tx);
-        let (stats, errors) = self
-            .handle
-            .join()
-            .map_err(|_| DaemonError::Io("the store writer thread", std::io::Error::other("panicked")))?;
+        let (stats, errors) = self.handle.join().map_err(|_| {
+            DaemonError::Io("the store writer thread", std::io::Error::other("panicked"))
+        })?;
         if errors > 0 {
             tracing::error!(errors, "the attribution store failed to take some events");
         }
@@ -372,19 +376,26 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
     Capture::preflight(&cfg.capture)?;
     let jsonl = cfg.jsonl.as_deref().map(JsonlSink::open).transpose()?;
     let writer = cfg.store.clone().map(Writer::open).transpose()?;
-    let recovered: Vec<Translation> = writer.as_ref().map(|w| w.recovered_open().to_vec()).unwrap_or_default();
+    let recovered: Vec<Translation> =
+        writer.as_ref().map(|w| w.recovered_open().to_vec()).unwrap_or_default();
     let mut sinks = Sinks { jsonl, store: writer.map(StoreThread::spawn).transpose()? };
     if cfg.set_sysctls {
         match conntrack::enable_timestamps() {
-            Ok(0) => tracing::info!("set net.netfilter.nf_conntrack_timestamp=1 (exact start and stop times)"),
+            Ok(0) => tracing::info!(
+                "set net.netfilter.nf_conntrack_timestamp=1 (exact start and stop times)"
+            ),
             Ok(_) => {}
-            Err(e) => tracing::warn!("could not enable conntrack timestamps ({e}): times will be natrec's observations, flagged approximate"),
+            Err(e) => tracing::warn!(
+                "could not enable conntrack timestamps ({e}): times will be natrec's observations, flagged approximate"
+            ),
         }
     }
 
     let mut capture = Capture::start(&cfg.capture)?;
     if !capture.has_timestamps() {
-        tracing::warn!("this kernel's BTF has no conntrack timestamp extension: starts are natrec's observations");
+        tracing::warn!(
+            "this kernel's BTF has no conntrack timestamp extension: starts are natrec's observations"
+        );
     }
     let ends_in_ring = capture.ends_in_ring();
     summary.ends_from = if ends_in_ring { "ebpf" } else { "ctnetlink" };
@@ -392,17 +403,26 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
         if cfg.set_sysctls {
             match conntrack::enable_events() {
                 Ok(1) => {}
-                Ok(prev) => tracing::info!(previous = prev, "set net.netfilter.nf_conntrack_events=1 (DESTROY events for every entry)"),
-                Err(e) => tracing::warn!("could not set nf_conntrack_events=1 ({e}): entries created while natrec is not running end only at a dump"),
+                Ok(prev) => tracing::info!(
+                    previous = prev,
+                    "set net.netfilter.nf_conntrack_events=1 (DESTROY events for every entry)"
+                ),
+                Err(e) => tracing::warn!(
+                    "could not set nf_conntrack_events=1 ({e}): entries created while natrec is not running end only at a dump"
+                ),
             }
         }
         match conntrack::events_setting() {
-            Ok(0) => tracing::warn!("net.netfilter.nf_conntrack_events is 0: the kernel sends no DESTROY events; ends will come only from resync dumps"),
+            Ok(0) => tracing::warn!(
+                "net.netfilter.nf_conntrack_events is 0: the kernel sends no DESTROY events; ends will come only from resync dumps"
+            ),
             Ok(_) => {}
             Err(e) => tracing::warn!("reading nf_conntrack_events: {e}"),
         }
     } else if cfg.capture.lan.is_empty() {
-        tracing::info!("no --lan: a port forward that no inside host answers is recorded at its end only (end_only, start_approx)");
+        tracing::info!(
+            "no --lan: a port forward that no inside host answers is recorded at its end only (end_only, start_approx)"
+        );
     }
     let jiffy_ns = jiffy_ns();
     let ring_rest = ring_rest(cfg.capture.ringbuf_bytes, if ends_in_ring { 2 } else { 1 });
@@ -413,8 +433,9 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
             .try_clone_to_owned()
             .map_err(|e| DaemonError::Io("duplicating the ring buffer fd", e))?;
         // SAFETY: an OwnedFd stays open and names the same file until the AsyncFd drops it.
-        let fd = unsafe { AsyncFd::register_with_interest(ring_dup, tokio::io::Interest::READABLE) }
-            .map_err(|e| DaemonError::Io("polling the ring buffer", e.into()))?;
+        let fd =
+            unsafe { AsyncFd::register_with_interest(ring_dup, tokio::io::Interest::READABLE) }
+                .map_err(|e| DaemonError::Io("polling the ring buffer", e.into()))?;
         Some(fd)
     } else {
         None
@@ -708,7 +729,10 @@ fn spawn_reader(
                             return;
                         }
                         if st.needs_resync() {
-                            let _ = tx.send(NlMsg::MayHaveLost { enobufs: st.enobufs, unreadable: st.unreadable });
+                            let _ = tx.send(NlMsg::MayHaveLost {
+                                enobufs: st.enobufs,
+                                unreadable: st.unreadable,
+                            });
                         }
                         // A batch that stopped at its limit leaves more queued: no rest then.
                         if !rest.is_zero() && got && st.drained {
@@ -743,7 +767,8 @@ mod tests {
         ep.inside[..4].copy_from_slice(&[10, 0, 0, 2]);
         ep.outside[..4].copy_from_slice(&[100, 64, 0, 1]);
         ep.remote[..4].copy_from_slice(&[100, 64, 1, 1]);
-        (ep.inside_port, ep.outside_port, ep.remote_port) = (5000u16.to_be(), 6000u16.to_be(), 53u16.to_be());
+        (ep.inside_port, ep.outside_port, ep.remote_port) =
+            (5000u16.to_be(), 6000u16.to_be(), 53u16.to_be());
         NatEvent {
             ktime_ns,
             ct_start_ns,

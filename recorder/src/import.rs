@@ -305,11 +305,7 @@ impl Importer {
                     self.report.ends += 1;
                     out.push(FlowEvent::End(lost));
                 }
-                let t = Translation {
-                    start: r.at,
-                    end: None,
-                    ..r.translation
-                };
+                let t = Translation { start: r.at, end: None, ..r.translation };
                 self.open.insert(key, t.clone());
                 self.report.starts += 1;
                 self.report.translations += 1;
@@ -317,10 +313,7 @@ impl Importer {
             }
             CtEvent::Destroy => {
                 let t = match self.open.remove(&key) {
-                    Some(s) => Translation {
-                        end: Some(r.at.max(s.start)),
-                        ..s
-                    },
+                    Some(s) => Translation { end: Some(r.at.max(s.start)), ..s },
                     None => {
                         self.report.end_only += 1;
                         self.report.translations += 1;
@@ -330,12 +323,7 @@ impl Importer {
                             Some(s) => (s.min(r.at), Flags::END_ONLY),
                             None => (r.at, Flags::END_ONLY.union(Flags::START_APPROX)),
                         };
-                        Translation {
-                            start,
-                            end: Some(r.at),
-                            flags,
-                            ..r.translation
-                        }
+                        Translation { start, end: Some(r.at), flags, ..r.translation }
                     }
                 };
                 self.report.ends += 1;
@@ -350,9 +338,7 @@ pub fn parse_jsonl_line(line: &str) -> Result<Option<FlowEvent>, String> {
     if line.trim().is_empty() {
         return Ok(None);
     }
-    serde_json::from_str(line)
-        .map(Some)
-        .map_err(|e| format!("not a natrec event: {e}"))
+    serde_json::from_str(line).map(Some).map_err(|e| format!("not a natrec event: {e}"))
 }
 
 /// One direction of a conntrack entry as a log shows it.
@@ -430,12 +416,7 @@ fn classify_entry(
     at: Timestamp,
 ) -> Result<Option<Translation>, String> {
     let icmp = proto.is_icmp();
-    let snat = reply.1 != orig.0
-        || (if icmp {
-            reply.2 != orig.2
-        } else {
-            reply.3 != orig.2
-        });
+    let snat = reply.1 != orig.0 || (if icmp { reply.2 != orig.2 } else { reply.3 != orig.2 });
     let dnat = reply.0 != orig.1 || (!icmp && reply.2 != orig.3);
     let kind = match (snat, dnat) {
         (true, false) => NatKind::Snat,
@@ -449,16 +430,7 @@ fn classify_entry(
         if fs != fd {
             return Err("a tuple mixes IPv4 and IPv6 addresses".to_owned());
         }
-        Ok((
-            fs,
-            Tuple {
-                src,
-                dst,
-                src_port: sp.to_be(),
-                dst_port: dp.to_be(),
-                _pad: [0; 4],
-            },
-        ))
+        Ok((fs, Tuple { src, dst, src_port: sp.to_be(), dst_port: dp.to_be(), _pad: [0; 4] }))
     };
     let (fo, o) = tuple(orig)?;
     let (fr, r) = tuple(reply)?;
@@ -489,9 +461,7 @@ fn parse_bracket_time(tok: &str) -> Option<Timestamp> {
 fn parse_ctime(s: &str) -> Option<Timestamp> {
     let norm = s.split_whitespace().collect::<Vec<_>>().join(" ");
     let dt = jiff::civil::DateTime::strptime("%a %b %d %H:%M:%S %Y", &norm).ok()?;
-    dt.to_zoned(jiff::tz::TimeZone::UTC)
-        .ok()
-        .map(|z| z.timestamp())
+    dt.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp())
 }
 
 /// Reads a `conntrack -E -o timestamp[,extended]` line.
@@ -511,9 +481,7 @@ pub fn parse_conntrack_line(line: &str) -> Result<Line, String> {
         Some("[DESTROY]") => CtEvent::Destroy,
         Some("[UPDATE]") => return Ok(Line::Ignored("UPDATE event")),
         other => {
-            return Err(format!(
-                "expected [NEW], [UPDATE] or [DESTROY], found {other:?}"
-            ));
+            return Err(format!("expected [NEW], [UPDATE] or [DESTROY], found {other:?}"));
         }
     };
     // Extended output names the layer 3 protocol first.
@@ -577,11 +545,7 @@ pub fn parse_conntrack_line(line: &str) -> Result<Line, String> {
         match key {
             "zone" => zone = value.parse().map_err(|_| format!("bad zone={value}"))?,
             "delta-time" => {
-                delta = Some(
-                    value
-                        .parse()
-                        .map_err(|_| format!("bad delta-time={value}"))?,
-                )
+                delta = Some(value.parse().map_err(|_| format!("bad delta-time={value}"))?)
             }
             _ => {}
         }
@@ -605,11 +569,7 @@ pub fn parse_conntrack_line(line: &str) -> Result<Line, String> {
     Ok(Line::Record(LogRecord {
         event,
         at,
-        start: if event == CtEvent::Destroy {
-            start
-        } else {
-            None
-        },
+        start: if event == CtEvent::Destroy { start } else { None },
         translation,
     }))
 }
@@ -622,19 +582,9 @@ struct UlogdLine<'a> {
     event: Option<u32>,
     #[serde(rename = "orig.ip.protocol")]
     proto: Option<u8>,
-    #[serde(
-        borrow,
-        rename = "src_ip",
-        alias = "orig.ip.saddr.str",
-        alias = "orig.ip.saddr"
-    )]
+    #[serde(borrow, rename = "src_ip", alias = "orig.ip.saddr.str", alias = "orig.ip.saddr")]
     orig_src: Option<Cow<'a, str>>,
-    #[serde(
-        borrow,
-        rename = "dest_ip",
-        alias = "orig.ip.daddr.str",
-        alias = "orig.ip.daddr"
-    )]
+    #[serde(borrow, rename = "dest_ip", alias = "orig.ip.daddr.str", alias = "orig.ip.daddr")]
     orig_dst: Option<Cow<'a, str>>,
     #[serde(borrow, rename = "reply.ip.saddr.str", alias = "reply.ip.saddr")]
     reply_src: Option<Cow<'a, str>>,
@@ -663,8 +613,7 @@ struct UlogdLine<'a> {
 fn ulogd_addr(v: Option<&Cow<'_, str>>, key: &str) -> Result<IpAddr, String> {
     let s =
         v.ok_or_else(|| format!("no {key} field (the ulogd stack needs IP2STR before JSON)"))?;
-    s.parse()
-        .map_err(|_| format!("{key} {s:?} is not an IP address"))
+    s.parse().map_err(|_| format!("{key} {s:?} is not an IP address"))
 }
 
 fn ulogd_time(
@@ -679,16 +628,16 @@ fn ulogd_time(
     if usec >= 1_000_000 {
         return Err(format!("flow.{what}.usec {usec} is not below 1000000"));
     }
-    Timestamp::new(sec, (usec * 1000) as i32)
-        .map(Some)
-        .map_err(|e| format!("flow.{what}.sec: {e}"))
+    Timestamp::new(sec, (usec * 1000) as i32).map(Some).map_err(|e| format!("flow.{what}.sec: {e}"))
 }
 
 /// Parses ulogd's `timestamp`: `2026-01-05T00:00:00+0000` (maybe with `.uuuuuu`), or, as
 /// ulogd2 2.0.8 writes it, without an offset (`2026-11-24T22:56:40`): the gateway's local time,
 /// read in the system time zone (`TZ`, `/etc/localtime`) of the importing machine.
 fn parse_ulogd_timestamp(s: &str) -> Option<Timestamp> {
-    if let Ok(t) = jiff::fmt::strtime::parse("%Y-%m-%dT%H:%M:%S%.f%z", s).and_then(|t| t.to_timestamp()) {
+    if let Ok(t) =
+        jiff::fmt::strtime::parse("%Y-%m-%dT%H:%M:%S%.f%z", s).and_then(|t| t.to_timestamp())
+    {
         return Some(t);
     }
     let civil = jiff::fmt::strtime::parse("%Y-%m-%dT%H:%M:%S%.f", s).ok()?.to_datetime().ok()?;
@@ -738,11 +687,7 @@ pub fn parse_ulogd_line(line: &str) -> Result<Line, String> {
     Ok(Line::Record(LogRecord {
         event,
         at,
-        start: if event == CtEvent::Destroy {
-            start
-        } else {
-            None
-        },
+        start: if event == CtEvent::Destroy { start } else { None },
         translation,
     }))
 }
@@ -759,10 +704,7 @@ fn tuples_of(t: &Translation) -> [(SocketAddr, SocketAddr); 2] {
 
 fn split_time(t: Timestamp) -> (i64, u32) {
     let ns = t.as_nanosecond();
-    (
-        ns.div_euclid(1_000_000_000) as i64,
-        (ns.rem_euclid(1_000_000_000) / 1000) as u32,
-    )
+    (ns.div_euclid(1_000_000_000) as i64, (ns.rem_euclid(1_000_000_000) / 1000) as u32)
 }
 
 fn l3_name(ip: IpAddr) -> (&'static str, u8) {
@@ -791,11 +733,7 @@ pub fn render_conntrack(ev: &FlowEvent, out: &mut String) {
         t.proto.0
     );
     if new {
-        let timeout = if t.proto == Proto::TCP {
-            "120 SYN_SENT "
-        } else {
-            "30 "
-        };
+        let timeout = if t.proto == Proto::TCP { "120 SYN_SENT " } else { "30 " };
         out.push_str(timeout);
     }
     let tuples = tuples_of(t);
@@ -809,17 +747,8 @@ pub fn render_conntrack(ev: &FlowEvent, out: &mut String) {
     for (i, (src, dst)) in tuples.iter().enumerate() {
         let _ = write!(out, "src={} dst={} ", src.ip(), dst.ip());
         if t.proto.is_icmp() {
-            let (req, rep) = if t.proto == Proto::ICMP {
-                (8, 0)
-            } else {
-                (128, 129)
-            };
-            let _ = write!(
-                out,
-                "type={} code=0 id={} ",
-                if i == 0 { req } else { rep },
-                ids[i]
-            );
+            let (req, rep) = if t.proto == Proto::ICMP { (8, 0) } else { (128, 129) };
+            let _ = write!(out, "type={} code=0 id={} ", if i == 0 { req } else { rep }, ids[i]);
         } else {
             let _ = write!(out, "sport={} dport={} ", src.port(), dst.port());
         }
@@ -853,18 +782,13 @@ pub fn render_ulogd_json(ev: &FlowEvent, out: &mut String) {
         FlowEvent::End(t) => (false, t.end.unwrap_or(t.start)),
     };
     let [(os, od), (rs, rd)] = tuples_of(t);
-    let stamp = at
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .strftime("%Y-%m-%dT%H:%M:%S+0000")
-        .to_string();
+    let stamp = at.to_zoned(jiff::tz::TimeZone::UTC).strftime("%Y-%m-%dT%H:%M:%S+0000").to_string();
     let mut h = std::hash::DefaultHasher::new();
     std::hash::Hash::hash(&(t.key(), t.start), &mut h);
     let id = std::hash::Hasher::finish(&h) as u32;
     let p = t.proto.0;
-    let _ = write!(
-        out,
-        r#"{{"timestamp": "{stamp}", "dvc": "Netfilter", "orig.ip.protocol": {p}, "#
-    );
+    let _ =
+        write!(out, r#"{{"timestamp": "{stamp}", "dvc": "Netfilter", "orig.ip.protocol": {p}, "#);
     if t.proto.is_icmp() {
         let _ = write!(
             out,
@@ -931,9 +855,16 @@ mod tests {
     fn ulogd_timestamps_with_and_without_an_offset_parse() {
         let utc: Timestamp = "2026-11-24T22:56:40Z".parse().expect("time");
         assert_eq!(parse_ulogd_timestamp("2026-11-24T23:56:40+0100"), Some(utc));
-        assert_eq!(parse_ulogd_timestamp("2026-11-24T22:56:40.250000+0000"), Some(utc + jiff::SignedDuration::from_millis(250)));
+        assert_eq!(
+            parse_ulogd_timestamp("2026-11-24T22:56:40.250000+0000"),
+            Some(utc + jiff::SignedDuration::from_millis(250))
+        );
         // ulogd2 2.0.8: local time without an offset.
-        let local = jiff::civil::date(2026, 11, 24).at(22, 56, 40, 0).to_zoned(jiff::tz::TimeZone::system()).expect("local").timestamp();
+        let local = jiff::civil::date(2026, 11, 24)
+            .at(22, 56, 40, 0)
+            .to_zoned(jiff::tz::TimeZone::system())
+            .expect("local")
+            .timestamp();
         assert_eq!(parse_ulogd_timestamp("2026-11-24T22:56:40"), Some(local));
         assert_eq!(parse_ulogd_timestamp("yesterday"), None);
     }
@@ -970,24 +901,16 @@ mod tests {
             end: None,
             flags: Flags::empty(),
         };
-        let end = Translation {
-            end: Some(ts("2026-01-05T00:00:30.000001Z")),
-            ..start.clone()
-        };
+        let end = Translation { end: Some(ts("2026-01-05T00:00:30.000001Z")), ..start.clone() };
         assert_eq!(out, vec![FlowEvent::Start(start), FlowEvent::End(end)]);
-        assert_eq!(
-            (rep.lines, rep.translations, rep.starts, rep.ends),
-            (2, 1, 1, 1)
-        );
+        assert_eq!((rep.lines, rep.translations, rep.starts, rep.ends), (2, 1, 1, 1));
         assert_eq!((rep.end_only, rep.open_at_end, rep.malformed), (0, 0, 0));
     }
 
     #[test]
     fn destroy_without_new_is_end_only_with_start_from_delta_time_or_start_field() {
         let (out, rep) = import(Format::Conntrack, DESTROY_TCP);
-        let [FlowEvent::End(t)] = out.as_slice() else {
-            panic!("expected one end, got {out:?}")
-        };
+        let [FlowEvent::End(t)] = out.as_slice() else { panic!("expected one end, got {out:?}") };
         assert_eq!(t.flags, Flags::END_ONLY);
         assert_eq!(t.start, ts("2026-01-05T00:00:00.000001Z"));
         assert_eq!(t.end, Some(ts("2026-01-05T00:00:30.000001Z")));
@@ -1003,10 +926,7 @@ mod tests {
         let (out, rep) = import(Format::Conntrack, line);
         assert_eq!(rep.malformed_samples, vec![]);
         assert_eq!(out[0].translation().start, ts("2026-01-05T00:00:30.5Z"));
-        assert_eq!(
-            out[0].translation().flags,
-            Flags::END_ONLY.union(Flags::START_APPROX)
-        );
+        assert_eq!(out[0].translation().flags, Flags::END_ONLY.union(Flags::START_APPROX));
     }
 
     #[test]
@@ -1047,17 +967,10 @@ mod tests {
         .join("\n");
         let (out, rep) = import(Format::Conntrack, &text);
         assert_eq!(out.len(), 1);
-        assert_eq!(
-            (rep.lines, rep.non_nat, rep.ignored, rep.malformed),
-            (8, 1, 3, 3)
-        );
+        assert_eq!((rep.lines, rep.non_nat, rep.ignored, rep.malformed), (8, 1, 3, 3));
         let lines: Vec<u64> = rep.malformed_samples.iter().map(|m| m.line).collect();
         assert_eq!(lines, vec![3, 4, 7]);
-        assert!(
-            rep.malformed_samples[0]
-                .reason
-                .contains("conntrack -E -o timestamp")
-        );
+        assert!(rep.malformed_samples[0].reason.contains("conntrack -E -o timestamp"));
         assert!(rep.malformed_samples[1].reason.contains("sport=70000"));
         assert_eq!(rep.malformed_samples[2].source, "test.log");
         assert_eq!(rep.open_at_end, 1);
@@ -1077,15 +990,10 @@ mod tests {
         let again = NEW_TCP.replace("1767571200.123456", "1767571300.000000");
         let (out, rep) = import(Format::Conntrack, &format!("{NEW_TCP}\n{again}\n"));
         assert_eq!(out.len(), 3);
-        let FlowEvent::End(lost) = &out[1] else {
-            panic!("expected an end, got {:?}", out[1])
-        };
+        let FlowEvent::End(lost) = &out[1] else { panic!("expected an end, got {:?}", out[1]) };
         assert_eq!(lost.flags, Flags::END_APPROX);
         assert_eq!(lost.end, Some(ts("2026-01-05T00:01:40Z")));
-        assert_eq!(
-            (rep.lost_ends, rep.translations, rep.open_at_end),
-            (1, 2, 1)
-        );
+        assert_eq!((rep.lost_ends, rep.translations, rep.open_at_end), (1, 2, 1));
     }
 
     fn workload(mix: ProtoMix, ipv6_share: f64) -> Vec<FlowEvent> {
@@ -1107,10 +1015,7 @@ mod tests {
 
     fn assert_same(got: &[FlowEvent], want: &[FlowEvent], what: &str) {
         if let Some(i) = (0..got.len().min(want.len())).find(|&i| got[i] != want[i]) {
-            panic!(
-                "{what}: event {i} differs:\n got {:?}\nwant {:?}",
-                got[i], want[i]
-            );
+            panic!("{what}: event {i} differs:\n got {:?}\nwant {:?}", got[i], want[i]);
         }
         assert_eq!(got.len(), want.len(), "{what}: event count");
     }
@@ -1125,11 +1030,7 @@ mod tests {
 
     #[test]
     fn synthetic_workload_round_trips_through_every_format() {
-        let mix = ProtoMix {
-            tcp: 0.5,
-            udp: 0.45,
-            icmp: 0.05,
-        };
+        let mix = ProtoMix { tcp: 0.5, udp: 0.45, icmp: 0.05 };
         let events = workload(mix, 0.1);
         assert!(events.iter().any(|e| e.translation().kind == Kind::Dnat));
         for format in [Format::Jsonl, Format::Conntrack] {
@@ -1138,12 +1039,7 @@ mod tests {
             assert_same(&out, &events, format.name());
             assert_eq!(rep.translations, 5_000);
             assert_eq!(
-                (
-                    rep.end_only,
-                    rep.open_at_end,
-                    rep.lost_ends,
-                    rep.out_of_order
-                ),
+                (rep.end_only, rep.open_at_end, rep.lost_ends, rep.out_of_order),
                 (0, 0, 0, 0)
             );
         }
@@ -1181,14 +1077,7 @@ mod tests {
 
     #[test]
     fn jsonl_passes_events_through_and_counts_them() {
-        let events = workload(
-            ProtoMix {
-                tcp: 1.0,
-                udp: 0.0,
-                icmp: 0.0,
-            },
-            0.0,
-        );
+        let events = workload(ProtoMix { tcp: 1.0, udp: 0.0, icmp: 0.0 }, 0.0);
         let mut text = String::new();
         // Drop the first 100 starts: their ends become end-only in the count (not flagged).
         let mut dropped = 0;
@@ -1210,9 +1099,8 @@ mod tests {
 
     #[test]
     fn out_of_order_lines_are_imported_and_counted() {
-        let earlier = NEW_TCP
-            .replace("1767571200.123456", "1767571100.000000")
-            .replace("40000", "40002");
+        let earlier =
+            NEW_TCP.replace("1767571200.123456", "1767571100.000000").replace("40000", "40002");
         let (out, rep) = import(Format::Conntrack, &format!("{NEW_TCP}\n{earlier}\n"));
         assert_eq!(out.len(), 2);
         assert_eq!(rep.out_of_order, 1);
@@ -1221,15 +1109,10 @@ mod tests {
     #[test]
     fn rendered_conntrack_lines_have_conntracks_layout() {
         let mut s = String::new();
-        let Ok(Line::Record(r)) = parse_conntrack_line(NEW_TCP) else {
-            panic!("parse")
-        };
+        let Ok(Line::Record(r)) = parse_conntrack_line(NEW_TCP) else { panic!("parse") };
         render_conntrack(&FlowEvent::Start(r.translation.clone()), &mut s);
         assert_eq!(s, format!("{NEW_TCP}\n"));
-        let end = Translation {
-            end: Some(ts("2026-01-05T00:00:30.000001Z")),
-            ..r.translation
-        };
+        let end = Translation { end: Some(ts("2026-01-05T00:00:30.000001Z")), ..r.translation };
         s.clear();
         render_conntrack(&FlowEvent::End(end), &mut s);
         assert_eq!(

@@ -63,7 +63,9 @@ impl fmt::Display for Proto {
 
 /// Error for a protocol that is neither a known name nor a number 0–255.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown protocol {0:?}: expected tcp, udp, icmp, icmpv6, sctp, dccp, gre, udplite or a number 0-255")]
+#[error(
+    "unknown protocol {0:?}: expected tcp, udp, icmp, icmpv6, sctp, dccp, gre, udplite or a number 0-255"
+)]
 pub struct ProtoParseError(String);
 
 impl FromStr for Proto {

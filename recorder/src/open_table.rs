@@ -97,7 +97,9 @@ where
         // the hint is wasted, never harmful.)
         let into_line = first as usize % CACHE_LINE;
         let line = first.wrapping_sub(into_line);
-        for off in (0..into_line + PROBE_AHEAD * size_of::<Option<Slot<K, V>>>()).step_by(CACHE_LINE) {
+        for off in
+            (0..into_line + PROBE_AHEAD * size_of::<Option<Slot<K, V>>>()).step_by(CACHE_LINE)
+        {
             prefetch(line.wrapping_add(off));
         }
     }
@@ -237,7 +239,8 @@ fn advise_huge(p: *const u8, len: usize) {
     if end > start {
         // SAFETY: the range lies inside an allocation this table owns; MADV_HUGEPAGE changes how
         // its pages are backed, never their contents.
-        let _ = unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+        let _ =
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
     }
 }
 
@@ -377,7 +380,8 @@ mod tests {
             eprintln!("this kernel has no transparent huge pages: nothing to check");
             return;
         }
-        let v: Vec<Option<Slot<u64, u64>>> = empty_slots(HUGE_FROM * 2 / size_of::<Option<Slot<u64, u64>>>());
+        let v: Vec<Option<Slot<u64, u64>>> =
+            empty_slots(HUGE_FROM * 2 / size_of::<Option<Slot<u64, u64>>>());
         let mid = v.as_ptr() as usize + HUGE_FROM;
         let smaps = std::fs::read_to_string("/proc/self/smaps").expect("read /proc/self/smaps");
         let mut inside = false;

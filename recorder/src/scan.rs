@@ -94,10 +94,8 @@ impl TranslationSource for [Translation] {
         filter: &Filter,
         f: &mut dyn FnMut(&Translation),
     ) -> Result<ScanReport, Self::Error> {
-        let mut report = ScanReport {
-            translations_scanned: self.len() as u64,
-            ..ScanReport::default()
-        };
+        let mut report =
+            ScanReport { translations_scanned: self.len() as u64, ..ScanReport::default() };
         for t in self.iter().filter(|t| filter.matches(t)) {
             f(t);
         }

@@ -47,9 +47,7 @@ impl JsonlSink {
     }
 
     pub fn flush(&mut self) -> Result<(), SinkError> {
-        self.out
-            .flush()
-            .map_err(|source| SinkError::Write { target: self.target.clone(), source })
+        self.out.flush().map_err(|source| SinkError::Write { target: self.target.clone(), source })
     }
 }
 

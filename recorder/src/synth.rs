@@ -149,11 +149,7 @@ impl Default for WorkloadParams {
             // 2026-01-05T00:00:00Z
             start: Timestamp::from_second(1_767_571_200).unwrap_or(Timestamp::UNIX_EPOCH),
             drain: true,
-            mix: ProtoMix {
-                tcp: 0.58,
-                udp: 0.40,
-                icmp: 0.02,
-            },
+            mix: ProtoMix { tcp: 0.58, udp: 0.40, icmp: 0.02 },
             dnat_share: 0.002,
             ipv6_share: 0.0,
             duration_scale: 1.0,
@@ -174,12 +170,7 @@ pub const MAX_REMOTES: u32 = 1 << 17;
 impl WorkloadParams {
     /// Checks every parameter's range.
     pub fn validate(&self) -> Result<(), SynthError> {
-        let bad = |name, reason: &str| {
-            Err(SynthError::Invalid {
-                name,
-                reason: reason.to_owned(),
-            })
-        };
+        let bad = |name, reason: &str| Err(SynthError::Invalid { name, reason: reason.to_owned() });
         let share = |x: f64| (0.0..=1.0).contains(&x);
         if self.subscribers == 0 || self.subscribers > MAX_SUBSCRIBERS {
             return bad("subscribers", "expected 1 to 16646144");
@@ -190,10 +181,7 @@ impl WorkloadParams {
         if self.outside_pool == 0 || self.outside_pool > 256 {
             return bad("outside_pool", "expected 1 to 256 addresses");
         }
-        if u32::from(self.outside_base)
-            .checked_add(u32::from(self.outside_pool) - 1)
-            .is_none()
-        {
+        if u32::from(self.outside_base).checked_add(u32::from(self.outside_pool) - 1).is_none() {
             return bad("outside_pool", "the pool runs past 255.255.255.255");
         }
         if self.remotes == 0 || self.remotes > MAX_REMOTES {
@@ -206,9 +194,7 @@ impl WorkloadParams {
             return bad("flows_per_second", "expected a number > 0");
         }
         let m = self.mix;
-        if ![m.tcp, m.udp, m.icmp]
-            .iter()
-            .all(|w| w.is_finite() && *w >= 0.0)
+        if ![m.tcp, m.udp, m.icmp].iter().all(|w| w.is_finite() && *w >= 0.0)
             || m.tcp + m.udp + m.icmp <= 0.0
         {
             return bad("mix", "expected weights >= 0, not all 0");
@@ -229,10 +215,7 @@ impl WorkloadParams {
             return bad("pareto_alpha", "expected a number > 0");
         }
         if self.max_duration.is_zero() || self.max_duration.as_nanos() > i64::MAX as u128 / 4 {
-            return bad(
-                "max_duration",
-                "expected more than 0 and less than 60 years",
-            );
+            return bad("max_duration", "expected more than 0 and less than 60 years");
         }
         if self.resolution_ns == 0 || self.resolution_ns > 1_000_000_000 {
             return bad("resolution_ns", "expected 1 to 1000000000 nanoseconds");
@@ -364,11 +347,7 @@ impl Alias {
     fn sample(&self, rng: &mut Rng) -> u32 {
         let r = rng.next();
         let i = (((r >> 32) * self.prob.len() as u64) >> 32) as usize;
-        if (r as u32) < self.prob[i] {
-            i as u32
-        } else {
-            self.alias[i]
-        }
+        if (r as u32) < self.prob[i] { i as u32 } else { self.alias[i] }
     }
 }
 
@@ -383,10 +362,7 @@ struct KeySet {
 
 impl Default for KeySet {
     fn default() -> Self {
-        KeySet {
-            slots: vec![0; 1 << 12],
-            len: 0,
-        }
+        KeySet { slots: vec![0; 1 << 12], len: 0 }
     }
 }
 
@@ -615,10 +591,9 @@ pub fn events(params: &WorkloadParams) -> Result<Events, SynthError> {
         })?;
     let (stop_ns, max_flows) = match params.limit {
         Limit::Flows(n) => (i64::MAX, n),
-        Limit::Span(d) => (
-            start_ns.saturating_add(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
-            u64::MAX,
-        ),
+        Limit::Span(d) => {
+            (start_ns.saturating_add(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)), u64::MAX)
+        }
     };
     // A multiplier coprime with the subscriber count permutes the activity ranks.
     let n = params.subscribers;
@@ -630,9 +605,7 @@ pub fn events(params: &WorkloadParams) -> Result<Events, SynthError> {
     let mut ev = Events {
         subs: Alias::zipf(n, params.subscriber_skew),
         remotes: Alias::zipf(params.remotes, params.zipf_exponent),
-        counters: (0..n)
-            .map(|i| mix64(params.seed ^ u64::from(i)) as u16)
-            .collect(),
+        counters: (0..n).map(|i| mix64(params.seed ^ u64::from(i)) as u16).collect(),
         inside_busy: KeySet::default(),
         outside_busy: KeySet::default(),
         live: EndQueue::default(),
@@ -700,11 +673,7 @@ impl Events {
 
     /// Remote ids in 18 bits: ranks below 2^17, infrastructure above.
     fn remote_code(remote: u32) -> u64 {
-        if remote >= INFRA {
-            u64::from(MAX_REMOTES + (remote - INFRA))
-        } else {
-            u64::from(remote)
-        }
+        if remote >= INFRA { u64::from(MAX_REMOTES + (remote - INFRA)) } else { u64::from(remote) }
     }
 
     /// The reply tuple (outside ip:port, remote ip:port, protocol), exactly, in 62 bits.
@@ -739,11 +708,7 @@ impl Events {
         let m = self.p.mix;
         let x = r.f64() * (m.tcp + m.udp + m.icmp);
         if x < m.tcp {
-            let s = if r.chance(0.92) {
-                Service::Web
-            } else {
-                Service::OtherTcp
-            };
+            let s = if r.chance(0.92) { Service::Web } else { Service::OtherTcp };
             (Proto::TCP, s)
         } else if x < m.tcp + m.udp {
             let y = r.f64();
@@ -844,10 +809,7 @@ impl Events {
             // Echo identifiers: any 16-bit value.
             let mut id = self.rng.next() as u16;
             for _ in 0..=u16::MAX {
-                if self
-                    .inside_busy
-                    .insert(Self::inside_key(proto, v6, sub, id, remote, 0))
-                {
+                if self.inside_busy.insert(Self::inside_key(proto, v6, sub, id, remote, 0)) {
                     break;
                 }
                 id = id.wrapping_add(1);
@@ -858,10 +820,7 @@ impl Events {
         };
         for _ in 0..range {
             let port = EPHEMERAL_LOW + (off % range) as u16;
-            if self
-                .inside_busy
-                .insert(Self::inside_key(proto, v6, sub, port, remote, rport))
-            {
+            if self.inside_busy.insert(Self::inside_key(proto, v6, sub, port, remote, rport)) {
                 return port;
             }
             off += if proto == Proto::TCP { 2 } else { 1 };
@@ -882,24 +841,14 @@ impl Events {
         rport: u16,
     ) -> u16 {
         let host = u32::from(pool);
-        if self
-            .outside_busy
-            .insert(Self::outside_key(proto, v6, host, want, remote, rport))
-        {
+        if self.outside_busy.insert(Self::outside_key(proto, v6, host, want, remote, rport)) {
             return want;
         }
-        let (low, size) = if proto.is_icmp() {
-            (0u32, 65_536u32)
-        } else {
-            (1024, 64_512)
-        };
+        let (low, size) = if proto.is_icmp() { (0u32, 65_536u32) } else { (1024, 64_512) };
         let first = self.rng.below(size);
         for off in first..first + size {
             let port = (low + off % size) as u16;
-            if self
-                .outside_busy
-                .insert(Self::outside_key(proto, v6, host, port, remote, rport))
-            {
+            if self.outside_busy.insert(Self::outside_key(proto, v6, host, port, remote, rport)) {
                 return port;
             }
         }
@@ -959,11 +908,7 @@ impl Events {
             _ => {
                 let rank = self.subs.sample(&mut self.rng);
                 let sub = (u64::from(rank) * u64::from(self.subscriber_perm) % u64::from(n)) as u32;
-                let proto = if v6 && proto == Proto::ICMP {
-                    Proto::ICMPV6
-                } else {
-                    proto
-                };
+                let proto = if v6 && proto == Proto::ICMP { Proto::ICMPV6 } else { proto };
                 let inside_port = self.inside_port(proto, v6, sub, remote, rport);
                 let pool = pool_of(sub, remote, &self.p);
                 let outside_port = self.outside_port(proto, v6, pool, inside_port, remote, rport);
@@ -984,10 +929,7 @@ impl Events {
             }
         };
         let life = self.lifetime(svc).max(1);
-        Flow {
-            end: self.round(start.saturating_add(life)).max(start),
-            ..flow
-        }
+        Flow { end: self.round(start.saturating_add(life)).max(start), ..flow }
     }
 
     fn release(&mut self, f: &Flow) {
@@ -1013,18 +955,10 @@ impl Events {
     fn translation(&self, f: &Flow, end: bool) -> Translation {
         let (inside, outside, remote): (IpAddr, IpAddr, IpAddr) = if f.v6 {
             let o = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, f.pool + 1);
-            (
-                inside_v6(f.sub).into(),
-                o.into(),
-                remote_v6(f.remote).into(),
-            )
+            (inside_v6(f.sub).into(), o.into(), remote_v6(f.remote).into())
         } else {
             let o = Ipv4Addr::from(u32::from(self.p.outside_base) + u32::from(f.pool));
-            (
-                inside_v4(f.sub).into(),
-                o.into(),
-                remote_v4(f.remote).into(),
-            )
+            (inside_v4(f.sub).into(), o.into(), remote_v4(f.remote).into())
         };
         let ts = |ns: i64| Timestamp::from_nanosecond(i128::from(ns)).unwrap_or(Timestamp::MAX);
         Translation {
@@ -1059,13 +993,7 @@ impl Iterator for Events {
             }
             self.release(&f);
             // The tuples of a flow a few ends ahead are far apart in memory: fetch them now.
-            if let Some(g) = self
-                .live
-                .current
-                .len()
-                .checked_sub(16)
-                .map(|i| self.live.current[i])
-            {
+            if let Some(g) = self.live.current.len().checked_sub(16).map(|i| self.live.current[i]) {
                 self.inside_busy.prefetch(Self::inside_key(
                     g.proto,
                     g.v6,
@@ -1122,10 +1050,8 @@ mod tests {
         let a: Vec<_> = events(&small()).expect("params").take(5_000).collect();
         let b: Vec<_> = events(&small()).expect("params").take(5_000).collect();
         assert_eq!(a, b);
-        let c: Vec<_> = events(&WorkloadParams { seed: 2, ..small() })
-            .expect("params")
-            .take(5_000)
-            .collect();
+        let c: Vec<_> =
+            events(&WorkloadParams { seed: 2, ..small() }).expect("params").take(5_000).collect();
         assert_ne!(a, c);
     }
 
@@ -1143,10 +1069,7 @@ mod tests {
                     assert_eq!(t.end, None);
                     last = t.start;
                     // No two live translations share a key.
-                    assert!(
-                        open.insert(t.key(), t.clone()).is_none(),
-                        "duplicate live key {t:?}"
-                    );
+                    assert!(open.insert(t.key(), t.clone()).is_none(), "duplicate live key {t:?}");
                     starts += 1;
                 }
                 FlowEvent::End(t) => {
@@ -1154,13 +1077,7 @@ mod tests {
                     assert!(end >= last && end >= t.start);
                     last = end;
                     let s = open.remove(&t.key()).expect("end of a started translation");
-                    assert_eq!(
-                        Translation {
-                            end: None,
-                            ..t.clone()
-                        },
-                        s
-                    );
+                    assert_eq!(Translation { end: None, ..t.clone() }, s);
                     ends += 1;
                 }
             }
@@ -1181,10 +1098,7 @@ mod tests {
             match ev {
                 FlowEvent::Start(t) => {
                     let rs = live.entry((t.proto, t.outside)).or_default();
-                    assert!(
-                        !rs.contains(&t.remote),
-                        "reply tuple reused while live: {t:?}"
-                    );
+                    assert!(!rs.contains(&t.remote), "reply tuple reused while live: {t:?}");
                     if !rs.is_empty() {
                         shared += 1;
                     }
@@ -1210,10 +1124,7 @@ mod tests {
                 }
             }
         }
-        assert!(
-            shared > 1_000,
-            "outside ports shared across remotes only {shared} times"
-        );
+        assert!(shared > 1_000, "outside ports shared across remotes only {shared} times");
         // Masquerade keeps most source ports.
         assert!(kept * 10 > snat * 8, "kept {kept} of {snat}");
     }
@@ -1222,20 +1133,12 @@ mod tests {
     fn remotes_are_zipf_distributed_over_test_ranges_with_realistic_ports() {
         let mut per_remote: HashMap<IpAddr, u64> = HashMap::new();
         let mut ports: HashMap<u16, u64> = HashMap::new();
-        let p = WorkloadParams {
-            ipv6_share: 0.0,
-            ..small()
-        };
+        let p = WorkloadParams { ipv6_share: 0.0, ..small() };
         let ends: Vec<Translation> = translations(&p).expect("params").collect();
         for t in &ends {
-            let IpAddr::V4(a) = t.remote.ip() else {
-                panic!("v6 remote with ipv6_share 0")
-            };
+            let IpAddr::V4(a) = t.remote.ip() else { panic!("v6 remote with ipv6_share 0") };
             let o = a.octets();
-            assert!(
-                (o[0], o[1] & 0xfe) == (198, 18) || (o[0], o[1], o[2]) == (203, 0, 113),
-                "{a}"
-            );
+            assert!((o[0], o[1] & 0xfe) == (198, 18) || (o[0], o[1], o[2]) == (203, 0, 113), "{a}");
             *per_remote.entry(t.remote.ip()).or_default() += 1;
             *ports.entry(t.remote.port()).or_default() += 1;
         }
@@ -1298,11 +1201,7 @@ mod tests {
 
     #[test]
     fn undrained_stream_leaves_flows_open() {
-        let p = WorkloadParams {
-            drain: false,
-            limit: Limit::Flows(100_000),
-            ..small()
-        };
+        let p = WorkloadParams { drain: false, limit: Limit::Flows(100_000), ..small() };
         let (mut s, mut e) = (0, 0);
         for ev in events(&p).expect("params") {
             match ev {
@@ -1316,16 +1215,9 @@ mod tests {
 
     #[test]
     fn dnat_flows_use_the_forwards() {
-        let p = WorkloadParams {
-            dnat_share: 0.2,
-            ipv6_share: 0.0,
-            ..small()
-        };
+        let p = WorkloadParams { dnat_share: 0.2, ipv6_share: 0.0, ..small() };
         let mut n = 0;
-        for t in translations(&p)
-            .expect("params")
-            .filter(|t| t.kind == Kind::Dnat)
-        {
+        for t in translations(&p).expect("params").filter(|t| t.kind == Kind::Dnat) {
             n += 1;
             assert!(FORWARDS.iter().any(|(pr, o, i)| *pr == t.proto
                 && *o == t.outside.port()
@@ -1338,34 +1230,12 @@ mod tests {
     #[test]
     fn bad_parameters_are_refused() {
         for p in [
-            WorkloadParams {
-                subscribers: 0,
-                ..small()
-            },
-            WorkloadParams {
-                outside_pool: 300,
-                ..small()
-            },
-            WorkloadParams {
-                remotes: MAX_REMOTES + 1,
-                ..small()
-            },
-            WorkloadParams {
-                flows_per_second: 0.0,
-                ..small()
-            },
-            WorkloadParams {
-                dnat_share: 1.5,
-                ..small()
-            },
-            WorkloadParams {
-                mix: ProtoMix {
-                    tcp: 0.0,
-                    udp: 0.0,
-                    icmp: 0.0,
-                },
-                ..small()
-            },
+            WorkloadParams { subscribers: 0, ..small() },
+            WorkloadParams { outside_pool: 300, ..small() },
+            WorkloadParams { remotes: MAX_REMOTES + 1, ..small() },
+            WorkloadParams { flows_per_second: 0.0, ..small() },
+            WorkloadParams { dnat_share: 1.5, ..small() },
+            WorkloadParams { mix: ProtoMix { tcp: 0.0, udp: 0.0, icmp: 0.0 }, ..small() },
         ] {
             assert!(events(&p).is_err(), "{p:?}");
         }
@@ -1435,11 +1305,7 @@ mod tests {
         assert_eq!(v4.len(), MAX_REMOTES as usize);
         let inside: HashSet<Ipv4Addr> = (0..100_000).map(inside_v4).collect();
         assert_eq!(inside.len(), 100_000);
-        assert!(
-            inside
-                .iter()
-                .all(|a| a.octets()[3] != 0 && a.octets()[3] != 255)
-        );
+        assert!(inside.iter().all(|a| a.octets()[3] != 0 && a.octets()[3] != 255));
         let v6: HashSet<Ipv6Addr> = (0..100_000).map(remote_v6).collect();
         assert_eq!(v6.len(), 100_000);
     }

@@ -153,7 +153,8 @@ struct Key4 {
 
 impl Key4 {
     fn new(k: &FlowKey) -> Option<Self> {
-        let (SocketAddr::V4(i), SocketAddr::V4(o), SocketAddr::V4(r)) = (k.inside, k.outside, k.remote)
+        let (SocketAddr::V4(i), SocketAddr::V4(o), SocketAddr::V4(r)) =
+            (k.inside, k.outside, k.remote)
         else {
             return None;
         };
@@ -202,7 +203,12 @@ enum Ended {
     Absent,
 }
 
-fn start_in<K: Copy + Hash + Eq>(map: &mut OpenTable<K, Open>, k: K, t: &Translation, r: Resolution) -> Started {
+fn start_in<K: Copy + Hash + Eq>(
+    map: &mut OpenTable<K, Open>,
+    k: K,
+    t: &Translation,
+    r: Resolution,
+) -> Started {
     match map.get_mut(&k) {
         Some(o) if !same_entry(r, *o, t) => Started::Replaced(std::mem::replace(o, Open::of(t))),
         Some(_) => Started::Duplicate,
@@ -213,7 +219,12 @@ fn start_in<K: Copy + Hash + Eq>(map: &mut OpenTable<K, Open>, k: K, t: &Transla
     }
 }
 
-fn end_in<K: Copy + Hash + Eq>(map: &mut OpenTable<K, Open>, k: K, t: &Translation, r: Resolution) -> Ended {
+fn end_in<K: Copy + Hash + Eq>(
+    map: &mut OpenTable<K, Open>,
+    k: K,
+    t: &Translation,
+    r: Resolution,
+) -> Ended {
     // `get`, then `remove` of the slot just read (in cache by then).
     let outcome = match map.get(&k) {
         None => return Ended::Absent,
@@ -553,7 +564,11 @@ mod tests {
         let b = t(4000, "2026-01-01T00:00:40Z", Flags::empty());
         tr.start(b.clone(), &mut out);
         out.clear();
-        let a = ended(t(4000, "2026-01-01T00:00:00Z", Flags::empty()), "2026-01-01T00:00:33Z", Flags::empty());
+        let a = ended(
+            t(4000, "2026-01-01T00:00:00Z", Flags::empty()),
+            "2026-01-01T00:00:33Z",
+            Flags::empty(),
+        );
         tr.end(a.clone(), &mut out);
         assert_eq!(out, vec![FlowEvent::End(ended(a, "2026-01-01T00:00:33Z", Flags::END_ONLY))]);
         assert_eq!(tr.open_count(), 1, "B stays open");
@@ -563,7 +578,11 @@ mod tests {
     fn an_end_without_a_start_is_recorded_as_end_only() {
         let mut tr = Tracker::new();
         let mut out = Vec::new();
-        let a = ended(t(4000, "2026-01-01T00:00:00Z", Flags::empty()), "2026-01-01T00:00:09Z", Flags::empty());
+        let a = ended(
+            t(4000, "2026-01-01T00:00:00Z", Flags::empty()),
+            "2026-01-01T00:00:09Z",
+            Flags::empty(),
+        );
         tr.end(a.clone(), &mut out);
         assert_eq!(out, vec![FlowEvent::End(ended(a, "2026-01-01T00:00:09Z", Flags::END_ONLY))]);
         assert_eq!(tr.stats().end_only, 1);
@@ -575,7 +594,11 @@ mod tests {
         let mut out = Vec::new();
         let seen = t(4000, "2026-01-01T00:00:01Z", Flags::START_APPROX);
         tr.start(seen, &mut out);
-        let destroy = ended(t(4000, "2026-01-01T00:00:00.5Z", Flags::empty()), "2026-01-01T00:01:00Z", Flags::empty());
+        let destroy = ended(
+            t(4000, "2026-01-01T00:00:00.5Z", Flags::empty()),
+            "2026-01-01T00:01:00Z",
+            Flags::empty(),
+        );
         out.clear();
         tr.end(destroy.clone(), &mut out);
         assert_eq!(out, vec![FlowEvent::End(destroy)]);
@@ -590,7 +613,9 @@ mod tests {
         assert!(out.is_empty(), "not a new entry: {out:?}");
         tr.start(t(4000, "2026-01-01T00:00:00.124Z", Flags::empty()), &mut out);
         assert_eq!(out.len(), 1, "a start 1 ms later is another entry: {out:?}");
-        assert!(matches!(&out[0], FlowEvent::Start(x) if x.start == "2026-01-01T00:00:00.124Z".parse::<Timestamp>().expect("time")));
+        assert!(
+            matches!(&out[0], FlowEvent::Start(x) if x.start == "2026-01-01T00:00:00.124Z".parse::<Timestamp>().expect("time"))
+        );
     }
 
     #[test]
@@ -665,7 +690,10 @@ mod tests {
         let started: Timestamp = "2026-01-01T00:09:00Z".parse().expect("time");
         let done: Timestamp = "2026-01-01T00:09:01Z".parse().expect("time");
         tr.resync(&live, started, done, &mut out);
-        assert_eq!(out, vec![FlowEvent::End(ended(gone.clone(), "2026-01-01T00:09:01Z", Flags::END_APPROX))]);
+        assert_eq!(
+            out,
+            vec![FlowEvent::End(ended(gone.clone(), "2026-01-01T00:09:01Z", Flags::END_APPROX))]
+        );
         assert_eq!(tr.open_count(), 2, "the live one and the one newer than the dump stay open");
         // Its end event, late: dropped, not taken for an unseen translation.
         out.clear();

@@ -23,11 +23,7 @@ fn params(icmp: f64) -> WorkloadParams {
         resolution_ns: 1_000_000,
         dnat_share: 0.02,
         ipv6_share: 0.05,
-        mix: ProtoMix {
-            tcp: 0.55,
-            udp: 0.4,
-            icmp,
-        },
+        mix: ProtoMix { tcp: 0.55, udp: 0.4, icmp },
         seed: 42,
         ..WorkloadParams::default()
     }
@@ -53,11 +49,7 @@ fn natrec(args: &[&str], stdin: Option<&str>) -> Output {
     if let Some(s) = stdin {
         // natrec may exit before reading (a usage error): a broken pipe is not a failure.
         if let Err(e) = input.write_all(s.as_bytes()) {
-            assert_eq!(
-                e.kind(),
-                std::io::ErrorKind::BrokenPipe,
-                "writing stdin: {e}"
-            );
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "writing stdin: {e}");
         }
     }
     drop(input);
@@ -75,9 +67,7 @@ fn stored(dir: &Path) -> Vec<Translation> {
         remote: None,
     };
     let mut got = Vec::new();
-    reader
-        .scan(&filter, &mut |t| got.push(t.clone()))
-        .expect("scan");
+    reader.scan(&filter, &mut |t| got.push(t.clone())).expect("scan");
     got
 }
 
@@ -98,11 +88,7 @@ fn conntrack_log_with_garbage_is_imported_and_the_garbage_reported() {
     let want = sorted(synth::translations(&p).expect("params").collect());
     let mut log = text(Format::Conntrack, &events);
     // Line 3 and the last line are broken.
-    let second_nl = log
-        .match_indices('\n')
-        .nth(1)
-        .map(|(i, _)| i)
-        .expect("lines");
+    let second_nl = log.match_indices('\n').nth(1).map(|(i, _)| i).expect("lines");
     log.insert_str(second_nl + 1, "this is not conntrack output\n");
     log.push_str(
         "[1767571200.000000]\t    [NEW] ipv4     2 tcp      6 120 SYN_SENT src=10.0.0.1\n",
@@ -150,39 +136,20 @@ fn ulogd_json_from_stdin_and_a_zstd_jsonl_file_are_imported() {
 
     let dir = tmp.path().join("ulogd");
     let out = natrec(
-        &[
-            "import",
-            "--format",
-            "ulogd-json",
-            "-",
-            "--dir",
-            dir.to_str().expect("path"),
-        ],
+        &["import", "--format", "ulogd-json", "-", "--dir", dir.to_str().expect("path")],
         Some(&text(Format::UlogdJson, &events)),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(sorted(stored(&dir)), want);
 
     // A natrec JSONL file split in two, the second half zstd-compressed: pairs span the files.
     let jsonl = text(Format::Jsonl, &events);
-    let cut = jsonl
-        .match_indices('\n')
-        .nth(events.len() / 2)
-        .map(|(i, _)| i + 1)
-        .expect("cut");
+    let cut = jsonl.match_indices('\n').nth(events.len() / 2).map(|(i, _)| i + 1).expect("cut");
     let first = tmp.path().join("natrec.jsonl.1");
     let second = tmp.path().join("natrec.jsonl.zst");
     std::fs::write(&first, &jsonl[..cut]).expect("write");
-    std::fs::write(
-        &second,
-        zstd::encode_all(&jsonl.as_bytes()[cut..], 3).expect("zstd"),
-    )
-    .expect("write");
+    std::fs::write(&second, zstd::encode_all(&jsonl.as_bytes()[cut..], 3).expect("zstd"))
+        .expect("write");
     let dir = tmp.path().join("jsonl");
     let out = natrec(
         &[
@@ -197,17 +164,9 @@ fn ulogd_json_from_stdin_and_a_zstd_jsonl_file_are_imported() {
         ],
         None,
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let s = summary(&out);
-    assert_eq!(
-        (s["translations"].as_u64(), s["end_only"].as_u64()),
-        (Some(6_000), Some(0))
-    );
+    assert_eq!((s["translations"].as_u64(), s["end_only"].as_u64()), (Some(6_000), Some(0)));
     assert_eq!(sorted(stored(&dir)), want);
 }
 
@@ -218,38 +177,17 @@ fn unpaired_entries_are_open_or_end_only_in_the_store() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("store");
     let out = natrec(
-        &[
-            "import",
-            "--format",
-            "conntrack",
-            "--dir",
-            dir.to_str().expect("path"),
-            "--json",
-        ],
+        &["import", "--format", "conntrack", "--dir", dir.to_str().expect("path"), "--json"],
         Some(&format!("{new}{destroy}")),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let s = summary(&out);
-    assert_eq!(
-        (s["open_at_end"].as_u64(), s["end_only"].as_u64()),
-        (Some(1), Some(1))
-    );
+    assert_eq!((s["open_at_end"].as_u64(), s["end_only"].as_u64()), (Some(1), Some(1)));
     let got = sorted(stored(&dir));
     assert_eq!(got.len(), 2);
     let at = |s: &str| s.parse::<Timestamp>().expect("time");
-    assert_eq!(
-        (got[0].start, got[0].end),
-        (at("2026-01-05T00:00:00.25Z"), None)
-    );
-    assert_eq!(
-        got[1].start,
-        at("2026-01-05T00:01:00.5Z") - SignedDuration::from_secs(60)
-    );
+    assert_eq!((got[0].start, got[0].end), (at("2026-01-05T00:00:00.25Z"), None));
+    assert_eq!(got[1].start, at("2026-01-05T00:01:00.5Z") - SignedDuration::from_secs(60));
     assert_eq!(got[1].end, Some(at("2026-01-05T00:01:00.5Z")));
     assert!(got[1].flags.contains(recorder::model::Flags::END_ONLY));
 }
@@ -261,10 +199,7 @@ fn exit_codes_follow_grep() {
     let dir = dir.to_str().expect("path");
     // Nothing to import (only a non-NAT entry): 1.
     let plain = "[1767571200.000000]\t    [NEW] ipv4     2 udp      17 30 src=10.0.0.2 dst=10.0.0.3 sport=5000 dport=53 [UNREPLIED] src=10.0.0.3 dst=10.0.0.2 sport=53 dport=5000\n";
-    let out = natrec(
-        &["import", "--format", "conntrack", "--dir", dir],
-        Some(plain),
-    );
+    let out = natrec(&["import", "--format", "conntrack", "--dir", dir], Some(plain));
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 without NAT skipped"));
     // No --dir: 2, one line saying what was expected.
@@ -274,42 +209,18 @@ fn exit_codes_follow_grep() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("expected --dir DIR"), "{err}");
     // A missing file: 2.
-    let out = natrec(
-        &[
-            "import",
-            "--format",
-            "jsonl",
-            "/nonexistent/natrec.jsonl",
-            "--dir",
-            dir,
-        ],
-        None,
-    );
+    let out =
+        natrec(&["import", "--format", "jsonl", "/nonexistent/natrec.jsonl", "--dir", dir], None);
     assert_eq!(out.status.code(), Some(2));
     // --dry-run writes nothing, even with --dir.
     let dry = tmp.path().join("dry");
     let out = natrec(
-        &[
-            "import",
-            "--format",
-            "conntrack",
-            "--dry-run",
-            "--dir",
-            dry.to_str().expect("path"),
-        ],
+        &["import", "--format", "conntrack", "--dry-run", "--dir", dry.to_str().expect("path")],
         Some(&text(
             Format::Conntrack,
-            &synth::events(&params(0.0))
-                .expect("params")
-                .take(10)
-                .collect::<Vec<_>>(),
+            &synth::events(&params(0.0)).expect("params").take(10).collect::<Vec<_>>(),
         )),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!dry.exists());
 }

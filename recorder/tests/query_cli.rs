@@ -33,7 +33,10 @@ fn write_store(dir: &Path) {
     let ts = [
         tr("10.0.1.2:51000", "100.64.0.1:40000", "198.51.100.7:443", 10, 70),
         tr("10.0.1.3:52000", "100.64.0.1:40000", "203.0.113.9:80", 20, 40),
-        Translation { flags: Flags::END_APPROX, ..tr("10.0.1.4:53000", "100.64.0.1:40000", "198.51.100.7:443", 100, 130) },
+        Translation {
+            flags: Flags::END_APPROX,
+            ..tr("10.0.1.4:53000", "100.64.0.1:40000", "198.51.100.7:443", 100, 130)
+        },
     ];
     let mut w = Writer::open(WriterOptions {
         dir: dir.to_owned(),
@@ -74,25 +77,49 @@ fn a_unique_answer_exits_0_and_names_the_account() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_store(dir.path());
     let subs = dir.path().join("subscribers.csv");
-    std::fs::write(&subs, "# prefix,account\n10.0.1.0/24,acct-1001\n10.0.1.4/32,acct-1004\n").expect("write");
+    std::fs::write(&subs, "# prefix,account\n10.0.1.0/24,acct-1001\n10.0.1.4/32,acct-1004\n")
+        .expect("write");
     let out = natrec(
         dir.path(),
-        &["--outside", "100.64.0.1:40000", "--at", "2030-01-01 11:01:50", "--tz", "+01:00", "--subscribers"],
+        &[
+            "--outside",
+            "100.64.0.1:40000",
+            "--at",
+            "2030-01-01 11:01:50",
+            "--tz",
+            "+01:00",
+            "--subscribers",
+        ],
     );
     // --subscribers needs its value: a usage error, exit 2.
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 
     let out = natrec(
         dir.path(),
-        &["--outside", "100.64.0.1:40000", "--at", "2030-01-01 11:01:50", "--tz", "+01:00", "--subscribers", subs.to_str().expect("path")],
+        &[
+            "--outside",
+            "100.64.0.1:40000",
+            "--at",
+            "2030-01-01 11:01:50",
+            "--tz",
+            "+01:00",
+            "--subscribers",
+            subs.to_str().expect("path"),
+        ],
     );
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     assert!(stdout.contains("1. 10.0.1.4:53000  account acct-1004  tcp snat"), "{stdout}");
     assert!(stdout.contains("outside 100.64.0.1:40000  remote 198.51.100.7:443"), "{stdout}");
-    assert!(stdout.contains("2030-01-01T10:01:40.000Z .. 2030-01-01T10:02:10.000Z  [end_approx]"), "{stdout}");
+    assert!(
+        stdout.contains("2030-01-01T10:01:40.000Z .. 2030-01-01T10:02:10.000Z  [end_approx]"),
+        "{stdout}"
+    );
     assert!(stdout.contains("1 translation of 1 inside endpoint"), "{stdout}");
-    assert!(stdout.contains("note: the end of 10.0.1.4:53000 -> 100.64.0.1:40000 is approximate"), "{stdout}");
+    assert!(
+        stdout.contains("note: the end of 10.0.1.4:53000 -> 100.64.0.1:40000 is approximate"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("AMBIGUOUS"), "{stdout}");
 }
 
@@ -105,14 +132,19 @@ fn an_ambiguous_answer_lists_all_and_says_how_to_narrow_in_every_form() {
     let out = natrec(dir.path(), &base);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0));
-    assert!(stdout.contains("1. 10.0.1.2:51000") && stdout.contains("2. 10.0.1.3:52000"), "{stdout}");
+    assert!(
+        stdout.contains("1. 10.0.1.2:51000") && stdout.contains("2. 10.0.1.3:52000"),
+        "{stdout}"
+    );
     assert!(stdout.contains("AMBIGUOUS: 2 inside endpoints held 100.64.0.1:40000"), "{stdout}");
     assert!(stdout.contains("add --remote"), "{stdout}");
 
     let out = natrec(dir.path(), &[&base[..], &["--json"]].concat());
     assert_eq!(out.status.code(), Some(0));
-    let lines: Vec<serde_json::Value> =
-        text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("one JSON object a line")).collect();
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+        .collect();
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[0]["type"], "translation");
     assert_eq!(lines[1]["inside"], "10.0.1.3:52000");
@@ -128,11 +160,19 @@ fn an_ambiguous_answer_lists_all_and_says_how_to_narrow_in_every_form() {
     let rows: Vec<&str> = csv.lines().collect();
     assert_eq!(rows.len(), 3, "{csv}");
     assert!(rows[0].starts_with("kind,proto,inside,account,outside,remote"), "{csv}");
-    assert!(rows[2].starts_with("snat,tcp,10.0.1.3:52000,,100.64.0.1:40000,203.0.113.9:80,0,"), "{csv}");
-    assert!(text(&out.stderr).contains("natrec: ambiguous: 2 inside endpoints"), "{}", text(&out.stderr));
+    assert!(
+        rows[2].starts_with("snat,tcp,10.0.1.3:52000,,100.64.0.1:40000,203.0.113.9:80,0,"),
+        "{csv}"
+    );
+    assert!(
+        text(&out.stderr).contains("natrec: ambiguous: 2 inside endpoints"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = natrec(dir.path(), &[&base[..], &["--remote", "203.0.113.9", "--json"]].concat());
-    let lines: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let lines: Vec<serde_json::Value> =
+        text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["inside"], "10.0.1.3:52000");
     assert_eq!(lines[1]["ambiguous"], false);
@@ -144,17 +184,36 @@ fn nothing_found_exits_1_and_range_queries_work() {
     write_store(dir.path());
     let out = natrec(dir.path(), &["--outside", "100.64.0.1:40000", "--at", &at(85).to_string()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
-    assert!(text(&out.stdout).contains("0 translations of 0 inside endpoints"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("0 translations of 0 inside endpoints"),
+        "{}",
+        text(&out.stdout)
+    );
 
     let from = (at(0).as_millisecond() as f64 / 1e3).to_string();
-    let out = natrec(dir.path(), &["--inside", "10.0.1.2", "--from", &from, "--to", &at(200).to_string(), "--json"]);
+    let out = natrec(
+        dir.path(),
+        &["--inside", "10.0.1.2", "--from", &from, "--to", &at(200).to_string(), "--json"],
+    );
     assert_eq!(out.status.code(), Some(0));
-    let lines: Vec<serde_json::Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let lines: Vec<serde_json::Value> =
+        text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["inside"], "10.0.1.2:51000");
     assert_eq!(lines[0]["end"], "2030-01-01T10:01:10.000Z");
 
-    let out = natrec(dir.path(), &["--remote", "198.51.100.7:443", "--from", &at(0).to_string(), "--to", &at(200).to_string(), "--csv"]);
+    let out = natrec(
+        dir.path(),
+        &[
+            "--remote",
+            "198.51.100.7:443",
+            "--from",
+            &at(0).to_string(),
+            "--to",
+            &at(200).to_string(),
+            "--csv",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(text(&out.stdout).lines().count(), 3, "{}", text(&out.stdout));
 }
@@ -165,18 +224,44 @@ fn bad_input_is_one_clear_line_and_exit_2() {
     write_store(dir.path());
     let cases: [(&[&str], &str); 7] = [
         (&["--outside", "100.64.0.1:40000", "--at", "yesterday"], "--at: expected a time"),
-        (&["--outside", "100.64.0.1:99999", "--at", "1893492000"], "--outside: expected an IP address or IP:PORT"),
-        (&["--inside", "10.0.1.2", "--from", "2030-01-02T00:00:00Z", "--to", "2030-01-01T00:00:00Z"], "the range is reversed"),
-        (&["--outside", "100.64.0.1", "--at", "1893492000", "--window", "soon"], "--window: expected a non-negative duration"),
-        (&["--outside", "100.64.0.1", "--at", "1893492000", "--proto", "tpc"], "--proto: unknown protocol"),
-        (&["--outside", "100.64.0.1", "--at", "2030-01-01 10:00:00", "--tz", "Mars/Olympus"], "--tz: expected a time zone"),
-        (&["--outside", "100.64.0.1", "--at", "1893492000", "--dir", "/nonexistent/natrec"], "expected a segment directory"),
+        (
+            &["--outside", "100.64.0.1:99999", "--at", "1893492000"],
+            "--outside: expected an IP address or IP:PORT",
+        ),
+        (
+            &[
+                "--inside",
+                "10.0.1.2",
+                "--from",
+                "2030-01-02T00:00:00Z",
+                "--to",
+                "2030-01-01T00:00:00Z",
+            ],
+            "the range is reversed",
+        ),
+        (
+            &["--outside", "100.64.0.1", "--at", "1893492000", "--window", "soon"],
+            "--window: expected a non-negative duration",
+        ),
+        (
+            &["--outside", "100.64.0.1", "--at", "1893492000", "--proto", "tpc"],
+            "--proto: unknown protocol",
+        ),
+        (
+            &["--outside", "100.64.0.1", "--at", "2030-01-01 10:00:00", "--tz", "Mars/Olympus"],
+            "--tz: expected a time zone",
+        ),
+        (
+            &["--outside", "100.64.0.1", "--at", "1893492000", "--dir", "/nonexistent/natrec"],
+            "expected a segment directory",
+        ),
     ];
     for (args, want) in cases {
         let out = natrec(dir.path(), args);
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("natrec: error:")).collect();
+        let errors: Vec<&str> =
+            stderr.lines().filter(|l| l.starts_with("natrec: error:")).collect();
         assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
         assert!(errors[0].contains(want), "{args:?}: {stderr}");
         assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
@@ -190,7 +275,11 @@ fn bad_input_is_one_clear_line_and_exit_2() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("bad.csv:2: expected a prefix length 0-32"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("bad.csv:2: expected a prefix length 0-32"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -209,7 +298,17 @@ fn a_damaged_block_warns_on_stderr_and_the_rest_answers() {
     bytes[72 + 12 + len / 2] ^= 0x5a;
     std::fs::write(&seg, &bytes).expect("write");
 
-    let out = natrec(dir.path(), &["--outside", "100.64.0.1:40000", "--from", &at(0).to_string(), "--to", &at(200).to_string()]);
+    let out = natrec(
+        dir.path(),
+        &[
+            "--outside",
+            "100.64.0.1:40000",
+            "--from",
+            &at(0).to_string(),
+            "--to",
+            &at(200).to_string(),
+        ],
+    );
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
     assert!(stderr.contains("natrec: warning: skipped damaged"), "{stderr}");

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use recorder::model::{Flags, FlowEvent, Kind, Proto, Translation};
-use recorder::query::{Answer, Note, OutsideQuery, Query, Separator, When, ask, parse_endpoint, who_held};
+use recorder::query::{
+    Answer, Note, OutsideQuery, Query, Separator, When, ask, parse_endpoint, who_held,
+};
 use recorder::store::{Reader, Writer, WriterOptions};
 
 /// Times are seconds after this (in the future of the test machine's clock, so that the writer's
@@ -76,7 +78,13 @@ fn ep(s: &str) -> recorder::scan::EndpointMatch {
 }
 
 fn point(outside: &str, secs: i64) -> OutsideQuery {
-    OutsideQuery { outside: ep(outside), remote: None, proto: None, at: at(secs), window: recorder::query::DEFAULT_WINDOW }
+    OutsideQuery {
+        outside: ep(outside),
+        remote: None,
+        proto: None,
+        at: at(secs),
+        window: recorder::query::DEFAULT_WINDOW,
+    }
 }
 
 fn held(dir: &Path, q: &OutsideQuery) -> Answer {
@@ -117,16 +125,25 @@ fn flows_across_rotations_are_found_once_with_their_end() {
     w.close().expect("close");
 
     let reader = Reader::open(dir.path()).expect("reader");
-    assert!(reader.segments().len() >= 4, "expected several segments, got {}", reader.segments().len());
+    assert!(
+        reader.segments().len() >= 4,
+        "expected several segments, got {}",
+        reader.segments().len()
+    );
     // In a later segment, a flow that started two rotations earlier, with its end.
     for s in [1, 60, 90, 125, 130] {
         let ans = who_held(&reader, &point("100.64.0.1:40000", s)).expect("answer");
-        let want: Vec<Translation> = [&a, &b].into_iter().filter(|t| t.overlaps(at(s - 2), at(s + 2))).cloned().collect();
+        let want: Vec<Translation> =
+            [&a, &b].into_iter().filter(|t| t.overlaps(at(s - 2), at(s + 2))).cloned().collect();
         assert_eq!(found(&ans), want, "at +{s}s");
     }
     // Across the rotation at +183 s (c starts in one segment and ends in the next).
     for s in [160, 183, 186] {
-        assert_eq!(found(&held(dir.path(), &point("100.64.0.1:40001", s))), std::slice::from_ref(&c), "at +{s}s");
+        assert_eq!(
+            found(&held(dir.path(), &point("100.64.0.1:40001", s))),
+            std::slice::from_ref(&c),
+            "at +{s}s"
+        );
     }
     // Everything 10.0.1.2 did: a, once.
     let q = Query {
@@ -181,7 +198,8 @@ fn a_port_shared_across_remotes_needs_the_remote_and_reuse_over_time_a_narrower_
     assert_eq!(found(&ans), [x.clone(), y.clone()]);
     let amb = ans.ambiguity.as_ref().expect("ambiguous");
     assert_eq!(amb.separated_by, [Separator::Remote]);
-    let with_remote = OutsideQuery { remote: Some(ep("203.0.113.9:80")), ..point("100.64.0.1:40000", 30) };
+    let with_remote =
+        OutsideQuery { remote: Some(ep("203.0.113.9:80")), ..point("100.64.0.1:40000", 30) };
     assert_eq!(found(&held(dir.path(), &with_remote)), [y]);
 
     let q = Query {
@@ -203,7 +221,13 @@ fn a_port_forward_names_the_forwarded_host_for_every_remote() {
     let mut ts: Vec<Translation> = (0..6)
         .map(|i| Translation {
             kind: Kind::Dnat,
-            ..tr("10.0.2.5:80", "100.64.0.1:8080", &format!("198.51.100.{}:{}", 20 + i, 50_000 + i), 10 + i, Some(100))
+            ..tr(
+                "10.0.2.5:80",
+                "100.64.0.1:8080",
+                &format!("198.51.100.{}:{}", 20 + i, 50_000 + i),
+                10 + i,
+                Some(100),
+            )
         })
         .collect();
     ts.push(tr("10.0.1.2:8080", "100.64.0.1:8081", "198.51.100.7:443", 10, Some(100)));
@@ -212,7 +236,11 @@ fn a_port_forward_names_the_forwarded_host_for_every_remote() {
     assert_eq!(ans.candidates.len(), 6);
     assert_eq!(ans.distinct_inside, 1);
     assert_eq!(ans.ambiguity, None);
-    assert!(ans.candidates.iter().all(|c| c.translation.kind == Kind::Dnat && c.translation.inside == ts[0].inside));
+    assert!(
+        ans.candidates
+            .iter()
+            .all(|c| c.translation.kind == Kind::Dnat && c.translation.inside == ts[0].inside)
+    );
 }
 
 #[test]
@@ -267,7 +295,10 @@ fn approximate_ends_and_times_outside_the_retained_data_are_said() {
         flags: Flags::END_APPROX,
         ..tr("10.0.1.2:51000", "100.64.0.1:40000", "198.51.100.7:443", 10, Some(90))
     };
-    write_all(dir.path(), &[lost.clone(), tr("10.0.1.3:1", "100.64.0.1:2", "198.51.100.7:443", 100, Some(120))]);
+    write_all(
+        dir.path(),
+        &[lost.clone(), tr("10.0.1.3:1", "100.64.0.1:2", "198.51.100.7:443", 100, Some(120))],
+    );
     let ans = held(dir.path(), &point("100.64.0.1:40000", 50));
     assert_eq!(ans.candidates.len(), 1);
     assert!(ans.candidates[0].translation.flags.contains(Flags::END_APPROX));
@@ -278,9 +309,17 @@ fn approximate_ends_and_times_outside_the_retained_data_are_said() {
     );
     let before = held(dir.path(), &point("100.64.0.1:40000", -86_400));
     assert!(!before.found());
-    assert!(before.notes.iter().any(|n| matches!(n, Note::BeforeRetained { .. })), "{:?}", before.notes);
+    assert!(
+        before.notes.iter().any(|n| matches!(n, Note::BeforeRetained { .. })),
+        "{:?}",
+        before.notes
+    );
     let after = held(dir.path(), &point("100.64.0.1:40000", 86_400));
-    assert!(after.notes.iter().any(|n| matches!(n, Note::AfterRetained { .. })), "{:?}", after.notes);
+    assert!(
+        after.notes.iter().any(|n| matches!(n, Note::AfterRetained { .. })),
+        "{:?}",
+        after.notes
+    );
 }
 
 /// Flips one byte inside the payload of the `nth` block frame of a sealed segment.
@@ -309,7 +348,15 @@ pub fn damage_block(seg: &Path, nth: usize) {
 fn a_damaged_block_is_skipped_and_said_while_the_rest_answers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ts: Vec<Translation> = (0..40)
-        .map(|i| tr(&format!("10.0.1.{}:40000", i + 1), &format!("100.64.0.1:{}", 40_000 + i), "198.51.100.7:443", i, Some(i + 30)))
+        .map(|i| {
+            tr(
+                &format!("10.0.1.{}:40000", i + 1),
+                &format!("100.64.0.1:{}", 40_000 + i),
+                "198.51.100.7:443",
+                i,
+                Some(i + 30),
+            )
+        })
         .collect();
     write_all(dir.path(), &ts);
     let reader = Reader::open(dir.path()).expect("reader");
@@ -336,10 +383,14 @@ fn a_damaged_block_is_skipped_and_said_while_the_rest_answers() {
     assert!(ans.notes.iter().any(|n| n.to_string().contains("may miss translations")));
     let got = found(&ans);
     assert!(got.len() < ts.len(), "the damaged block's translations cannot be there");
-    assert!(got.len() >= ts.len() - 4, "only the damaged block may be missing: {} of {}", got.len(), ts.len());
+    assert!(
+        got.len() >= ts.len() - 4,
+        "only the damaged block may be missing: {} of {}",
+        got.len(),
+        ts.len()
+    );
     assert!(got.iter().all(|t| ts.contains(t)), "nothing invented");
 }
-
 
 #[test]
 fn an_empty_segment_does_not_hide_the_ones_after_it() {
@@ -354,7 +405,6 @@ fn an_empty_segment_does_not_hide_the_ones_after_it() {
     w.close().expect("close");
     assert_eq!(found(&held(dir.path(), &point("100.64.0.1:40000", 15))), [x]);
 }
-
 
 /// The synthetic ISP workload written through the store (several segments, rotated by size)
 /// gives the same answers as the in-memory reference over the same translations.
@@ -391,14 +441,27 @@ fn synthetic_workload_answers_match_the_reference() {
     }
     w.close().expect("close");
     let reader = Reader::open(dir.path()).expect("reader");
-    assert!(reader.segments().len() >= 3, "expected rotations, got {} segments", reader.segments().len());
+    assert!(
+        reader.segments().len() >= 3,
+        "expected rotations, got {} segments",
+        reader.segments().len()
+    );
 
     let (mut checked, mut ambiguous) = (0, 0);
     for t in reference.iter().step_by(97) {
         let end = t.end.expect("ended");
         let at = t.start.checked_add(end.duration_since(t.start) / 2).expect("time");
-        for remote in [None, Some(recorder::scan::EndpointMatch { ip: t.remote.ip(), port: Some(t.remote.port()) })] {
-            let q = OutsideQuery { outside: ep(&t.outside.to_string()), remote, proto: Some(t.proto), at, window: recorder::query::DEFAULT_WINDOW };
+        for remote in [
+            None,
+            Some(recorder::scan::EndpointMatch { ip: t.remote.ip(), port: Some(t.remote.port()) }),
+        ] {
+            let q = OutsideQuery {
+                outside: ep(&t.outside.to_string()),
+                remote,
+                proto: Some(t.proto),
+                at,
+                window: recorder::query::DEFAULT_WINDOW,
+            };
             let want = who_held(reference.as_slice(), &q).expect("reference");
             let got = who_held(&reader, &q).expect("store");
             assert_eq!(found(&got), found(&want), "{q:?}");

@@ -91,9 +91,16 @@ fn ambiguity_claims_hold_against_brute_force() {
         if amb.separated_by.contains(&Separator::Remote) {
             by_remote += 1;
             for c in &want {
-                let narrowed = OutsideQuery { remote: Some(EndpointMatch { ip: c.remote.ip(), port: None }), ..q };
+                let narrowed = OutsideQuery {
+                    remote: Some(EndpointMatch { ip: c.remote.ip(), port: None }),
+                    ..q
+                };
                 let n = who_held(data.as_slice(), &narrowed).expect("answer");
-                assert_eq!(n.distinct_inside, 1, "--remote {} should separate: {}", c.remote, amb.hint);
+                assert_eq!(
+                    n.distinct_inside, 1,
+                    "--remote {} should separate: {}",
+                    c.remote, amb.hint
+                );
             }
         }
         if amb.separated_by.contains(&Separator::Time) {
@@ -106,7 +113,10 @@ fn ambiguity_claims_hold_against_brute_force() {
         }
     }
     // The workload must exercise both kinds of sharing (one outside address for 3 000 hosts).
-    assert!(ambiguous > 0 && by_remote > 0, "ambiguous {ambiguous}, by remote {by_remote}, by time {by_time}");
+    assert!(
+        ambiguous > 0 && by_remote > 0,
+        "ambiguous {ambiguous}, by remote {by_remote}, by time {by_time}"
+    );
 }
 
 #[test]
@@ -123,8 +133,12 @@ fn port_forwards_name_the_forwarded_host() {
             window: SignedDuration::ZERO,
         };
         let a = who_held(data.as_slice(), &q).expect("answer");
-        let dnat_insides: HashSet<_> =
-            a.candidates.iter().filter(|c| c.translation.kind == Kind::Dnat).map(|c| c.translation.inside).collect();
+        let dnat_insides: HashSet<_> = a
+            .candidates
+            .iter()
+            .filter(|c| c.translation.kind == Kind::Dnat)
+            .map(|c| c.translation.inside)
+            .collect();
         assert_eq!(dnat_insides, HashSet::from([t.inside]));
     }
 }
@@ -136,8 +150,20 @@ fn inside_and_remote_range_queries_match_brute_force() {
     let to = from.checked_add(SignedDuration::from_secs(10)).expect("time");
     for t in data.iter().step_by(2_999) {
         for q in [
-            Query { outside: None, inside: Some(EndpointMatch { ip: t.inside.ip(), port: None }), remote: None, proto: None, when: When::Range { from, to } },
-            Query { outside: None, inside: None, remote: Some(exact(t.remote)), proto: None, when: When::Range { from, to } },
+            Query {
+                outside: None,
+                inside: Some(EndpointMatch { ip: t.inside.ip(), port: None }),
+                remote: None,
+                proto: None,
+                when: When::Range { from, to },
+            },
+            Query {
+                outside: None,
+                inside: None,
+                remote: Some(exact(t.remote)),
+                proto: None,
+                when: When::Range { from, to },
+            },
         ] {
             let a = ask(data.as_slice(), &q).expect("answer");
             assert_eq!(found(&a), brute(&data, &q.filter().expect("filter")));

@@ -117,11 +117,14 @@ fn recorder_survives_kill_9_at_random_moments() {
         let evs = run_events(run);
         let from = Timestamp::from_second(BASE + run as i64 * 3600).expect("time");
         let to = Timestamp::from_second(BASE + (run as i64 + 1) * 3600).expect("time");
-        let got: Vec<Translation> = read_all(dir.path()).into_iter().filter(|t| t.start >= from && t.start < to).collect();
+        let got: Vec<Translation> =
+            read_all(dir.path()).into_iter().filter(|t| t.start >= from && t.start < to).collect();
         let got = by_key(&got);
         let all = by_key(&expected(&evs, Resolution::Millis));
         for (k, t) in by_key(&expected(&evs[..durable], Resolution::Millis)) {
-            let g = got.get(&k).unwrap_or_else(|| panic!("run {run}: lost durable translation {t:?} (durable {durable} events)"));
+            let g = got.get(&k).unwrap_or_else(|| {
+                panic!("run {run}: lost durable translation {t:?} (durable {durable} events)")
+            });
             if t.end.is_some() {
                 assert_eq!(g, &t, "run {run}");
             } else {
@@ -156,7 +159,9 @@ impl Tmpfs {
             if std::env::var("NATREC_TESTS_NO_ROOT").as_deref() == Ok("1") {
                 return None;
             }
-            panic!("mounting a tmpfs failed: this test needs root (set NATREC_TESTS_NO_ROOT=1 to skip)");
+            panic!(
+                "mounting a tmpfs failed: this test needs root (set NATREC_TESTS_NO_ROOT=1 to skip)"
+            );
         }
         Some(Tmpfs { mount: dir, _parent: t })
     }
@@ -233,7 +238,12 @@ fn a_failing_background_seal_holds_back_later_seals_and_the_next_start_seals_the
     let dir = tempdir();
     let evs = run_events(7);
     let third = evs.len() / 3;
-    let opts = WriterOptions { dir: dir.path().to_owned(), rotate_age: Duration::from_secs(60), seal_level: 1, ..WriterOptions::default() };
+    let opts = WriterOptions {
+        dir: dir.path().to_owned(),
+        rotate_age: Duration::from_secs(60),
+        seal_level: 1,
+        ..WriterOptions::default()
+    };
     let mut w = Writer::open(opts.clone()).expect("open");
     let mut now = Timestamp::now();
     let open_files = |d: &Path| -> Vec<PathBuf> {
@@ -283,6 +293,9 @@ fn a_failing_background_seal_holds_back_later_seals_and_the_next_start_seals_the
     let got = read_all(dir.path());
     assert_eq!(got.len(), want.len());
     for (g, w) in got.iter().zip(&want) {
-        assert!(g == w || (g.key() == w.key() && g.start == w.start && w.end.is_none()), "{g:?} vs {w:?}");
+        assert!(
+            g == w || (g.key() == w.key() && g.start == w.start && w.end.is_none()),
+            "{g:?} vs {w:?}"
+        );
     }
 }

@@ -8,7 +8,12 @@ use recorder::store::{Reader, Resolution, WriterOptions, verify};
 use store_common::*;
 
 fn opts(res: Resolution, block: usize) -> WriterOptions {
-    WriterOptions { resolution: res, block_records: block, rotate_age: Duration::from_secs(3600), ..WriterOptions::default() }
+    WriterOptions {
+        resolution: res,
+        block_records: block,
+        rotate_age: Duration::from_secs(3600),
+        ..WriterOptions::default()
+    }
 }
 
 #[test]
@@ -43,7 +48,11 @@ fn point_queries_match_the_reference() {
             proto: None,
             outside: Some(EndpointMatch { ip: t.outside.ip(), port: Some(t.outside.port()) }),
             inside: None,
-            remote: if i % 2 == 0 { Some(EndpointMatch { ip: t.remote.ip(), port: None }) } else { None },
+            remote: if i % 2 == 0 {
+                Some(EndpointMatch { ip: t.remote.ip(), port: None })
+            } else {
+                None
+            },
         };
         let mut got = Vec::new();
         reader.scan(&f, &mut |x| got.push(x.clone())).expect("scan");

@@ -13,7 +13,12 @@ use recorder::store::{ProblemKind, Reader, Resolution, WriterOptions, verify};
 use store_common::*;
 
 fn opts() -> WriterOptions {
-    WriterOptions { block_records: 300, seal_level: 3, rotate_age: Duration::from_secs(3600), ..WriterOptions::default() }
+    WriterOptions {
+        block_records: 300,
+        seal_level: 3,
+        rotate_age: Duration::from_secs(3600),
+        ..WriterOptions::default()
+    }
 }
 
 /// A directory of 4+ sealed segments of several blocks each.
@@ -75,7 +80,11 @@ fn edited_segment_is_altered_and_named() {
     assert!(k.iter().any(|(kind, p)| *kind == ProblemKind::Altered && p == victim), "{k:?}");
     let (code, out) = natrec(&["verify", dir.path().to_str().expect("utf8")]);
     assert_eq!(code, 1);
-    assert!(out.contains("altered") && out.contains(victim.file_name().and_then(|n| n.to_str()).expect("name")), "{out}");
+    assert!(
+        out.contains("altered")
+            && out.contains(victim.file_name().and_then(|n| n.to_str()).expect("name")),
+        "{out}"
+    );
 }
 
 #[test]

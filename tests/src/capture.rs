@@ -65,20 +65,13 @@ impl Capture {
             }
         });
         if rx.recv_timeout(START_TIMEOUT).is_err() {
-            let said = stderr
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
+            let said = stderr.lock().unwrap_or_else(PoisonError::into_inner).clone();
             return Err(LabError::Invalid(format!(
                 "tcpdump on {iface} in {} did not start listening within {START_TIMEOUT:?}: {said}",
                 ns.name()
             )));
         }
-        Ok(Capture {
-            child: Some(child),
-            path: path.to_owned(),
-            stderr,
-        })
+        Ok(Capture { child: Some(child), path: path.to_owned(), stderr })
     }
 
     /// The capture file.
@@ -98,18 +91,13 @@ impl Capture {
         }
         // Give the drain thread a moment to read tcpdump's last words.
         std::thread::sleep(Duration::from_millis(50));
-        let stderr = self
-            .stderr
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let stderr = self.stderr.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let count = |suffix: &str| {
             stderr.lines().find_map(|l| {
                 let (n, rest) = l.trim().split_once(' ')?;
                 // "1 packet captured" / "8 packets captured"
-                let rest = rest
-                    .strip_prefix("packets ")
-                    .or_else(|| rest.strip_prefix("packet "))?;
+                let rest =
+                    rest.strip_prefix("packets ").or_else(|| rest.strip_prefix("packet "))?;
                 (rest == suffix).then(|| n.parse().ok()).flatten()
             })
         };

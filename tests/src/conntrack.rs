@@ -82,12 +82,7 @@ impl ConntrackLine {
             }
         }
         let tuple = |t: &PartialTuple| {
-            Some(CtTuple {
-                src: t.0?,
-                dst: t.1?,
-                sport: t.2.unwrap_or(0),
-                dport: t.3.unwrap_or(0),
-            })
+            Some(CtTuple { src: t.0?, dst: t.1?, sport: t.2.unwrap_or(0), dport: t.3.unwrap_or(0) })
         };
         Some(ConntrackLine {
             proto,
@@ -113,47 +108,26 @@ impl ConntrackLine {
         let ep = |ip, port| SocketAddr::new(ip, port);
         let (kind, inside, outside, remote) = match (snat, dnat) {
             (false, false) => return None,
-            (true, false) => (
-                Kind::Snat,
-                ep(o.src, o.sport),
-                ep(r.dst, r.dport),
-                ep(o.dst, o.dport),
-            ),
-            (false, true) => (
-                Kind::Dnat,
-                ep(r.src, r.sport),
-                ep(o.dst, o.dport),
-                ep(o.src, o.sport),
-            ),
-            (true, true) => (
-                Kind::Both,
-                ep(o.src, o.sport),
-                ep(r.dst, r.dport),
-                ep(r.src, r.sport),
-            ),
+            (true, false) => {
+                (Kind::Snat, ep(o.src, o.sport), ep(r.dst, r.dport), ep(o.dst, o.dport))
+            }
+            (false, true) => {
+                (Kind::Dnat, ep(r.src, r.sport), ep(o.dst, o.dport), ep(o.src, o.sport))
+            }
+            (true, true) => {
+                (Kind::Both, ep(o.src, o.sport), ep(r.dst, r.dport), ep(r.src, r.sport))
+            }
         };
         let (outside, remote) = if icmp {
             // The echo identifier: original id for the inside (set above), reply id outside.
             let outside_id = if kind == Kind::Dnat { o.sport } else { r.sport };
-            (
-                SocketAddr::new(outside.ip(), outside_id),
-                SocketAddr::new(remote.ip(), 0),
-            )
+            (SocketAddr::new(outside.ip(), outside_id), SocketAddr::new(remote.ip(), 0))
         } else {
             (outside, remote)
         };
-        let inside = if icmp && kind == Kind::Dnat {
-            SocketAddr::new(inside.ip(), r.sport)
-        } else {
-            inside
-        };
-        Some(CtTranslation {
-            kind,
-            proto: self.proto,
-            inside,
-            outside,
-            remote,
-        })
+        let inside =
+            if icmp && kind == Kind::Dnat { SocketAddr::new(inside.ip(), r.sport) } else { inside };
+        Some(CtTranslation { kind, proto: self.proto, inside, outside, remote })
     }
 }
 

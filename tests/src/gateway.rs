@@ -154,9 +154,7 @@ pub struct GatewayLab {
 
 fn check(what: &str, v: u8, min: u8, max: u8) -> Result<()> {
     if v < min || v > max {
-        return Err(LabError::Invalid(format!(
-            "lab spec: {what} must be {min}-{max}, got {v}"
-        )));
+        return Err(LabError::Invalid(format!("lab spec: {what} must be {min}-{max}, got {v}")));
     }
     Ok(())
 }
@@ -175,40 +173,12 @@ impl GatewayLab {
         // WAN link and the outside network.
         veth_pair(&gateway, WAN_IF, &outside, "eth0")?;
         for i in 1..=spec.pool_size {
-            gateway.exec(&[
-                "ip",
-                "addr",
-                "add",
-                &format!("100.64.0.{i}/24"),
-                "dev",
-                WAN_IF,
-            ])?;
+            gateway.exec(&["ip", "addr", "add", &format!("100.64.0.{i}/24"), "dev", WAN_IF])?;
         }
-        gateway.exec(&[
-            "ip",
-            "route",
-            "add",
-            "default",
-            "via",
-            &OUTSIDE_ROUTER.to_string(),
-        ])?;
-        outside.exec(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{OUTSIDE_ROUTER}/24"),
-            "dev",
-            "eth0",
-        ])?;
+        gateway.exec(&["ip", "route", "add", "default", "via", &OUTSIDE_ROUTER.to_string()])?;
+        outside.exec(&["ip", "addr", "add", &format!("{OUTSIDE_ROUTER}/24"), "dev", "eth0"])?;
         for s in 1..=spec.servers {
-            outside.exec(&[
-                "ip",
-                "addr",
-                "add",
-                &format!("100.64.1.{s}/24"),
-                "dev",
-                "eth0",
-            ])?;
+            outside.exec(&["ip", "addr", "add", &format!("100.64.1.{s}/24"), "dev", "eth0"])?;
         }
         allow_ping_sockets(&outside)?;
         allow_ping_sockets(&gateway)?;
@@ -220,26 +190,14 @@ impl GatewayLab {
             let lan = format!("lan{i}");
             veth_pair(&gateway, &lan, &ns, "eth0")?;
             gateway.exec(&["ip", "addr", "add", &format!("10.0.{i}.1/24"), "dev", &lan])?;
-            let addrs: Vec<Ipv4Addr> = (0..spec.addrs_per_host)
-                .map(|a| Ipv4Addr::new(10, 0, i, 2 + a))
-                .collect();
+            let addrs: Vec<Ipv4Addr> =
+                (0..spec.addrs_per_host).map(|a| Ipv4Addr::new(10, 0, i, 2 + a)).collect();
             for a in &addrs {
                 ns.exec(&["ip", "addr", "add", &format!("{a}/24"), "dev", "eth0"])?;
             }
-            ns.exec(&[
-                "ip",
-                "route",
-                "add",
-                "default",
-                "via",
-                &format!("10.0.{i}.1"),
-            ])?;
+            ns.exec(&["ip", "route", "add", "default", "via", &format!("10.0.{i}.1")])?;
             allow_ping_sockets(&ns)?;
-            hosts.push(InsideHost {
-                ns,
-                index: i,
-                addrs,
-            });
+            hosts.push(InsideHost { ns, index: i, addrs });
         }
 
         // NAT, then forwarding and conntrack settings (the conntrack sysctls of a namespace
@@ -249,13 +207,7 @@ impl GatewayLab {
         for (key, secs) in &spec.timeouts.0 {
             gateway.sysctl(&format!("net.netfilter.{key}"), &secs.to_string())?;
         }
-        Ok(GatewayLab {
-            spec,
-            hosts,
-            outside,
-            nft,
-            gateway,
-        })
+        Ok(GatewayLab { spec, hosts, outside, nft, gateway })
     }
 
     /// The spec the lab was built from.
@@ -288,15 +240,11 @@ impl GatewayLab {
     }
     /// The outside pool: the addresses inside hosts may appear as.
     pub fn pool(&self) -> Vec<Ipv4Addr> {
-        (1..=self.spec.pool_size)
-            .map(|i| Ipv4Addr::new(100, 64, 0, i))
-            .collect()
+        (1..=self.spec.pool_size).map(|i| Ipv4Addr::new(100, 64, 0, i)).collect()
     }
     /// The outside server addresses.
     pub fn servers(&self) -> Vec<Ipv4Addr> {
-        (1..=self.spec.servers)
-            .map(|s| Ipv4Addr::new(100, 64, 1, s))
-            .collect()
+        (1..=self.spec.servers).map(|s| Ipv4Addr::new(100, 64, 1, s)).collect()
     }
     /// The nftables table doing the NAT.
     pub fn nft_table(&self) -> &NftTable {
@@ -333,10 +281,7 @@ impl GatewayLab {
 
     /// The names of every namespace of the lab.
     pub fn namespace_names(&self) -> Vec<String> {
-        let mut names = vec![
-            self.gateway.name().to_owned(),
-            self.outside.name().to_owned(),
-        ];
+        let mut names = vec![self.gateway.name().to_owned(), self.outside.name().to_owned()];
         names.extend(self.hosts.iter().map(|h| h.ns.name().to_owned()));
         names
     }
@@ -349,11 +294,8 @@ fn allow_ping_sockets(ns: &Netns) -> Result<()> {
 
 /// The gateway's nftables ruleset for `spec`.
 fn ruleset(spec: &LabSpec) -> String {
-    let opts = if spec.nat_options.is_empty() {
-        String::new()
-    } else {
-        format!(" {}", spec.nat_options)
-    };
+    let opts =
+        if spec.nat_options.is_empty() { String::new() } else { format!(" {}", spec.nat_options) };
     let snat = if spec.pool_size == 1 {
         format!("masquerade{opts}")
     } else {

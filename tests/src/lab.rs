@@ -22,11 +22,7 @@ pub enum LabError {
     Spawn { cmd: String, source: io::Error },
     /// A command ran and failed.
     #[error("`{cmd}` failed ({status}): {stderr}")]
-    Command {
-        cmd: String,
-        status: String,
-        stderr: String,
-    },
+    Command { cmd: String, status: String, stderr: String },
     /// An I/O operation of the lab itself failed.
     #[error("{what}: {source}")]
     Io { what: String, source: io::Error },
@@ -45,17 +41,13 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> LabError {
 
 /// Runs a command to completion; an error carries its stderr when it exits non-zero.
 pub fn run_cmd(args: &[&str]) -> Result<Output> {
-    let (prog, rest) = args
-        .split_first()
-        .ok_or_else(|| LabError::Invalid("empty command line".into()))?;
+    let (prog, rest) =
+        args.split_first().ok_or_else(|| LabError::Invalid("empty command line".into()))?;
     let out = Command::new(prog)
         .args(rest)
         .stdin(Stdio::null())
         .output()
-        .map_err(|source| LabError::Spawn {
-            cmd: args.join(" "),
-            source,
-        })?;
+        .map_err(|source| LabError::Spawn { cmd: args.join(" "), source })?;
     if !out.status.success() {
         return Err(LabError::Command {
             cmd: args.join(" "),
@@ -70,9 +62,8 @@ pub fn run_cmd(args: &[&str]) -> Result<Output> {
 /// exits non-zero.
 pub fn run_cmd_input(args: &[&str], input: &str) -> Result<Output> {
     use std::io::Write as _;
-    let (prog, rest) = args
-        .split_first()
-        .ok_or_else(|| LabError::Invalid("empty command line".into()))?;
+    let (prog, rest) =
+        args.split_first().ok_or_else(|| LabError::Invalid("empty command line".into()))?;
     let cmd = args.join(" ");
     let mut child = Command::new(prog)
         .args(rest)
@@ -80,18 +71,11 @@ pub fn run_cmd_input(args: &[&str], input: &str) -> Result<Output> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|source| LabError::Spawn {
-            cmd: cmd.clone(),
-            source,
-        })?;
+        .map_err(|source| LabError::Spawn { cmd: cmd.clone(), source })?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(input.as_bytes())
-            .map_err(io_err(format!("writing to `{cmd}`")))?;
+        stdin.write_all(input.as_bytes()).map_err(io_err(format!("writing to `{cmd}`")))?;
     }
-    let out = child
-        .wait_with_output()
-        .map_err(io_err(format!("waiting for `{cmd}`")))?;
+    let out = child.wait_with_output().map_err(io_err(format!("waiting for `{cmd}`")))?;
     if !out.status.success() {
         return Err(LabError::Command {
             cmd,
@@ -156,14 +140,8 @@ impl Netns {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| LabError::Spawn {
-                cmd: line.join(" "),
-                source,
-            })?;
-        Ok(ChildGuard {
-            child: Some(child),
-            cmd: line.join(" "),
-        })
+            .map_err(|source| LabError::Spawn { cmd: line.join(" "), source })?;
+        Ok(ChildGuard { child: Some(child), cmd: line.join(" ") })
     }
 
     fn exec_line<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
@@ -355,9 +333,8 @@ impl ChildGuard {
         unsafe { libc::kill(pid, signal) };
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = child
-                .try_wait()
-                .map_err(io_err(format!("waiting for `{}`", self.cmd)))?
+            if let Some(status) =
+                child.try_wait().map_err(io_err(format!("waiting for `{}`", self.cmd)))?
             {
                 return Ok(status);
             }

@@ -19,6 +19,7 @@
 //! namespace is named `nr-<prefix>-<pid>-<n>`; a process killed before its guards ran leaves
 //! namespaces that the next lab process removes.
 
+pub mod bench;
 pub mod capture;
 pub mod conntrack;
 pub mod gateway;
@@ -26,4 +27,3 @@ pub mod harness;
 pub mod lab;
 pub mod recorder_proc;
 pub mod traffic;
-pub mod bench;

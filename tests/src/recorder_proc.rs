@@ -23,11 +23,7 @@ pub fn natrec_bin() -> Result<PathBuf> {
         Some(p) => PathBuf::from(p),
         None => {
             let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-                || {
-                    Path::new(env!("CARGO_MANIFEST_DIR"))
-                        .join("..")
-                        .join("target")
-                },
+                || Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"),
                 PathBuf::from,
             );
             target.join("debug").join("natrec")
@@ -130,18 +126,12 @@ impl NatrecRecord {
                 .child_mut()
                 .map(|c| c.try_wait())
                 .transpose()
-                .map_err(|source| LabError::Io {
-                    what: "waiting for natrec".into(),
-                    source,
-                })?
+                .map_err(|source| LabError::Io { what: "waiting for natrec".into(), source })?
                 .flatten();
             if exited.is_some() || Instant::now() >= deadline {
                 // Let the drain thread catch the last lines.
                 std::thread::sleep(Duration::from_millis(100));
-                let said = stderr
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clone();
+                let said = stderr.lock().unwrap_or_else(PoisonError::into_inner).clone();
                 let why = match exited {
                     Some(status) => format!("exited ({status}) before it was ready"),
                     None => format!("was not ready within {READY_TIMEOUT:?}"),
@@ -152,19 +142,12 @@ impl NatrecRecord {
                 )));
             }
         }
-        Ok(NatrecRecord {
-            child: Some(child),
-            jsonl: jsonl.to_owned(),
-            stderr,
-        })
+        Ok(NatrecRecord { child: Some(child), jsonl: jsonl.to_owned(), stderr })
     }
 
     /// What natrec logged so far.
     pub fn stderr(&self) -> String {
-        self.stderr
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.stderr.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// The events written so far (a last line still being written is left out).
@@ -211,8 +194,7 @@ impl NatrecRecord {
 
 /// Whether a log line announces readiness: the word `ready` ("already" does not count).
 fn says_ready(line: &str) -> bool {
-    line.split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-        .any(|w| w == "ready")
+    line.split(|c: char| !c.is_ascii_alphanumeric() && c != '_').any(|w| w == "ready")
 }
 
 /// The counters `natrec record --stats-json` printed at exit: the last JSON object on its
@@ -240,10 +222,7 @@ pub fn read_events(path: &Path, complete: bool) -> Result<Vec<FlowEvent>> {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !complete => return Ok(Vec::new()),
         Err(source) => {
-            return Err(LabError::Io {
-                what: format!("reading {}", path.display()),
-                source,
-            });
+            return Err(LabError::Io { what: format!("reading {}", path.display()), source });
         }
     };
     let body = if complete || text.ends_with('\n') {
@@ -285,27 +264,14 @@ mod tests {
     fn a_line_still_being_written_is_skipped_until_the_end() {
         let dir = crate::lab::TempDir::new("rp").expect("temp dir");
         let path = dir.path().join("f.jsonl");
-        assert!(
-            read_events(&path, false)
-                .expect("missing file is empty")
-                .is_empty()
-        );
-        assert!(
-            read_events(&path, true).is_err(),
-            "a finished run must have written its file"
-        );
+        assert!(read_events(&path, false).expect("missing file is empty").is_empty());
+        assert!(read_events(&path, true).is_err(), "a finished run must have written its file");
         std::fs::write(&path, format!("{LINE}\n{}", &LINE[..40])).expect("write");
         assert_eq!(read_events(&path, false).expect("partial").len(), 1);
-        assert!(
-            read_events(&path, true).is_err(),
-            "a cut line in a finished file is an error"
-        );
+        assert!(read_events(&path, true).is_err(), "a cut line in a finished file is an error");
         std::fs::write(&path, format!("{LINE}\n{LINE}\n")).expect("write");
         let events = read_events(&path, true).expect("complete");
         assert_eq!(events.len(), 2);
-        assert_eq!(
-            events[0].translation().inside,
-            "10.0.1.2:5000".parse().expect("addr")
-        );
+        assert_eq!(events[0].translation().inside, "10.0.1.2:5000".parse().expect("addr"));
     }
 }

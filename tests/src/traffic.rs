@@ -85,22 +85,14 @@ impl EchoServer {
                 let _ = c.join();
             }
         });
-        Ok(EchoServer {
-            addr,
-            stop,
-            peers,
-            thread: Some(thread),
-        })
+        Ok(EchoServer { addr, stop, peers, thread: Some(thread) })
     }
 
     /// Binds `addr` (UDP) in `ns` and echoes every datagram until dropped.
     pub fn udp(ns: &Netns, addr: SocketAddr) -> Result<EchoServer> {
         let sock = ns
             .run_in(move || UdpSocket::bind(addr))?
-            .map_err(io(format!(
-                "binding a UDP echo server to {addr} in {}",
-                ns.name()
-            )))?;
+            .map_err(io(format!("binding a UDP echo server to {addr} in {}", ns.name())))?;
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .map_err(io("setting a UDP read timeout".into()))?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -116,12 +108,7 @@ impl EchoServer {
                 }
             }
         });
-        Ok(EchoServer {
-            addr,
-            stop,
-            peers,
-            thread: Some(thread),
-        })
+        Ok(EchoServer { addr, stop, peers, thread: Some(thread) })
     }
 
     /// The address it serves.
@@ -131,10 +118,7 @@ impl EchoServer {
 
     /// The peers seen so far (one per TCP connection, one per UDP datagram), oldest first.
     pub fn peers(&self) -> Vec<SocketAddr> {
-        self.peers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.peers.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }
 
@@ -150,9 +134,7 @@ impl Drop for EchoServer {
 
 fn echo_tcp(mut stream: TcpStream, stop: &AtomicBool) {
     if stream.set_nonblocking(false).is_err()
-        || stream
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .is_err()
+        || stream.set_read_timeout(Some(Duration::from_millis(50))).is_err()
     {
         return;
     }
@@ -198,16 +180,11 @@ impl TcpFlow {
             let what = |step: &str| format!("TCP {step} {local} -> {remote} in {ns_name}");
             let retry_until = std::time::Instant::now() + Duration::from_secs(2);
             let (sock, first_packet) = loop {
-                let sock = Socket::new(
-                    Domain::for_address(remote),
-                    Type::STREAM,
-                    Some(Protocol::TCP),
-                )
-                .map_err(io(what("socket")))?;
-                sock.set_reuse_address(true)
-                    .map_err(io(what("SO_REUSEADDR")))?;
-                sock.bind(&SockAddr::from(local))
-                    .map_err(io(what("bind")))?;
+                let sock =
+                    Socket::new(Domain::for_address(remote), Type::STREAM, Some(Protocol::TCP))
+                        .map_err(io(what("socket")))?;
+                sock.set_reuse_address(true).map_err(io(what("SO_REUSEADDR")))?;
+                sock.bind(&SockAddr::from(local)).map_err(io(what("bind")))?;
                 let first_packet = Timestamp::now();
                 match sock.connect_timeout(&SockAddr::from(remote), REPLY_TIMEOUT) {
                     Ok(()) => break (sock, first_packet),
@@ -224,9 +201,7 @@ impl TcpFlow {
             // The SYN-ACK is the first answer.
             let last_packet = Timestamp::now();
             let stream: TcpStream = sock.into();
-            stream
-                .set_read_timeout(Some(REPLY_TIMEOUT))
-                .map_err(io(what("timeout")))?;
+            stream.set_read_timeout(Some(REPLY_TIMEOUT)).map_err(io(what("timeout")))?;
             let local = stream.local_addr().map_err(io(what("local address")))?;
             Ok(TcpFlow {
                 stream,
@@ -244,13 +219,9 @@ impl TcpFlow {
         let what = format!("TCP echo {} -> {}", self.local, self.remote);
         for i in 0..rounds {
             let msg = format!("natrec lab {i}\n");
-            self.stream
-                .write_all(msg.as_bytes())
-                .map_err(io(what.clone()))?;
+            self.stream.write_all(msg.as_bytes()).map_err(io(what.clone()))?;
             let mut back = vec![0u8; msg.len()];
-            self.stream
-                .read_exact(&mut back)
-                .map_err(io(what.clone()))?;
+            self.stream.read_exact(&mut back).map_err(io(what.clone()))?;
             self.last_packet = Timestamp::now();
             if back != msg.as_bytes() {
                 return Err(LabError::Invalid(format!(
@@ -292,10 +263,8 @@ impl TcpFlow {
     pub fn reset(self) -> Result<FlowDone> {
         let done = self.done();
         let sock = Socket::from(self.stream);
-        sock.set_linger(Some(Duration::ZERO)).map_err(io(format!(
-            "SO_LINGER 0 on {} -> {}",
-            done.local, done.remote
-        )))?;
+        sock.set_linger(Some(Duration::ZERO))
+            .map_err(io(format!("SO_LINGER 0 on {} -> {}", done.local, done.remote)))?;
         drop(sock);
         Ok(done)
     }
@@ -324,19 +293,13 @@ pub fn udp_exchange(
     let ns_name = ns.name().to_owned();
     ns.run_in(move || -> Result<FlowDone> {
         let what = format!("UDP {local} -> {remote} in {ns_name}");
-        let sock = Socket::new(
-            Domain::for_address(remote),
-            Type::DGRAM,
-            Some(Protocol::UDP),
-        )
-        .map_err(io(what.clone()))?;
-        sock.set_reuse_address(true).map_err(io(what.clone()))?;
-        sock.bind(&SockAddr::from(local))
+        let sock = Socket::new(Domain::for_address(remote), Type::DGRAM, Some(Protocol::UDP))
             .map_err(io(what.clone()))?;
+        sock.set_reuse_address(true).map_err(io(what.clone()))?;
+        sock.bind(&SockAddr::from(local)).map_err(io(what.clone()))?;
         let sock: UdpSocket = sock.into();
         sock.connect(remote).map_err(io(what.clone()))?;
-        sock.set_read_timeout(Some(REPLY_TIMEOUT))
-            .map_err(io(what.clone()))?;
+        sock.set_read_timeout(Some(REPLY_TIMEOUT)).map_err(io(what.clone()))?;
         let local = sock.local_addr().map_err(io(what.clone()))?;
         let first_packet = Timestamp::now();
         let mut last_packet = first_packet;
@@ -345,9 +308,7 @@ pub fn udp_exchange(
         for i in 0..rounds {
             let msg = format!("natrec lab {i}");
             sock.send(msg.as_bytes()).map_err(io(what.clone()))?;
-            let n = sock
-                .recv(&mut buf)
-                .map_err(io(format!("{what}: waiting for echo {i}")))?;
+            let n = sock.recv(&mut buf).map_err(io(format!("{what}: waiting for echo {i}")))?;
             last_packet = Timestamp::now();
             first_reply.get_or_insert(last_packet);
             if &buf[..n] != msg.as_bytes() {
@@ -379,17 +340,15 @@ pub fn ping(
     let ns_name = ns.name().to_owned();
     ns.run_in(move || -> Result<FlowDone> {
         let what = format!("ICMP echo {local} id {ident} -> {remote} in {ns_name}");
-        let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4)).map_err(io(
-            format!("{what}: ping socket (net.ipv4.ping_group_range?)"),
-        ))?;
+        let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4))
+            .map_err(io(format!("{what}: ping socket (net.ipv4.ping_group_range?)")))?;
         // For a ping socket, the bound "port" is the echo identifier.
         sock.bind(&SockAddr::from(SocketAddr::new(IpAddr::V4(local), ident)))
             .map_err(io(format!("{what}: bind")))?;
         sock.connect(&SockAddr::from(SocketAddr::new(IpAddr::V4(remote), 0)))
             .map_err(io(format!("{what}: connect")))?;
         let sock: UdpSocket = sock.into();
-        sock.set_read_timeout(Some(REPLY_TIMEOUT))
-            .map_err(io(what.clone()))?;
+        sock.set_read_timeout(Some(REPLY_TIMEOUT)).map_err(io(what.clone()))?;
         let first_packet = Timestamp::now();
         let mut last_packet = first_packet;
         let mut first_reply = None;
@@ -402,9 +361,8 @@ pub fn ping(
             req.extend_from_slice(b"natrec lab");
             sock.send(&req).map_err(io(format!("{what}: send")))?;
             loop {
-                let n = sock
-                    .recv(&mut buf)
-                    .map_err(io(format!("{what}: waiting for reply {seq}")))?;
+                let n =
+                    sock.recv(&mut buf).map_err(io(format!("{what}: waiting for reply {seq}")))?;
                 // An echo reply (type 0) with our sequence number.
                 if n >= 8 && buf[0] == 0 && buf[6..8] == [s0, s1] {
                     break;

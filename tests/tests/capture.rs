@@ -53,11 +53,7 @@ fn ct_translation_of(lab: &GatewayLab, done: &FlowDone, kind: Kind) -> CtTransla
                 }
         })
         .collect();
-    assert_eq!(
-        found.len(),
-        1,
-        "one conntrack entry for {done:?}, found {found:?} in {ct:#?}"
-    );
+    assert_eq!(found.len(), 1, "one conntrack entry for {done:?}, found {found:?} in {ct:#?}");
     found[0]
 }
 
@@ -74,23 +70,16 @@ fn finish_with_log(
     keys: &[Key],
 ) -> (Vec<FlowEvent>, String) {
     let all_ended = |events: &[FlowEvent]| {
-        keys.iter().all(|k| {
-            events
-                .iter()
-                .any(|e| matches!(e, FlowEvent::End(t) if key_of(t) == *k))
-        })
+        keys.iter()
+            .all(|k| events.iter().any(|e| matches!(e, FlowEvent::End(t) if key_of(t) == *k)))
     };
-    let (_, ended) = natrec
-        .wait_for(END_WAIT, all_ended)
-        .expect("reading natrec's events");
+    let (_, ended) = natrec.wait_for(END_WAIT, all_ended).expect("reading natrec's events");
     if !ended {
         eprintln!(
             "not every flow ended within {END_WAIT:?}; flushing the gateway's conntrack table"
         );
         conntrack_flush(lab.gateway()).expect("conntrack -F");
-        natrec
-            .wait_for(FLUSH_WAIT, all_ended)
-            .expect("reading natrec's events");
+        natrec.wait_for(FLUSH_WAIT, all_ended).expect("reading natrec's events");
     }
     let (events, stderr) = natrec.stop().expect("stopping natrec record");
     eprintln!("natrec record's stderr:\n{stderr}");
@@ -118,24 +107,15 @@ fn start_and_end<'a>(events: &'a [FlowEvent], key: &Key) -> (&'a Translation, &'
         1,
         "one start event for {key:?}, got {starts:?}; all events: {events:#?}"
     );
-    assert_eq!(
-        ends.len(),
-        1,
-        "one end event for {key:?}, got {ends:?}; all events: {events:#?}"
-    );
+    assert_eq!(ends.len(), 1, "one end event for {key:?}, got {ends:?}; all events: {events:#?}");
     (starts[0], ends[0])
 }
 
 /// The lifetime natrec recorded covers the flow the client saw.
 fn assert_covers(start: &Translation, end: &Translation, done: &FlowDone, seeded: bool) {
-    assert_eq!(
-        start.start, end.start,
-        "the end event repeats the start: {start:?} / {end:?}"
-    );
+    assert_eq!(start.start, end.start, "the end event repeats the start: {start:?} / {end:?}");
     assert_eq!(start.end, None, "a start event has no end: {start:?}");
-    let stop = end
-        .end
-        .unwrap_or_else(|| panic!("an end event has an end: {end:?}"));
+    let stop = end.end.unwrap_or_else(|| panic!("an end event has an end: {end:?}"));
     assert!(
         stop >= done.last_packet,
         "end {stop} before the last packet {} of {done:?}",
@@ -153,10 +133,7 @@ fn assert_covers(start: &Translation, end: &Translation, done: &FlowDone, seeded
             "a seeded start without START_APPROX must be exact: {start:?} vs {done:?}"
         );
     } else {
-        assert!(
-            !start.flags.contains(Flags::SEEDED),
-            "a new flow is not seeded: {start:?}"
-        );
+        assert!(!start.flags.contains(Flags::SEEDED), "a new flow is not seeded: {start:?}");
         assert!(
             !start.flags.contains(Flags::START_APPROX),
             "natrec turns timestamps on: {start:?}"
@@ -200,11 +177,8 @@ fn records_every_flow_like_conntrack(prefix: &str, ends: &str) {
     if !lab::lab_test_start().expect("lab capabilities") {
         return;
     }
-    let lab = GatewayLab::build(LabSpec {
-        prefix: prefix.into(),
-        ..LabSpec::default()
-    })
-    .expect("lab");
+    let lab =
+        GatewayLab::build(LabSpec { prefix: prefix.into(), ..LabSpec::default() }).expect("lab");
     let dir = TempDir::new("cap").expect("temp dir");
     let [s1, s2] = [lab.servers()[0], lab.servers()[1]];
     let _servers: Vec<EchoServer> = [s1, s2]
@@ -249,13 +223,8 @@ fn records_every_flow_like_conntrack(prefix: &str, ends: &str) {
     // Traffic to the gateway itself: no translation.
     traffic::tcp_exchange(h[1].ns(), sa(h[1].addr(), 0), sa(h[1].gateway_addr(), 7), 1)
         .expect("tcp to gw");
-    traffic::udp_exchange(
-        lab.outside(),
-        sa(OUTSIDE_ROUTER, 0),
-        sa(lab.wan_addr(), 7),
-        1,
-    )
-    .expect("udp to gw");
+    traffic::udp_exchange(lab.outside(), sa(OUTSIDE_ROUTER, 0), sa(lab.wan_addr(), 7), 1)
+        .expect("udp to gw");
     traffic::ping(h[2].ns(), h[2].addr(), 778, h[2].gateway_addr(), 1).expect("ping gw");
     let keys: Vec<Key> = expected.iter().map(|(k, ..)| *k).collect();
     let (events, stderr) = finish_with_log(&lab, natrec, &keys);
@@ -270,10 +239,8 @@ fn records_every_flow_like_conntrack(prefix: &str, ends: &str) {
         assert_covers(start, end, done, *seeded);
     }
     // Nothing else: traffic to the gateway itself yields no record.
-    let unexpected: Vec<&FlowEvent> = events
-        .iter()
-        .filter(|e| !keys.contains(&key_of(e.translation())))
-        .collect();
+    let unexpected: Vec<&FlowEvent> =
+        events.iter().filter(|e| !keys.contains(&key_of(e.translation()))).collect();
     assert!(
         unexpected.is_empty(),
         "records of no flow of ours (traffic to the gateway?): {unexpected:#?}"
@@ -311,11 +278,7 @@ fn a_flow_older_than_natrec_is_recorded_as_seeded() {
     let events = finish(&lab, natrec, &[key]);
     let (start, end) = start_and_end(&events, &key);
     assert_covers(start, end, &done, true);
-    assert_eq!(
-        events.len(),
-        2,
-        "only the old flow's start and end: {events:#?}"
-    );
+    assert_eq!(events.len(), 2, "only the old flow's start and end: {events:#?}");
 }
 
 #[test]
@@ -351,10 +314,8 @@ fn two_hosts_with_the_same_source_port_get_distinct_outside_ports() {
     let pb = traffic::ping(b.ns(), b.addr(), 4600, server, 1).expect("ping b");
 
     let flows = [ta.done(), tb.done(), ua, ub, pa, pb];
-    let ct: Vec<CtTranslation> = flows
-        .iter()
-        .map(|f| ct_translation_of(&lab, f, Kind::Snat))
-        .collect();
+    let ct: Vec<CtTranslation> =
+        flows.iter().map(|f| ct_translation_of(&lab, f, Kind::Snat)).collect();
     ta.close();
     tb.close();
 
@@ -363,16 +324,10 @@ fn two_hosts_with_the_same_source_port_get_distinct_outside_ports() {
     seen.insert(Proto::TCP, tcp_server.peers());
     seen.insert(Proto::UDP, udp_server.peers());
     for proto in [Proto::TCP, Proto::UDP, Proto::ICMP] {
-        let outside: Vec<SocketAddr> = ct
-            .iter()
-            .filter(|t| t.proto == proto)
-            .map(|t| t.outside)
-            .collect();
+        let outside: Vec<SocketAddr> =
+            ct.iter().filter(|t| t.proto == proto).map(|t| t.outside).collect();
         assert_eq!(outside.len(), 2);
-        assert_ne!(
-            outside[0], outside[1],
-            "{proto}: the gateway rewrote one of the two"
-        );
+        assert_ne!(outside[0], outside[1], "{proto}: the gateway rewrote one of the two");
         let Some(from_server) = seen.get(&proto) else {
             continue; // the kernel answers echo requests: no server saw them
         };
@@ -395,11 +350,7 @@ fn two_hosts_with_the_same_source_port_get_distinct_outside_ports() {
         assert_eq!(start.outside, t.outside);
         assert_covers(start, end, done, false);
     }
-    assert_eq!(
-        events.len(),
-        12,
-        "a start and an end for each of the 6 flows: {events:#?}"
-    );
+    assert_eq!(events.len(), 12, "a start and an end for each of the 6 flows: {events:#?}");
 }
 
 /// The end probe reports the kernel's own stop time: for each flow, natrec's end is within two
@@ -447,10 +398,7 @@ fn end_probe_ends_are_the_kernels_stop_times() {
         while !listening.load(Ordering::Relaxed) {
             let mut batch = Vec::new();
             let st = sock.recv_batch(&mut batch).expect("reading DESTROY events");
-            assert!(
-                !st.needs_resync(),
-                "the test's DESTROY listener lost events: {st:?}"
-            );
+            assert!(!st.needs_resync(), "the test's DESTROY listener lost events: {st:?}");
             let at = Timestamp::now();
             got.extend(batch.into_iter().map(|e| (e, at)));
         }
@@ -468,10 +416,8 @@ fn end_probe_ends_are_the_kernels_stop_times() {
     tcp.exchange(2).expect("tcp exchange");
     flows.push(tcp.done());
     flows.push(traffic::ping(h[1].ns(), h[1].addr(), 991, server, 2).expect("ping"));
-    let keys: Vec<Key> = flows
-        .iter()
-        .map(|f| ct_key(&ct_translation_of(&lab, f, Kind::Snat)))
-        .collect();
+    let keys: Vec<Key> =
+        flows.iter().map(|f| ct_key(&ct_translation_of(&lab, f, Kind::Snat))).collect();
     tcp.close();
 
     let events = finish(&lab, natrec, &keys);
@@ -498,9 +444,7 @@ fn end_probe_ends_are_the_kernels_stop_times() {
             .collect();
         assert_eq!(kernel.len(), 1, "one DESTROY event for {key:?}: {kernel:?}");
         let (entry, arrived) = kernel[0];
-        let stop_ns = entry
-            .stop_ns
-            .expect("the kernel's stop timestamp (natrec turned them on)");
+        let stop_ns = entry.stop_ns.expect("the kernel's stop timestamp (natrec turned them on)");
         let kernel_stop = Timestamp::from_nanosecond(i128::from(stop_ns)).expect("stop time");
         let diff = ended.duration_since(kernel_stop).abs();
         let delay = arrived.duration_since(kernel_stop);
@@ -519,10 +463,7 @@ fn end_probe_ends_are_the_kernels_stop_times() {
     }
     // Expired entries wait for the garbage collector or natrec's reaping dump: at least one was
     // freed well after it expired, so the probe's lateness correction was exercised.
-    assert!(
-        reaped_late > 0,
-        "no entry was reaped late: the lateness correction went untested"
-    );
+    assert!(reaped_late > 0, "no entry was reaped late: the lateness correction went untested");
 }
 
 /// The end probe sees every conntrack entry the kernel frees, in every network namespace: it
@@ -533,11 +474,8 @@ fn the_end_probe_reports_only_its_own_namespace() {
     if !lab::end_probe_test_start() || !lab::lab_test_start().expect("lab capabilities") {
         return;
     }
-    let spec = |prefix: &str| LabSpec {
-        prefix: prefix.into(),
-        port_forward: false,
-        ..LabSpec::default()
-    };
+    let spec =
+        |prefix: &str| LabSpec { prefix: prefix.into(), port_forward: false, ..LabSpec::default() };
     let ours = GatewayLab::build(spec("own")).expect("natrec's lab");
     let other = GatewayLab::build(spec("other")).expect("the other lab");
     let dir = TempDir::new("own").expect("temp dir");
@@ -562,10 +500,7 @@ fn the_end_probe_reports_only_its_own_namespace() {
     conntrack_flush(other.gateway()).expect("flush the other gateway");
     std::thread::sleep(Duration::from_secs(1));
     let (events, stderr) = natrec.stop().expect("stopping natrec record");
-    assert!(
-        events.is_empty(),
-        "natrec recorded another namespace's translations: {events:#?}"
-    );
+    assert!(events.is_empty(), "natrec recorded another namespace's translations: {events:#?}");
     // The probe did see the other namespace's entries go, and let them pass.
     let stats = recorder_proc::stats_json(&stderr).expect("natrec's counters");
     assert_eq!(stats["ends_from"], "ebpf", "{stats}");

@@ -28,14 +28,8 @@ fn lab_ns(prefix: &str) -> Option<Netns> {
 fn sockets_in(ns: &Netns, opts: EventOptions) -> (EventSocket, DumpSocket) {
     ns.run_in(move || {
         // A fresh namespace starts with timestamps off; the second call sees them on.
-        assert_eq!(
-            conntrack::enable_timestamps().expect("enable timestamps"),
-            0
-        );
-        assert_eq!(
-            conntrack::enable_timestamps().expect("enable timestamps again"),
-            1
-        );
+        assert_eq!(conntrack::enable_timestamps().expect("enable timestamps"), 0);
+        assert_eq!(conntrack::enable_timestamps().expect("enable timestamps again"), 1);
         let events = conntrack::events_setting().expect("read nf_conntrack_events");
         assert_ne!(events, 0, "nf_conntrack_events is 0 in a fresh namespace");
         let ev = EventSocket::open(&opts).expect("event socket");
@@ -46,10 +40,7 @@ fn sockets_in(ns: &Netns, opts: EventOptions) -> (EventSocket, DumpSocket) {
 }
 
 fn v4(t: &[u8; 16]) -> Ipv4Addr {
-    assert!(
-        t[4..].iter().all(|&b| b == 0),
-        "IPv4 address with non-zero tail: {t:?}"
-    );
+    assert!(t[4..].iter().all(|&b| b == 0), "IPv4 address with non-zero tail: {t:?}");
     Ipv4Addr::new(t[0], t[1], t[2], t[3])
 }
 
@@ -58,10 +49,7 @@ fn port(p: u16) -> u16 {
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_nanos() as u64
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_nanos() as u64
 }
 
 /// Reads DESTROY events until `want` arrived or `limit` passed.
@@ -80,16 +68,10 @@ fn read_events(ev: &mut EventSocket, want: usize, limit: Duration) -> (Vec<CtEnt
 #[test]
 fn dump_and_destroy_events_carry_the_kernel_tuples() {
     let Some(ns) = lab_ns("ct") else { return };
-    let opts = EventOptions {
-        wait: Wait::Timeout(Duration::from_millis(100)),
-        ..EventOptions::default()
-    };
+    let opts =
+        EventOptions { wait: Wait::Timeout(Duration::from_millis(100)), ..EventOptions::default() };
     let (mut ev, mut dump) = sockets_in(&ns, opts);
-    assert!(
-        ev.rcvbuf_bytes() >= 64 << 20,
-        "SO_RCVBUFFORCE as root: {}",
-        ev.rcvbuf_bytes()
-    );
+    assert!(ev.rcvbuf_bytes() >= 64 << 20, "SO_RCVBUFFORCE as root: {}", ev.rcvbuf_bytes());
     let before = now_ns();
 
     // SNAT of UDP in zone 5: the reply given is the plain inverse, --src-nat rewrites it.
@@ -120,13 +102,8 @@ fn dump_and_destroy_events_carry_the_kernel_tuples() {
             .unwrap_or_else(|| panic!("no proto {proto} family {family} entry in {entries:#?}"))
     };
     for e in &entries {
-        let start = e
-            .start_ns
-            .expect("timestamps were on when the entry was made");
-        assert!(
-            (before..=after).contains(&start),
-            "start {start} outside [{before}, {after}]"
-        );
+        let start = e.start_ns.expect("timestamps were on when the entry was made");
+        assert!((before..=after).contains(&start), "start {start} outside [{before}, {after}]");
         assert_eq!(e.stop_ns, None, "live entries have no stop");
         assert!(e.id.is_some(), "CTA_ID");
         let t = e.timeout_s.expect("dumps carry the timeout");
@@ -135,73 +112,34 @@ fn dump_and_destroy_events_carry_the_kernel_tuples() {
     }
 
     let u = find(17, libc::AF_INET as u8);
-    assert_eq!(
-        (v4(&u.orig.src), port(u.orig.src_port)),
-        (Ipv4Addr::new(10, 1, 0, 2), 4000)
-    );
-    assert_eq!(
-        (v4(&u.orig.dst), port(u.orig.dst_port)),
-        (Ipv4Addr::new(10, 2, 0, 9), 53)
-    );
-    assert_eq!(
-        (v4(&u.reply.src), port(u.reply.src_port)),
-        (Ipv4Addr::new(10, 2, 0, 9), 53)
-    );
-    assert_eq!(
-        (v4(&u.reply.dst), port(u.reply.dst_port)),
-        (Ipv4Addr::new(100, 64, 0, 1), 4001)
-    );
+    assert_eq!((v4(&u.orig.src), port(u.orig.src_port)), (Ipv4Addr::new(10, 1, 0, 2), 4000));
+    assert_eq!((v4(&u.orig.dst), port(u.orig.dst_port)), (Ipv4Addr::new(10, 2, 0, 9), 53));
+    assert_eq!((v4(&u.reply.src), port(u.reply.src_port)), (Ipv4Addr::new(10, 2, 0, 9), 53));
+    assert_eq!((v4(&u.reply.dst), port(u.reply.dst_port)), (Ipv4Addr::new(100, 64, 0, 1), 4001));
     // Raw network-order memory, as the kernel's tuple holds it.
     assert_eq!(u.reply.dst_port.to_ne_bytes(), 4001u16.to_be_bytes());
     assert_eq!((u.zone, u.mark), (5, Some(7)));
     assert_eq!(u.status & (IPS_SRC_NAT | IPS_DST_NAT), IPS_SRC_NAT);
     let (kind, ep) = u.nat().expect("SNAT entry");
     assert_eq!(kind as u8, SNAT);
-    assert_eq!(
-        (v4(&ep.inside), port(ep.inside_port)),
-        (Ipv4Addr::new(10, 1, 0, 2), 4000)
-    );
-    assert_eq!(
-        (v4(&ep.outside), port(ep.outside_port)),
-        (Ipv4Addr::new(100, 64, 0, 1), 4001)
-    );
-    assert_eq!(
-        (v4(&ep.remote), port(ep.remote_port)),
-        (Ipv4Addr::new(10, 2, 0, 9), 53)
-    );
+    assert_eq!((v4(&ep.inside), port(ep.inside_port)), (Ipv4Addr::new(10, 1, 0, 2), 4000));
+    assert_eq!((v4(&ep.outside), port(ep.outside_port)), (Ipv4Addr::new(100, 64, 0, 1), 4001));
+    assert_eq!((v4(&ep.remote), port(ep.remote_port)), (Ipv4Addr::new(10, 2, 0, 9), 53));
 
     let d = find(6, libc::AF_INET as u8);
     assert_eq!(d.status & (IPS_SRC_NAT | IPS_DST_NAT), IPS_DST_NAT);
     assert_eq!((d.zone, d.mark), (0, Some(0)));
     let (kind, ep) = d.nat().expect("DNAT entry");
     assert_eq!(kind as u8, DNAT);
-    assert_eq!(
-        (v4(&ep.inside), port(ep.inside_port)),
-        (Ipv4Addr::new(10, 1, 0, 9), 80)
-    );
-    assert_eq!(
-        (v4(&ep.outside), port(ep.outside_port)),
-        (Ipv4Addr::new(100, 64, 0, 1), 8080)
-    );
-    assert_eq!(
-        (v4(&ep.remote), port(ep.remote_port)),
-        (Ipv4Addr::new(198, 51, 100, 7), 7000)
-    );
+    assert_eq!((v4(&ep.inside), port(ep.inside_port)), (Ipv4Addr::new(10, 1, 0, 9), 80));
+    assert_eq!((v4(&ep.outside), port(ep.outside_port)), (Ipv4Addr::new(100, 64, 0, 1), 8080));
+    assert_eq!((v4(&ep.remote), port(ep.remote_port)), (Ipv4Addr::new(198, 51, 100, 7), 7000));
 
     let s6 = find(6, libc::AF_INET6 as u8);
     let a6 = |s: &str| s.parse::<Ipv6Addr>().expect("v6").octets();
-    assert_eq!(
-        (s6.orig.src, port(s6.orig.src_port)),
-        (a6("2001:db8::2"), 4000)
-    );
-    assert_eq!(
-        (s6.orig.dst, port(s6.orig.dst_port)),
-        (a6("2001:db8:ff::9"), 443)
-    );
-    assert_eq!(
-        (s6.reply.dst, port(s6.reply.dst_port)),
-        (a6("2001:db8:1::1"), 4000)
-    );
+    assert_eq!((s6.orig.src, port(s6.orig.src_port)), (a6("2001:db8::2"), 4000));
+    assert_eq!((s6.orig.dst, port(s6.orig.dst_port)), (a6("2001:db8:ff::9"), 443));
+    assert_eq!((s6.reply.dst, port(s6.reply.dst_port)), (a6("2001:db8:1::1"), 4000));
     let (kind, ep) = s6.nat().expect("SNAT6 entry");
     assert_eq!(kind as u8, SNAT);
     assert_eq!(ep.outside, a6("2001:db8:1::1"));
@@ -212,10 +150,8 @@ fn dump_and_destroy_events_carry_the_kernel_tuples() {
 
     ns.exec(&["conntrack", "-D", "-p", "udp", "-s", "10.1.0.2", "-w", "5"])
         .expect("conntrack -D udp");
-    ns.exec(&["conntrack", "-D", "-p", "tcp", "-s", "198.51.100.7"])
-        .expect("conntrack -D tcp");
-    ns.exec(&["conntrack", "-D", "-f", "ipv6", "-p", "tcp"])
-        .expect("conntrack -D tcp6");
+    ns.exec(&["conntrack", "-D", "-p", "tcp", "-s", "198.51.100.7"]).expect("conntrack -D tcp");
+    ns.exec(&["conntrack", "-D", "-f", "ipv6", "-p", "tcp"]).expect("conntrack -D tcp6");
     let (gone, enobufs) = read_events(&mut ev, 3, Duration::from_secs(20));
     assert_eq!(enobufs, 0, "a 64 MiB buffer overflowed with 3 events");
     assert_eq!(gone.len(), 3, "DESTROY events: {gone:#?}");
@@ -225,22 +161,12 @@ fn dump_and_destroy_events_carry_the_kernel_tuples() {
             .iter()
             .find(|e| e.id == g.id)
             .unwrap_or_else(|| panic!("DESTROY of an entry the dump did not have: {g:#?}"));
-        assert_eq!(
-            (g.family, g.proto, g.zone),
-            (live.family, live.proto, live.zone)
-        );
+        assert_eq!((g.family, g.proto, g.zone), (live.family, live.proto, live.zone));
         assert_eq!((g.orig, g.reply), (live.orig, live.reply), "tuples changed");
-        assert_eq!(
-            g.nat(),
-            live.nat(),
-            "DESTROY and dump name different endpoints"
-        );
+        assert_eq!(g.nat(), live.nat(), "DESTROY and dump name different endpoints");
         assert_eq!(g.start_ns, live.start_ns);
         let stop = g.stop_ns.expect("DESTROY carries the stop time");
-        assert!(
-            live.start_ns.is_some_and(|s| s <= stop) && stop <= end,
-            "stop {stop}"
-        );
+        assert!(live.start_ns.is_some_and(|s| s <= stop) && stop <= end, "stop {stop}");
     }
     assert_eq!(ev.stats().destroys, 3);
     assert!(dump.dump().expect("dump after deletes").is_empty());
@@ -258,8 +184,7 @@ fn icmp_echo_tuples_have_the_kernel_layout() {
         "table inet natrec_ct {\n chain out {\n  type filter hook output priority 0;\n  ct state new accept\n }\n}\n",
     )
     .expect("nft table");
-    ns.exec(&["ping", "-c", "1", "-W", "2", "127.0.0.1"])
-        .expect("ping");
+    ns.exec(&["ping", "-c", "1", "-W", "2", "127.0.0.1"]).expect("ping");
     let entries = dump.dump().expect("dump");
     let e = entries
         .iter()
@@ -296,8 +221,7 @@ fn a_destroy_burst_larger_than_the_buffer_arrives_whole() {
             )
         })
         .collect();
-    ns.exec_input(&["conntrack", "-R", "-"], &lines)
-        .expect("conntrack -R");
+    ns.exec_input(&["conntrack", "-R", "-"], &lines).expect("conntrack -R");
 
     // A dump of thousands of entries spans many datagrams.
     let mut live = HashMap::new();
@@ -306,10 +230,7 @@ fn a_destroy_burst_larger_than_the_buffer_arrives_whole() {
             live.insert(e.id.expect("CTA_ID"), e);
         })
         .expect("dump");
-    assert_eq!(
-        (pass.entries as usize, pass.unreadable, live.len()),
-        (N, 0, N)
-    );
+    assert_eq!((pass.entries as usize, pass.unreadable, live.len()), (N, 0, N));
 
     ns.exec(&["conntrack", "-F"]).expect("conntrack -F");
     let t = Instant::now();
@@ -321,16 +242,10 @@ fn a_destroy_burst_larger_than_the_buffer_arrives_whole() {
         gone.len(),
         ev.rcvbuf_bytes()
     );
-    assert_eq!(
-        gone.len(),
-        N,
-        "reliable mode lost events ({enobufs} ENOBUFS)"
-    );
+    assert_eq!(gone.len(), N, "reliable mode lost events ({enobufs} ENOBUFS)");
     assert_eq!(ids.len(), N, "duplicate DESTROY events");
     for g in &gone {
-        let l = live
-            .get(&g.id.expect("id"))
-            .expect("DESTROY of a dumped entry");
+        let l = live.get(&g.id.expect("id")).expect("DESTROY of a dumped entry");
         assert_eq!((g.orig, g.reply), (l.orig, l.reply));
         assert!(g.stop_ns.is_some());
     }
@@ -347,10 +262,7 @@ fn entries_made_before_the_listener_end_with_events_enabled() {
     let Some(ns) = lab_ns("cte") else { return };
     ns.run_in(|| {
         let previous = conntrack::enable_events().expect("enable events");
-        assert_ne!(
-            previous, 1,
-            "a fresh namespace has nf_conntrack_events 1 already"
-        );
+        assert_ne!(previous, 1, "a fresh namespace has nf_conntrack_events 1 already");
         assert_eq!(conntrack::enable_events().expect("enable events again"), 1);
         assert_eq!(conntrack::events_setting().expect("read events"), 1);
     })
@@ -383,24 +295,16 @@ fn entries_made_before_the_listener_end_with_events_enabled() {
         "100.64.0.1:4001",
     ])
     .expect("conntrack -I");
-    let opts = EventOptions {
-        wait: Wait::NonBlocking,
-        ..EventOptions::default()
-    };
-    let mut ev = ns
-        .run_in(move || EventSocket::open(&opts).expect("event socket"))
-        .expect("run_in");
+    let opts = EventOptions { wait: Wait::NonBlocking, ..EventOptions::default() };
+    let mut ev =
+        ns.run_in(move || EventSocket::open(&opts).expect("event socket")).expect("run_in");
     // Non-blocking: nothing queued yet, the call returns at once.
     let mut out = Vec::new();
     let st = ev.recv_batch(&mut out).expect("recv");
     assert!(st.drained && st.entries == 0 && out.is_empty(), "{st:?}");
     ns.exec(&["conntrack", "-F"]).expect("conntrack -F");
     let (gone, _) = read_events(&mut ev, 1, Duration::from_secs(20));
-    assert_eq!(
-        gone.len(),
-        1,
-        "no DESTROY for an entry made before the listener"
-    );
+    assert_eq!(gone.len(), 1, "no DESTROY for an entry made before the listener");
     assert_eq!(v4(&gone[0].orig.src), Ipv4Addr::new(10, 1, 0, 2));
     assert_eq!(port(gone[0].reply.dst_port), 4001);
 }
@@ -420,15 +324,8 @@ fn drop_capabilities() {
         inheritable: u32,
     }
     // _LINUX_CAPABILITY_VERSION_3: two data words.
-    let header = Header {
-        version: 0x2008_0522,
-        pid: 0,
-    };
-    let data = [Data {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    }; 2];
+    let header = Header { version: 0x2008_0522, pid: 0 };
+    let data = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
     // SAFETY: capset(2) reads a valid header and two data structs; it changes only this thread.
     let rc = unsafe { libc::syscall(libc::SYS_capset, &raw const header, data.as_ptr()) };
     assert_eq!(rc, 0, "capset: {}", std::io::Error::last_os_error());
@@ -450,12 +347,6 @@ fn without_cap_net_admin_the_errors_say_so() {
             (ev.to_string(), dump.to_string())
         })
         .expect("running inside the namespace");
-    assert!(
-        event_err.contains("needs CAP_NET_ADMIN: run natrec as root"),
-        "{event_err}"
-    );
-    assert!(
-        dump_err.contains("needs CAP_NET_ADMIN: run natrec as root"),
-        "{dump_err}"
-    );
+    assert!(event_err.contains("needs CAP_NET_ADMIN: run natrec as root"), "{event_err}");
+    assert!(dump_err.contains("needs CAP_NET_ADMIN: run natrec as root"), "{dump_err}");
 }

@@ -20,8 +20,13 @@ const FIRST_PORT: u16 = 20000;
 
 /// A gateway with one inside host and no port forward.
 fn one_host_lab(prefix: &str) -> GatewayLab {
-    GatewayLab::build(LabSpec { prefix: prefix.into(), inside_hosts: 1, port_forward: false, ..LabSpec::default() })
-        .expect("lab")
+    GatewayLab::build(LabSpec {
+        prefix: prefix.into(),
+        inside_hosts: 1,
+        port_forward: false,
+        ..LabSpec::default()
+    })
+    .expect("lab")
 }
 
 /// Resolves the inside host's and the gateway's neighbours with one datagram to the first
@@ -31,7 +36,9 @@ fn resolve_neighbours(lab: &GatewayLab) {
     let server = lab.servers()[0];
     lab.hosts()[0]
         .ns()
-        .run_in(move || UdpSocket::bind(local)?.send_to(b"warm", SocketAddr::new(IpAddr::V4(server), 9)))
+        .run_in(move || {
+            UdpSocket::bind(local)?.send_to(b"warm", SocketAddr::new(IpAddr::V4(server), 9))
+        })
         .expect("run_in")
         .expect("warm-up datagram");
     std::thread::sleep(Duration::from_millis(300));
@@ -201,17 +208,21 @@ fn a_lost_start_is_reported_again_at_the_entrys_next_established_packet() {
     let ends = |evs: &[FlowEvent]| {
         evs.iter().filter(|e| matches!(e, FlowEvent::End(t) if locals.contains(&t.inside))).count()
     };
-    let (_, complete) = rec
-        .wait_for(Duration::from_secs(30), |evs| ends(evs) >= CONNECTIONS)
-        .expect("events");
+    let (_, complete) =
+        rec.wait_for(Duration::from_secs(30), |evs| ends(evs) >= CONNECTIONS).expect("events");
     let (events, log) = rec.stop().expect("stop");
-    assert!(complete, "only {} of {CONNECTIONS} end events arrived; natrec's log:\n{log}", ends(&events));
+    assert!(
+        complete,
+        "only {} of {CONNECTIONS} end events arrived; natrec's log:\n{log}",
+        ends(&events)
+    );
 
     let stats = stats_json(&log).expect("natrec's counters");
     let full = stats["kernel"]["ringbuf_full"].as_u64().expect("kernel.ringbuf_full");
     assert!(full > 0, "a 4 KiB ring cannot take {CONNECTIONS} starts at once; stats: {stats}");
     for local in &locals {
-        let mine: Vec<&FlowEvent> = events.iter().filter(|e| e.translation().inside == *local).collect();
+        let mine: Vec<&FlowEvent> =
+            events.iter().filter(|e| e.translation().inside == *local).collect();
         assert_eq!(mine.len(), 2, "a start and an end for {local}: {mine:#?}");
         for e in &mine {
             let t = e.translation();
@@ -247,8 +258,12 @@ fn a_full_map_of_reported_entries_is_counted_and_every_translation_recorded_whol
     let work = TempDir::new("natrec-seenfull").expect("tmp");
     let jsonl = work.path().join("events.jsonl");
     let seen = SEEN.to_string();
-    let rec = NatrecRecord::start(&lab, &jsonl, &["--seen-entries", &seen, "--stats-json", "--ends", "ebpf"])
-        .expect("natrec record");
+    let rec = NatrecRecord::start(
+        &lab,
+        &jsonl,
+        &["--seen-entries", &seen, "--stats-json", "--ends", "ebpf"],
+    )
+    .expect("natrec record");
     // BURST entries alive at once, against a map of SEEN.
     let src_port = host
         .ns()
@@ -264,8 +279,12 @@ fn a_full_map_of_reported_entries_is_counted_and_every_translation_recorded_whol
     // Counters are checked once a second: let the full map be logged before the ends come.
     std::thread::sleep(Duration::from_millis(1500));
     conntrack_flush(lab.gateway()).expect("flush");
-    let mine = |t: &recorder::model::Translation| t.proto == Proto::UDP && t.remote.ip() == IpAddr::V4(server);
-    let ends = |evs: &[FlowEvent]| evs.iter().filter(|e| matches!(e, FlowEvent::End(t) if mine(t))).count();
+    let mine = |t: &recorder::model::Translation| {
+        t.proto == Proto::UDP && t.remote.ip() == IpAddr::V4(server)
+    };
+    let ends = |evs: &[FlowEvent]| {
+        evs.iter().filter(|e| matches!(e, FlowEvent::End(t) if mine(t))).count()
+    };
     let (_, complete) = rec
         .wait_for(Duration::from_secs(30), |evs| ends(evs) >= usize::from(BURST))
         .expect("events");
@@ -293,7 +312,11 @@ fn a_full_map_of_reported_entries_is_counted_and_every_translation_recorded_whol
         );
         assert!(remotes.insert(t.remote.port()), "recorded twice: {t:?}");
     }
-    assert_eq!(remotes, (FIRST_PORT..FIRST_PORT + BURST).collect::<HashSet<u16>>(), "every flow of the burst, once");
+    assert_eq!(
+        remotes,
+        (FIRST_PORT..FIRST_PORT + BURST).collect::<HashSet<u16>>(),
+        "every flow of the burst, once"
+    );
     assert_eq!(stats["kernel"]["ringbuf_full"].as_u64(), Some(0), "stats: {stats}");
     assert_eq!(stats["tracker"]["end_only"].as_u64(), Some(0), "stats: {stats}");
 }

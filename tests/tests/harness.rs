@@ -78,13 +78,7 @@ fn shared() -> Option<&'static Shared> {
         let (plain, tampered, swapped) = recheck(&report)?;
         std::fs::remove_dir_all(&opts.work_dir)
             .map_err(|e| format!("removing {}: {e}", opts.work_dir.display()))?;
-        Ok(Some(Shared {
-            report,
-            text,
-            plain,
-            tampered,
-            swapped,
-        }))
+        Ok(Some(Shared { report, text, plain, tampered, swapped }))
     }) {
         Ok(s) => s.as_ref(),
         Err(e) => panic!("the harness could not run: {e}"),
@@ -109,10 +103,8 @@ fn recheck(report: &HarnessReport) -> Result<(Verdict, Verdict, usize), String> 
             3 => {}
             // Another host's inside endpoint: its packets must come out wrong.
             7 if t.kind == Kind::Snat => {
-                if let Some(other) = honest
-                    .iter()
-                    .map(|o| o.inside)
-                    .find(|ins| ins.ip() != t.inside.ip())
+                if let Some(other) =
+                    honest.iter().map(|o| o.inside).find(|ins| ins.ip() != t.inside.ip())
                 {
                     let mut bad = t.clone();
                     bad.inside = other;
@@ -134,14 +126,7 @@ fn counts(v: &Verdict) -> (u64, u64, u64, u64, u64) {
 
 #[test]
 fn the_harness_runs_the_promised_workload_and_its_verifier_can_fail() {
-    let Some(Shared {
-        report,
-        text,
-        tampered,
-        swapped,
-        ..
-    }) = shared()
-    else {
+    let Some(Shared { report, text, tampered, swapped, .. }) = shared() else {
         return;
     };
     let v = &report.verdict;
@@ -154,14 +139,8 @@ fn the_harness_runs_the_promised_workload_and_its_verifier_can_fail() {
         tampered.checked, tampered.correct, tampered.wrong, tampered.missing
     );
     assert!(*swapped > 0);
-    assert!(
-        !tampered.passed(),
-        "the verifier passed a tampered record set"
-    );
-    assert!(
-        tampered.wrong > 0 && tampered.missing > 0,
-        "tampering went unnoticed: {tampered:?}"
-    );
+    assert!(!tampered.passed(), "the verifier passed a tampered record set");
+    assert!(tampered.wrong > 0 && tampered.missing > 0, "tampering went unnoticed: {tampered:?}");
     let shown: HashSet<Outcome> = tampered.failures.iter().map(|c| c.outcome).collect();
     assert!(shown.contains(&Outcome::Wrong) || shown.contains(&Outcome::Missing));
     assert!(tampered.failures.len() <= 10);
@@ -173,10 +152,7 @@ fn the_harness_runs_the_promised_workload_and_its_verifier_can_fail() {
         "outside packets without an inside twin: the captures are incomplete"
     );
     // Wrong answers here; missing ones and single records in the verdict tests below.
-    assert_eq!(
-        v.wrong, 0,
-        "natrec named the wrong inside endpoint:\n{text}"
-    );
+    assert_eq!(v.wrong, 0, "natrec named the wrong inside endpoint:\n{text}");
     assert!(v.damage.is_empty(), "natrec's store is damaged:\n{text}");
 
     // The workload did what the harness promises.
@@ -189,50 +165,23 @@ fn the_harness_runs_the_promised_workload_and_its_verifier_can_fail() {
         );
     }
     assert!(c.port_forward_flows > 0, "no port-forward flow was checked");
-    assert!(
-        c.port_rewrites > 0,
-        "no flow made the gateway rewrite a port"
-    );
-    assert!(
-        c.shared_outside > 0,
-        "no outside endpoint served several remotes at once"
-    );
-    assert!(
-        c.reused_outside > 0,
-        "no outside endpoint was reused over time"
-    );
-    assert!(
-        report.segments > 2,
-        "the store rotated too little: {} segments",
-        report.segments
-    );
-    assert_eq!(
-        report.recorder_runs.len(),
-        2,
-        "natrec was not restarted mid-run"
-    );
+    assert!(c.port_rewrites > 0, "no flow made the gateway rewrite a port");
+    assert!(c.shared_outside > 0, "no outside endpoint served several remotes at once");
+    assert!(c.reused_outside > 0, "no outside endpoint was reused over time");
+    assert!(report.segments > 2, "the store rotated too little: {} segments", report.segments);
+    assert_eq!(report.recorder_runs.len(), 2, "natrec was not restarted mid-run");
     let attempted: u64 = report.phases.iter().map(|p| p.ok + p.failed).sum();
     let failed: u64 = report.phases.iter().map(|p| p.failed).sum();
     assert!(
         failed * 100 <= attempted,
         "too many lab flows failed ({failed} of {attempted}): see the report"
     );
-    assert!(
-        report.long_flow_errors.is_empty(),
-        "long flows broke: {:?}",
-        report.long_flow_errors
-    );
+    assert!(report.long_flow_errors.is_empty(), "long flows broke: {:?}", report.long_flow_errors);
 }
 
 #[test]
 fn no_outside_packet_is_misattributed_or_missing() {
-    let Some(Shared {
-        report,
-        text,
-        plain,
-        ..
-    }) = shared()
-    else {
+    let Some(Shared { report, text, plain, .. }) = shared() else {
         return;
     };
     assert_eq!(
@@ -240,10 +189,7 @@ fn no_outside_packet_is_misattributed_or_missing() {
         counts(&report.verdict),
         "the store's filtered queries and a full scan of it answer differently:\n{text}"
     );
-    assert!(
-        report.passed(),
-        "natrec misattributed outside packets:\n{text}"
-    );
+    assert!(report.passed(), "natrec misattributed outside packets:\n{text}");
 }
 
 #[test]
@@ -251,8 +197,5 @@ fn every_answer_is_a_single_record() {
     let Some(Shared { report, text, .. }) = shared() else {
         return;
     };
-    assert!(
-        report.verdict.exact(),
-        "natrec answered with several records:\n{text}"
-    );
+    assert!(report.verdict.exact(), "natrec answered with several records:\n{text}");
 }

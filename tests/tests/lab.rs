@@ -11,9 +11,7 @@ use recorder::model::{Kind, Proto};
 
 fn ns_listed(name: &str) -> bool {
     let out = lab::run_cmd(&["ip", "netns", "list"]).expect("ip netns list");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .any(|l| l.split_whitespace().next() == Some(name))
+    String::from_utf8_lossy(&out.stdout).lines().any(|l| l.split_whitespace().next() == Some(name))
 }
 
 fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
@@ -30,22 +28,14 @@ fn netns_is_created_entered_and_removed() {
     assert!(ns_listed(&name), "{name} not in `ip netns list`");
     let links = ns.exec(&["ip", "-o", "link"]).expect("ip link");
     let links = String::from_utf8_lossy(&links.stdout);
-    assert_eq!(
-        links.lines().count(),
-        1,
-        "a fresh namespace has only lo: {links}"
-    );
+    assert_eq!(links.lines().count(), 1, "a fresh namespace has only lo: {links}");
     // run_in's thread is in the namespace, the caller is not.
     let inode_inside = ns
         .run_in(|| std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino()))
         .expect("run_in")
         .expect("stat ns");
-    let inode_here = std::fs::metadata("/proc/thread-self/ns/net")
-        .expect("stat own ns")
-        .ino();
-    let inode_file = std::fs::metadata(format!("/run/netns/{name}"))
-        .expect("stat")
-        .ino();
+    let inode_here = std::fs::metadata("/proc/thread-self/ns/net").expect("stat own ns").ino();
+    let inode_file = std::fs::metadata(format!("/run/netns/{name}")).expect("stat").ino();
     assert_eq!(inode_inside, inode_file);
     assert_ne!(inode_inside, inode_here);
     // Processes left running inside do not keep the namespace alive.
@@ -68,11 +58,8 @@ fn gateway_lab_masquerades_forwards_and_cleans_up() {
     if !lab::lab_test_start().expect("lab capabilities") {
         return;
     }
-    let lab = GatewayLab::build(LabSpec {
-        prefix: "lt".into(),
-        ..LabSpec::default()
-    })
-    .expect("lab");
+    let lab =
+        GatewayLab::build(LabSpec { prefix: "lt".into(), ..LabSpec::default() }).expect("lab");
     let names = lab.namespace_names();
     assert_eq!(names.len(), 5, "gateway, outside and 3 hosts: {names:?}");
     let server = lab.servers()[0];
@@ -99,20 +86,13 @@ fn gateway_lab_masquerades_forwards_and_cleans_up() {
         .unwrap_or_else(|| panic!("no conntrack entry for {}: {ct:#?}", flow.local));
     assert_eq!(entry.kind, Kind::Snat);
     assert_eq!(entry.remote, flow.remote);
-    assert_eq!(
-        entry.outside, seen[0],
-        "conntrack's outside endpoint is what the server saw"
-    );
+    assert_eq!(entry.outside, seen[0], "conntrack's outside endpoint is what the server saw");
 
     // UDP and ICMP out of host 3.
     let h3 = &lab.hosts()[2];
     let u = traffic::udp_exchange(h3.ns(), sa(h3.addr(), 0), sa(server, 7), 2).expect("udp");
     assert_eq!(udp.peers().len(), 2);
-    assert!(
-        udp.peers()
-            .iter()
-            .all(|p| p.ip() == IpAddr::from(lab.wan_addr()))
-    );
+    assert!(udp.peers().iter().all(|p| p.ip() == IpAddr::from(lab.wan_addr())));
     let p = traffic::ping(h3.ns(), h3.addr(), 4242, server, 2).expect("ping");
     let ct = conntrack_list(lab.gateway()).expect("conntrack");
     let translations: Vec<_> = ct.iter().filter_map(|l| l.translation()).collect();
@@ -144,10 +124,7 @@ fn gateway_lab_masquerades_forwards_and_cleans_up() {
         .filter_map(|l| l.translation())
         .find(|t| t.kind == Kind::Dnat && t.proto == Proto::TCP)
         .unwrap_or_else(|| panic!("no DNAT entry: {ct:#?}"));
-    assert_eq!(
-        (fwd.inside, fwd.outside, fwd.remote),
-        (in_tcp, out_tcp, d.local)
-    );
+    assert_eq!((fwd.inside, fwd.outside, fwd.remote), (in_tcp, out_tcp, d.local));
 
     // A fixed source port serves again at once, after a reset or a close.
     let again = sa(h2.addr(), 41001);
@@ -194,15 +171,9 @@ fn snat_pool_spreads_over_the_range() {
     let pool: Vec<IpAddr> = lab.pool().into_iter().map(IpAddr::from).collect();
     let peers = udp.peers();
     assert_eq!(peers.len(), 12);
-    assert!(
-        peers.iter().all(|p| pool.contains(&p.ip())),
-        "{peers:?} outside {pool:?}"
-    );
+    assert!(peers.iter().all(|p| pool.contains(&p.ip())), "{peers:?} outside {pool:?}");
     let distinct: std::collections::HashSet<_> = peers.iter().map(|p| p.ip()).collect();
-    assert!(
-        distinct.len() > 1,
-        "12 sources all mapped to one pool address: {peers:?}"
-    );
+    assert!(distinct.len() > 1, "12 sources all mapped to one pool address: {peers:?}");
 }
 
 #[test]
@@ -226,30 +197,15 @@ fn capture_writes_the_packets_and_guards_clean_up() {
     traffic::ping(h.ns(), h.addr(), 9, lab.servers()[0], 3).expect("ping");
     let done = cap.stop().expect("stopping tcpdump");
     // Three requests and three replies went through wan0 (plus, maybe, ARP), all in the file.
-    let captured = done
-        .captured
-        .unwrap_or_else(|| panic!("no count in {}", done.stderr));
-    assert!(
-        captured >= 6,
-        "{captured} packets captured: {}",
-        done.stderr
-    );
-    assert_eq!(
-        done.received_by_filter,
-        Some(captured),
-        "packets lost: {}",
-        done.stderr
-    );
+    let captured = done.captured.unwrap_or_else(|| panic!("no count in {}", done.stderr));
+    assert!(captured >= 6, "{captured} packets captured: {}", done.stderr);
+    assert_eq!(done.received_by_filter, Some(captured), "packets lost: {}", done.stderr);
     assert_eq!(done.dropped_by_kernel, Some(0), "{}", done.stderr);
     let path = done.path;
     let bytes = std::fs::read(&path).expect("reading the capture");
     // A pcap file header (24 bytes), then a 16-byte record header per packet; an echo frame
     // here is 52 bytes (Ethernet 14, IPv4 20, ICMP 8, "natrec lab").
-    assert!(
-        bytes.len() >= 24 + 6 * (16 + 52),
-        "capture of {} bytes",
-        bytes.len()
-    );
+    assert!(bytes.len() >= 24 + 6 * (16 + 52), "capture of {} bytes", bytes.len());
     assert_eq!(&bytes[..4], &0xa1b2c3d4u32.to_le_bytes(), "pcap magic");
 
     // An nft table in a namespace that outlives it is deleted by its guard.
@@ -261,20 +217,14 @@ fn capture_writes_the_packets_and_guards_clean_up() {
     )
     .expect("nft table");
     let listed = |ns: &Netns| {
-        let out = ns
-            .exec(&["nft", "list", "tables"])
-            .expect("nft list tables");
+        let out = ns.exec(&["nft", "list", "tables"]).expect("nft list tables");
         String::from_utf8_lossy(&out.stdout).contains("natrec_lab_probe")
     };
     assert!(listed(lab.outside()));
     drop(table);
     assert!(!listed(lab.outside()), "the table outlived its guard");
     drop(dir);
-    assert!(
-        !dir_path.exists(),
-        "{} outlived its guard",
-        dir_path.display()
-    );
+    assert!(!dir_path.exists(), "{} outlived its guard", dir_path.display());
 }
 
 #[test]
@@ -283,9 +233,7 @@ fn namespaces_of_dead_processes_are_removed() {
         return;
     }
     // A pid that no longer runs: a child that exited and was reaped.
-    let mut child = std::process::Command::new("true")
-        .spawn()
-        .expect("spawn true");
+    let mut child = std::process::Command::new("true").spawn().expect("spawn true");
     let dead = child.id();
     child.wait().expect("wait");
     let stale = format!("nr-stale-{dead}-0");
@@ -294,8 +242,5 @@ fn namespaces_of_dead_processes_are_removed() {
     let removed = lab::remove_stale_namespaces().expect("sweep");
     assert!(removed.contains(&stale), "{stale} not removed: {removed:?}");
     assert!(!ns_listed(&stale));
-    assert!(
-        ns_listed(alive.name()),
-        "the sweep removed a live process's namespace"
-    );
+    assert!(ns_listed(alive.name()), "the sweep removed a live process's namespace");
 }

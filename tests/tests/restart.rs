@@ -28,8 +28,12 @@ fn translations_survive_a_recorder_restart_once_each() {
     if !lab_test_start().expect("lab capabilities") {
         return;
     }
-    let lab = GatewayLab::build(LabSpec { prefix: "rst".into(), port_forward: false, ..LabSpec::default() })
-        .expect("lab");
+    let lab = GatewayLab::build(LabSpec {
+        prefix: "rst".into(),
+        port_forward: false,
+        ..LabSpec::default()
+    })
+    .expect("lab");
     let work = TempDir::new("natrec-restart").expect("tmp");
     let store = work.path().join("segments");
     let store_arg = store.to_str().expect("utf-8 path").to_owned();
@@ -70,7 +74,9 @@ fn translations_survive_a_recorder_restart_once_each() {
     d.close();
     // Both TCP entries end (short closing timeouts; a periodic dump reaps them).
     let ended = |evs: &[FlowEvent]| {
-        [a_in, d_in].iter().all(|i| evs.iter().any(|e| matches!(e, FlowEvent::End(t) if t.inside == *i)))
+        [a_in, d_in]
+            .iter()
+            .all(|i| evs.iter().any(|e| matches!(e, FlowEvent::End(t) if t.inside == *i)))
     };
     let (_, done) = second.wait_for(Duration::from_secs(20), ended).expect("events");
     let (events2, log2) = second.stop().expect("stopping the second run");
@@ -95,7 +101,10 @@ fn translations_survive_a_recorder_restart_once_each() {
     };
     let a_rec = one(Proto::TCP, a_in);
     assert!(!a_rec.flags.contains(Flags::END_APPROX), "A ended while natrec ran: {a_rec:?}");
-    assert!(a_rec.end.is_some_and(|e| e >= a_done.last_packet), "A's end covers its last packet: {a_rec:?}");
+    assert!(
+        a_rec.end.is_some_and(|e| e >= a_done.last_packet),
+        "A's end covers its last packet: {a_rec:?}"
+    );
     // B expired while natrec was down: closed either by its DESTROY event (when the kernel had
     // not yet reaped it, the second run's seeding dump does, and the event carries the exact
     // stop time, before the second run began) or, when that event was sent to nobody, by the

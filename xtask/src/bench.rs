@@ -41,7 +41,18 @@ pub fn capture(workspace: &Path, target: &Path, args: &[String]) -> Result<()> {
     run(cargo(workspace).args(["build", "--release", "-p", "recorder", "--bin", "natrec"]))?;
     let natrec = target.join("release").join("natrec");
     run(cargo(workspace)
-        .args(["run", "--quiet", "--release", "-p", "natrec-tests", "--bin", "natrec-bench", "--", "capture", "--natrec"])
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "natrec-tests",
+            "--bin",
+            "natrec-bench",
+            "--",
+            "capture",
+            "--natrec",
+        ])
         .arg(&natrec)
         .args(args))
 }
@@ -50,10 +61,30 @@ pub fn capture(workspace: &Path, target: &Path, args: &[String]) -> Result<()> {
 /// `natrec-bench storage` (e.g. `--flows 1000000`). It takes minutes: `zstd -19` and `xz -9` of
 /// the other tools' logs are slow (that is one of the findings).
 pub fn storage(workspace: &Path, target: &Path, args: &[String]) -> Result<()> {
-    run(cargo(workspace).args(["build", "--release", "-p", "recorder", "--bin", "natrec", "--bin", "natrec-gen"]))?;
+    run(cargo(workspace).args([
+        "build",
+        "--release",
+        "-p",
+        "recorder",
+        "--bin",
+        "natrec",
+        "--bin",
+        "natrec-gen",
+    ]))?;
     let natrec = target.join("release").join("natrec");
     run(cargo(workspace)
-        .args(["run", "--quiet", "--release", "-p", "natrec-tests", "--bin", "natrec-bench", "--", "storage", "--natrec"])
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "natrec-tests",
+            "--bin",
+            "natrec-bench",
+            "--",
+            "storage",
+            "--natrec",
+        ])
         .arg(&natrec)
         .args(args))
 }
@@ -62,15 +93,45 @@ pub fn storage(workspace: &Path, target: &Path, args: &[String]) -> Result<()> {
 /// `zstdgrep` on the same translations; `args` go to `natrec-bench query` (e.g. `--sizes
 /// 1000000,10000000`; each size needs about 0.4 KB of disk per translation for the text log).
 pub fn query(workspace: &Path, target: &Path, args: &[String]) -> Result<()> {
-    run(cargo(workspace).args(["build", "--release", "-p", "recorder", "--bin", "natrec", "--bin", "natrec-gen"]))?;
+    run(cargo(workspace).args([
+        "build",
+        "--release",
+        "-p",
+        "recorder",
+        "--bin",
+        "natrec",
+        "--bin",
+        "natrec-gen",
+    ]))?;
     let natrec = target.join("release").join("natrec");
     run(cargo(workspace)
-        .args(["run", "--quiet", "--release", "-p", "natrec-tests", "--bin", "natrec-bench", "--", "query", "--natrec"])
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "natrec-tests",
+            "--bin",
+            "natrec-bench",
+            "--",
+            "query",
+            "--natrec",
+        ])
         .arg(&natrec)
         .args(args))
 }
 
 /// Regenerates `BENCHMARKS.md` from the files in `bench-results/` without measuring anything.
 pub fn report(workspace: &Path) -> Result<()> {
-    run(cargo(workspace).args(["run", "--quiet", "--release", "-p", "natrec-tests", "--bin", "natrec-bench", "--", "report"]))
+    run(cargo(workspace).args([
+        "run",
+        "--quiet",
+        "--release",
+        "-p",
+        "natrec-tests",
+        "--bin",
+        "natrec-bench",
+        "--",
+        "report",
+    ]))
 }

@@ -68,7 +68,8 @@ fn workspace_root() -> PathBuf {
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from)
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }
 
 /// Cargo in the workspace root. Commands there build the default members: everything but the
@@ -97,10 +98,7 @@ fn real_main() -> Result<()> {
             setup::setup()?;
             run(cargo().args(["build", "--bins"]))?;
             let natrec = target_dir().join("debug").join("natrec");
-            run(cargo()
-                .args(["test", "--no-fail-fast"])
-                .args(&args)
-                .env("NATREC_BIN", &natrec))
+            run(cargo().args(["test", "--no-fail-fast"]).args(&args).env("NATREC_BIN", &natrec))
         }
         Cmd::Demo => {
             setup::setup()?;
@@ -116,7 +114,9 @@ fn real_main() -> Result<()> {
                 None | Some("all") => vec!["capture", "store", "query"],
                 Some(p @ ("capture" | "store" | "query" | "report")) => vec![p],
                 Some(other) => {
-                    anyhow::bail!("unknown benchmark {other:?}: expected capture, store, query or report")
+                    anyhow::bail!(
+                        "unknown benchmark {other:?}: expected capture, store, query or report"
+                    )
                 }
             };
             let (root, target) = (workspace_root(), target_dir());
@@ -148,14 +148,34 @@ fn real_main() -> Result<()> {
             run(cargo().args(["build", "--release", "-p", "recorder", "--bins"]))?;
             let natrec = target_dir().join("release").join("natrec");
             run(cargo()
-                .args(["run", "--quiet", "--release", "-p", "natrec-tests", "--bin", "natrec-harness", "--"])
+                .args([
+                    "run",
+                    "--quiet",
+                    "--release",
+                    "-p",
+                    "natrec-tests",
+                    "--bin",
+                    "natrec-harness",
+                    "--",
+                ])
                 .args(stress.then_some("--stress"))
                 .args(&args)
                 .env("NATREC_BIN", &natrec))
         }
         Cmd::Gen { args } => {
             setup::setup()?;
-            run(cargo().args(["run", "--quiet", "--release", "-p", "recorder", "--bin", "natrec-gen", "--"]).args(&args))
+            run(cargo()
+                .args([
+                    "run",
+                    "--quiet",
+                    "--release",
+                    "-p",
+                    "recorder",
+                    "--bin",
+                    "natrec-gen",
+                    "--",
+                ])
+                .args(&args))
         }
     }
 }

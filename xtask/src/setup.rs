@@ -29,9 +29,9 @@ const PACKAGES: &[(&str, &str)] = &[
 const BPF_LINKER_VERSION: &str = "~0.13";
 
 fn have_binary(name: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(name).is_file())
-    }) || ["/usr/sbin", "/sbin"].iter().any(|d| Path::new(d).join(name).is_file())
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
+        || ["/usr/sbin", "/sbin"].iter().any(|d| Path::new(d).join(name).is_file())
 }
 
 /// Runs a command, echoing it; fails with its status.
@@ -76,7 +76,8 @@ pub fn setup() -> Result<()> {
 /// Installs what the benchmarks compare natrec with (ulogd2 and its JSON plugin, zstd, xz).
 pub fn bench_packages() -> Result<()> {
     step("benchmark packages", || {
-        let json_plugin = Path::new("/usr/lib/x86_64-linux-gnu/ulogd/ulogd_output_JSON.so").exists();
+        let json_plugin =
+            Path::new("/usr/lib/x86_64-linux-gnu/ulogd/ulogd_output_JSON.so").exists();
         if have_binary("ulogd") && json_plugin && have_binary("zstd") && have_binary("xz") {
             return Ok(false);
         }
@@ -98,7 +99,10 @@ fn packages() -> Result<bool> {
 fn install(missing: &[&str]) -> Result<()> {
     eprintln!("setup: installing {}", missing.join(" "));
     if !have_binary("apt-get") {
-        bail!("packages {} are missing and there is no apt-get: install them by hand", missing.join(", "));
+        bail!(
+            "packages {} are missing and there is no apt-get: install them by hand",
+            missing.join(", ")
+        );
     }
     run(Command::new("apt-get").args(["update", "-qq"]))?;
     run(Command::new("apt-get")
@@ -112,13 +116,30 @@ fn nightly_rust_src() -> Result<bool> {
     let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))?;
     let mut did = false;
     if !toolchains.lines().any(|l| l.starts_with("nightly")) {
-        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
         did = true;
     }
-    let installed =
-        output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))?;
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))?;
     if !installed.lines().any(|l| l.starts_with("rust-src")) {
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
         did = true;
     }
     Ok(did)
@@ -144,7 +165,9 @@ fn nightly_llvm() -> Result<(u32, PathBuf, String)> {
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .find(|n| n.starts_with(&prefix) && n.ends_with(".so"))
-        .with_context(|| format!("no {prefix}*.so in {}: the nightly ships no LLVM library", lib.display()))?;
+        .with_context(|| {
+            format!("no {prefix}*.so in {}: the nightly ships no LLVM library", lib.display())
+        })?;
     let link_name = name.trim_start_matches("lib").trim_end_matches(".so").to_owned();
     Ok((major, lib, link_name))
 }
@@ -154,10 +177,24 @@ fn bpf_linker() -> Result<bool> {
         return Ok(false);
     }
     let (major, lib, link_name) = nightly_llvm()?;
-    eprintln!("setup: building bpf-linker against the nightly's LLVM {major} ({link_name}); about a minute");
-    let rustflags = format!("-L {} -l dylib={link_name} -C link-arg=-Wl,-rpath,{}", lib.display(), lib.display());
+    eprintln!(
+        "setup: building bpf-linker against the nightly's LLVM {major} ({link_name}); about a minute"
+    );
+    let rustflags = format!(
+        "-L {} -l dylib={link_name} -C link-arg=-Wl,-rpath,{}",
+        lib.display(),
+        lib.display()
+    );
     run(Command::new("cargo")
-        .args(["install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION, "--no-default-features", "--features"])
+        .args([
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--no-default-features",
+            "--features",
+        ])
         .arg(format!("llvm-{major},no-llvm-linking"))
         .env("RUSTFLAGS", rustflags))?;
     Ok(true)

@@ -103,9 +103,7 @@ struct Args {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let err = || format!("expected a duration like 90s, 10m, 2h or 1d, found {s:?}");
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .ok_or_else(err)?;
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(err)?;
     let (num, unit) = s.split_at(split);
     let n: f64 = num.parse().map_err(|_| err())?;
     let mult = match unit {
@@ -147,11 +145,7 @@ impl Args {
             },
             start: self.start,
             drain: !self.no_drain,
-            mix: ProtoMix {
-                tcp: self.tcp,
-                udp: self.udp,
-                icmp: self.icmp,
-            },
+            mix: ProtoMix { tcp: self.tcp, udp: self.udp, icmp: self.icmp },
             dnat_share: self.dnat_share,
             ipv6_share: self.ipv6_share,
             duration_scale: self.duration_scale,
@@ -177,13 +171,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
     for ev in events {
         render(args.format, &ev, &mut buf).context("rendering an event")?;
         if buf.len() >= 60_000 {
-            out.write_all(buf.as_bytes())
-                .context("writing the output")?;
+            out.write_all(buf.as_bytes()).context("writing the output")?;
             buf.clear();
         }
     }
-    out.write_all(buf.as_bytes())
-        .context("writing the output")?;
+    out.write_all(buf.as_bytes()).context("writing the output")?;
     out.flush().context("writing the output")?;
     Ok(())
 }

@@ -73,10 +73,7 @@ const TICK_LINES: u64 = 16_384;
 
 fn open_input(path: &PathBuf) -> anyhow::Result<Box<dyn BufRead>> {
     if path.as_os_str() == "-" {
-        return Ok(Box::new(BufReader::with_capacity(
-            1 << 20,
-            std::io::stdin(),
-        )));
+        return Ok(Box::new(BufReader::with_capacity(1 << 20, std::io::stdin())));
     }
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "zst") {
@@ -165,10 +162,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             writer: stats.as_ref(),
             seconds,
         };
-        println!(
-            "{}",
-            serde_json::to_string(&summary).context("serializing the summary")?
-        );
+        println!("{}", serde_json::to_string(&summary).context("serializing the summary")?);
     }
     if let Some(s) = &stats
         && s.lost_events > 0
@@ -179,11 +173,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             s.last_error.as_deref().unwrap_or("unknown")
         );
     }
-    Ok(if report.translations == 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if report.translations == 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 fn print_report(r: &ImportReport, stats: Option<&WriterStats>, dry_run: bool, seconds: f64) {
@@ -205,10 +195,7 @@ fn print_report(r: &ImportReport, stats: Option<&WriterStats>, dry_run: bool, se
         eprintln!("    {}:{}: {}", m.source, m.line, m.reason);
     }
     if r.malformed as usize > r.malformed_samples.len() {
-        eprintln!(
-            "    … and {} more",
-            r.malformed as usize - r.malformed_samples.len()
-        );
+        eprintln!("    … and {} more", r.malformed as usize - r.malformed_samples.len());
     }
     if let Some(s) = stats {
         eprintln!(

@@ -13,7 +13,11 @@ mod store_args;
 mod verify;
 
 #[derive(Debug, Parser)]
-#[command(name = "natrec", version, about = "Records every NAT translation of a Linux gateway and answers who held an outside address and port at a given time.")]
+#[command(
+    name = "natrec",
+    version,
+    about = "Records every NAT translation of a Linux gateway and answers who held an outside address and port at a given time."
+)]
 struct Cli {
     /// Log filter (tracing's EnvFilter syntax), e.g. `info`, `natrec=debug`.
     #[arg(long, global = true, env = "NATREC_LOG", default_value = "info")]

@@ -6,11 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, anyhow};
 use recorder::model::Proto;
-use recorder::store::{Reader, Resolution};
 use recorder::query::{
-    self, Answer, DEFAULT_WINDOW, Query, SubscriberMap, When, parse_duration, parse_endpoint, parse_time,
-    parse_tz,
+    self, Answer, DEFAULT_WINDOW, Query, SubscriberMap, When, parse_duration, parse_endpoint,
+    parse_time, parse_tz,
 };
+use recorder::store::{Reader, Resolution};
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -62,17 +62,17 @@ pub struct Args {
     csv: bool,
 }
 
-fn endpoint(opt: &str, s: Option<&String>) -> anyhow::Result<Option<recorder::scan::EndpointMatch>> {
+fn endpoint(
+    opt: &str,
+    s: Option<&String>,
+) -> anyhow::Result<Option<recorder::scan::EndpointMatch>> {
     s.map(|s| parse_endpoint(s).map_err(|e| anyhow!("--{opt}: {e}"))).transpose()
 }
 
 /// Turns the command line into a query (every problem is one line naming the option).
 fn build_query(args: &Args) -> anyhow::Result<Query> {
-    let tz = args
-        .tz
-        .as_deref()
-        .map(|s| parse_tz(s).map_err(|e| anyhow!("--tz: {e}")))
-        .transpose()?;
+    let tz =
+        args.tz.as_deref().map(|s| parse_tz(s).map_err(|e| anyhow!("--tz: {e}"))).transpose()?;
     let time = |opt: &str, s: &str| parse_time(s, tz.as_ref()).map_err(|e| anyhow!("--{opt}: {e}"));
     let when = match (&args.at, &args.from, &args.to) {
         (Some(at), None, None) => When::At {
@@ -82,7 +82,9 @@ fn build_query(args: &Args) -> anyhow::Result<Query> {
                 None => DEFAULT_WINDOW,
             },
         },
-        (None, Some(from), Some(to)) => When::Range { from: time("from", from)?, to: time("to", to)? },
+        (None, Some(from), Some(to)) => {
+            When::Range { from: time("from", from)?, to: time("to", to)? }
+        }
         _ => return Err(anyhow!("expected either --at TIME or both --from TIME and --to TIME")),
     };
     let proto = args
@@ -114,7 +116,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let query = build_query(&args)?;
     let subscribers = args.subscribers.as_deref().map(SubscriberMap::load).transpose()?;
     let store = open_store(&args.dir)?;
-    let mut answer = query::ask(&store, &query).with_context(|| format!("querying {}", args.dir.display()))?;
+    let mut answer =
+        query::ask(&store, &query).with_context(|| format!("querying {}", args.dir.display()))?;
     if let Some(map) = &subscribers {
         answer.label_accounts(map);
     }

@@ -10,11 +10,13 @@ use recorder::daemon::{self, RecordConfig};
 use super::store_args::{StoreArgs, parse_duration, parse_size};
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Run it in the gateway's network namespace, as root. It attaches a tc egress \
+#[command(
+    after_help = "Run it in the gateway's network namespace, as root. It attaches a tc egress \
 classifier to every --wan (and --lan) interface, takes ends from its end probe (a BTF tracepoint \
 on kmem_cache_free, Linux 6.1+) or else from conntrack DESTROY events in reliable mode, seeds the \
 translations that already exist, and writes one start and one end event per translation. It logs `ready: recording` once everything is attached and seeded. SIGINT or SIGTERM \
-stops it cleanly (everything attached is detached).")]
+stops it cleanly (everything attached is detached)."
+)]
 pub struct Args {
     /// A WAN (outside) interface: SNAT is captured as packets leave it. Repeat for several.
     #[arg(long = "wan", value_name = "IFACE", required = true)]

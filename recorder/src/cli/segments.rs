@@ -27,15 +27,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.dir.is_dir() {
         anyhow::bail!("{}: expected a segment directory", args.dir.display());
     }
-    let segs = recorder::store::list_segments(&args.dir).with_context(|| format!("listing {}", args.dir.display()))?;
+    let segs = recorder::store::list_segments(&args.dir)
+        .with_context(|| format!("listing {}", args.dir.display()))?;
     let mut out = std::io::stdout().lock();
-    let ts = |t: Option<jiff::Timestamp>| t.map_or_else(|| "-".to_owned(), |t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string());
+    let ts = |t: Option<jiff::Timestamp>| {
+        t.map_or_else(|| "-".to_owned(), |t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+    };
     if !args.json {
-        writeln!(out, "{:>6}  {:<8} {:<24} {:<24} {:>10} {:>8} {:>12} {:>7}  FILE", "SEQ", "STATE", "FIRST", "LAST", "RECORDS", "CARRIED", "BYTES", "B/REC")?;
+        writeln!(
+            out,
+            "{:>6}  {:<8} {:<24} {:<24} {:>10} {:>8} {:>12} {:>7}  FILE",
+            "SEQ", "STATE", "FIRST", "LAST", "RECORDS", "CARRIED", "BYTES", "B/REC"
+        )?;
     }
     for s in &segs {
         if args.json {
-            serde_json::to_writer(&mut out, &Line { info: s, bytes_per_record: s.bytes_per_record() })?;
+            serde_json::to_writer(
+                &mut out,
+                &Line { info: s, bytes_per_record: s.bytes_per_record() },
+            )?;
             writeln!(out)?;
         } else {
             let state = serde_json::to_value(&s.state)?;

@@ -78,7 +78,9 @@ fn split_number(s: &str) -> Option<(u64, &str)> {
 
 /// Parses `500ms`, `30s`, `15m`, `1h`, `2d` (a bare number is seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let err = || format!("invalid duration {s:?}: expected a number with ms, s, m, h or d (e.g. 1h, 500ms)");
+    let err = || {
+        format!("invalid duration {s:?}: expected a number with ms, s, m, h or d (e.g. 1h, 500ms)")
+    };
     let (n, unit) = split_number(s).ok_or_else(err)?;
     let secs = |k: u64| n.checked_mul(k).map(Duration::from_secs).ok_or_else(err);
     match unit {
@@ -94,7 +96,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Parses `256MiB`, `10G`, `500k`, `4096` (bytes). K/M/G/T and KiB/MiB/GiB/TiB are powers of
 /// 1024; KB/MB/GB/TB powers of 1000.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let err = || format!("invalid size {s:?}: expected a number with an optional unit (e.g. 256MiB, 10G, 500MB)");
+    let err = || {
+        format!(
+            "invalid size {s:?}: expected a number with an optional unit (e.g. 256MiB, 10G, 500MB)"
+        )
+    };
     let (n, unit) = split_number(s).ok_or_else(err)?;
     let mult: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,

@@ -32,7 +32,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.dir.is_dir() {
         anyhow::bail!("{}: expected a segment directory", args.dir.display());
     }
-    let rep = recorder::store::verify(&args.dir).with_context(|| format!("verifying {}", args.dir.display()))?;
+    let rep = recorder::store::verify(&args.dir)
+        .with_context(|| format!("verifying {}", args.dir.display()))?;
     let mut out = std::io::stdout().lock();
     if args.json {
         for p in &rep.problems {
@@ -55,7 +56,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         for p in &rep.problems {
             let block = p.block.map(|b| format!(" block {b}")).unwrap_or_default();
             let kind = serde_json::to_value(p.kind)?;
-            writeln!(out, "{}: {}{block}: {}", kind.as_str().unwrap_or("problem"), p.segment.display(), p.detail)?;
+            writeln!(
+                out,
+                "{}: {}{block}: {}",
+                kind.as_str().unwrap_or("problem"),
+                p.segment.display(),
+                p.detail
+            )?;
         }
         for n in &rep.notes {
             writeln!(out, "note: {n}")?;

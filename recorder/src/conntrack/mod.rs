@@ -38,16 +38,10 @@ pub enum ConntrackError {
     #[error(
         "{what}: nf_conntrack is not loaded (modprobe nf_conntrack nf_conntrack_netlink): {source}"
     )]
-    NotLoaded {
-        what: &'static str,
-        source: io::Error,
-    },
+    NotLoaded { what: &'static str, source: io::Error },
     /// Another system call failed.
     #[error("{what}: {source}")]
-    Io {
-        what: &'static str,
-        source: io::Error,
-    },
+    Io { what: &'static str, source: io::Error },
     /// A message did not have the ctnetlink layout.
     #[error("malformed ctnetlink message: {reason}")]
     Malformed { reason: &'static str },
@@ -59,11 +53,7 @@ pub enum ConntrackError {
     DumpInterrupted { attempts: u32 },
     /// A conntrack sysctl could not be read or written.
     #[error("{what} {path}: {source}", path = path.display())]
-    Sysctl {
-        what: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
+    Sysctl { what: &'static str, path: PathBuf, source: io::Error },
     /// A conntrack sysctl held something other than a number.
     #[error("{path} holds {value:?}, expected a number", path = path.display())]
     SysctlValue { path: PathBuf, value: String },

@@ -111,10 +111,7 @@ impl CtEntry {
     /// status carries no NAT.
     pub fn nat(&self) -> Option<(NatKind, Endpoints)> {
         let kind = NatKind::from_status(self.status)?;
-        Some((
-            kind,
-            recorder_common::classify(kind, self.proto, &self.orig, &self.reply),
-        ))
+        Some((kind, recorder_common::classify(kind, self.proto, &self.orig, &self.reply)))
     }
 }
 
@@ -161,9 +158,7 @@ impl<'a> Iterator for NlMsgs<'a> {
         }
         let len = ne_u32(&buf[0..4]) as usize;
         if len < NLMSG_HDRLEN || len > buf.len() {
-            return Some(Err(malformed(
-                "netlink message length outside the datagram",
-            )));
+            return Some(Err(malformed("netlink message length outside the datagram")));
         }
         let msg = NlMsg {
             ty: ne_u16(&buf[4..6]),
@@ -266,14 +261,9 @@ fn parse_ct_payload(payload: &[u8]) -> Result<CtEntry, ConntrackError> {
     }
     let family = payload[0];
     if family != AF_INET && family != AF_INET6 {
-        return Err(malformed(
-            "conntrack message of a family other than IPv4/IPv6",
-        ));
+        return Err(malformed("conntrack message of a family other than IPv4/IPv6"));
     }
-    let mut e = CtEntry {
-        family,
-        ..CtEntry::default()
-    };
+    let mut e = CtEntry { family, ..CtEntry::default() };
     let (mut orig, mut reply) = (None, None);
     let (mut zone, mut tuple_zone) = (None, None);
     for a in attrs(&payload[NFGENMSG_LEN..]) {
@@ -356,9 +346,7 @@ fn parse_tuple(
         }
     }
     if !(src && dst) {
-        return Err(malformed(
-            "tuple without both addresses of the message's family",
-        ));
+        return Err(malformed("tuple without both addresses of the message's family"));
     }
     let proto = proto.ok_or_else(|| malformed("tuple without CTA_TUPLE_PROTO"))?;
     Ok((t, proto))
@@ -450,8 +438,7 @@ pub(crate) mod tests {
         pub(crate) fn nest(&mut self, ty: u16) -> &mut Self {
             self.nests.push(self.buf.len());
             self.buf.extend_from_slice(&0u16.to_ne_bytes());
-            self.buf
-                .extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
+            self.buf.extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
             self
         }
         pub(crate) fn end(&mut self) -> &mut Self {
@@ -499,39 +486,19 @@ pub(crate) mod tests {
 
     pub(crate) fn v4_tcp_snat() -> Vec<u8> {
         let mut b = Builder::default();
-        b.tuple_v4(
-            CTA_TUPLE_ORIG,
-            [10, 1, 0, 2],
-            [198, 51, 100, 7],
-            6,
-            40000,
-            443,
-        )
-        .tuple_v4(
-            CTA_TUPLE_REPLY,
-            [198, 51, 100, 7],
-            [100, 64, 0, 1],
-            6,
-            443,
-            40001,
-        )
-        .attr(CTA_ZONE, &7u16.to_be_bytes())
-        .attr(
-            CTA_STATUS,
-            &(recorder_common::IPS_SRC_NAT | recorder_common::IPS_CONFIRMED).to_be_bytes(),
-        )
-        .attr(CTA_ID, &0xdead_beefu32.to_be_bytes())
-        .attr(CTA_MARK, &5u32.to_be_bytes())
-        .nest(CTA_TIMESTAMP)
-        .attr(
-            CTA_TIMESTAMP_START,
-            &1_700_000_000_123_456_789u64.to_be_bytes(),
-        )
-        .attr(
-            CTA_TIMESTAMP_STOP,
-            &1_700_000_060_000_000_001u64.to_be_bytes(),
-        )
-        .end();
+        b.tuple_v4(CTA_TUPLE_ORIG, [10, 1, 0, 2], [198, 51, 100, 7], 6, 40000, 443)
+            .tuple_v4(CTA_TUPLE_REPLY, [198, 51, 100, 7], [100, 64, 0, 1], 6, 443, 40001)
+            .attr(CTA_ZONE, &7u16.to_be_bytes())
+            .attr(
+                CTA_STATUS,
+                &(recorder_common::IPS_SRC_NAT | recorder_common::IPS_CONFIRMED).to_be_bytes(),
+            )
+            .attr(CTA_ID, &0xdead_beefu32.to_be_bytes())
+            .attr(CTA_MARK, &5u32.to_be_bytes())
+            .nest(CTA_TIMESTAMP)
+            .attr(CTA_TIMESTAMP_START, &1_700_000_000_123_456_789u64.to_be_bytes())
+            .attr(CTA_TIMESTAMP_STOP, &1_700_000_060_000_000_001u64.to_be_bytes())
+            .end();
         b.message(IPCTNL_MSG_CT_DELETE, AF_INET, 0, 0)
     }
 
@@ -554,9 +521,7 @@ pub(crate) mod tests {
 
     #[test]
     fn v4_tcp_destroy_with_timestamps_and_zone() {
-        let (kind, e) = parse_one(&v4_tcp_snat())
-            .expect("parse")
-            .expect("ct message");
+        let (kind, e) = parse_one(&v4_tcp_snat()).expect("parse").expect("ct message");
         assert_eq!(kind, CtMsgKind::Delete);
         assert_eq!((e.family, e.proto, e.zone), (AF_INET, 6, 7));
         assert_eq!(&e.orig.src[..4], &[10, 1, 0, 2]);
@@ -568,10 +533,7 @@ pub(crate) mod tests {
         assert_eq!(u16::from_be(e.orig.dst_port), 443);
         assert_eq!(&e.reply.dst[..4], &[100, 64, 0, 1]);
         assert_eq!(u16::from_be(e.reply.dst_port), 40001);
-        assert_eq!(
-            e.status,
-            recorder_common::IPS_SRC_NAT | recorder_common::IPS_CONFIRMED
-        );
+        assert_eq!(e.status, recorder_common::IPS_SRC_NAT | recorder_common::IPS_CONFIRMED);
         assert_eq!(e.id, Some(0xdead_beef));
         assert_eq!(e.mark, Some(5));
         assert_eq!(e.timeout_s, None);
@@ -580,39 +542,23 @@ pub(crate) mod tests {
 
         let (kind, ep) = e.nat().expect("snat");
         assert_eq!(kind, NatKind::Snat);
-        assert_eq!(
-            (&ep.inside[..4], u16::from_be(ep.inside_port)),
-            (&[10, 1, 0, 2][..], 40000)
-        );
+        assert_eq!((&ep.inside[..4], u16::from_be(ep.inside_port)), (&[10, 1, 0, 2][..], 40000));
         assert_eq!(
             (&ep.outside[..4], u16::from_be(ep.outside_port)),
             (&[100, 64, 0, 1][..], 40001)
         );
-        assert_eq!(
-            (&ep.remote[..4], u16::from_be(ep.remote_port)),
-            (&[198, 51, 100, 7][..], 443)
-        );
+        assert_eq!((&ep.remote[..4], u16::from_be(ep.remote_port)), (&[198, 51, 100, 7][..], 443));
     }
 
     #[test]
     fn v6_udp_dump_reply_with_directional_zone_and_timeout() {
-        let a: [u8; 16] = "2001:db8::2"
-            .parse::<std::net::Ipv6Addr>()
-            .expect("v6")
-            .octets();
-        let r: [u8; 16] = "2001:db8:ffff::9"
-            .parse::<std::net::Ipv6Addr>()
-            .expect("v6")
-            .octets();
-        let o: [u8; 16] = "2001:db8:1::1"
-            .parse::<std::net::Ipv6Addr>()
-            .expect("v6")
-            .octets();
+        let a: [u8; 16] = "2001:db8::2".parse::<std::net::Ipv6Addr>().expect("v6").octets();
+        let r: [u8; 16] = "2001:db8:ffff::9".parse::<std::net::Ipv6Addr>().expect("v6").octets();
+        let o: [u8; 16] = "2001:db8:1::1".parse::<std::net::Ipv6Addr>().expect("v6").octets();
         let mut b = Builder::default();
-        for (ty, s, d, sp, dp) in [
-            (CTA_TUPLE_ORIG, a, r, 5353u16, 53u16),
-            (CTA_TUPLE_REPLY, r, o, 53, 6000),
-        ] {
+        for (ty, s, d, sp, dp) in
+            [(CTA_TUPLE_ORIG, a, r, 5353u16, 53u16), (CTA_TUPLE_REPLY, r, o, 53, 6000)]
+        {
             b.nest(ty)
                 .nest(CTA_TUPLE_IP)
                 .attr(CTA_IP_V6_SRC, &s)
@@ -634,16 +580,10 @@ pub(crate) mod tests {
         let (kind, e) = parse_one(&m).expect("parse").expect("ct message");
         assert_eq!(kind, CtMsgKind::New);
         assert_eq!((e.family, e.proto, e.zone), (AF_INET6, 17, 9));
-        assert_eq!(
-            (e.orig.src, e.orig.dst, e.reply.src, e.reply.dst),
-            (a, r, r, o)
-        );
+        assert_eq!((e.orig.src, e.orig.dst, e.reply.src, e.reply.dst), (a, r, r, o));
         assert_eq!(u16::from_be(e.orig.src_port), 5353);
         assert_eq!(u16::from_be(e.reply.dst_port), 6000);
-        assert_eq!(
-            (e.start_ns, e.stop_ns, e.id, e.mark),
-            (None, None, None, None)
-        );
+        assert_eq!((e.start_ns, e.stop_ns, e.id, e.mark), (None, None, None, None));
         assert_eq!(e.timeout_s, Some(30));
         let (_, ep) = e.nat().expect("snat");
         assert_eq!((ep.outside, u16::from_be(ep.outside_port)), (o, 6000));
@@ -710,32 +650,22 @@ pub(crate) mod tests {
         // Every truncation either fails to frame or fails to parse; none panics.
         for cut in 0..good.len() {
             let part = &good[..cut];
-            let r: Result<Vec<_>, _> = NlMsgs::new(part)
-                .map(|m| m.and_then(|m| parse_ct_msg(m.ty, m.payload)))
-                .collect();
+            let r: Result<Vec<_>, _> =
+                NlMsgs::new(part).map(|m| m.and_then(|m| parse_ct_msg(m.ty, m.payload))).collect();
             assert!(r.is_err() || cut == 0, "truncation at {cut} parsed");
         }
         // Truncating inside the attributes while keeping the header length honest: any cut
         // before the end of the reply tuple loses a required attribute; later cuts must not
         // panic (they may drop optional attributes whole).
         let mut tuples = Builder::default();
-        tuples
-            .tuple_v4(
-                CTA_TUPLE_ORIG,
-                [10, 1, 0, 2],
-                [198, 51, 100, 7],
-                6,
-                40000,
-                443,
-            )
-            .tuple_v4(
-                CTA_TUPLE_REPLY,
-                [198, 51, 100, 7],
-                [100, 64, 0, 1],
-                6,
-                443,
-                40001,
-            );
+        tuples.tuple_v4(CTA_TUPLE_ORIG, [10, 1, 0, 2], [198, 51, 100, 7], 6, 40000, 443).tuple_v4(
+            CTA_TUPLE_REPLY,
+            [198, 51, 100, 7],
+            [100, 64, 0, 1],
+            6,
+            443,
+            40001,
+        );
         let required = tuples.message(IPCTNL_MSG_CT_DELETE, AF_INET, 0, 0).len();
         for cut in NLMSG_HDRLEN..good.len() {
             let mut m = good[..cut].to_vec();

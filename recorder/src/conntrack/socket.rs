@@ -133,11 +133,7 @@ impl NlSocket {
                 size_of::<libc::timeval>() as libc::socklen_t,
             )
         };
-        if rc < 0 {
-            Err(errno("setting the ctnetlink read timeout"))
-        } else {
-            Ok(())
-        }
+        if rc < 0 { Err(errno("setting the ctnetlink read timeout")) } else { Ok(()) }
     }
 
     /// Receives one datagram; `Ok(n)` with `n > buf.len()` means it was truncated (MSG_TRUNC).
@@ -151,11 +147,7 @@ impl NlSocket {
                 flags | libc::MSG_TRUNC,
             )
         };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
     }
 
     /// Receives up to `lens.len()` (at most [`EVENT_SLOTS`]) datagrams with one `recvmmsg`
@@ -206,12 +198,7 @@ impl NlSocket {
             // SAFETY: `msg` is valid for reads of `msg.len()` bytes; an unconnected netlink
             // socket sends to the kernel.
             let n = unsafe {
-                libc::send(
-                    self.fd.as_raw_fd(),
-                    msg.as_ptr().cast::<libc::c_void>(),
-                    msg.len(),
-                    0,
-                )
+                libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast::<libc::c_void>(), msg.len(), 0)
             };
             if n >= 0 {
                 return Ok(());
@@ -333,12 +320,9 @@ impl EventSocket {
         )?;
         let want = libc::c_int::try_from(opts.rcvbuf_bytes.min(i32::MAX as usize / 2))
             .unwrap_or(i32::MAX / 2);
-        if let Err(e) = sock.set_int(
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            want,
-            "setting SO_RCVBUFFORCE",
-        ) {
+        if let Err(e) =
+            sock.set_int(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, want, "setting SO_RCVBUFFORCE")
+        {
             tracing::warn!(
                 "could not force a {} byte ctnetlink receive buffer ({e}); asking SO_RCVBUF, which net.core.rmem_max caps",
                 opts.rcvbuf_bytes
@@ -437,8 +421,7 @@ impl EventReader {
             // Blocking: wait for the first datagram only (the socket's timeout bounds the wait).
             let flags = if first { libc::MSG_WAITFORONE } else { libc::MSG_DONTWAIT };
             let want = (max - datagrams).min(EVENT_SLOTS);
-            let got = match src.recv_many(&mut self.buf, self.slot, &mut self.lens[..want], flags)
-            {
+            let got = match src.recv_many(&mut self.buf, self.slot, &mut self.lens[..want], flags) {
                 Ok(0) => {
                     st.drained = true;
                     return Ok(st);
@@ -580,11 +563,7 @@ impl DumpSocket {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as u32)
             .unwrap_or(1);
-        Ok(Self {
-            sock,
-            buf: vec![0; RECV_BUF_BYTES],
-            seq,
-        })
+        Ok(Self { sock, buf: vec![0; RECV_BUF_BYTES], seq })
     }
 
     /// Dumps the table, calling `f` for each entry as it arrives (for tables of millions).
@@ -605,10 +584,7 @@ impl DumpSocket {
                 Err(e) => return Err(os_error("reading a conntrack dump", e)),
             };
             if n > self.buf.len() {
-                return Err(ConntrackError::Truncated {
-                    len: n,
-                    buf: self.buf.len(),
-                });
+                return Err(ConntrackError::Truncated { len: n, buf: self.buf.len() });
             }
             for msg in NlMsgs::new(&self.buf[..n]) {
                 let msg = msg?;
@@ -661,9 +637,7 @@ impl DumpSocket {
                 return Ok(entries);
             }
         }
-        Err(ConntrackError::DumpInterrupted {
-            attempts: DUMP_ATTEMPTS,
-        })
+        Err(ConntrackError::DumpInterrupted { attempts: DUMP_ATTEMPTS })
     }
 }
 
@@ -817,10 +791,10 @@ mod tests {
         let st = r.recv_batch(&mut src, &mut out).expect("batch");
         assert_eq!(ports(&out), vec![1, 2]);
         assert_eq!(st, RecvStatus { entries: 2, enobufs: 1, unreadable: 0, drained: true });
-        assert_eq!(src.calls[..2].iter().map(|c| c.1).collect::<Vec<_>>(), vec![
-            libc::MSG_WAITFORONE,
-            libc::MSG_WAITFORONE
-        ]);
+        assert_eq!(
+            src.calls[..2].iter().map(|c| c.1).collect::<Vec<_>>(),
+            vec![libc::MSG_WAITFORONE, libc::MSG_WAITFORONE]
+        );
         assert_eq!(r.stats.datagrams, 3);
     }
 

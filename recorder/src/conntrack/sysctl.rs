@@ -47,25 +47,22 @@ pub fn events_setting() -> Result<u32, ConntrackError> {
 fn sysctl_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ConntrackError {
     let path = path.to_owned();
     move |source| match source.kind() {
-        io::ErrorKind::NotFound => ConntrackError::NotLoaded {
-            what: "finding a conntrack sysctl",
-            source,
-        },
-        io::ErrorKind::PermissionDenied => ConntrackError::NeedsCapNetAdmin {
-            what: "changing a conntrack sysctl",
-        },
+        io::ErrorKind::NotFound => {
+            ConntrackError::NotLoaded { what: "finding a conntrack sysctl", source }
+        }
+        io::ErrorKind::PermissionDenied => {
+            ConntrackError::NeedsCapNetAdmin { what: "changing a conntrack sysctl" }
+        }
         _ => ConntrackError::Sysctl { what, path, source },
     }
 }
 
 fn read_at(path: &Path) -> Result<u32, ConntrackError> {
     let text = std::fs::read_to_string(path).map_err(sysctl_err("reading", path))?;
-    text.trim()
-        .parse()
-        .map_err(|_| ConntrackError::SysctlValue {
-            path: PathBuf::from(path),
-            value: text.trim().to_owned(),
-        })
+    text.trim().parse().map_err(|_| ConntrackError::SysctlValue {
+        path: PathBuf::from(path),
+        value: text.trim().to_owned(),
+    })
 }
 
 fn enable_at(path: &Path) -> Result<u32, ConntrackError> {
@@ -90,16 +87,10 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&f).expect("read").trim(), "1");
         assert_eq!(enable_at(&f).expect("enable again"), 1);
         std::fs::write(&f, "yes\n").expect("write");
-        assert!(matches!(
-            enable_at(&f),
-            Err(ConntrackError::SysctlValue { .. })
-        ));
+        assert!(matches!(enable_at(&f), Err(ConntrackError::SysctlValue { .. })));
         let missing = dir.join("absent");
         let err = read_at(&missing).expect_err("missing");
-        assert!(
-            err.to_string().contains("nf_conntrack is not loaded"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("nf_conntrack is not loaded"), "{err}");
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

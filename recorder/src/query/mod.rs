@@ -81,7 +81,10 @@ impl When {
             When::At { at, window } => {
                 let oor = || QueryError::WindowOutOfRange { at, window };
                 let window = window.abs();
-                Ok((at.checked_sub(window).map_err(|_| oor())?, at.checked_add(window).map_err(|_| oor())?))
+                Ok((
+                    at.checked_sub(window).map_err(|_| oor())?,
+                    at.checked_add(window).map_err(|_| oor())?,
+                ))
             }
             When::Range { from, to } if from > to => Err(QueryError::ReversedRange { from, to }),
             When::Range { from, to } => Ok((from, to)),
@@ -264,8 +267,11 @@ impl Answer {
         for c in &mut self.candidates {
             c.account = map.lookup(c.translation.inside.ip()).map(str::to_owned);
         }
-        let accounts: HashSet<Option<&str>> = self.candidates.iter().map(|c| c.account.as_deref()).collect();
-        if let (Some(amb), [Some(account)]) = (&mut self.ambiguity, accounts.into_iter().collect::<Vec<_>>().as_slice()) {
+        let accounts: HashSet<Option<&str>> =
+            self.candidates.iter().map(|c| c.account.as_deref()).collect();
+        if let (Some(amb), [Some(account)]) =
+            (&mut self.ambiguity, accounts.into_iter().collect::<Vec<_>>().as_slice())
+        {
             amb.hint.push_str(&format!("; all of them belong to account {account}"));
         }
     }
@@ -282,7 +288,8 @@ where
         .scan(&filter, &mut |t| found.push(t.clone()))
         .map_err(|e| QueryError::Source(Box::new(e)))?;
     found.sort_by(|a, b| {
-        (a.start, a.inside, a.outside, a.remote, a.proto, a.zone).cmp(&(b.start, b.inside, b.outside, b.remote, b.proto, b.zone))
+        (a.start, a.inside, a.outside, a.remote, a.proto, a.zone)
+            .cmp(&(b.start, b.inside, b.outside, b.remote, b.proto, b.zone))
     });
     let at = match query.when {
         When::At { at, .. } => Some(at),
@@ -302,7 +309,9 @@ where
         .collect::<HashSet<_>>()
         .len();
     let ambiguity = match &query.outside {
-        Some(outside) if distinct_inside > 1 => Some(ambiguity(query, outside, &candidates, distinct_inside)),
+        Some(outside) if distinct_inside > 1 => {
+            Some(ambiguity(query, outside, &candidates, distinct_inside))
+        }
         _ => None,
     };
     let notes = notes(&filter, &candidates, &report);
@@ -362,14 +371,18 @@ fn disjoint_in_time(cands: &[Candidate]) -> bool {
 
 fn ambiguity(query: &Query, outside: &EndpointMatch, cands: &[Candidate], n: usize) -> Ambiguity {
     let what = endpoint_text(outside);
-    let hosts: HashSet<(u16, IpAddr)> = cands.iter().map(|c| (c.translation.zone, c.translation.inside.ip())).collect();
+    let hosts: HashSet<(u16, IpAddr)> =
+        cands.iter().map(|c| (c.translation.zone, c.translation.inside.ip())).collect();
     let one_host = (hosts.len() == 1).then(|| cands[0].translation.inside.ip());
     let mut hint = format!("{n} inside endpoints held {what} in the asked time");
     if let Some(host) = one_host {
         hint.push_str(&format!(", all on one inside host {host} (different ports)"));
     }
     if cands.len() > ANALYSIS_LIMIT {
-        hint.push_str(&format!("; too many matches ({}) to analyse: narrow the query", cands.len()));
+        hint.push_str(&format!(
+            "; too many matches ({}) to analyse: narrow the query",
+            cands.len()
+        ));
         return Ambiguity { distinct_inside: n, separated_by: Vec::new(), one_host, hint };
     }
     let mut seps = Vec::new();
@@ -387,11 +400,17 @@ fn ambiguity(query: &Query, outside: &EndpointMatch, cands: &[Candidate], n: usi
         advice.push(format!(
             "they talked to {} different remotes{}: add --remote IP[:PORT]",
             cands.iter().map(|c| c.translation.remote.ip()).collect::<HashSet<_>>().len(),
-            if concurrent { " at the same time (one outside port is shared across remotes)" } else { "" }
+            if concurrent {
+                " at the same time (one outside port is shared across remotes)"
+            } else {
+                ""
+            }
         ));
     } else if query.remote.is_none_or(|r| r.port.is_none()) && separates(cands, |t| t.remote) {
         seps.push(Separator::RemotePort);
-        advice.push("they talked to different remote ports: give --remote IP:PORT with the port".to_owned());
+        advice.push(
+            "they talked to different remote ports: give --remote IP:PORT with the port".to_owned(),
+        );
     }
     if query.proto.is_none() && separates(cands, |t| t.proto) {
         seps.push(Separator::Proto);
@@ -399,13 +418,20 @@ fn ambiguity(query: &Query, outside: &EndpointMatch, cands: &[Candidate], n: usi
     }
     if !concurrent {
         seps.push(Separator::Time);
-        advice.push("they held it one after another (the port was reused over time): narrow the time".to_owned());
+        advice.push(
+            "they held it one after another (the port was reused over time): narrow the time"
+                .to_owned(),
+        );
     }
     if let When::At { at, window } = query.when {
-        let at_instant: HashSet<InsideKey> =
-            cands.iter().filter(|c| c.at_instant == Some(true)).map(|c| key(&c.translation)).collect();
+        let at_instant: HashSet<InsideKey> = cands
+            .iter()
+            .filter(|c| c.at_instant == Some(true))
+            .map(|c| key(&c.translation))
+            .collect();
         if at_instant.len() == 1 && !window.is_zero() {
-            let (zone, inside) = at_instant.into_iter().next().unwrap_or((0, cands[0].translation.inside));
+            let (zone, inside) =
+                at_instant.into_iter().next().unwrap_or((0, cands[0].translation.inside));
             seps.push(Separator::Window);
             let zone = if zone == 0 { String::new() } else { format!(" (zone {zone})") };
             advice.push(format!(

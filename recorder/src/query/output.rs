@@ -121,7 +121,8 @@ pub fn write_jsonl(w: &mut dyn Write, answer: &Answer) -> io::Result<()> {
 }
 
 /// The CSV header row.
-pub const CSV_HEADER: &str = "kind,proto,inside,account,outside,remote,zone,start,end,flags,at_instant";
+pub const CSV_HEADER: &str =
+    "kind,proto,inside,account,outside,remote,zone,start,end,flags,at_instant";
 
 fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
     if s.contains([',', '"', '\n', '\r']) {
@@ -208,7 +209,12 @@ pub fn write_table(w: &mut dyn Write, answer: &Answer) -> io::Result<()> {
     let time = match answer.query.when {
         When::At { at, window } if window.is_zero() => format!("at {}", time(at, p)),
         When::At { at, window } => {
-            format!("at {} ±{window:#} ({} .. {})", time(at, p), time(answer.from, p), time(answer.to, p))
+            format!(
+                "at {} ±{window:#} ({} .. {})",
+                time(at, p),
+                time(answer.from, p),
+                time(answer.to, p)
+            )
         }
         When::Range { from, to } => format!("from {} to {}", time(from, p), time(to, p)),
     };

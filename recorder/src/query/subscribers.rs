@@ -83,10 +83,8 @@ pub struct SubscriberMap {
 impl SubscriberMap {
     /// Reads a map from a file.
     pub fn load(path: &Path) -> Result<Self, SubscriberError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SubscriberError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| SubscriberError::Read { path: path.to_owned(), source })?;
         Self::parse(&text, path)
     }
 
@@ -114,26 +112,30 @@ impl SubscriberMap {
             }
             seen_data = true;
             if account.is_empty() || account.contains(',') {
-                return Err(err(format!("expected one non-empty account id after the prefix, got {account:?}")));
+                return Err(err(format!(
+                    "expected one non-empty account id after the prefix, got {account:?}"
+                )));
             }
-            let (ip_s, len_s) = prefix.split_once('/').map_or((prefix, None), |(a, l)| (a, Some(l)));
-            let ip: IpAddr = ip_s
-                .parse()
-                .map_err(|_| err(format!("expected an IPv4 or IPv6 prefix such as 10.0.1.0/24, got {prefix:?}")))?;
+            let (ip_s, len_s) =
+                prefix.split_once('/').map_or((prefix, None), |(a, l)| (a, Some(l)));
+            let ip: IpAddr = ip_s.parse().map_err(|_| {
+                err(format!("expected an IPv4 or IPv6 prefix such as 10.0.1.0/24, got {prefix:?}"))
+            })?;
             let (addr, bits) = match ip {
                 IpAddr::V4(a) => (u128::from(u32::from(a)), 32u8),
                 IpAddr::V6(a) => (u128::from(a), 128u8),
             };
-            let len = match len_s {
-                None => bits,
-                Some(l) => l
-                    .parse::<u8>()
-                    .ok()
-                    .filter(|l| *l <= bits)
-                    .ok_or_else(|| err(format!("expected a prefix length 0-{bits}, got {l:?}")))?,
-            };
+            let len =
+                match len_s {
+                    None => bits,
+                    Some(l) => l.parse::<u8>().ok().filter(|l| *l <= bits).ok_or_else(|| {
+                        err(format!("expected a prefix length 0-{bits}, got {l:?}"))
+                    })?,
+                };
             if mask(addr, len, bits) != addr {
-                return Err(err(format!("{prefix} has host bits set (expected the network address)")));
+                return Err(err(format!(
+                    "{prefix} has host bits set (expected the network address)"
+                )));
             }
             let family = if bits == 32 { &mut map.v4 } else { &mut map.v6 };
             if let Some(previous) = family.insert(len, addr, account.to_owned()) {

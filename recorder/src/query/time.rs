@@ -17,13 +17,19 @@ pub enum TimeError {
          (read in --tz, default UTC) or Unix seconds (1795990680.25), got {0:?}"
     )]
     Unrecognized(String),
-    #[error("{input:?} does not exist or is ambiguous in time zone {tz} (a DST change): give an explicit offset such as +01:00")]
+    #[error(
+        "{input:?} does not exist or is ambiguous in time zone {tz} (a DST change): give an explicit offset such as +01:00"
+    )]
     Ambiguous { input: String, tz: String },
     #[error("time {0:?} is outside the supported range")]
     OutOfRange(String),
-    #[error("expected a time zone as an IANA name (Europe/Berlin), UTC or an offset (+02:00), got {0:?}")]
+    #[error(
+        "expected a time zone as an IANA name (Europe/Berlin), UTC or an offset (+02:00), got {0:?}"
+    )]
     BadZone(String),
-    #[error("expected a non-negative duration such as 2s, 500ms, 1m30s, 1h or plain seconds (2.5), got {0:?}")]
+    #[error(
+        "expected a non-negative duration such as 2s, 500ms, 1m30s, 1h or plain seconds (2.5), got {0:?}"
+    )]
     BadDuration(String),
 }
 
@@ -94,7 +100,10 @@ fn has_offset(t: &str) -> bool {
 fn parse_epoch(t: &str) -> Result<Option<Timestamp>, TimeError> {
     let (int, frac) = t.split_once('.').unwrap_or((t, ""));
     let digits = int.strip_prefix('-').unwrap_or(int);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if digits.is_empty()
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return Ok(None);
     }
     if t.ends_with('.') || frac.len() > 9 {
@@ -142,7 +151,10 @@ mod tests {
 
     #[test]
     fn rfc3339_with_any_offset() {
-        assert_eq!(parse_time("2026-11-24T22:18:00Z", None).expect("z"), ts("2026-11-24T22:18:00Z"));
+        assert_eq!(
+            parse_time("2026-11-24T22:18:00Z", None).expect("z"),
+            ts("2026-11-24T22:18:00Z")
+        );
         assert_eq!(
             parse_time("2026-11-24T23:18:00.5+01:00", None).expect("offset"),
             ts("2026-11-24T22:18:00.5Z")
@@ -157,27 +169,45 @@ mod tests {
 
     #[test]
     fn civil_times_are_read_in_the_zone() {
-        assert_eq!(parse_time("2026-11-24 22:18:00", None).expect("utc"), ts("2026-11-24T22:18:00Z"));
+        assert_eq!(
+            parse_time("2026-11-24 22:18:00", None).expect("utc"),
+            ts("2026-11-24T22:18:00Z")
+        );
         let berlin = parse_tz("Europe/Berlin").expect("tz");
         assert_eq!(
             parse_time("2026-11-24 22:18:00.25", Some(&berlin)).expect("berlin"),
             ts("2026-11-24T21:18:00.25Z")
         );
         let fixed = parse_tz("+05:30").expect("fixed");
-        assert_eq!(parse_time("2026-11-24 22:18:00", Some(&fixed)).expect("fixed"), ts("2026-11-24T16:48:00Z"));
+        assert_eq!(
+            parse_time("2026-11-24 22:18:00", Some(&fixed)).expect("fixed"),
+            ts("2026-11-24T16:48:00Z")
+        );
         // 02:30 on the last Sunday of March does not exist in Berlin; 02:30 in October happens twice.
-        assert!(matches!(parse_time("2026-03-29 02:30:00", Some(&berlin)), Err(TimeError::Ambiguous { .. })));
-        assert!(matches!(parse_time("2026-10-25 02:30:00", Some(&berlin)), Err(TimeError::Ambiguous { .. })));
+        assert!(matches!(
+            parse_time("2026-03-29 02:30:00", Some(&berlin)),
+            Err(TimeError::Ambiguous { .. })
+        ));
+        assert!(matches!(
+            parse_time("2026-10-25 02:30:00", Some(&berlin)),
+            Err(TimeError::Ambiguous { .. })
+        ));
     }
 
     #[test]
     fn epoch_seconds_with_fractions() {
-        assert_eq!(parse_time("1795990680", None).expect("int"), Timestamp::from_second(1_795_990_680).expect("t"));
+        assert_eq!(
+            parse_time("1795990680", None).expect("int"),
+            Timestamp::from_second(1_795_990_680).expect("t")
+        );
         assert_eq!(
             parse_time("1795990680.000001", None).expect("frac"),
             Timestamp::new(1_795_990_680, 1_000).expect("t")
         );
-        assert_eq!(parse_time("-1.5", None).expect("neg"), Timestamp::new(-2, 500_000_000).expect("t"));
+        assert_eq!(
+            parse_time("-1.5", None).expect("neg"),
+            Timestamp::new(-2, 500_000_000).expect("t")
+        );
         assert!(parse_time("1795990680.1234567891", None).is_err());
         assert!(parse_time("1795990680.", None).is_err());
     }
@@ -190,7 +220,10 @@ mod tests {
         }
         assert!(parse_tz("Mars/Olympus").is_err());
         assert!(parse_tz("+2x").is_err());
-        assert_eq!(parse_tz("-0300").expect("tz").to_offset(Timestamp::UNIX_EPOCH).seconds(), -3 * 3600);
+        assert_eq!(
+            parse_tz("-0300").expect("tz").to_offset(Timestamp::UNIX_EPOCH).seconds(),
+            -3 * 3600
+        );
     }
 
     #[test]

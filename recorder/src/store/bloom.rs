@@ -135,7 +135,9 @@ impl Words {
 
 impl PartialEq for Bloom {
     fn eq(&self, o: &Bloom) -> bool {
-        self.probes == o.probes && self.words.len() == o.words.len() && (0..self.words.len()).all(|i| self.words.get(i) == o.words.get(i))
+        self.probes == o.probes
+            && self.words.len() == o.words.len()
+            && (0..self.words.len()).all(|i| self.words.get(i) == o.words.get(i))
     }
 }
 
@@ -163,7 +165,8 @@ impl Bloom {
 
     /// Whether a key with hash `h` may have been added (`false`: it certainly was not).
     pub fn may_contain(&self, h: u64) -> bool {
-        positions(h, self.probes, self.bits()).all(|pos| self.words.get((pos / 64) as usize) & (1 << (pos % 64)) != 0)
+        positions(h, self.probes, self.bits())
+            .all(|pos| self.words.get((pos / 64) as usize) & (1 << (pos % 64)) != 0)
     }
 
     /// `uvarint words ‖ u8 probes ‖ words × u64 LE`.
@@ -242,7 +245,11 @@ impl PartialEq for BlockFilter {
     fn eq(&self, o: &BlockFilter) -> bool {
         self.outside == o.outside
             && self.dense.len() == o.dense.len()
-            && self.dense.iter().zip(&o.dense).all(|((a, m), (b, n))| a == b && m.bytes().is_some() && m.bytes() == n.bytes())
+            && self
+                .dense
+                .iter()
+                .zip(&o.dense)
+                .all(|((a, m), (b, n))| a == b && m.bytes().is_some() && m.bytes() == n.bytes())
     }
 }
 
@@ -259,9 +266,7 @@ impl Probe {
     /// The endpoints of `filter` that block filters can test.
     pub fn of(filter: &crate::scan::Filter) -> Probe {
         Probe {
-            outside: filter
-                .outside
-                .and_then(|m| m.port.map(|p| (m.ip, p, endpoint_hash(m.ip, p)))),
+            outside: filter.outside.and_then(|m| m.port.map(|p| (m.ip, p, endpoint_hash(m.ip, p)))),
         }
     }
 }
@@ -292,7 +297,10 @@ impl BlockFilter {
             }
             let z = zstd::bulk::compress(&m[..], BITMAP_LEVEL).unwrap_or_default();
             if !z.is_empty() && z.len() < BITMAP_BYTES && z.len() < bloom_bytes {
-                dense.push((ip, PortBitmap::Zstd(Shared::new(Arc::new(z)), OnceLock::from(Some(m)))));
+                dense.push((
+                    ip,
+                    PortBitmap::Zstd(Shared::new(Arc::new(z)), OnceLock::from(Some(m))),
+                ));
             } else if BITMAP_BYTES < bloom_bytes {
                 dense.push((ip, PortBitmap::Built(m)));
             } else {
@@ -407,9 +415,12 @@ impl BlockFilter {
                     let m = match c.u8()? {
                         0 => PortBitmap::Plain(src.take(c, BITMAP_BYTES)?),
                         1 => {
-                            let len = usize::try_from(c.uvarint()?).map_err(|_| "port bitmap too large")?;
+                            let len = usize::try_from(c.uvarint()?)
+                                .map_err(|_| "port bitmap too large")?;
                             if len == 0 || len >= BITMAP_BYTES {
-                                return Err(format!("endpoint filter: compressed port bitmap of {len} bytes"));
+                                return Err(format!(
+                                    "endpoint filter: compressed port bitmap of {len} bytes"
+                                ));
                             }
                             PortBitmap::Zstd(src.take(c, len)?, OnceLock::new())
                         }
@@ -456,16 +467,8 @@ mod tests {
 
     #[test]
     fn filters_round_trip_and_reject_garbage() {
-        let mut k = vec![
-            endpoint_hash("2001:db8::1".parse().expect("ip"), 80),
-            7,
-            7,
-            9,
-        ];
-        let f = BlockFilter {
-            dense: Vec::new(),
-            outside: Bloom::build(&mut k),
-        };
+        let mut k = vec![endpoint_hash("2001:db8::1".parse().expect("ip"), 80), 7, 7, 9];
+        let f = BlockFilter { dense: Vec::new(), outside: Bloom::build(&mut k) };
         let mut buf = Vec::new();
         BlockFilter::encode(Some(&f), &mut buf);
         BlockFilter::encode(None, &mut buf);
@@ -515,7 +518,10 @@ mod tests {
         BlockFilter::encode(Some(&f), &mut buf);
         assert!(buf.len() < 8192, "the bitmap is compressed: {} bytes", buf.len());
         let back = decode(&buf).expect("decode").expect("some");
-        assert!(matches!(back.dense[0].1, PortBitmap::Zstd(_, ref cell) if cell.get().is_none()), "not decompressed until asked");
+        assert!(
+            matches!(back.dense[0].1, PortBitmap::Zstd(_, ref cell) if cell.get().is_none()),
+            "not decompressed until asked"
+        );
         assert_eq!(back, f);
         assert!(recs.iter().all(|r| back.may_hold_outside(ep(r.outside as usize, r.out_port))));
         assert!((0..20_000u16).all(|i| !back.may_hold_outside(ep(0, 20_001 + 2 * i))));

@@ -159,7 +159,17 @@ fn decode(b: &[u8]) -> Option<Entries> {
         let max_time = u64_of(take(8)?)? as i64;
         out.insert(
             name,
-            Summary { bytes, created_ns, seq, resolution, blocks, records, new_records, min_time, max_time },
+            Summary {
+                bytes,
+                created_ns,
+                seq,
+                resolution,
+                blocks,
+                records,
+                new_records,
+                min_time,
+                max_time,
+            },
         );
     }
     c.is_empty().then_some(out)
@@ -203,7 +213,14 @@ mod tests {
         let entries: Entries = [("a.seg".to_owned(), sample(7))].into_iter().collect();
         store(dir.path(), &entries);
         assert_eq!(load(dir.path()), entries);
-        let left: Vec<_> = fs::read_dir(dir.path()).expect("list").map(|e| e.expect("entry").file_name()).collect();
-        assert_eq!(left, vec![std::ffi::OsString::from(CATALOG)], "a temporary file was left behind");
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from(CATALOG)],
+            "a temporary file was left behind"
+        );
     }
 }

@@ -328,8 +328,12 @@ fn services(recs: &[Rec]) -> (Vec<u8>, Vec<(u8, u16)>) {
     order.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     order.truncate(usize::from(SVC_ESCAPE));
     let table: Vec<(u8, u16)> = order.iter().map(|(k, _)| *k).collect();
-    let code: FastMap<(u8, u16), u8> = table.iter().enumerate().map(|(i, k)| (*k, i as u8)).collect();
-    let codes = recs.iter().map(|r| code.get(&(r.proto, r.rem_port)).copied().unwrap_or(SVC_ESCAPE)).collect();
+    let code: FastMap<(u8, u16), u8> =
+        table.iter().enumerate().map(|(i, k)| (*k, i as u8)).collect();
+    let codes = recs
+        .iter()
+        .map(|r| code.get(&(r.proto, r.rem_port)).copied().unwrap_or(SVC_ESCAPE))
+        .collect();
     (codes, table)
 }
 
@@ -373,7 +377,10 @@ fn put_planes(col: &mut Vec<u8>, vals: impl Iterator<Item = u16> + Clone) {
 }
 
 /// Encodes a block. `recs` use ids of `addrs`. Appends the payload to `out`.
-#[expect(clippy::too_many_arguments, reason = "one call per block kind; a struct would only rename them")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call per block kind; a struct would only rename them"
+)]
 pub(crate) fn encode_block(
     kind: u8,
     class: u8,
@@ -418,7 +425,8 @@ pub(crate) fn encode_block(
         cols[1].push(proto);
         cols[1].extend_from_slice(&port.to_le_bytes());
     }
-    let escaped: Vec<&Rec> = recs.iter().zip(&svc_codes).filter(|(_, c)| **c == SVC_ESCAPE).map(|(r, _)| r).collect();
+    let escaped: Vec<&Rec> =
+        recs.iter().zip(&svc_codes).filter(|(_, c)| **c == SVC_ESCAPE).map(|(r, _)| r).collect();
     cols[19].extend(escaped.iter().map(|r| r.proto));
     put_planes(&mut cols[19], escaped.iter().map(|r| r.rem_port));
     let mut prev = min_start;
@@ -456,7 +464,8 @@ pub(crate) fn encode_block(
     }
     // Remote index: one byte, 255 escaping to (index − 255) in three byte planes after them.
     cols[11].extend(idx_rem.iter().map(|&m| m.min(REM_ESCAPE) as u8));
-    let big: Vec<u32> = idx_rem.iter().filter(|&&m| m >= REM_ESCAPE).map(|m| m - REM_ESCAPE).collect();
+    let big: Vec<u32> =
+        idx_rem.iter().filter(|&&m| m >= REM_ESCAPE).map(|m| m - REM_ESCAPE).collect();
     for k in 0..3 {
         cols[11].extend(big.iter().map(|v| (v >> (8 * k)) as u8));
     }
@@ -528,7 +537,12 @@ fn decode_dict(col: &[u8]) -> Result<Vec<IpAddr>, String> {
     let mut out = Vec::with_capacity(n);
     for &f in fam {
         if f == 4 {
-            out.push(IpAddr::V4(Ipv4Addr::new(p4[i4], p4[n4 + i4], p4[2 * n4 + i4], p4[3 * n4 + i4])));
+            out.push(IpAddr::V4(Ipv4Addr::new(
+                p4[i4],
+                p4[n4 + i4],
+                p4[2 * n4 + i4],
+                p4[3 * n4 + i4],
+            )));
             i4 += 1;
         } else {
             let o: [u8; 16] = std::array::from_fn(|k| p6[k * n6 + i6]);
@@ -550,7 +564,11 @@ const PLANE_SCAN_MAX: usize = 16;
 /// filter with a closure does not vectorise, and this scan runs over up to a whole block per
 /// candidate block of a query.
 fn rows_in_planes<const P: usize>(planes: [&[u8]; P], want: &[[u8; P]]) -> Vec<u32> {
-    fn scan<const P: usize, const K: usize>(planes: [&[u8]; P], want: [[u8; P]; K], out: &mut Vec<u32>) {
+    fn scan<const P: usize, const K: usize>(
+        planes: [&[u8]; P],
+        want: [[u8; P]; K],
+        out: &mut Vec<u32>,
+    ) {
         let len = planes[0].len();
         let full = len / 64 * 64;
         let mut base = 0;
@@ -583,7 +601,12 @@ fn rows_in_planes<const P: usize>(planes: [&[u8]; P], want: &[[u8; P]]) -> Vec<u
         plain(planes, &want, full, out);
     }
     /// The rows from `from` on, one at a time.
-    fn plain<const P: usize>(planes: [&[u8]; P], want: &[[u8; P]], from: usize, out: &mut Vec<u32>) {
+    fn plain<const P: usize>(
+        planes: [&[u8]; P],
+        want: &[[u8; P]],
+        from: usize,
+        out: &mut Vec<u32>,
+    ) {
         #[expect(clippy::needless_range_loop, reason = "the row index addresses every plane")]
         for i in from..planes[0].len() {
             if want.iter().any(|w| (0..P).all(|p| planes[p][i] == w[p])) {
@@ -697,7 +720,9 @@ impl DictView<'_> {
         match self {
             DictView::V4 { planes, off, n } => {
                 let i = i as usize;
-                (i < *n).then(|| IpAddr::from(std::array::from_fn::<u8, 4, _>(|k| planes[off + k * n + i])))
+                (i < *n).then(|| {
+                    IpAddr::from(std::array::from_fn::<u8, 4, _>(|k| planes[off + k * n + i]))
+                })
             }
             DictView::Decoded(v) => v.get(i as usize).copied(),
         }
@@ -715,7 +740,9 @@ impl DictView<'_> {
                 const W: usize = 64;
                 let chunks = p0.chunks(W).zip(p1.chunks(W)).zip(p2.chunks(W)).zip(p3.chunks(W));
                 for (c, (((a0, a1), a2), a3)) in chunks.enumerate() {
-                    let hit = |(((x0, x1), x2), x3): (((&u8, &u8), &u8), &u8)| (*x0 == o[0]) & (*x1 == o[1]) & (*x2 == o[2]) & (*x3 == o[3]);
+                    let hit = |(((x0, x1), x2), x3): (((&u8, &u8), &u8), &u8)| {
+                        (*x0 == o[0]) & (*x1 == o[1]) & (*x2 == o[2]) & (*x3 == o[3])
+                    };
                     let rows = || a0.iter().zip(a1).zip(a2).zip(a3);
                     if rows().fold(false, |any, r| any | hit(r)) {
                         return rows().position(hit).map(|i| (c * W + i) as u32);
@@ -738,7 +765,11 @@ pub(crate) struct Dicts {
 
 impl Dicts {
     pub fn lens(&self) -> DictLens {
-        DictLens { inside: self.inside.len(), outside: self.outside.len(), remote: self.remote.len() }
+        DictLens {
+            inside: self.inside.len(),
+            outside: self.outside.len(),
+            remote: self.remote.len(),
+        }
     }
 }
 
@@ -905,14 +936,19 @@ impl<'a> BlockView<'a> {
                     return Err("port columns disagree with the record count".into());
                 }
                 match rows.as_mut() {
-                    Some(v) => v.retain(|&i| port(op, i as usize).wrapping_add(port(ip, i as usize)) == want),
+                    Some(v) => v.retain(|&i| {
+                        port(op, i as usize).wrapping_add(port(ip, i as usize)) == want
+                    }),
                     None => {
                         // The first test, over every row: byte planes zipped (no index checks).
                         let (il, ih) = ip.split_at(n);
                         let (ol, oh) = op.split_at(n);
                         let mut v = Vec::new();
-                        for (i, (((&a, &b), &c), &d)) in il.iter().zip(ih).zip(ol).zip(oh).enumerate() {
-                            let p = (u16::from(a) | (u16::from(b) << 8)).wrapping_add(u16::from(c) | (u16::from(d) << 8));
+                        for (i, (((&a, &b), &c), &d)) in
+                            il.iter().zip(ih).zip(ol).zip(oh).enumerate()
+                        {
+                            let p = (u16::from(a) | (u16::from(b) << 8))
+                                .wrapping_add(u16::from(c) | (u16::from(d) << 8));
                             if p == want {
                                 v.push(i as u32);
                             }
@@ -936,7 +972,9 @@ impl<'a> BlockView<'a> {
                     let (p1, rest) = rest.split_at(n);
                     let (p2, p3) = rest.split_at(n);
                     let mut v = Vec::new();
-                    for (i, (((&x0, &x1), &x2), &x3)) in p0.iter().zip(p1).zip(p2).zip(p3).enumerate() {
+                    for (i, (((&x0, &x1), &x2), &x3)) in
+                        p0.iter().zip(p1).zip(p2).zip(p3).enumerate()
+                    {
                         if x0 == b[0] && x1 == b[1] && x2 == b[2] && x3 == b[3] {
                             v.push(i as u32);
                         }
@@ -976,7 +1014,11 @@ impl<'a> BlockView<'a> {
     /// Decodes the end references and the records at `rows` (ascending, distinct positions in the
     /// block), or every record when `rows` is `None`. The sequential columns are read only up to
     /// the last row asked for; the other columns only at the rows asked for.
-    pub fn records_at(&self, dicts: DictLens, rows: Option<&[u32]>) -> Result<(Vec<Rec>, Vec<EndRef>), String> {
+    pub fn records_at(
+        &self,
+        dicts: DictLens,
+        rows: Option<&[u32]>,
+    ) -> Result<(Vec<Rec>, Vec<EndRef>), String> {
         let n = usize::try_from(self.meta.n_full).map_err(|_| "too many records")?;
         if n > 1 << 24 {
             return Err("too many records".into());
@@ -1052,11 +1094,18 @@ impl<'a> BlockView<'a> {
         if dur.len() != at {
             return Err("duration column disagrees with the record count".into());
         }
-        let n_big = ri.get(..n).ok_or("remote column shorter than the record count")?.iter().filter(|&&c| u32::from(c) == REM_ESCAPE).count();
+        let n_big = ri
+            .get(..n)
+            .ok_or("remote column shorter than the record count")?
+            .iter()
+            .filter(|&&c| u32::from(c) == REM_ESCAPE)
+            .count();
         if ii.len() != 4 * n || ri.len() != n + 3 * n_big {
             return Err("address columns disagree with the record count".into());
         }
-        let u32_at = |col: &[u8], i: usize| (0..4).fold(0u32, |a, k| a | (u32::from(col[k * n + i]) << (8 * k)));
+        let u32_at = |col: &[u8], i: usize| {
+            (0..4).fold(0u32, |a, k| a | (u32::from(col[k * n + i]) << (8 * k)))
+        };
         let port = |col: &[u8], i: usize| u16::from(col[i]) | (u16::from(col[n + i]) << 8);
         let idx = |v: u32, len: usize| -> Result<u32, String> {
             if v as usize >= len {
@@ -1076,9 +1125,22 @@ impl<'a> BlockView<'a> {
         let zones_zero = zone.len() == n && zone.iter().fold(0, |a, &z| a | z) == 0;
         let inside_narrow = ii[2 * n..].iter().fold(0, |a, &x| a | x) == 0;
         let n_inside = dicts.inside;
-        let inside_at = |i: usize| if inside_narrow { u32::from(ii[i]) | (u32::from(ii[n + i]) << 8) } else { u32_at(ii, i) };
+        let inside_at = |i: usize| {
+            if inside_narrow {
+                u32::from(ii[i]) | (u32::from(ii[n + i]) << 8)
+            } else {
+                u32_at(ii, i)
+            }
+        };
         // One record, given what the sequential columns and counters say about it.
-        let record = |i: usize, start: i64, outside: u32, dur_at: Option<(usize, usize, usize)>, svc_esc: Option<usize>, rem_big: Option<usize>, zone: u64| -> Result<Rec, String> {
+        let record = |i: usize,
+                      start: i64,
+                      outside: u32,
+                      dur_at: Option<(usize, usize, usize)>,
+                      svc_esc: Option<usize>,
+                      rem_big: Option<usize>,
+                      zone: u64|
+         -> Result<Rec, String> {
             let inside = inside_at(i);
             if inside as usize >= n_inside {
                 return Err("dictionary index out of range".into());
@@ -1086,7 +1148,8 @@ impl<'a> BlockView<'a> {
             let in_port = port(ip, i);
             let out_port = port(op, i).wrapping_add(in_port);
             let end = dur_at.map(|(base, len, at)| {
-                let d = (0..8).fold(0u64, |acc, k| acc | (u64::from(dur[base + k * len + at]) << (8 * k)));
+                let d = (0..8)
+                    .fold(0u64, |acc, k| acc | (u64::from(dur[base + k * len + at]) << (8 * k)));
                 start.wrapping_add(d as i64)
             });
             let remote = match rem_big {
@@ -1095,7 +1158,9 @@ impl<'a> BlockView<'a> {
             };
             let (proto, rem_port) = match svc_esc {
                 None => table[usize::from(svc[i])],
-                Some(j) => (esc[j], u16::from(esc[n_esc + j]) | (u16::from(esc[2 * n_esc + j]) << 8)),
+                Some(j) => {
+                    (esc[j], u16::from(esc[n_esc + j]) | (u16::from(esc[2 * n_esc + j]) << 8))
+                }
             };
             Ok(Rec {
                 start,
@@ -1179,7 +1244,8 @@ impl<'a> BlockView<'a> {
                     // A few inside indices (an inside-host query has one, a point query a
                     // handful): compare the planes 64 rows at a time.
                     1..=PLANE_SCAN_MAX if inside_narrow => {
-                        let want: Vec<[u8; 2]> = wanted.iter().map(|&v| [v as u8, (v >> 8) as u8]).collect();
+                        let want: Vec<[u8; 2]> =
+                            wanted.iter().map(|&v| [v as u8, (v >> 8) as u8]).collect();
                         rows_in_planes([&ii[..limit], &ii[n..n + limit]], &want)
                     }
                     1..=PLANE_SCAN_MAX => {
@@ -1289,7 +1355,8 @@ mod tests {
             x ^= x << 5;
             x
         };
-        let (lo, hi): (Vec<u8>, Vec<u8>) = (0..1000).map(|_| ((next() % 5) as u8, (next() % 3) as u8)).unzip();
+        let (lo, hi): (Vec<u8>, Vec<u8>) =
+            (0..1000).map(|_| ((next() % 5) as u8, (next() % 3) as u8)).unzip();
         let third: Vec<u8> = (0..1000).map(|_| (next() % 2) as u8).collect();
         let zero = vec![0u8; 1000];
         let mut pairs = vec![[0, 0], [4, 2], [1, 1], [3, 0], [2, 2], [9, 9]];
@@ -1299,18 +1366,25 @@ mod tests {
         assert_eq!(pairs.len(), PLANE_SCAN_MAX + 1);
         for k in 1..=pairs.len() {
             let want = &pairs[..k];
-            let expect: Vec<u32> =
-                (0..lo.len()).filter(|&i| want.contains(&[lo[i], hi[i]])).map(|i| i as u32).collect();
+            let expect: Vec<u32> = (0..lo.len())
+                .filter(|&i| want.contains(&[lo[i], hi[i]]))
+                .map(|i| i as u32)
+                .collect();
             assert!(!expect.is_empty());
             assert_eq!(rows_in_planes([&lo, &hi], want), expect, "{k} pairs");
             // Prefixes end anywhere in a chunk.
             for cut in [0, 1, 63, 64, 65, 999] {
                 let e: Vec<u32> = expect.iter().copied().filter(|&i| (i as usize) < cut).collect();
-                assert_eq!(rows_in_planes([&lo[..cut], &hi[..cut]], want), e, "{k} pairs, {cut} rows");
+                assert_eq!(
+                    rows_in_planes([&lo[..cut], &hi[..cut]], want),
+                    e,
+                    "{k} pairs, {cut} rows"
+                );
             }
             // Four planes: the third byte must match too.
             let want4: Vec<[u8; 4]> = want.iter().map(|&[a, b]| [a, b, 1, 0]).collect();
-            let expect4: Vec<u32> = expect.iter().copied().filter(|&i| third[i as usize] == 1).collect();
+            let expect4: Vec<u32> =
+                expect.iter().copied().filter(|&i| third[i as usize] == 1).collect();
             assert_eq!(rows_in_planes([&lo, &hi, &third, &zero], &want4), expect4, "{k} values");
         }
     }
@@ -1355,7 +1429,11 @@ mod tests {
             }
             assert_eq!(c.pos, one.pos, "skip({a})");
             let sum = c.sum(b - a).expect("sum");
-            assert_eq!(sum, vals[a..b].iter().fold(0i64, |x, &v| x.wrapping_add(v)), "sum of {a}..{b}");
+            assert_eq!(
+                sum,
+                vals[a..b].iter().fold(0i64, |x, &v| x.wrapping_add(v)),
+                "sum of {a}..{b}"
+            );
             if b < vals.len() {
                 assert_eq!(c.ivarint().expect("next"), vals[b]);
             }
@@ -1369,14 +1447,16 @@ mod tests {
         // Over 65 536 inside addresses (indices need the upper byte planes), zones, escaped
         // services and remotes, durations split by service, starts out of order.
         let n_in = 100_000u32;
-        let addrs: Vec<IpAddr> = (0..n_in + 400).map(|i| IpAddr::from((0x0a00_0000 + i).to_be_bytes())).collect();
+        let addrs: Vec<IpAddr> =
+            (0..n_in + 400).map(|i| IpAddr::from((0x0a00_0000 + i).to_be_bytes())).collect();
         let mut g = Xs(42);
         let recs: Vec<Rec> = (0..90_000u32)
             .map(|i| {
                 let svc = g.below(300) as u16;
                 Rec {
                     start: i64::from(i) * 3 + g.below(2_000) as i64,
-                    end: (g.below(5) != 0).then(|| i64::from(i) * 3 + 30_000 + i64::from(svc % 7) * 1_000),
+                    end: (g.below(5) != 0)
+                        .then(|| i64::from(i) * 3 + 30_000 + i64::from(svc % 7) * 1_000),
                     inside: if i % 4 == 0 { (i / 4) % 50 } else { 50 + i },
                     outside: n_in + g.below(40) as u32,
                     remote: n_in + 40 + g.below(360) as u32,
@@ -1398,11 +1478,21 @@ mod tests {
         let (all, _) = v.records(&d).expect("all");
         assert_eq!(all.len(), recs.len());
         for (a, r) in all.iter().zip(&recs) {
-            assert_eq!((a.start, a.end, a.zone, a.rem_port, a.proto), (r.start, r.end, r.zone, r.rem_port, r.proto));
-            assert_eq!((d.inside[a.inside as usize], d.outside[a.outside as usize]), (addrs[r.inside as usize], addrs[r.outside as usize]));
+            assert_eq!(
+                (a.start, a.end, a.zone, a.rem_port, a.proto),
+                (r.start, r.end, r.zone, r.rem_port, r.proto)
+            );
+            assert_eq!(
+                (d.inside[a.inside as usize], d.outside[a.outside as usize]),
+                (addrs[r.inside as usize], addrs[r.outside as usize])
+            );
         }
         assert!(d.inside.len() > 65_536, "the test needs wide inside indices");
-        assert_eq!(v.col_ref(6).expect("durations").first(), Some(&8), "the test needs split duration streams");
+        assert_eq!(
+            v.col_ref(6).expect("durations").first(),
+            Some(&8),
+            "the test needs split duration streams"
+        );
         assert!(v.col_ref(4).expect("zones").iter().any(|&z| z != 0));
         for trial in 0..40 {
             // One inside index (all of its rows, as an inside-host query asks), or a random set.
@@ -1425,7 +1515,8 @@ mod tests {
     #[test]
     fn candidates_are_exactly_the_rows_whose_ports_and_addresses_match() {
         // 700 addresses: remote indices above 255 are escaped.
-        let addrs: Vec<IpAddr> = (0..700u32).map(|i| IpAddr::from([10, 1, (i >> 8) as u8, i as u8])).collect();
+        let addrs: Vec<IpAddr> =
+            (0..700u32).map(|i| IpAddr::from([10, 1, (i >> 8) as u8, i as u8])).collect();
         let recs: Vec<Rec> = (0..3000u32)
             .map(|i| Rec {
                 start: i64::from(i) * 3,
@@ -1434,7 +1525,11 @@ mod tests {
                 outside: 11 + i % 3,
                 remote: 20 + (i * 7) % 600,
                 in_port: 40_000 + (i % 29) as u16,
-                out_port: if i % 5 == 0 { 1024 + (i % 31) as u16 } else { 40_000 + (i % 29) as u16 },
+                out_port: if i % 5 == 0 {
+                    1024 + (i % 31) as u16
+                } else {
+                    40_000 + (i % 29) as u16
+                },
                 rem_port: 443,
                 zone: 0,
                 kind: 0,
@@ -1449,23 +1544,35 @@ mod tests {
         let d = v.dicts().expect("dicts");
         let (all, _) = v.records(&d).expect("all");
         assert_eq!(v.candidates(&Select::default()).expect("candidates"), None);
-        let pos = |dict: &[IpAddr], id: u32| dict.iter().position(|a| *a == addrs[id as usize]).expect("in dictionary") as u32;
+        let pos = |dict: &[IpAddr], id: u32| {
+            dict.iter().position(|a| *a == addrs[id as usize]).expect("in dictionary") as u32
+        };
         let mut remote_escaped = 0;
         for probe in (0..3000).step_by(97) {
             let r = &recs[probe];
-            let (ri, ii, oi) = (pos(&d.remote, r.remote), pos(&d.inside, r.inside), pos(&d.outside, r.outside));
+            let (ri, ii, oi) =
+                (pos(&d.remote, r.remote), pos(&d.inside, r.inside), pos(&d.outside, r.outside));
             remote_escaped += usize::from(ri >= REM_ESCAPE);
             for sel in [
                 Select { outside: Some((oi, Some(r.out_port))), ..Select::default() },
                 Select { inside: Some((ii, None)), ..Select::default() },
-                Select { inside: Some((ii, Some(r.in_port))), remote: Some((ri, None)), ..Select::default() },
-                Select { outside: Some((oi, Some(r.out_port))), remote: Some((ri, Some(443))), ..Select::default() },
+                Select {
+                    inside: Some((ii, Some(r.in_port))),
+                    remote: Some((ri, None)),
+                    ..Select::default()
+                },
+                Select {
+                    outside: Some((oi, Some(r.out_port))),
+                    remote: Some((ri, Some(443))),
+                    ..Select::default()
+                },
             ] {
                 let got = v.candidates(&sel).expect("candidates").expect("testable");
                 let want: Vec<u32> = (0..all.len() as u32)
                     .filter(|&i| {
                         let a = &all[i as usize];
-                        sel.inside.is_none_or(|(x, p)| a.inside == x && p.is_none_or(|p| p == a.in_port))
+                        sel.inside
+                            .is_none_or(|(x, p)| a.inside == x && p.is_none_or(|p| p == a.in_port))
                             && sel.outside.is_none_or(|(_, p)| p.is_none_or(|p| p == a.out_port))
                             && sel.remote.is_none_or(|(x, _)| a.remote == x)
                     })
@@ -1484,7 +1591,9 @@ mod tests {
         // Every seventh address IPv6: dictionaries mix both families.
         let addrs: Vec<IpAddr> = (0..1000u32)
             .map(|i| match i % 7 {
-                0 => IpAddr::from((0x2001_0db8_0000_0000_0000_0000_0000_0000u128 + u128::from(i)).to_be_bytes()),
+                0 => IpAddr::from(
+                    (0x2001_0db8_0000_0000_0000_0000_0000_0000u128 + u128::from(i)).to_be_bytes(),
+                ),
                 _ => IpAddr::from((0x0a00_0000 + i).to_be_bytes()),
             })
             .collect();
@@ -1502,7 +1611,14 @@ mod tests {
                 let start = i * 3;
                 Rec {
                     start,
-                    end: (r % 7 != 0).then(|| start + if dns { 30_000 + (r >> 8) as i64 % 40 } else { (r >> 8) as i64 % 500_000 }),
+                    end: (r % 7 != 0).then(|| {
+                        start
+                            + if dns {
+                                30_000 + (r >> 8) as i64 % 40
+                            } else {
+                                (r >> 8) as i64 % 500_000
+                            }
+                    }),
                     inside: (r >> 20) as u32 % 300,
                     outside: 300 + (r >> 30) as u32 % 4,
                     remote: 400 + (r >> 34) as u32 % 600,
@@ -1526,18 +1642,33 @@ mod tests {
         let back: Vec<Rec> = got
             .iter()
             .map(|r| Rec {
-                inside: addrs.iter().position(|a| *a == d.inside[r.inside as usize]).expect("inside") as u32,
-                outside: addrs.iter().position(|a| *a == d.outside[r.outside as usize]).expect("outside") as u32,
-                remote: addrs.iter().position(|a| *a == d.remote[r.remote as usize]).expect("remote") as u32,
+                inside: addrs
+                    .iter()
+                    .position(|a| *a == d.inside[r.inside as usize])
+                    .expect("inside") as u32,
+                outside: addrs
+                    .iter()
+                    .position(|a| *a == d.outside[r.outside as usize])
+                    .expect("outside") as u32,
+                remote: addrs
+                    .iter()
+                    .position(|a| *a == d.remote[r.remote as usize])
+                    .expect("remote") as u32,
                 ..*r
             })
             .collect();
         assert_eq!(back, recs);
         let few: Vec<Rec> = recs.iter().filter(|r| r.in_port % 5 == 0).copied().collect();
-        let rows: Vec<u32> = (0..recs.len() as u32).filter(|&i| recs[i as usize].in_port.is_multiple_of(5)).collect();
+        let rows: Vec<u32> = (0..recs.len() as u32)
+            .filter(|&i| recs[i as usize].in_port.is_multiple_of(5))
+            .collect();
         let (some, _) = v.records_at(d.lens(), Some(&rows)).expect("some");
         assert_eq!(some.len(), few.len());
-        assert!(some.iter().zip(&few).all(|(a, b)| a.end == b.end && a.rem_port == b.rem_port && a.proto == b.proto));
+        assert!(
+            some.iter()
+                .zip(&few)
+                .all(|(a, b)| a.end == b.end && a.rem_port == b.rem_port && a.proto == b.proto)
+        );
         // A service code past the table is refused.
         let mut bad = payload.clone();
         let v = BlockView::parse(&payload).expect("parse");

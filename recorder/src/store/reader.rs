@@ -67,7 +67,9 @@ impl Reader {
             let sealed = path.extension().is_some_and(|e| e == "seg");
             let mut summary = None;
             if sealed {
-                let bytes = fs::metadata(&path).map_err(|e| StoreError::io("reading metadata of", &path, e))?.len();
+                let bytes = fs::metadata(&path)
+                    .map_err(|e| StoreError::io("reading metadata of", &path, e))?
+                    .len();
                 let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
                 summary = match known.get(&name) {
                     Some(s) if s.bytes == bytes => Some(*s),
@@ -111,7 +113,9 @@ impl Reader {
     pub fn resolution(&self) -> Resolution {
         self.segs
             .last()
-            .and_then(|g| g.summary.map(|s| s.resolution).or_else(|| g.meta().ok().map(|m| m.resolution)))
+            .and_then(|g| {
+                g.summary.map(|s| s.resolution).or_else(|| g.meta().ok().map(|m| m.resolution))
+            })
             .unwrap_or_default()
     }
 
@@ -134,8 +138,11 @@ impl Reader {
             let loaded = g.meta.get();
             match (g.summary, loaded) {
                 (Some(s), _) => {
-                    let created = if i == 0 && s.records > s.new_records { ns(s.created_ns) } else { None };
-                    let lo = (s.new_records > 0).then(|| s.resolution.from_units(s.min_time).ok()).flatten();
+                    let created =
+                        if i == 0 && s.records > s.new_records { ns(s.created_ns) } else { None };
+                    let lo = (s.new_records > 0)
+                        .then(|| s.resolution.from_units(s.min_time).ok())
+                        .flatten();
                     let lo = match (lo, created) {
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),
@@ -151,8 +158,15 @@ impl Reader {
                 _ => {
                     let Ok(m) = g.meta() else { continue };
                     for b in m.blocks.iter().filter(|b| b.meta.n_full > 0 || b.meta.n_ref > 0) {
-                        let hi = if b.meta.max_end == i64::MAX { b.meta.max_start } else { b.meta.max_end };
-                        add(m.resolution.from_units(b.meta.min_start).ok(), m.resolution.from_units(hi).ok());
+                        let hi = if b.meta.max_end == i64::MAX {
+                            b.meta.max_start
+                        } else {
+                            b.meta.max_end
+                        };
+                        add(
+                            m.resolution.from_units(b.meta.min_start).ok(),
+                            m.resolution.from_units(hi).ok(),
+                        );
                     }
                 }
             }
@@ -169,8 +183,10 @@ impl Reader {
         let from_ns = from.as_nanosecond();
         let mut first = 0;
         for (i, pair) in self.segs.windows(2).enumerate() {
-            let (Some(s), Some(next)) = (pair[0].summary, pair[1].summary.map(|n| n.created_ns).or_else(|| created_ns(&pair[1])))
-            else {
+            let (Some(s), Some(next)) = (
+                pair[0].summary,
+                pair[1].summary.map(|n| n.created_ns).or_else(|| created_ns(&pair[1])),
+            ) else {
                 break;
             };
             let ended = s.resolution.from_units(s.max_time).is_ok_and(|t| t < from);
@@ -197,14 +213,20 @@ fn created_ns(g: &Seg) -> Option<i64> {
 /// The filter's addresses as indices into one block's dictionaries; `None` when the block
 /// cannot hold a match (an address is not in its dictionary). A dictionary the filter does not
 /// name is not read.
-fn select<'a>(f: &Filter, v: &BlockView<'a>, views: &mut Views<'a>) -> Result<Option<Select>, String> {
+fn select<'a>(
+    f: &Filter,
+    v: &BlockView<'a>,
+    views: &mut Views<'a>,
+) -> Result<Option<Select>, String> {
     // Outer `None`: the address is not in the block; inner `None`: the filter names none.
     type Local = Option<Option<(u32, Option<u16>)>>;
     let mut local = |m: Option<EndpointMatch>, i: usize| -> Result<Local, String> {
         let Some(m) = m else { return Ok(Some(None)) };
         Ok(views.get(v, i)?.position(m.ip).map(|p| Some((p, m.port))))
     };
-    let (Some(inside), Some(outside), Some(remote)) = (local(f.inside, 0)?, local(f.outside, 1)?, local(f.remote, 2)?) else {
+    let (Some(inside), Some(outside), Some(remote)) =
+        (local(f.inside, 0)?, local(f.outside, 1)?, local(f.remote, 2)?)
+    else {
         return Ok(None);
     };
     Ok(Some(Select { inside, outside, remote }))
@@ -221,7 +243,11 @@ impl<'a> Views<'a> {
         self.0[i].as_ref().ok_or_else(|| "dictionary".to_owned())
     }
     fn lens(&mut self, v: &BlockView<'a>) -> Result<DictLens, String> {
-        Ok(DictLens { inside: self.get(v, 0)?.len(), outside: self.get(v, 1)?.len(), remote: self.get(v, 2)?.len() })
+        Ok(DictLens {
+            inside: self.get(v, 0)?.len(),
+            outside: self.get(v, 1)?.len(),
+            remote: self.get(v, 2)?.len(),
+        })
     }
 }
 
@@ -249,7 +275,13 @@ struct Scan<'a> {
 impl Scan<'_> {
     /// One record: `carried` records resolve waiting ones; `fresh` says whether a record not
     /// waiting may be considered (its block was read for the filter, not only to resolve).
-    fn record(&mut self, t: Translation, carried: bool, fresh: bool, prev: &mut HashMap<PKey, Translation>) {
+    fn record(
+        &mut self,
+        t: Translation,
+        carried: bool,
+        fresh: bool,
+        prev: &mut HashMap<PKey, Translation>,
+    ) {
         let pk = (t.key(), t.start);
         let resolves = carried && prev.remove(&pk).is_some();
         if !resolves && !fresh {
@@ -271,7 +303,11 @@ impl Scan<'_> {
 impl TranslationSource for Reader {
     type Error = StoreError;
 
-    fn scan(&self, filter: &Filter, f: &mut dyn FnMut(&Translation)) -> Result<ScanReport, StoreError> {
+    fn scan(
+        &self,
+        filter: &Filter,
+        f: &mut dyn FnMut(&Translation),
+    ) -> Result<ScanReport, StoreError> {
         let mut s = Scan {
             filter,
             f,
@@ -364,7 +400,9 @@ fn scan_sealed(
         // A checkpoint resolves a waiting translation only if it carries its outside endpoint.
         let resolve = b.meta.kind == KIND_CHECKPOINT
             && !prev.is_empty()
-            && b.filter.as_ref().is_none_or(|bf| prev.values().any(|t| bf.may_hold_outside(t.outside)));
+            && b.filter
+                .as_ref()
+                .is_none_or(|bf| prev.values().any(|t| bf.may_hold_outside(t.outside)));
         if !overlaps && !resolve {
             s.report.blocks_skipped += 1;
             continue;
@@ -406,7 +444,8 @@ fn scan_sealed(
         s.report.blocks_read += 1;
         s.report.translations_scanned += n_full;
         for r in c.recs.iter().filter(|r| c.may_match(r, s.filter, from_u, to_u)) {
-            let t = block_translation(r, &c.views, m.resolution).map_err(|e| StoreError::corrupt(&m.path, e.to_string()))?;
+            let t = block_translation(r, &c.views, m.resolution)
+                .map_err(|e| StoreError::corrupt(&m.path, e.to_string()))?;
             s.record(t, r.carried, overlaps, prev);
         }
     }
@@ -414,9 +453,16 @@ fn scan_sealed(
 }
 
 fn block_translation(r: &Rec, d: &Views<'_>, res: Resolution) -> Result<Translation, StoreError> {
-    let mut t = to_translation(&Rec { inside: 0, outside: 0, remote: 0, ..*r }, &[IpAddr::from([0u8; 4])], res)?;
+    let mut t = to_translation(
+        &Rec { inside: 0, outside: 0, remote: 0, ..*r },
+        &[IpAddr::from([0u8; 4])],
+        res,
+    )?;
     let get = |k: usize, i: u32| {
-        d.0[k].as_ref().and_then(|v| v.get(i)).ok_or_else(|| StoreError::Time("address index".into()))
+        d.0[k]
+            .as_ref()
+            .and_then(|v| v.get(i))
+            .ok_or_else(|| StoreError::Time("address index".into()))
     };
     t.inside.set_ip(get(0, r.inside)?);
     t.outside.set_ip(get(1, r.outside)?);
@@ -438,7 +484,10 @@ struct Candidates<'a> {
 /// The rows the port and address columns allow are decoded in full, and the sequential columns
 /// only up to the last of them ([`Candidates::may_match`] checks the rest). `None` when the
 /// block's dictionaries rule out an address the filter names.
-fn decode_candidates<'a>(filter: &Filter, v: &BlockView<'a>) -> Result<Option<Candidates<'a>>, String> {
+fn decode_candidates<'a>(
+    filter: &Filter,
+    v: &BlockView<'a>,
+) -> Result<Option<Candidates<'a>>, String> {
     let mut views = Views([None, None, None]);
     let Some(q) = select(filter, v, &mut views)? else {
         return Ok(None);
@@ -512,7 +561,10 @@ fn scan_open(
         let res = (|| {
             let v = BlockView::parse(f.payload(&data))?;
             if v.meta.first_ordinal != ordinal {
-                return Err(format!("block starts at ordinal {}, expected {ordinal}", v.meta.first_ordinal));
+                return Err(format!(
+                    "block starts at ordinal {}, expected {ordinal}",
+                    v.meta.first_ordinal
+                ));
             }
             // A block whose records all begin after the filter's end is not decoded.
             let read = v.meta.min_start <= to_u;
@@ -587,8 +639,12 @@ mod tests {
             .map(|i| Translation {
                 kind: Kind::Snat,
                 proto: if i % 5 == 0 { Proto::UDP } else { Proto::TCP },
-                inside: format!("10.0.{}.{}:{}", i % 7, i % 200, 40_000 + i % 1000).parse().expect("inside"),
-                outside: format!("100.64.0.{}:{}", i % 4, 20_000 + (i * 7) % 1500).parse().expect("outside"),
+                inside: format!("10.0.{}.{}:{}", i % 7, i % 200, 40_000 + i % 1000)
+                    .parse()
+                    .expect("inside"),
+                outside: format!("100.64.0.{}:{}", i % 4, 20_000 + (i * 7) % 1500)
+                    .parse()
+                    .expect("outside"),
                 remote: format!("198.51.100.{}:443", i % 50).parse().expect("remote"),
                 zone: 0,
                 start: at(i64::from(i) * 100),
@@ -635,7 +691,10 @@ mod tests {
         ts
     }
 
-    fn answer(src: &(impl TranslationSource + ?Sized), f: &Filter) -> (Vec<Translation>, ScanReport) {
+    fn answer(
+        src: &(impl TranslationSource + ?Sized),
+        f: &Filter,
+    ) -> (Vec<Translation>, ScanReport) {
         let mut got = Vec::new();
         let rep = src.scan(f, &mut |t| got.push(t.clone())).expect("scan");
         got.sort_by_key(|t| (t.start, t.inside));
@@ -656,7 +715,11 @@ mod tests {
                 remote: None,
             };
             out.push(Filter { from: t.start, to: t.start, ..whole.clone() });
-            out.push(Filter { inside: Some(EndpointMatch { ip: t.inside.ip(), port: None }), outside: None, ..whole.clone() });
+            out.push(Filter {
+                inside: Some(EndpointMatch { ip: t.inside.ip(), port: None }),
+                outside: None,
+                ..whole.clone()
+            });
             out.push(whole);
         }
         // An outside ip:port nobody held.
@@ -685,7 +748,9 @@ mod tests {
     /// 10 s: about 30 segments.
     fn rotated_store(dir: &Path) -> Vec<Translation> {
         let mut ts = short_translations();
-        for (k, (s, e)) in [(1_000, Some(250_000)), (5_000, Some(35_000)), (20_000, None)].into_iter().enumerate() {
+        for (k, (s, e)) in
+            [(1_000, Some(250_000)), (5_000, Some(35_000)), (20_000, None)].into_iter().enumerate()
+        {
             ts.push(Translation {
                 inside: format!("10.1.0.{k}:1000").parse().expect("inside"),
                 outside: format!("100.64.1.{k}:1000").parse().expect("outside"),
@@ -742,10 +807,21 @@ mod tests {
             assert_eq!(answer(&fresh, &f).0, want);
             // Segments are 10 s long: a match lives through at most duration / 10 s + 2 (the
             // last ones, which only close translations, are not counted).
-            let loaded = fresh.segs.iter().filter(|g| g.meta.get().is_some() && g.summary.is_some_and(|s| s.new_records > 0)).count();
-            let bound = want.iter().map(|w| w.end.map(|e| e.duration_since(w.start).as_secs() / 10 + 2)).max().flatten();
+            let loaded = fresh
+                .segs
+                .iter()
+                .filter(|g| g.meta.get().is_some() && g.summary.is_some_and(|s| s.new_records > 0))
+                .count();
+            let bound = want
+                .iter()
+                .map(|w| w.end.map(|e| e.duration_since(w.start).as_secs() / 10 + 2))
+                .max()
+                .flatten();
             if let Some(bound) = bound {
-                assert!(loaded as i64 <= bound.max(2), "{loaded} segment indexes loaded for {f:?} (bound {bound})");
+                assert!(
+                    loaded as i64 <= bound.max(2),
+                    "{loaded} segment indexes loaded for {f:?} (bound {bound})"
+                );
             }
             asked += 1;
         }
@@ -780,7 +856,11 @@ mod tests {
             assert_eq!(got, want, "{f:?}");
             if f.outside.is_some() && f.from == at(-1000) {
                 // The whole time range: only the endpoint filters can skip blocks.
-                assert!(rep.blocks_read * 3 < n_blocks, "read {} of {n_blocks} blocks for {f:?}", rep.blocks_read);
+                assert!(
+                    rep.blocks_read * 3 < n_blocks,
+                    "read {} of {n_blocks} blocks for {f:?}",
+                    rep.blocks_read
+                );
                 assert!(rep.blocks_read >= want.len().min(1) as u64);
                 assert_eq!(rep.blocks_read + rep.blocks_skipped, n_blocks);
             }
@@ -803,7 +883,8 @@ mod tests {
             end: Some(at(end_s * 1000)),
             flags: Flags::empty(),
         };
-        let mut ts: Vec<Translation> = (0..10).map(|i| mk(i, i64::from(i), 600 + i64::from(i))).collect();
+        let mut ts: Vec<Translation> =
+            (0..10).map(|i| mk(i, i64::from(i), 600 + i64::from(i))).collect();
         ts.extend((10..610).map(|i| mk(i, i64::from(i), i64::from(i) + 2)));
         let mut w = Writer::open(WriterOptions {
             dir: dir.path().to_owned(),
@@ -827,7 +908,10 @@ mod tests {
                 from: at(20_000),
                 to: at(20_000),
                 proto: None,
-                outside: Some(EndpointMatch { ip: long.outside.ip(), port: Some(long.outside.port()) }),
+                outside: Some(EndpointMatch {
+                    ip: long.outside.ip(),
+                    port: Some(long.outside.port()),
+                }),
                 inside: None,
                 remote: None,
             };
@@ -837,8 +921,18 @@ mod tests {
             assert_eq!(got, want, "{f:?}");
             // Without the checkpoint filter every checkpoint block of every later segment would
             // be read (5 blocks of 2 long translations each).
-            let checkpoint_blocks: usize =
-                r.segs.iter().map(|g| g.meta().expect("meta").blocks.iter().filter(|b| b.meta.kind == KIND_CHECKPOINT).count()).sum();
+            let checkpoint_blocks: usize = r
+                .segs
+                .iter()
+                .map(|g| {
+                    g.meta()
+                        .expect("meta")
+                        .blocks
+                        .iter()
+                        .filter(|b| b.meta.kind == KIND_CHECKPOINT)
+                        .count()
+                })
+                .sum();
             assert!(checkpoint_blocks >= 40, "{checkpoint_blocks} checkpoint blocks");
             assert!((rep.blocks_read as usize) * 3 < checkpoint_blocks, "{rep:?}");
         }
@@ -864,7 +958,11 @@ mod tests {
             assert_eq!(got, want, "{f:?}");
             // Blocks that begin after the asked time are not decoded.
             if f.to < at(150_000) {
-                assert!(rep.blocks_read < n_blocks, "read {} of {n_blocks} blocks for {f:?}", rep.blocks_read);
+                assert!(
+                    rep.blocks_read < n_blocks,
+                    "read {} of {n_blocks} blocks for {f:?}",
+                    rep.blocks_read
+                );
                 partial += 1;
             }
         }

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
+use super::bloom::{BlockFilter, Shared};
 use super::codec::{
     self, BlockView, CLASS_CARRIED, Cur, EndRef, Interner, KIND_CHECKPOINT, KIND_SEALED, Rec,
     put_uvarint,
 };
-use super::bloom::{BlockFilter, Shared};
 use super::{Resolution, StoreError};
 
 pub(crate) const MAGIC: &[u8; 8] = b"NATRSEG1";
@@ -36,7 +36,8 @@ const MAX_FRAME: usize = 1 << 30;
 const CLASS_LIMITS_S: [i64; 3] = [45, 150, 600];
 /// Number of duration classes.
 pub(crate) const N_CLASSES: usize = CLASS_LIMITS_S.len() + 1;
-const _: () = assert!(CLASS_CARRIED as usize == N_CLASSES, "carried groups follow the duration classes");
+const _: () =
+    assert!(CLASS_CARRIED as usize == N_CLASSES, "carried groups follow the duration classes");
 
 /// The fixed header of a segment file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +73,9 @@ impl Header {
         }
         let version = u16::from_le_bytes([b[8], b[9]]);
         if version != VERSION {
-            return Err(format!("segment format version {version}, this natrec reads version {VERSION} only"));
+            return Err(format!(
+                "segment format version {version}, this natrec reads version {VERSION} only"
+            ));
         }
         let resolution = Resolution::from_code(b[10]).ok_or("unknown time resolution")?;
         let mut prev_chain = [0u8; 32];
@@ -219,7 +222,8 @@ pub(crate) struct Walk {
 /// Walks frames from the header on; after damage, resynchronizes on the next frame whose
 /// checksum holds.
 pub(crate) fn walk(data: &[u8]) -> Walk {
-    let mut w = Walk { frames: Vec::new(), damage: Vec::new(), clean_end: HEADER_LEN.min(data.len()) };
+    let mut w =
+        Walk { frames: Vec::new(), damage: Vec::new(), clean_end: HEADER_LEN.min(data.len()) };
     let mut off = HEADER_LEN;
     while off < data.len() {
         match frame_at(data, off) {
@@ -242,8 +246,9 @@ pub(crate) fn walk(data: &[u8]) -> Walk {
                     }
                 }
                 if next.is_none() {
-                    next = (off + 1..data.len().saturating_sub(FRAME_HEADER - 1))
-                        .find(|&p| data[p] <= T_INDEX && data[p] >= T_BLOCK && frame_at(data, p).is_ok());
+                    next = (off + 1..data.len().saturating_sub(FRAME_HEADER - 1)).find(|&p| {
+                        data[p] <= T_INDEX && data[p] >= T_BLOCK && frame_at(data, p).is_ok()
+                    });
                 }
                 match next {
                     Some(n) => off = n,
@@ -319,7 +324,16 @@ pub(crate) fn decode_index(src: &Shared) -> Result<Vec<BlockEntry>, String> {
         out.push(BlockEntry {
             offset,
             len,
-            meta: codec::BlockMeta { kind, class, n_full, n_ref, first_ordinal, min_start, max_start, max_end },
+            meta: codec::BlockMeta {
+                kind,
+                class,
+                n_full,
+                n_ref,
+                first_ordinal,
+                min_start,
+                max_start,
+                max_end,
+            },
             filter: None,
         });
     }
@@ -392,7 +406,9 @@ fn load_fast(file: &File, path: &Path, bytes: u64) -> Result<SegMeta, String> {
     }
     let payload = f.payload_range();
     let blocks = decode_index(&Shared::new(Arc::new(idx)).slice(payload.start, payload.end))?;
-    if blocks.len() != seal.blocks as usize || blocks.iter().any(|b| b.offset + b.len > seal.index_offset) {
+    if blocks.len() != seal.blocks as usize
+        || blocks.iter().any(|b| b.offset + b.len > seal.index_offset)
+    {
         return Err("index disagrees with the seal".into());
     }
     Ok(SegMeta {
@@ -453,10 +469,8 @@ pub(crate) fn meta_from_bytes(path: &Path, data: &[u8], sealed: bool) -> SegMeta
     if sealed && seal.is_none() {
         damage.push((None, "no valid seal".into()));
     }
-    let resolution = header
-        .map(|h| h.resolution)
-        .or(seal.map(|s| s.resolution))
-        .unwrap_or_default();
+    let resolution =
+        header.map(|h| h.resolution).or(seal.map(|s| s.resolution)).unwrap_or_default();
     SegMeta {
         path: path.to_owned(),
         sealed,
@@ -471,7 +485,12 @@ pub(crate) fn meta_from_bytes(path: &Path, data: &[u8], sealed: bool) -> SegMeta
 
 /// Reads one block frame of a segment into `buf` (reused from call to call) and returns its
 /// payload, once the frame's type, length and checksum are checked.
-pub(crate) fn read_block<'b>(file: &File, path: &Path, e: &BlockEntry, buf: &'b mut Vec<u8>) -> Result<&'b [u8], String> {
+pub(crate) fn read_block<'b>(
+    file: &File,
+    path: &Path,
+    e: &BlockEntry,
+    buf: &'b mut Vec<u8>,
+) -> Result<&'b [u8], String> {
     let len = usize::try_from(e.len).map_err(|_| "block too large")?;
     if len > MAX_FRAME + FRAME_HEADER {
         return Err("block too large".into());
@@ -481,7 +500,8 @@ pub(crate) fn read_block<'b>(file: &File, path: &Path, e: &BlockEntry, buf: &'b 
         buf.resize(len, 0);
     }
     let buf = &mut buf[..len];
-    file.read_exact_at(buf, e.offset).map_err(|err| format!("reading {}: {err}", path.display()))?;
+    file.read_exact_at(buf, e.offset)
+        .map_err(|err| format!("reading {}: {err}", path.display()))?;
     let f = frame_at(buf, 0)?;
     if f.ty != T_BLOCK || f.end() != len {
         return Err("not a block frame".into());
@@ -527,7 +547,9 @@ pub(crate) fn recover_open(path: &Path) -> Result<Recovered, StoreError> {
         match res {
             Ok((d, rs, refs)) => {
                 // Dictionary entries to interner ids once per block, not once per record.
-                let mut ids = |dict: &[std::net::IpAddr]| dict.iter().map(|a| addrs.id(*a)).collect::<Vec<u32>>();
+                let mut ids = |dict: &[std::net::IpAddr]| {
+                    dict.iter().map(|a| addrs.id(*a)).collect::<Vec<u32>>()
+                };
                 let (ins, outs, rems) = (ids(&d.inside), ids(&d.outside), ids(&d.remote));
                 recs.reserve(rs.len());
                 for mut r in rs {
@@ -580,13 +602,19 @@ fn class_of(r: &Rec, res: Resolution) -> u8 {
 /// arrive nearly in start order, which the adaptive sort handles in about linear time).
 fn sort_groups(recs: &[Rec], res: Resolution) -> Vec<Rec> {
     const GROUPS: usize = N_CLASSES + 1;
-    let limits = CLASS_LIMITS_S.map(|s| res.duration_units(std::time::Duration::from_secs(s as u64)));
+    let limits =
+        CLASS_LIMITS_S.map(|s| res.duration_units(std::time::Duration::from_secs(s as u64)));
     let group = |r: &Rec| -> usize {
         if r.carried {
             return 0;
         }
         match r.end {
-            Some(e) => 1 + limits.iter().position(|&l| e.saturating_sub(r.start) < l).unwrap_or(N_CLASSES - 1),
+            Some(e) => {
+                1 + limits
+                    .iter()
+                    .position(|&l| e.saturating_sub(r.start) < l)
+                    .unwrap_or(N_CLASSES - 1)
+            }
             None => N_CLASSES,
         }
     };
@@ -667,8 +695,17 @@ fn write_sealed_tmp(
 ) -> Result<[u8; 32], StoreError> {
     let res = header.resolution;
     let io = |op| move |e| StoreError::io(op, tmp, e);
-    let file = OpenOptions::new().write(true).create(true).truncate(true).open(tmp).map_err(io("creating"))?;
-    let mut w = HashingWriter { inner: BufWriter::with_capacity(1 << 20, file), sha: Sha256::new(), written: 0 };
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(tmp)
+        .map_err(io("creating"))?;
+    let mut w = HashingWriter {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        sha: Sha256::new(),
+        written: 0,
+    };
     w.write_all(&header.encode()).map_err(io("writing"))?;
     let recs = sort_groups(recs, res);
     let mut index = Vec::new();
@@ -821,26 +858,43 @@ impl SegmentInfo {
     pub(crate) fn from_meta(m: &SegMeta) -> SegmentInfo {
         let res = m.resolution;
         let ts = |u: i64| res.from_units(u).ok();
-        let carried: u64 = m.blocks.iter().filter(|b| b.meta.kind == KIND_CHECKPOINT).map(|b| b.meta.n_full).sum();
+        let carried: u64 =
+            m.blocks.iter().filter(|b| b.meta.kind == KIND_CHECKPOINT).map(|b| b.meta.n_full).sum();
         let total: u64 = m.blocks.iter().map(|b| b.meta.n_full).sum();
         let new = m.blocks.iter().filter(|b| b.meta.kind != KIND_CHECKPOINT);
-        let (first, last) = match m.seal {
-            Some(s) if m.damage.is_empty() => (
-                (s.new_records > 0).then(|| ts(s.min_time)).flatten(),
-                (s.records > 0).then(|| ts(s.max_time)).flatten(),
-            ),
-            _ => (
-                new.clone().filter(|b| b.meta.n_full > 0).map(|b| b.meta.min_start).min().and_then(ts),
-                m.blocks
-                    .iter()
-                    .map(|b| if b.meta.max_end == i64::MAX { b.meta.max_start } else { b.meta.max_end })
-                    .max()
-                    .and_then(ts),
-            ),
-        };
+        let (first, last) =
+            match m.seal {
+                Some(s) if m.damage.is_empty() => (
+                    (s.new_records > 0).then(|| ts(s.min_time)).flatten(),
+                    (s.records > 0).then(|| ts(s.max_time)).flatten(),
+                ),
+                _ => (
+                    new.clone()
+                        .filter(|b| b.meta.n_full > 0)
+                        .map(|b| b.meta.min_start)
+                        .min()
+                        .and_then(ts),
+                    m.blocks
+                        .iter()
+                        .map(|b| {
+                            if b.meta.max_end == i64::MAX {
+                                b.meta.max_start
+                            } else {
+                                b.meta.max_end
+                            }
+                        })
+                        .max()
+                        .and_then(ts),
+                ),
+            };
         SegmentInfo {
             path: m.path.clone(),
-            seq: m.header.map(|h| h.seq).or(m.seal.map(|s| s.seq)).or(seq_of_name(&m.path)).unwrap_or(0),
+            seq: m
+                .header
+                .map(|h| h.seq)
+                .or(m.seal.map(|s| s.seq))
+                .or(seq_of_name(&m.path))
+                .unwrap_or(0),
             state: if !m.damage.iter().all(|(_, r)| r.starts_with("torn tail")) {
                 SegmentState::Damaged
             } else if m.sealed {
@@ -897,7 +951,8 @@ mod tests {
 
     #[test]
     fn a_header_of_another_version_is_refused_naming_both_versions() {
-        let h = Header { resolution: Resolution::Millis, seq: 3, created_ns: 5, prev_chain: [7; 32] };
+        let h =
+            Header { resolution: Resolution::Millis, seq: 3, created_ns: 5, prev_chain: [7; 32] };
         let good = h.encode();
         assert_eq!(Header::decode(&good), Ok(h));
         let mut old = good;

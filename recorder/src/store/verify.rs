@@ -76,7 +76,10 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, StoreError> {
         let meta = segment::meta_from_bytes(&p, &data, sealed);
         for (block, reason) in &meta.damage {
             if reason.starts_with("torn tail") {
-                rep.notes.push(format!("{}: {reason} (recovered by the next start of the recorder)", p.display()));
+                rep.notes.push(format!(
+                    "{}: {reason} (recovered by the next start of the recorder)",
+                    p.display()
+                ));
             } else {
                 problem(ProblemKind::Damaged, *block, reason.clone());
             }
@@ -84,7 +87,8 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, StoreError> {
         // Every block must decode, not only pass its checksum.
         let mut blocks = 0u64;
         for f in segment::walk(&data).frames.iter().filter(|f| f.ty == segment::T_BLOCK) {
-            let r = BlockView::parse(f.payload(&data)).and_then(|v| v.dicts().and_then(|d| v.records(&d)).map(|_| ()));
+            let r = BlockView::parse(f.payload(&data))
+                .and_then(|v| v.dicts().and_then(|d| v.records(&d)).map(|_| ()));
             if let Err(e) = r {
                 problem(ProblemKind::Damaged, Some(blocks), format!("block does not decode: {e}"));
             }
@@ -101,7 +105,11 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, StoreError> {
             problem(
                 ProblemKind::OutOfOrder,
                 None,
-                format!("the file name says segment {}, its header says {} (renamed?)", name_seq.map_or("?".into(), |s| s.to_string()), header.seq),
+                format!(
+                    "the file name says segment {}, its header says {} (renamed?)",
+                    name_seq.map_or("?".into(), |s| s.to_string()),
+                    header.seq
+                ),
             );
         }
         // An `.open` header's predecessor hash is provisional (the predecessor's seal may still
@@ -121,9 +129,16 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, StoreError> {
         } else {
             // Open segments come last: the active one, and those a seal still works on.
             if files[fi + 1..].iter().any(|q| q.extension().is_some_and(|e| e == "seg")) {
-                problem(ProblemKind::OutOfOrder, None, "an unsealed segment is followed by sealed ones".into());
+                problem(
+                    ProblemKind::OutOfOrder,
+                    None,
+                    "an unsealed segment is followed by sealed ones".into(),
+                );
             }
-            rep.notes.push(format!("{}: open (being written or sealed, or recovered at the next start)", p.display()));
+            rep.notes.push(format!(
+                "{}: open (being written or sealed, or recovered at the next start)",
+                p.display()
+            ));
             // A later open segment follows this one; its hash is not checked.
             prev = Some((header.seq, [0xff; 32], p.clone()));
         }
@@ -145,7 +160,15 @@ fn check_link(
     match prev {
         Some((pseq, pchain, ppath)) => {
             if header.seq <= *pseq {
-                problem(ProblemKind::OutOfOrder, None, format!("segment {} comes after segment {pseq} ({})", header.seq, ppath.display()));
+                problem(
+                    ProblemKind::OutOfOrder,
+                    None,
+                    format!(
+                        "segment {} comes after segment {pseq} ({})",
+                        header.seq,
+                        ppath.display()
+                    ),
+                );
             } else if header.seq > pseq + 1 {
                 let deleted = retention.iter().any(|e| e.seq > *pseq && e.seq < header.seq);
                 problem(
@@ -155,31 +178,53 @@ fn check_link(
                         "segments {}..={} are missing{}",
                         pseq + 1,
                         header.seq - 1,
-                        if deleted { " (retention.log lists some, but retention only deletes the oldest)" } else { " and not recorded as deleted by retention" }
+                        if deleted {
+                            " (retention.log lists some, but retention only deletes the oldest)"
+                        } else {
+                            " and not recorded as deleted by retention"
+                        }
                     ),
                 );
             } else if check_hash && header.prev_chain != *pchain && *pchain != [0xff; 32] {
-                problem(ProblemKind::Altered, None, format!("does not chain to segment {pseq}: one of them was replaced or altered"));
+                problem(
+                    ProblemKind::Altered,
+                    None,
+                    format!(
+                        "does not chain to segment {pseq}: one of them was replaced or altered"
+                    ),
+                );
             }
         }
         None if header.seq == 0 => {
             if check_hash && header.prev_chain != [0; 32] {
-                problem(ProblemKind::Altered, None, "the first segment has a predecessor hash".into());
+                problem(
+                    ProblemKind::Altered,
+                    None,
+                    "the first segment has a predecessor hash".into(),
+                );
             }
         }
         None => {
-            let missing: Vec<u64> = (0..header.seq).filter(|s| !retention.iter().any(|e| e.seq == *s)).collect();
+            let missing: Vec<u64> =
+                (0..header.seq).filter(|s| !retention.iter().any(|e| e.seq == *s)).collect();
             if let (Some(a), Some(b)) = (missing.first(), missing.last()) {
                 problem(
                     ProblemKind::Missing,
                     None,
-                    format!("{} earlier segment(s) between {a} and {b} are missing and not recorded as deleted by retention", missing.len()),
+                    format!(
+                        "{} earlier segment(s) between {a} and {b} are missing and not recorded as deleted by retention",
+                        missing.len()
+                    ),
                 );
             } else if check_hash
                 && let Some(e) = retention.iter().find(|e| e.seq + 1 == header.seq)
                 && e.chain.is_some_and(|c| c != header.prev_chain)
             {
-                problem(ProblemKind::Altered, None, format!("does not chain to segment {} recorded in retention.log", e.seq));
+                problem(
+                    ProblemKind::Altered,
+                    None,
+                    format!("does not chain to segment {} recorded in retention.log", e.seq),
+                );
             }
         }
     }

@@ -63,8 +63,14 @@ impl std::hash::Hash for Key {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
         // Three words instead of a write per field.
         h.write_u64(u64::from(self.inside) | (u64::from(self.outside) << 32));
-        h.write_u64(u64::from(self.remote) | (u64::from(self.ports[0]) << 32) | (u64::from(self.ports[1]) << 48));
-        h.write_u64(u64::from(self.ports[2]) | (u64::from(self.zone) << 16) | (u64::from(self.proto) << 32));
+        h.write_u64(
+            u64::from(self.remote)
+                | (u64::from(self.ports[0]) << 32)
+                | (u64::from(self.ports[1]) << 48),
+        );
+        h.write_u64(
+            u64::from(self.ports[2]) | (u64::from(self.zone) << 16) | (u64::from(self.proto) << 32),
+        );
     }
 }
 
@@ -193,7 +199,10 @@ impl Writer {
             };
             if rec.dropped_bytes > 0 {
                 tracing::warn!(path = %p.display(), bytes = rec.dropped_bytes, "cut the torn tail of an open segment");
-                let f = OpenOptions::new().write(true).open(&p).map_err(|e| StoreError::io("opening", &p, e))?;
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&p)
+                    .map_err(|e| StoreError::io("opening", &p, e))?;
                 f.set_len(rec.clean_end as u64).map_err(|e| StoreError::io("truncating", &p, e))?;
                 f.sync_all().map_err(|e| StoreError::io("syncing", &p, e))?;
             }
@@ -311,7 +320,8 @@ impl Writer {
                 if self.open.get(&(key, r.start)).is_some() {
                     return Ok(());
                 }
-                self.open.insert((key, r.start), OpenRec { ordinal: ord, kind: r.kind, flags: r.flags });
+                self.open
+                    .insert((key, r.start), OpenRec { ordinal: ord, kind: r.kind, flags: r.flags });
                 self.pending.push(r);
             }
             FlowEvent::End(_) => {
@@ -371,7 +381,8 @@ impl Writer {
         }
         let rotate = self.active.as_ref().is_some_and(|a| {
             a.len >= self.opts.rotate_size
-                || now.duration_since(a.created).unsigned_abs() >= self.opts.rotate_age && now > a.created
+                || now.duration_since(a.created).unsigned_abs() >= self.opts.rotate_age
+                    && now > a.created
         });
         if rotate
             && retry_ok
@@ -380,7 +391,10 @@ impl Writer {
             self.note_error(&e);
             self.retry_after = Some(now + jiff::SignedDuration::from_secs(RETRY_SECS));
         }
-        if self.last_retention.is_none_or(|t| now.duration_since(t).as_secs() >= RETENTION_EVERY_SECS) {
+        if self
+            .last_retention
+            .is_none_or(|t| now.duration_since(t).as_secs() >= RETENTION_EVERY_SECS)
+        {
             self.retention(now);
         }
         Ok(())
@@ -414,7 +428,8 @@ impl Writer {
             if !complete {
                 // A seal failed for good: the next start seals them all in order.
                 return Err(StoreError::Options(
-                    "a rotated segment could not be sealed; the next start recovers and seals it".into(),
+                    "a rotated segment could not be sealed; the next start recovers and seals it"
+                        .into(),
                 ));
             }
         }
@@ -453,7 +468,13 @@ impl Writer {
             .iter()
             .map(|(&(k, start), &o)| {
                 let r = k.rec(start, o);
-                Rec { inside: ids(r.inside), outside: ids(r.outside), remote: ids(r.remote), carried: true, ..r }
+                Rec {
+                    inside: ids(r.inside),
+                    outside: ids(r.outside),
+                    remote: ids(r.remote),
+                    carried: true,
+                    ..r
+                }
             })
             .collect();
         carried.sort_unstable_by_key(|r| r.start);
@@ -520,13 +541,33 @@ impl Writer {
         let mut payload = Vec::new();
         let io = |e| StoreError::io("encoding a block for", &a.path, e);
         if ncarried > 0 {
-            codec::encode_block(KIND_CHECKPOINT, codec::CLASS_LIVE, self.written_ordinal, &self.pending[..ncarried], &[], &self.addrs.addrs, LIVE_LEVEL, &mut payload).map_err(io)?;
+            codec::encode_block(
+                KIND_CHECKPOINT,
+                codec::CLASS_LIVE,
+                self.written_ordinal,
+                &self.pending[..ncarried],
+                &[],
+                &self.addrs.addrs,
+                LIVE_LEVEL,
+                &mut payload,
+            )
+            .map_err(io)?;
             segment::frame_bytes(&mut frames, T_BLOCK, &payload);
             payload.clear();
         }
         let rest = &self.pending[ncarried..];
         if !rest.is_empty() || !self.pending_refs.is_empty() {
-            codec::encode_block(KIND_LIVE, codec::CLASS_LIVE, self.written_ordinal + ncarried as u64, rest, &self.pending_refs, &self.addrs.addrs, LIVE_LEVEL, &mut payload).map_err(io)?;
+            codec::encode_block(
+                KIND_LIVE,
+                codec::CLASS_LIVE,
+                self.written_ordinal + ncarried as u64,
+                rest,
+                &self.pending_refs,
+                &self.addrs.addrs,
+                LIVE_LEVEL,
+                &mut payload,
+            )
+            .map_err(io)?;
             segment::frame_bytes(&mut frames, T_BLOCK, &payload);
         }
         if let Err(e) = a.file.write_all_at(&frames, a.len) {
@@ -557,14 +598,22 @@ impl Writer {
 
     /// Creates a new active segment; `recs` (carried prefix, then new records) and `refs` are
     /// buffered events (ordinals from 0) to write first.
-    fn start_segment_with(&mut self, mut recs: Vec<Rec>, refs: Vec<EndRef>, now: Timestamp) -> Result<(), StoreError> {
+    fn start_segment_with(
+        &mut self,
+        mut recs: Vec<Rec>,
+        refs: Vec<EndRef>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         for r in recs.iter_mut().filter(|r| r.carried) {
             r.end = None;
         }
         self.open.clear();
         for (i, r) in recs.iter().enumerate() {
             if r.end.is_none() {
-                self.open.insert((Key::of(r), r.start), OpenRec { ordinal: i as u64, kind: r.kind, flags: r.flags });
+                self.open.insert(
+                    (Key::of(r), r.start),
+                    OpenRec { ordinal: i as u64, kind: r.kind, flags: r.flags },
+                );
             }
         }
         let ended: std::collections::HashSet<u64> = refs.iter().map(|r| r.ordinal).collect();
@@ -578,7 +627,10 @@ impl Writer {
             created_ns: now_ns(now),
             prev_chain: self.prev_chain,
         };
-        let path = self.opts.dir.join(format!("{}.open", segment::segment_stem(header.created_ns, header.seq)));
+        let path = self
+            .opts
+            .dir
+            .join(format!("{}.open", segment::segment_stem(header.created_ns, header.seq)));
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -610,7 +662,13 @@ impl Writer {
         };
         let path = a.path.clone();
         let rec = segment::recover_open(&path)?;
-        self.prev_chain = seal_recovered(&path, &rec, self.prev_chain, self.opts.block_records, self.opts.seal_level)?;
+        self.prev_chain = seal_recovered(
+            &path,
+            &rec,
+            self.prev_chain,
+            self.opts.block_records,
+            self.opts.seal_level,
+        )?;
         self.active = None;
         self.stats.segments_sealed += 1;
         Ok(self.carried_now())
@@ -626,7 +684,14 @@ impl Writer {
         if let Some(a) = self.active.take() {
             let opts = &self.opts;
             self.sealer
-                .get_or_insert_with(|| Sealer::start(self.prev_chain, opts.dir.clone(), opts.block_records, opts.seal_level))
+                .get_or_insert_with(|| {
+                    Sealer::start(
+                        self.prev_chain,
+                        opts.dir.clone(),
+                        opts.block_records,
+                        opts.seal_level,
+                    )
+                })
                 .queue(a.path);
         }
         // A failure leaves the checkpoint buffered: `tick` retries the new segment.
@@ -656,7 +721,8 @@ impl Writer {
             }
         }
         let mut total: u64 = sealed.iter().map(|m| m.bytes).sum();
-        let cutoff = self.opts.retain_days.map(|d| now_ns(now) - i64::from(d) * 86_400 * 1_000_000_000);
+        let cutoff =
+            self.opts.retain_days.map(|d| now_ns(now) - i64::from(d) * 86_400 * 1_000_000_000);
         for m in sealed {
             let last_ns = m.seal.map(|s| i128::from(s.max_time) * unit_ns(m.resolution));
             let too_old = cutoff.zip(last_ns).is_some_and(|(c, l)| l < i128::from(c));
@@ -664,13 +730,25 @@ impl Writer {
             if !too_old && !too_big {
                 break;
             }
-            let seq = m.header.map(|h| h.seq).or(m.seal.map(|s| s.seq)).or(segment::seq_of_name(&m.path)).unwrap_or(0);
+            let seq = m
+                .header
+                .map(|h| h.seq)
+                .or(m.seal.map(|s| s.seq))
+                .or(segment::seq_of_name(&m.path))
+                .unwrap_or(0);
             let chain = m.seal.map(|s| hex(&s.chain)).unwrap_or_else(|| "unknown".into());
-            let name = m.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name =
+                m.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let line = format!("deleted seq={seq} chain={chain} file={name} at={now}\n");
             let log = dir.join(RETENTION_LOG);
-            let mut f = OpenOptions::new().create(true).append(true).open(&log).map_err(|e| StoreError::io("opening", &log, e))?;
-            f.write_all(line.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| StoreError::io("writing", &log, e))?;
+            let mut f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .map_err(|e| StoreError::io("opening", &log, e))?;
+            f.write_all(line.as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(|e| StoreError::io("writing", &log, e))?;
             fs::remove_file(&m.path).map_err(|e| StoreError::io("removing", &m.path, e))?;
             segment::sync_dir(&dir)?;
             total -= m.bytes;
@@ -716,10 +794,20 @@ pub(crate) fn hex(b: &[u8]) -> String {
 }
 
 /// A record as a translation.
-pub(crate) fn to_translation(r: &Rec, addrs: &[IpAddr], res: Resolution) -> Result<Translation, StoreError> {
-    let ip = |id: u32| addrs.get(id as usize).copied().ok_or_else(|| StoreError::Time("address id out of range".into()));
+pub(crate) fn to_translation(
+    r: &Rec,
+    addrs: &[IpAddr],
+    res: Resolution,
+) -> Result<Translation, StoreError> {
+    let ip = |id: u32| {
+        addrs
+            .get(id as usize)
+            .copied()
+            .ok_or_else(|| StoreError::Time("address id out of range".into()))
+    };
     Ok(Translation {
-        kind: codec::kind_from_code(r.kind).ok_or_else(|| StoreError::Time(format!("unknown kind {}", r.kind)))?,
+        kind: codec::kind_from_code(r.kind)
+            .ok_or_else(|| StoreError::Time(format!("unknown kind {}", r.kind)))?,
         proto: Proto(r.proto),
         inside: SocketAddr::new(ip(r.inside)?, r.in_port),
         outside: SocketAddr::new(ip(r.outside)?, r.out_port),
@@ -751,7 +839,10 @@ pub(crate) fn read_retention(dir: &Path) -> Result<Vec<RetentionEntry>, StoreErr
         let field = |k: &str| line.split(' ').find_map(|w| w.strip_prefix(k).map(str::to_owned));
         let seq = field("seq=").and_then(|s| s.parse().ok());
         let Some(seq) = seq else {
-            return Err(StoreError::corrupt(&p, format!("line {}: expected `deleted seq=N chain=HEX file=NAME at=TIME`", n + 1)));
+            return Err(StoreError::corrupt(
+                &p,
+                format!("line {}: expected `deleted seq=N chain=HEX file=NAME at=TIME`", n + 1),
+            ));
         };
         let chain = field("chain=").and_then(|h| unhex(&h));
         out.push(RetentionEntry { seq, chain, file: field("file=").unwrap_or_default() });
@@ -799,9 +890,22 @@ fn last_chain(dir: &Path) -> Result<([u8; 32], u64), StoreError> {
 
 /// Seals an `.open` segment from its recovered records, chained to `prev_chain`; removes the
 /// `.open`. Returns the sealed segment's chain.
-fn seal_recovered(path: &Path, rec: &segment::Recovered, prev_chain: [u8; 32], block_records: usize, level: i32) -> Result<[u8; 32], StoreError> {
+fn seal_recovered(
+    path: &Path,
+    rec: &segment::Recovered,
+    prev_chain: [u8; 32],
+    block_records: usize,
+    level: i32,
+) -> Result<[u8; 32], StoreError> {
     let header = Header { prev_chain, ..rec.header };
-    let chain = segment::write_sealed(&path.with_extension("seg"), &header, &rec.recs, &rec.addrs.addrs, block_records, level)?;
+    let chain = segment::write_sealed(
+        &path.with_extension("seg"),
+        &header,
+        &rec.recs,
+        &rec.addrs.addrs,
+        block_records,
+        level,
+    )?;
     fs::remove_file(path).map_err(|e| StoreError::io("removing", path, e))?;
     if let Some(dir) = path.parent() {
         segment::sync_dir(dir)?;
@@ -866,7 +970,8 @@ impl Sealer {
             Ok(t) => Sealer { jobs: Some(jobs), reports, thread: Some(t), closing },
             Err(e) => {
                 // No thread: the jobs stay queued and `finish` reports them unsealed.
-                let _ = failed.send(Err(StoreError::io("starting the seal thread for", &where_, e)));
+                let _ =
+                    failed.send(Err(StoreError::io("starting the seal thread for", &where_, e)));
                 Sealer { jobs: Some(jobs), reports, thread: None, closing }
             }
         }

@@ -63,7 +63,9 @@ pub fn stop_on_signals() {
 
 fn check_interrupted() -> Result<()> {
     if INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
-        return Err(BenchError::Invalid("interrupted: the lab was removed and nf_conntrack_max restored".into()));
+        return Err(BenchError::Invalid(
+            "interrupted: the lab was removed and nf_conntrack_max restored".into(),
+        ));
     }
     Ok(())
 }
@@ -156,7 +158,9 @@ pub fn run(opts: &CaptureOptions, log: &mut dyn FnMut(&str)) -> Result<Value> {
     let counter = NatCounter::install(lab.gateway(), lab.wan_if())?;
     let temp = TempDir::new("bench")?;
     let work = opts.keep.as_deref().unwrap_or(temp.path());
-    for r in opts.rates.iter().map(|r| LoadSpec { rate: *r, duration: opts.duration, seed: opts.seed }) {
+    for r in
+        opts.rates.iter().map(|r| LoadSpec { rate: *r, duration: opts.duration, seed: opts.seed })
+    {
         load::check_capacity(&lab, &r, ASSUMED_MAX_RATE)?;
     }
     load::warm_up(&lab)?;
@@ -177,7 +181,8 @@ pub fn run(opts: &CaptureOptions, log: &mut dyn FnMut(&str)) -> Result<Value> {
                 check_interrupted()?;
                 n += 1;
                 let dir = work.join(format!("run-{n}-{}-{}", rate_label(rate), recorder.name()));
-                std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+                std::fs::create_dir_all(&dir)
+                    .map_err(io_err(format!("creating {}", dir.display())))?;
                 let r = one_run(&lab, &counter, opts, rate, recorder, rep, &dir)?;
                 log(&format!(
                     "rep {} rate {:>6} {:<12} created {:>8} ({:>9.0}/s) recorded {:>8} share {:>7.3}% cpu {:>7.3} µs/translation drops {}",
@@ -194,7 +199,8 @@ pub fn run(opts: &CaptureOptions, log: &mut dyn FnMut(&str)) -> Result<Value> {
                 runs.push(r);
                 if opts.keep.is_none() {
                     // Each run's output is counted; keep the disk free for the next.
-                    std::fs::remove_dir_all(&dir).map_err(io_err(format!("removing {}", dir.display())))?;
+                    std::fs::remove_dir_all(&dir)
+                        .map_err(io_err(format!("removing {}", dir.display())))?;
                 }
             }
         }
@@ -284,7 +290,16 @@ impl Reaper {
         let thread = std::thread::spawn(move || -> Result<u64> {
             let mut dumps = 0;
             while !flag.load(Ordering::Relaxed) {
-                crate::lab::run_cmd(&["ip", "netns", "exec", &ns, "conntrack", "-L", "-p", "icmp"])?;
+                crate::lab::run_cmd(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    &ns,
+                    "conntrack",
+                    "-L",
+                    "-p",
+                    "icmp",
+                ])?;
                 dumps += 1;
                 for _ in 0..20 {
                     if flag.load(Ordering::Relaxed) {
@@ -358,7 +373,9 @@ fn one_run(
     let mut last = running.output_bytes();
     let mut quiet_since = Instant::now();
     let settle = Instant::now();
-    while quiet_since.elapsed() < Duration::from_millis(1500) && settle.elapsed() < Duration::from_secs(30) {
+    while quiet_since.elapsed() < Duration::from_millis(1500)
+        && settle.elapsed() < Duration::from_secs(30)
+    {
         std::thread::sleep(Duration::from_millis(250));
         let now = running.output_bytes();
         if now != last {
@@ -371,8 +388,10 @@ fn one_run(
     let n1 = counter.read(gw)?;
     let output = running.output_path();
     let recorded = running.stop()?;
-    let compressed = if rep == 0 && rate.is_some() && rate == opts.compress_rate && output.is_file() {
-        let (zstd, zstd_s) = super::storage::compress(&output, "zstd", &["-19", "-T1", "-q"], "zst")?;
+    let compressed = if rep == 0 && rate.is_some() && rate == opts.compress_rate && output.is_file()
+    {
+        let (zstd, zstd_s) =
+            super::storage::compress(&output, "zstd", &["-19", "-T1", "-q"], "zst")?;
         let (xz, xz_s) = super::storage::compress(&output, "xz", &["-9", "-T1"], "xz")?;
         json!({"zstd19_bytes": zstd, "zstd19_s": zstd_s, "xz9_bytes": xz, "xz9_s": xz_s})
     } else {
@@ -509,7 +528,11 @@ fn overhead(runs: &[RunResult]) -> Value {
         let vals: Vec<f64> = per_rep
             .iter()
             .filter_map(|p| {
-                p["recorders"].as_array()?.iter().find(|o| o["recorder"] == rec.name()).map(|o| f(&o["ratio"]))
+                p["recorders"]
+                    .as_array()?
+                    .iter()
+                    .find(|o| o["recorder"] == rec.name())
+                    .map(|o| f(&o["ratio"]))
             })
             .collect();
         if !vals.is_empty() {

@@ -118,7 +118,9 @@ pub fn run(lab: &GatewayLab, spec: &LoadSpec) -> Result<LoadDone> {
         let servers = servers.clone();
         let go = start_flag.clone();
         let (duration, seed) = (spec.duration, spec.seed);
-        handles.push(h.ns().spawn_thread(move || sender(&sources, &servers, rate, duration, seed, &go))?);
+        handles.push(
+            h.ns().spawn_thread(move || sender(&sources, &servers, rate, duration, seed, &go))?,
+        );
     }
     start_flag.store(true, Ordering::Release);
     let mut done = LoadDone::default();
@@ -155,7 +157,10 @@ fn sender(
     // which all-zero bytes are valid.
     let mut names: Vec<libc::sockaddr_in> = vec![unsafe { std::mem::zeroed() }; batch];
     let mut iovs: Vec<libc::iovec> = (0..batch)
-        .map(|_| libc::iovec { iov_base: PAYLOAD.as_ptr().cast_mut().cast(), iov_len: PAYLOAD.len() })
+        .map(|_| libc::iovec {
+            iov_base: PAYLOAD.as_ptr().cast_mut().cast(),
+            iov_len: PAYLOAD.len(),
+        })
         .collect();
     let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; batch];
     for i in 0..batch {
@@ -234,7 +239,8 @@ mod tests {
 
     #[test]
     fn source_ports_differ_per_address() {
-        let mut ports: Vec<u16> = (0..4).flat_map(|h| (0..8).map(move |a| source_port(7, h, a))).collect();
+        let mut ports: Vec<u16> =
+            (0..4).flat_map(|h| (0..8).map(move |a| source_port(7, h, a))).collect();
         ports.sort_unstable();
         ports.dedup();
         assert_eq!(ports.len(), 32);

@@ -61,7 +61,11 @@ pub struct QueryOptions {
 impl QueryOptions {
     /// Questions and repetitions at a size.
     fn plan(&self, flows: u64) -> (usize, usize) {
-        if flows >= self.big_from { (self.big_questions, self.big_reps) } else { (self.questions, self.reps) }
+        if flows >= self.big_from {
+            (self.big_questions, self.big_reps)
+        } else {
+            (self.questions, self.reps)
+        }
     }
 }
 
@@ -70,7 +74,11 @@ impl QueryOptions {
 fn timed(cmd: &mut Command) -> Result<(f64, String)> {
     let shown = format!("{cmd:?}");
     let t = Instant::now();
-    let out = cmd.stdin(Stdio::null()).stderr(Stdio::null()).output().map_err(io_err(format!("starting {shown}")))?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(io_err(format!("starting {shown}")))?;
     let secs = t.elapsed().as_secs_f64();
     if !(out.status.success() || out.status.code() == Some(1)) {
         return Err(BenchError::Invalid(format!("{shown} failed ({})", out.status)));
@@ -118,13 +126,18 @@ impl Picker {
             return Ok(());
         }
         let v: Value = serde_json::from_slice(line).map_err(|e| {
-            BenchError::Invalid(format!("natrec-gen printed a line that is not JSON ({e}): {}", String::from_utf8_lossy(line)))
+            BenchError::Invalid(format!(
+                "natrec-gen printed a line that is not JSON ({e}): {}",
+                String::from_utf8_lossy(line)
+            ))
         })?;
         if v["kind"] != "snat" {
             return Ok(());
         }
         let field = |k: &str| v[k].as_str().map(str::to_owned);
-        if let (Some(outside), Some(at), Some(inside)) = (field("outside"), field("start"), field("inside")) {
+        if let (Some(outside), Some(at), Some(inside)) =
+            (field("outside"), field("start"), field("inside"))
+        {
             self.picked.push(Question { outside, at, inside });
             self.next += self.step;
         }
@@ -133,7 +146,9 @@ impl Picker {
 
     fn finish(self) -> Result<Vec<Question>> {
         if self.picked.is_empty() {
-            return Err(BenchError::Invalid("no SNAT translation to ask about in the workload".to_owned()));
+            return Err(BenchError::Invalid(
+                "no SNAT translation to ask about in the workload".to_owned(),
+            ));
         }
         Ok(self.picked)
     }
@@ -151,7 +166,12 @@ struct TextCopy {
 /// Copies the text log from `from` into `compressor`, and into a new file at `raw` while the text
 /// stays within `budget` bytes; once it would exceed it, the file is removed and the copy to the
 /// compressor goes on.
-fn copy_text(mut from: impl Read, mut compressor: impl Write, raw: &Path, budget: u64) -> Result<TextCopy> {
+fn copy_text(
+    mut from: impl Read,
+    mut compressor: impl Write,
+    raw: &Path,
+    budget: u64,
+) -> Result<TextCopy> {
     let mut file = Some(BufWriter::with_capacity(
         1 << 20,
         File::create(raw).map_err(io_err(format!("creating {}", raw.display())))?,
@@ -207,7 +227,10 @@ impl Proc {
     }
 
     fn stdout(&mut self) -> Result<ChildStdout> {
-        self.child.stdout.take().ok_or_else(|| BenchError::Invalid(format!("{}: no standard output pipe", self.shown)))
+        self.child
+            .stdout
+            .take()
+            .ok_or_else(|| BenchError::Invalid(format!("{}: no standard output pipe", self.shown)))
     }
 
     /// Waits for the exit; anything but success is an error carrying the end of its stderr.
@@ -217,7 +240,8 @@ impl Proc {
             return Ok(());
         }
         let text = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-        let tail: String = text.trim().chars().rev().take(600).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: String =
+            text.trim().chars().rev().take(600).collect::<Vec<_>>().into_iter().rev().collect();
         Err(BenchError::Invalid(format!("{} failed ({status}): {tail}", self.shown)))
     }
 
@@ -254,13 +278,21 @@ struct Logs {
 
 /// Streams the workload of `flows` translations into segments (through `natrec import`) and
 /// into the compressed text log (and the raw one, within the budget), picking `k` questions.
-fn prepare(opts: &QueryOptions, flows: u64, k: usize, dir: &Path, log: &mut dyn FnMut(&str)) -> Result<Logs> {
+fn prepare(
+    opts: &QueryOptions,
+    flows: u64,
+    k: usize,
+    dir: &Path,
+    log: &mut dyn FnMut(&str),
+) -> Result<Logs> {
     let t = Instant::now();
     let segments = dir.join("segments");
     let raw = dir.join("conntrack.txt");
     let zst = dir.join("conntrack.txt.zst");
     let (n, seed) = (flows.to_string(), opts.seed.to_string());
-    let gen_args = |format: &'static str| ["--format", format, "--flows", &n, "--seed", &seed].map(str::to_owned);
+    let gen_args = |format: &'static str| {
+        ["--format", format, "--flows", &n, "--seed", &seed].map(str::to_owned)
+    };
 
     // The text: natrec-gen → this process (counting, raw copy within budget) → zstd.
     let mut gen_text = Proc::spawn(
@@ -276,7 +308,11 @@ fn prepare(opts: &QueryOptions, flows: u64, k: usize, dir: &Path, log: &mut dyn 
         Stdio::null(),
         &dir.join("zstd.err"),
     )?;
-    let zstd_in = zstd.child.stdin.take().ok_or_else(|| BenchError::Invalid("zstd: no standard input pipe".to_owned()))?;
+    let zstd_in = zstd
+        .child
+        .stdin
+        .take()
+        .ok_or_else(|| BenchError::Invalid("zstd: no standard input pipe".to_owned()))?;
 
     // The JSON Lines: natrec-gen → this process (questions) → natrec import.
     let mut gen_jsonl = Proc::spawn(
@@ -287,7 +323,14 @@ fn prepare(opts: &QueryOptions, flows: u64, k: usize, dir: &Path, log: &mut dyn 
     )?;
     let jsonl_out = gen_jsonl.stdout()?;
     let import = Proc::spawn(
-        Command::new(&opts.natrec).args(["import", "--format", "jsonl", "--dir", path_str(&segments)?, "-"]),
+        Command::new(&opts.natrec).args([
+            "import",
+            "--format",
+            "jsonl",
+            "--dir",
+            path_str(&segments)?,
+            "-",
+        ]),
         Stdio::piped(),
         Stdio::null(),
         &dir.join("import.err"),
@@ -338,7 +381,8 @@ fn stream_jsonl(
     k: usize,
     log: &mut dyn FnMut(&str),
 ) -> Result<(Picker, u64)> {
-    let to = to.ok_or_else(|| BenchError::Invalid("natrec import: no standard input pipe".to_owned()))?;
+    let to =
+        to.ok_or_else(|| BenchError::Invalid("natrec import: no standard input pipe".to_owned()))?;
     let mut to = BufWriter::with_capacity(1 << 20, to);
     let mut from = BufReader::with_capacity(1 << 20, from);
     let mut picker = Picker::new(flows, k);
@@ -348,7 +392,8 @@ fn stream_jsonl(
     let t = Instant::now();
     loop {
         line.clear();
-        let n = from.read_until(b'\n', &mut line).map_err(io_err("reading natrec-gen's JSON Lines"))?;
+        let n =
+            from.read_until(b'\n', &mut line).map_err(io_err("reading natrec-gen's JSON Lines"))?;
         if n == 0 {
             break;
         }
@@ -356,7 +401,11 @@ fn stream_jsonl(
         let ends = picker.ends;
         picker.offer(&line)?;
         if picker.ends != ends && picker.ends.is_multiple_of(tenth) {
-            log(&format!("  {} of {flows} translations streamed ({:.0} s)", picker.ends, t.elapsed().as_secs_f64()));
+            log(&format!(
+                "  {} of {flows} translations streamed ({:.0} s)",
+                picker.ends,
+                t.elapsed().as_secs_f64()
+            ));
         }
         to.write_all(&line).map_err(io_err("writing JSON Lines to natrec import"))?;
     }
@@ -417,13 +466,23 @@ pub fn run_query(opts: &QueryOptions, log: &mut dyn FnMut(&str)) -> Result<Value
             let src = src_of(&q.inside);
             for _ in 0..reps {
                 let (tn, answer) = timed(Command::new(&opts.natrec).args([
-                    "query", "--dir", path_str(&logs.segments)?, "--outside", &q.outside, "--at", &q.at, "--csv",
+                    "query",
+                    "--dir",
+                    path_str(&logs.segments)?,
+                    "--outside",
+                    &q.outside,
+                    "--at",
+                    &q.at,
+                    "--csv",
                 ]))?;
                 let grep = match &logs.text {
-                    Some(text) => Some(timed(Command::new("grep").args(["-E", &pattern, path_str(text)?]))?),
+                    Some(text) => {
+                        Some(timed(Command::new("grep").args(["-E", &pattern, path_str(text)?]))?)
+                    }
                     None => None,
                 };
-                let (tz, out_z) = timed(Command::new("zstdgrep").args(["-E", &pattern, path_str(&logs.zst)?]))?;
+                let (tz, out_z) =
+                    timed(Command::new("zstdgrep").args(["-E", &pattern, path_str(&logs.zst)?]))?;
                 let lines_z = out_z.lines().count();
                 // natrec's answer must name the inside endpoint that held it; zstdgrep's (and
                 // grep's) lines must hold its address too.
@@ -448,7 +507,11 @@ pub fn run_query(opts: &QueryOptions, log: &mut dyn FnMut(&str)) -> Result<Value
                     t_grep.push(tg);
                     ratio_g.push(tg / tn.max(1e-9));
                 }
-                log(&format!("  {}: natrec {tn:.4} s, grep {}, zstdgrep {tz:.2} s", q.outside, tg.map_or("–".to_owned(), |t| format!("{t:.2} s"))));
+                log(&format!(
+                    "  {}: natrec {tn:.4} s, grep {}, zstdgrep {tz:.2} s",
+                    q.outside,
+                    tg.map_or("–".to_owned(), |t| format!("{t:.2} s"))
+                ));
                 answers.push(json!({
                     "outside": q.outside, "at": q.at, "inside": q.inside,
                     "natrec_s": tn, "natrec_names_inside": natrec_right,
@@ -524,13 +587,19 @@ mod tests {
     fn picker_spreads_questions_over_end_events_and_skips_dnat() {
         let mut p = Picker::new(100, 4);
         for i in 1..=100u64 {
-            let start = format!("{{\"event\":\"start\",\"kind\":\"snat\",\"inside\":\"x\",\"n\":{i}}}\n");
+            let start =
+                format!("{{\"event\":\"start\",\"kind\":\"snat\",\"inside\":\"x\",\"n\":{i}}}\n");
             p.offer(start.as_bytes()).expect("start line");
             // End event 38 is a port forward: the second pick moves to 39.
-            p.offer(end_line(i, if i == 38 { "dnat" } else { "snat" }).as_bytes()).expect("end line");
+            p.offer(end_line(i, if i == 38 { "dnat" } else { "snat" }).as_bytes())
+                .expect("end line");
         }
-        let ports: Vec<String> =
-            p.finish().expect("picks").iter().map(|q| q.outside.rsplit_once(':').map(|(_, p)| p.to_owned()).unwrap_or_default()).collect();
+        let ports: Vec<String> = p
+            .finish()
+            .expect("picks")
+            .iter()
+            .map(|q| q.outside.rsplit_once(':').map(|(_, p)| p.to_owned()).unwrap_or_default())
+            .collect();
         assert_eq!(ports, ["13", "39", "63", "88"], "the schedule does not shift after a skip");
         let q = Picker::new(10, 3);
         assert!(q.finish().is_err(), "nothing offered, nothing to ask");

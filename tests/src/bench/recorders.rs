@@ -76,13 +76,21 @@ impl Recorder {
     pub fn describe(self) -> &'static str {
         match self {
             Recorder::None => "no recorder",
-            Recorder::Natrec => "natrec record --wan wan0 --lan lanN… --dir DIR --stats-json (ends from the end probe)",
+            Recorder::Natrec => {
+                "natrec record --wan wan0 --lan lanN… --dir DIR --stats-json (ends from the end probe)"
+            }
             Recorder::NatrecCtnetlink => {
                 "natrec record --wan wan0 --lan lanN… --dir DIR --stats-json --ends ctnetlink"
             }
-            Recorder::ConntrackE => "conntrack -E -e NEW,DESTROY -o timestamp,extended -b 64MiB > FILE",
-            Recorder::UlogdText => "ulogd2: NFCT (hash_enable=0, NEW+DESTROY) → IP2STR → PRINTFLOW → LOGEMU (sync=1)",
-            Recorder::UlogdJson => "ulogd2: NFCT (hash_enable=0, NEW+DESTROY) → IP2STR → JSON (sync=1)",
+            Recorder::ConntrackE => {
+                "conntrack -E -e NEW,DESTROY -o timestamp,extended -b 64MiB > FILE"
+            }
+            Recorder::UlogdText => {
+                "ulogd2: NFCT (hash_enable=0, NEW+DESTROY) → IP2STR → PRINTFLOW → LOGEMU (sync=1)"
+            }
+            Recorder::UlogdJson => {
+                "ulogd2: NFCT (hash_enable=0, NEW+DESTROY) → IP2STR → JSON (sync=1)"
+            }
         }
     }
 
@@ -168,7 +176,8 @@ pub fn start(recorder: Recorder, lab: &GatewayLab, dir: &Path) -> Result<Running
             // NatrecRecord reads this file at stop; natrec is not asked to write JSON Lines (that
             // would add to its cost), so it stays empty.
             let placeholder = dir.join("no-jsonl.jsonl");
-            std::fs::write(&placeholder, "").map_err(io_err(format!("creating {}", placeholder.display())))?;
+            std::fs::write(&placeholder, "")
+                .map_err(io_err(format!("creating {}", placeholder.display())))?;
             let lans = lab.lan_ifs();
             let rcvbuf = NETLINK_RCVBUF.to_string();
             let mut args = vec!["record", "--wan", lab.wan_if()];
@@ -176,7 +185,10 @@ pub fn start(recorder: Recorder, lab: &GatewayLab, dir: &Path) -> Result<Running
                 args.extend(["--lan", lan.as_str()]);
             }
             args.extend(["--dir", path_str(&store)?, "--stats-json", "--netlink-rcvbuf", &rcvbuf]);
-            args.extend(["--ends", if recorder == Recorder::Natrec { "auto" } else { "ctnetlink" }]);
+            args.extend([
+                "--ends",
+                if recorder == Recorder::Natrec { "auto" } else { "ctnetlink" },
+            ]);
             let rec = NatrecRecord::start_with(gw, &args, &placeholder)?;
             running.pid = Some(find_pid(gw, "natrec")?);
             running.natrec = Some(rec);
@@ -248,7 +260,8 @@ fn find_pid(ns: &Netns, comm: &str) -> Result<u32> {
     for pid in ns.pids()? {
         let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         if name.trim() == comm {
-            return u32::try_from(pid).map_err(|_| BenchError::Invalid(format!("pid {pid} out of range")));
+            return u32::try_from(pid)
+                .map_err(|_| BenchError::Invalid(format!("pid {pid} out of range")));
         }
     }
     Err(BenchError::Invalid(format!("no process named {comm} in {}", ns.name())))
@@ -264,7 +277,10 @@ fn wait_for_comm(pid: Option<u32>, comm: &str) -> Result<()> {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(BenchError::Invalid(format!("pid {pid} did not become {comm} (it is {:?})", name.trim())));
+            return Err(BenchError::Invalid(format!(
+                "pid {pid} did not become {comm} (it is {:?})",
+                name.trim()
+            )));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -332,10 +348,9 @@ impl Running {
                 count_natrec(&out, summary)
             }
             Recorder::ConntrackE | Recorder::UlogdText | Recorder::UlogdJson => {
-                let child = self
-                    .child
-                    .take()
-                    .ok_or_else(|| BenchError::Invalid(format!("{} was not running", self.recorder.name())))?;
+                let child = self.child.take().ok_or_else(|| {
+                    BenchError::Invalid(format!("{} was not running", self.recorder.name()))
+                })?;
                 let status = child.stop(libc::SIGTERM, Duration::from_secs(20))?;
                 // conntrack exits 0 on SIGTERM, ulogd2 too; anything else is worth knowing.
                 if !status.success() && status.code().is_some() {
@@ -345,7 +360,9 @@ impl Running {
                     )));
                 }
                 match self.recorder {
-                    Recorder::ConntrackE => count_conntrack(&out, &self.dir.join("conntrack.stderr")),
+                    Recorder::ConntrackE => {
+                        count_conntrack(&out, &self.dir.join("conntrack.stderr"))
+                    }
                     Recorder::UlogdText => count_ulogd_text(&out, &self.dir.join("ulogd.log")),
                     _ => count_ulogd_json(&out, &self.dir.join("ulogd.log")),
                 }
@@ -372,8 +389,9 @@ fn json_u64(v: &serde_json::Value, path: &[&str]) -> u64 {
 /// natrec: translations in its segment store (read back with the store's reader), drops from its
 /// summary (kernel ring buffer full, netlink ENOBUFS, store write losses).
 fn count_natrec(store: &Path, summary: serde_json::Value) -> Result<Recorded> {
-    let reader = Reader::open(store)
-        .map_err(|e| BenchError::Invalid(format!("reading natrec's store {}: {e}", store.display())))?;
+    let reader = Reader::open(store).map_err(|e| {
+        BenchError::Invalid(format!("reading natrec's store {}: {e}", store.display()))
+    })?;
     let filter = Filter {
         from: jiff::Timestamp::MIN,
         to: jiff::Timestamp::MAX,
@@ -390,9 +408,15 @@ fn count_natrec(store: &Path, summary: serde_json::Value) -> Result<Recorded> {
                 complete += 1;
             }
         })
-        .map_err(|e| BenchError::Invalid(format!("scanning natrec's store {}: {e}", store.display())))?;
+        .map_err(|e| {
+            BenchError::Invalid(format!("scanning natrec's store {}: {e}", store.display()))
+        })?;
     if !report.damage.is_empty() {
-        return Err(BenchError::Invalid(format!("natrec's store {} is damaged: {:?}", store.display(), report.damage)));
+        return Err(BenchError::Invalid(format!(
+            "natrec's store {} is damaged: {:?}",
+            store.display(),
+            report.damage
+        )));
     }
     let ringbuf_full = json_u64(&summary, &["kernel", "ringbuf_full"]);
     let enobufs = json_u64(&summary, &["netlink_enobufs"]);
@@ -402,7 +426,9 @@ fn count_natrec(store: &Path, summary: serde_json::Value) -> Result<Recorded> {
         starts: total,
         ends: json_u64(&summary, &["tracker", "ends"]),
         drops_reported: ringbuf_full + enobufs + lost,
-        drop_detail: format!("ringbuf_full={ringbuf_full} netlink_enobufs={enobufs} store_lost={lost}"),
+        drop_detail: format!(
+            "ringbuf_full={ringbuf_full} netlink_enobufs={enobufs} store_lost={lost}"
+        ),
         bytes: disk_bytes(store),
         own_summary: Some(summary),
     })
@@ -416,7 +442,9 @@ fn scan_lines(path: &Path, mut each: impl FnMut(u64, &str)) -> Result<()> {
     let mut n = 0u64;
     loop {
         buf.clear();
-        let got = reader.read_until(b'\n', &mut buf).map_err(io_err(format!("reading {}", path.display())))?;
+        let got = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(io_err(format!("reading {}", path.display())))?;
         if got == 0 {
             return Ok(());
         }
@@ -440,7 +468,8 @@ fn import_pairs(path: &Path, format: Format) -> Result<(u64, u64, u64)> {
 }
 
 fn count_matches(path: &Path, needle: &str) -> u64 {
-    std::fs::read_to_string(path).map_or(0, |t| t.lines().filter(|l| l.contains(needle)).count() as u64)
+    std::fs::read_to_string(path)
+        .map_or(0, |t| t.lines().filter(|l| l.contains(needle)).count() as u64)
 }
 
 /// `conntrack -E`: NEW and DESTROY lines paired; drops = its "We have hit ENOBUFS" warnings
@@ -503,13 +532,15 @@ fn count_ulogd_json(out: &Path, log: &Path) -> Result<Recorded> {
     let mut new_ids = std::collections::HashSet::new();
     let mut destroy_ids = Vec::new();
     let mut unreadable = 0u64;
-    scan_lines(out, |_, l| match (json_number_after(l, "\"ct.event\":"), json_number_after(l, "\"ct.id\":")) {
-        (Some(1), Some(id)) => {
-            new_ids.insert(id);
+    scan_lines(out, |_, l| {
+        match (json_number_after(l, "\"ct.event\":"), json_number_after(l, "\"ct.id\":")) {
+            (Some(1), Some(id)) => {
+                new_ids.insert(id);
+            }
+            (Some(4), Some(id)) => destroy_ids.push(id),
+            (Some(_), Some(_)) => {}
+            _ => unreadable += 1,
         }
-        (Some(4), Some(id)) => destroy_ids.push(id),
-        (Some(_), Some(_)) => {}
-        _ => unreadable += 1,
     })?;
     let complete = destroy_ids.iter().filter(|id| new_ids.contains(id)).count() as u64;
     let (drops, detail) = ulogd_drops(log);

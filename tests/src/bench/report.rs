@@ -119,7 +119,9 @@ pub fn render(dir: &Path) -> Result<String> {
             md.push_str("\n\n");
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => return Err(BenchError::Io { what: format!("reading {}", notes.display()), source }),
+        Err(source) => {
+            return Err(BenchError::Io { what: format!("reading {}", notes.display()), source });
+        }
     }
     match read_results(dir, "storage")? {
         Some(st) => render_storage(&mut md, &st),
@@ -271,7 +273,12 @@ fn render_capture_storage(md: &mut String, c: &Value) {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|r| r["rep"] == 1 && (r["compressed"].is_object() || (r["recorder"] == "natrec" && r["rate"] == c["options"]["compress_rate"].to_string().as_str())))
+        .filter(|r| {
+            r["rep"] == 1
+                && (r["compressed"].is_object()
+                    || (r["recorder"] == "natrec"
+                        && r["rate"] == c["options"]["compress_rate"].to_string().as_str()))
+        })
         .collect();
     if runs.is_empty() {
         return;
@@ -287,7 +294,9 @@ fn render_capture_storage(md: &mut String, c: &Value) {
     md.push_str("| recorder | translations | raw bytes / translation | zstd -19 | xz -9 |\n|---|---:|---:|---:|---:|\n");
     for r in runs {
         let created = r["created"].as_f64().unwrap_or(f64::NAN);
-        let per = |v: &Value| v.as_f64().map_or_else(|| "–".to_owned(), |b| format!("{:.2}", b / created));
+        let per = |v: &Value| {
+            v.as_f64().map_or_else(|| "–".to_owned(), |b| format!("{:.2}", b / created))
+        };
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} |",
@@ -374,7 +383,10 @@ fn render_query(md: &mut String, q: &Value) {
          |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let mb = |v: &Value| {
-        v.as_f64().map_or_else(|| "–".to_owned(), |b| if b < 1e8 { format!("{:.1}", b / 1e6) } else { thousands(b / 1e6) })
+        v.as_f64().map_or_else(
+            || "–".to_owned(),
+            |b| if b < 1e8 { format!("{:.1}", b / 1e6) } else { thousands(b / 1e6) },
+        )
     };
     for r in &rows {
         let skipped = r["grep_skipped"].is_string();
@@ -401,7 +413,10 @@ fn render_query(md: &mut String, q: &Value) {
         .iter()
         .filter_map(|r| {
             let why = r["grep_skipped"].as_str()?;
-            Some(format!("{}: {why}", r["translations"].as_f64().map_or_else(|| "–".to_owned(), thousands)))
+            Some(format!(
+                "{}: {why}",
+                r["translations"].as_f64().map_or_else(|| "–".to_owned(), thousands)
+            ))
         })
         .collect();
     if !skipped.is_empty() {
@@ -415,7 +430,11 @@ fn render_query(md: &mut String, q: &Value) {
                 "\nTarget: `natrec query` ≥ {TARGET_QUERY_RATIO:.0}× faster than zstdgrep at {} translations — measured \
                  {} ({}).",
                 thousands(TARGET_QUERY_AT as f64),
-                fmt_spread(&at_target.map_or(Value::Null, |r| r["zstdgrep_over_natrec"].clone()), 1.0, 0),
+                fmt_spread(
+                    &at_target.map_or(Value::Null, |r| r["zstdgrep_over_natrec"].clone()),
+                    1.0,
+                    0
+                ),
                 if ratio.min >= TARGET_QUERY_RATIO {
                     "met"
                 } else if ratio.max < TARGET_QUERY_RATIO {
@@ -541,10 +560,23 @@ mod tests {
         });
         let mut md = String::new();
         render_query(&mut md, &q);
-        assert!(md.contains("| 1\u{202f}000\u{202f}000 | 5 × 3 | 0.1500 [0.1000–0.2000] | 0.150 [0.100–0.200] |"), "{md}");
-        assert!(md.contains("| 100\u{202f}000\u{202f}000 | 5 × 1 | 0.1500 [0.1000–0.2000] | not run¹ |"), "{md}");
+        assert!(
+            md.contains(
+                "| 1\u{202f}000\u{202f}000 | 5 × 3 | 0.1500 [0.1000–0.2000] | 0.150 [0.100–0.200] |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| 100\u{202f}000\u{202f}000 | 5 × 1 | 0.1500 [0.1000–0.2000] | not run¹ |"
+            ),
+            "{md}"
+        );
         assert!(md.contains("| 36\u{202f}400 (not kept) |"), "{md}");
-        assert!(md.contains("¹ 100\u{202f}000\u{202f}000: raw text would be 36.4 GB; not kept."), "{md}");
+        assert!(
+            md.contains("¹ 100\u{202f}000\u{202f}000: raw text would be 36.4 GB; not kept."),
+            "{md}"
+        );
         assert!(md.contains("all did"), "{md}");
         assert!(md.contains("≥ 1000× faster than zstdgrep at 100\u{202f}000\u{202f}000 translations — measured 500 [300–1200] (unresolved"), "{md}");
     }

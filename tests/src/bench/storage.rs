@@ -32,12 +32,12 @@ pub struct StorageOptions {
     pub seed: u64,
 }
 
-
 /// Compresses `file` with `tool args…` (single-threaded) into `file.ext`; returns the
 /// compressed bytes and the seconds it took.
 pub(crate) fn compress(file: &Path, tool: &str, args: &[&str], ext: &str) -> Result<(u64, f64)> {
     let out = PathBuf::from(format!("{}.{ext}", file.display()));
-    let target = std::fs::File::create(&out).map_err(io_err(format!("creating {}", out.display())))?;
+    let target =
+        std::fs::File::create(&out).map_err(io_err(format!("creating {}", out.display())))?;
     let t = Instant::now();
     let status = Command::new(tool)
         .args(args)
@@ -64,16 +64,30 @@ pub fn run_storage(opts: &StorageOptions, log: &mut dyn FnMut(&str)) -> Result<V
     let seed = opts.seed.to_string();
     let mut rows = Vec::new();
     let jsonl = work.path().join("workload.jsonl");
-    for (format, name) in [("jsonl", "workload.jsonl"), ("conntrack", "conntrack.txt"), ("ulogd-json", "ulogd.json")] {
+    for (format, name) in
+        [("jsonl", "workload.jsonl"), ("conntrack", "conntrack.txt"), ("ulogd-json", "ulogd.json")]
+    {
         let out = work.path().join(name);
         run_quiet(Command::new(&opts.natrec_gen).args([
-            "--format", format, "--flows", &flows, "--seed", &seed, "--out", path_str(&out)?,
+            "--format",
+            format,
+            "--flows",
+            &flows,
+            "--seed",
+            &seed,
+            "--out",
+            path_str(&out)?,
         ]))?;
     }
     let segments = work.path().join("segments");
     let t = Instant::now();
     run_quiet(Command::new(&opts.natrec).args([
-        "import", "--format", "jsonl", "--dir", path_str(&segments)?, path_str(&jsonl)?,
+        "import",
+        "--format",
+        "jsonl",
+        "--dir",
+        path_str(&segments)?,
+        path_str(&jsonl)?,
     ]))?;
     let import_s = t.elapsed().as_secs_f64();
     let natrec_bytes = disk_bytes(&segments);
@@ -94,7 +108,9 @@ pub fn run_storage(opts: &StorageOptions, log: &mut dyn FnMut(&str)) -> Result<V
         let raw = disk_bytes(&file);
         let (zstd, zstd_s) = compress(&file, "zstd", &["-19", "-T1", "-q"], "zst")?;
         let (xz, xz_s) = compress(&file, "xz", &["-9", "-T1"], "xz")?;
-        log(&format!("{what}: {raw} raw, {zstd} zstd -19 ({zstd_s:.1} s), {xz} xz -9 ({xz_s:.1} s)"));
+        log(&format!(
+            "{what}: {raw} raw, {zstd} zstd -19 ({zstd_s:.1} s), {xz} xz -9 ({xz_s:.1} s)"
+        ));
         rows.push(json!({
             "what": what,
             "raw_bytes": raw,

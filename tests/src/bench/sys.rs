@@ -23,7 +23,8 @@ pub struct CtStats {
 impl CtStats {
     /// The counters of `ns` now.
     pub fn read(ns: &Netns) -> Result<CtStats> {
-        let text = ns.run_in(|| std::fs::read_to_string("/proc/thread-self/net/stat/nf_conntrack"))?
+        let text = ns
+            .run_in(|| std::fs::read_to_string("/proc/thread-self/net/stat/nf_conntrack"))?
             .map_err(io_err(format!("reading /proc/net/stat/nf_conntrack in {}", ns.name())))?;
         CtStats::parse(&text)
     }
@@ -50,7 +51,9 @@ impl CtStats {
                     BenchError::Invalid(format!("/proc/net/stat/nf_conntrack: short row {line:?}"))
                 })?;
                 u64::from_str_radix(cell, 16).map_err(|_| {
-                    BenchError::Invalid(format!("/proc/net/stat/nf_conntrack: {cell:?} is not hexadecimal"))
+                    BenchError::Invalid(format!(
+                        "/proc/net/stat/nf_conntrack: {cell:?} is not hexadecimal"
+                    ))
                 })
             };
             s.insert_failed += get(fail)?;
@@ -97,12 +100,17 @@ impl NatCounter {
     /// The packets counted so far (new translations leaving the WAN interface).
     pub fn read(&self, ns: &Netns) -> Result<u64> {
         if ns.name() != self.ns {
-            return Err(BenchError::Invalid(format!("the counter is in {}, not {}", self.ns, ns.name())));
+            return Err(BenchError::Invalid(format!(
+                "the counter is in {}, not {}",
+                self.ns,
+                ns.name()
+            )));
         }
         let out = ns.exec(&["nft", "list", "counter", "ip", self.table.name(), "created"])?;
         let text = String::from_utf8_lossy(&out.stdout);
-        parse_counter_packets(&text)
-            .ok_or_else(|| BenchError::Invalid(format!("unexpected `nft list counter` output: {text}")))
+        parse_counter_packets(&text).ok_or_else(|| {
+            BenchError::Invalid(format!("unexpected `nft list counter` output: {text}"))
+        })
     }
 }
 
@@ -119,7 +127,8 @@ fn parse_counter_packets(text: &str) -> Option<u64> {
 
 /// The number of entries in the conntrack table of `ns` now.
 pub fn ct_count(ns: &Netns) -> Result<u64> {
-    let text = ns.run_in(|| std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count"))?
+    let text = ns
+        .run_in(|| std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count"))?
         .map_err(io_err(format!("reading nf_conntrack_count in {}", ns.name())))?;
     text.trim()
         .parse()
@@ -140,7 +149,8 @@ impl ProcCpu {
     /// The CPU time `pid` has used so far.
     pub fn read(pid: u32) -> Result<ProcCpu> {
         let stat_path = format!("/proc/{pid}/stat");
-        let stat = std::fs::read_to_string(&stat_path).map_err(io_err(format!("reading {stat_path}")))?;
+        let stat =
+            std::fs::read_to_string(&stat_path).map_err(io_err(format!("reading {stat_path}")))?;
         // The command name (field 2) is in parentheses and may hold spaces: count after it.
         let after = stat
             .rsplit_once(')')
@@ -162,11 +172,10 @@ impl ProcCpu {
             let path = entry.path().join("schedstat");
             // A thread may exit between the listing and the read.
             let Ok(text) = std::fs::read_to_string(&path) else { continue };
-            sched_ns += text
-                .split_whitespace()
-                .next()
-                .and_then(|f| f.parse::<u64>().ok())
-                .ok_or_else(|| BenchError::Invalid(format!("{}: unexpected {text:?}", path.display())))?;
+            sched_ns +=
+                text.split_whitespace().next().and_then(|f| f.parse::<u64>().ok()).ok_or_else(
+                    || BenchError::Invalid(format!("{}: unexpected {text:?}", path.display())),
+                )?;
         }
         Ok(ProcCpu { sched_ns, ticks })
     }
@@ -198,12 +207,14 @@ impl GlobalSysctl {
     /// already at least `value` (numeric); returns the guard that restores it.
     pub fn raise_to(key: &str, value: u64) -> Result<Option<GlobalSysctl>> {
         let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
-        let old = std::fs::read_to_string(&path).map_err(io_err(format!("reading {}", path.display())))?;
+        let old = std::fs::read_to_string(&path)
+            .map_err(io_err(format!("reading {}", path.display())))?;
         let old = old.trim().to_owned();
         if old.parse::<u64>().is_ok_and(|v| v >= value) {
             return Ok(None);
         }
-        std::fs::write(&path, value.to_string()).map_err(io_err(format!("writing {}", path.display())))?;
+        std::fs::write(&path, value.to_string())
+            .map_err(io_err(format!("writing {}", path.display())))?;
         Ok(Some(GlobalSysctl { path, old }))
     }
 
@@ -216,7 +227,11 @@ impl GlobalSysctl {
 impl Drop for GlobalSysctl {
     fn drop(&mut self) {
         if let Err(e) = std::fs::write(&self.path, &self.old) {
-            eprintln!("natrec-bench: could not restore {} to {}: {e}", self.path.display(), self.old);
+            eprintln!(
+                "natrec-bench: could not restore {} to {}: {e}",
+                self.path.display(),
+                self.old
+            );
         }
     }
 }
@@ -236,7 +251,11 @@ impl Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu_model = cpuinfo
             .lines()
-            .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_owned()))
+            .find_map(|l| {
+                l.strip_prefix("model name")
+                    .and_then(|r| r.split_once(':'))
+                    .map(|(_, m)| m.trim().to_owned())
+            })
             .unwrap_or_else(|| "unknown".into());
         let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -298,7 +317,10 @@ mod tests {
             }
         }
         let child = Kill(
-            std::process::Command::new("sh").args(["-c", "while :; do :; done"]).spawn().expect("spawn a busy shell"),
+            std::process::Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .expect("spawn a busy shell"),
         );
         let pid = child.0.id();
         std::thread::sleep(std::time::Duration::from_millis(50));

@@ -25,9 +25,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use natrec_tests::bench::capture::{self, CaptureOptions};
+use natrec_tests::bench::query::{self, QueryOptions};
 use natrec_tests::bench::recorders::Recorder;
 use natrec_tests::bench::report;
-use natrec_tests::bench::query::{self, QueryOptions};
 use natrec_tests::bench::storage::{self, StorageOptions};
 use natrec_tests::lab::ensure_root_capabilities;
 
@@ -69,7 +69,10 @@ struct Args {
 fn parse_args(argv: &[String]) -> Result<Args> {
     let root = workspace_root();
     let mut it = argv.iter();
-    let part = it.next().ok_or_else(|| anyhow!("expected a part (capture, storage, query or report)\n{USAGE}"))?.clone();
+    let part = it
+        .next()
+        .ok_or_else(|| anyhow!("expected a part (capture, storage, query or report)\n{USAGE}"))?
+        .clone();
     if !["capture", "storage", "query", "report"].contains(&part.as_str()) {
         bail!("unknown part {part:?}: expected capture, storage, query or report\n{USAGE}");
     }
@@ -94,11 +97,9 @@ fn parse_args(argv: &[String]) -> Result<Args> {
                 args.sizes = v
                     .split(',')
                     .map(|n| {
-                        n.trim()
-                            .parse::<u64>()
-                            .ok()
-                            .filter(|n| *n >= 1000)
-                            .ok_or_else(|| anyhow!("--sizes expects numbers of translations ≥ 1000, got {n:?}"))
+                        n.trim().parse::<u64>().ok().filter(|n| *n >= 1000).ok_or_else(|| {
+                            anyhow!("--sizes expects numbers of translations ≥ 1000, got {n:?}")
+                        })
                     })
                     .collect::<Result<_>>()?;
             }
@@ -112,8 +113,9 @@ fn parse_args(argv: &[String]) -> Result<Args> {
             }
             "--raw-text-budget" => {
                 let v = value()?;
-                args.raw_text_budget =
-                    v.parse().map_err(|_| anyhow!("--raw-text-budget expects a number of bytes, got {v:?}"))?;
+                args.raw_text_budget = v.parse().map_err(|_| {
+                    anyhow!("--raw-text-budget expects a number of bytes, got {v:?}")
+                })?;
             }
             "--results" => args.results = PathBuf::from(value()?),
             "--markdown" => args.markdown = PathBuf::from(value()?),
@@ -122,27 +124,30 @@ fn parse_args(argv: &[String]) -> Result<Args> {
                 let v = value()?;
                 args.capture.compress_rate = match v.as_str() {
                     "none" => None,
-                    n => Some(n.parse().map_err(|_| anyhow!("--compress-rate expects a rate or none, got {v:?}"))?),
+                    n => Some(n.parse().map_err(|_| {
+                        anyhow!("--compress-rate expects a rate or none, got {v:?}")
+                    })?),
                 };
             }
             "--duration" => {
                 let v = value()?;
-                let secs: f64 = v.parse().ok().filter(|s: &f64| *s > 0.0 && *s <= 3600.0).ok_or_else(|| {
-                    anyhow!("--duration expects seconds between 0 and 3600, got {v:?}")
-                })?;
+                let secs: f64 =
+                    v.parse().ok().filter(|s: &f64| *s > 0.0 && *s <= 3600.0).ok_or_else(|| {
+                        anyhow!("--duration expects seconds between 0 and 3600, got {v:?}")
+                    })?;
                 args.capture.duration = Duration::from_secs_f64(secs);
             }
             "--reps" => {
                 let v = value()?;
-                args.capture.reps = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=100).contains(n))
-                    .ok_or_else(|| anyhow!("--reps expects a number from 1 to 100, got {v:?}"))?;
+                args.capture.reps =
+                    v.parse().ok().filter(|n| (1..=100).contains(n)).ok_or_else(|| {
+                        anyhow!("--reps expects a number from 1 to 100, got {v:?}")
+                    })?;
             }
             "--seed" => {
                 let v = value()?;
-                args.capture.seed = v.parse().map_err(|_| anyhow!("--seed expects a number, got {v:?}"))?;
+                args.capture.seed =
+                    v.parse().map_err(|_| anyhow!("--seed expects a number, got {v:?}"))?;
             }
             "--rates" => {
                 let v = value()?;
@@ -150,12 +155,9 @@ fn parse_args(argv: &[String]) -> Result<Args> {
                     .split(',')
                     .map(|r| match r.trim() {
                         "max" => Ok(None),
-                        n => n
-                            .parse::<u64>()
-                            .ok()
-                            .filter(|n| *n > 0)
-                            .map(Some)
-                            .ok_or_else(|| anyhow!("--rates expects positive numbers or max, got {r:?}")),
+                        n => n.parse::<u64>().ok().filter(|n| *n > 0).map(Some).ok_or_else(|| {
+                            anyhow!("--rates expects positive numbers or max, got {r:?}")
+                        }),
                     })
                     .collect::<Result<_>>()?;
             }
@@ -189,7 +191,8 @@ fn commit_description() -> String {
     let Some(head) = git(&["rev-parse", "--short=12", "HEAD"]) else {
         return "unknown (not a git checkout)".to_owned();
     };
-    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
     if dirty { format!("{head} (with uncommitted changes)") } else { head }
 }
 
@@ -202,14 +205,26 @@ fn real_main() -> Result<()> {
             unsafe { std::env::set_var("NATREC_BIN", natrec) };
         }
         if !ensure_root_capabilities()? {
-            bail!("the capture benchmark needs root, network namespaces, nftables and conntrack (NATREC_TESTS_NO_ROOT=1 is set)");
+            bail!(
+                "the capture benchmark needs root, network namespaces, nftables and conntrack (NATREC_TESTS_NO_ROOT=1 is set)"
+            );
         }
-        if args.capture.recorders.iter().any(|r| matches!(r, Recorder::Natrec | Recorder::NatrecCtnetlink)) {
+        if args
+            .capture
+            .recorders
+            .iter()
+            .any(|r| matches!(r, Recorder::Natrec | Recorder::NatrecCtnetlink))
+        {
             natrec_tests::recorder_proc::natrec_bin().context("the natrec binary to benchmark")?;
         }
         capture::stop_on_signals();
         let total_runs = args.capture.reps
-            * args.capture.rates.iter().map(|r| args.capture.recorders.len() + usize::from(r.is_none())).sum::<usize>();
+            * args
+                .capture
+                .rates
+                .iter()
+                .map(|r| args.capture.recorders.len() + usize::from(r.is_none()))
+                .sum::<usize>();
         eprintln!(
             "natrec-bench: capture, {total_runs} runs of {:?} each (plus start, drain and stop)",
             args.capture.duration
@@ -227,18 +242,21 @@ fn real_main() -> Result<()> {
     if args.part == "storage" || args.part == "query" {
         let natrec = match &args.natrec {
             Some(p) => p.clone(),
-            None => natrec_tests::recorder_proc::natrec_bin().context("the natrec binary (give --natrec)")?,
+            None => natrec_tests::recorder_proc::natrec_bin()
+                .context("the natrec binary (give --natrec)")?,
         };
-        let natrec_gen = args
-            .natrec_gen
-            .clone()
-            .unwrap_or_else(|| natrec.with_file_name("natrec-gen"));
+        let natrec_gen =
+            args.natrec_gen.clone().unwrap_or_else(|| natrec.with_file_name("natrec-gen"));
         if !natrec_gen.is_file() {
-            bail!("{} does not exist: build it (`cargo build --release -p recorder --bin natrec-gen`) or give --natrec-gen", natrec_gen.display());
+            bail!(
+                "{} does not exist: build it (`cargo build --release -p recorder --bin natrec-gen`) or give --natrec-gen",
+                natrec_gen.display()
+            );
         }
         let mut log = |line: &str| eprintln!("natrec-bench: {line}");
         let (name, mut doc) = if args.part == "storage" {
-            let opts = StorageOptions { natrec, natrec_gen, flows: args.flows, seed: args.capture.seed };
+            let opts =
+                StorageOptions { natrec, natrec_gen, flows: args.flows, seed: args.capture.seed };
             ("storage", storage::run_storage(&opts, &mut log)?)
         } else {
             let opts = QueryOptions {
@@ -261,7 +279,8 @@ fn real_main() -> Result<()> {
         eprintln!("natrec-bench: wrote {}", args.results.join(format!("{name}.json")).display());
     }
     let md = report::render(&args.results)?;
-    std::fs::write(&args.markdown, md).with_context(|| format!("writing {}", args.markdown.display()))?;
+    std::fs::write(&args.markdown, md)
+        .with_context(|| format!("writing {}", args.markdown.display()))?;
     eprintln!("natrec-bench: wrote {}", args.markdown.display());
     Ok(())
 }

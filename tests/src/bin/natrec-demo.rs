@@ -13,11 +13,11 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
+use natrec_tests::conntrack::conntrack_flush;
 use natrec_tests::gateway::{DNAT_TCP_INSIDE_PORT, DNAT_TCP_PORT, GatewayLab, LabSpec};
 use natrec_tests::lab::{TempDir, ensure_root_capabilities};
 use natrec_tests::recorder_proc::NatrecRecord;
 use natrec_tests::traffic::{EchoServer, FlowDone, ping, tcp_exchange, udp_exchange};
-use natrec_tests::conntrack::conntrack_flush;
 use recorder::model::FlowEvent;
 
 fn main() -> ExitCode {
@@ -38,7 +38,9 @@ fn run() -> Result<()> {
         bail!("the demo needs root, network namespaces, nftables and conntrack");
     }
 
-    println!("== building the lab: 3 inside hosts, a masquerading gateway with a port forward, outside servers");
+    println!(
+        "== building the lab: 3 inside hosts, a masquerading gateway with a port forward, outside servers"
+    );
     let lab = GatewayLab::build(LabSpec { prefix: "demo".into(), ..LabSpec::default() })?;
     let servers = lab.servers();
     let web = SocketAddr::new(IpAddr::V4(servers[0]), 443);
@@ -46,11 +48,20 @@ fn run() -> Result<()> {
     let _web = EchoServer::tcp(lab.outside(), web)?;
     let _dns = EchoServer::udp(lab.outside(), dns)?;
     let host1 = &lab.hosts()[0];
-    let _forwarded = EchoServer::tcp(host1.ns(), SocketAddr::new(IpAddr::V4(host1.addr()), DNAT_TCP_INSIDE_PORT))?;
+    let _forwarded = EchoServer::tcp(
+        host1.ns(),
+        SocketAddr::new(IpAddr::V4(host1.addr()), DNAT_TCP_INSIDE_PORT),
+    )?;
     for (i, h) in lab.hosts().iter().enumerate() {
         println!("   inside host {}: {} (namespace {})", i + 1, h.addr(), h.ns().name());
     }
-    println!("   gateway {} : WAN {} ({}), outside servers {:?}", lab.gateway().name(), lab.wan_if(), lab.wan_addr(), servers);
+    println!(
+        "   gateway {} : WAN {} ({}), outside servers {:?}",
+        lab.gateway().name(),
+        lab.wan_if(),
+        lab.wan_addr(),
+        servers
+    );
 
     let work = TempDir::new("natrec-demo")?;
     let jsonl = work.path().join("events.jsonl");
@@ -78,7 +89,9 @@ fn run() -> Result<()> {
         println!("   {:<5} {} -> {}", f.proto.to_string(), f.local, f.remote);
     }
 
-    println!("\n== ending the flows (conntrack -F in the gateway) and waiting for natrec's end events");
+    println!(
+        "\n== ending the flows (conntrack -F in the gateway) and waiting for natrec's end events"
+    );
     std::thread::sleep(Duration::from_millis(300));
     conntrack_flush(lab.gateway())?;
     let (events, complete) = rec.wait_for(Duration::from_secs(20), |evs| {
@@ -99,9 +112,13 @@ fn run() -> Result<()> {
         .collect();
 
     println!("\n== natrec captured {} translations:", ends.len());
-    println!("   {:<5} {:<5} {:<22} {:<22} {:<22} {:<12} {:>9}", "kind", "proto", "inside", "outside", "remote", "start (UTC)", "seconds");
+    println!(
+        "   {:<5} {:<5} {:<22} {:<22} {:<22} {:<12} {:>9}",
+        "kind", "proto", "inside", "outside", "remote", "start (UTC)", "seconds"
+    );
     for t in &ends {
-        let secs = t.end.map(|e| (e - t.start).get_milliseconds() as f64 / 1000.0).unwrap_or(f64::NAN);
+        let secs =
+            t.end.map(|e| (e - t.start).get_milliseconds() as f64 / 1000.0).unwrap_or(f64::NAN);
         println!(
             "   {:<5} {:<5} {:<22} {:<22} {:<22} {:<12} {:>9.3}",
             t.kind.to_string(),
@@ -130,7 +147,10 @@ fn run() -> Result<()> {
         }
     }
     println!("\n== natrec verify {}", store.display());
-    let _ = Command::new(&natrec).args(["verify", store_arg]).status().context("running natrec verify")?;
+    let _ = Command::new(&natrec)
+        .args(["verify", store_arg])
+        .status()
+        .context("running natrec verify")?;
 
     println!("\n== tearing the lab down");
     drop(lab);

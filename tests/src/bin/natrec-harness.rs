@@ -61,10 +61,7 @@ fn parse_args(argv: &[String]) -> Result<Args> {
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .ok_or_else(|| anyhow!("{flag} expects a value\n{USAGE}"))
-        };
+        let mut value = || it.next().ok_or_else(|| anyhow!("{flag} expects a value\n{USAGE}"));
         let number = |v: &String| -> Result<u64> {
             let v = v.trim();
             let parsed = match v.strip_prefix("0x") {
@@ -117,10 +114,7 @@ fn real_main() -> Result<bool> {
     natrec_tests::recorder_proc::natrec_bin().context("the natrec binary to check")?;
     let mut log = |m: &str| eprintln!("natrec-harness: {m}");
     let (text, ok, default_report) = if args.stress {
-        let mut opts = StressOptions {
-            keep: args.keep,
-            ..StressOptions::default()
-        };
+        let mut opts = StressOptions { keep: args.keep, ..StressOptions::default() };
         if let Some(s) = args.seed {
             opts.seed = s;
         }
@@ -130,10 +124,7 @@ fn real_main() -> Result<bool> {
         let report = run_stress(&opts, &mut log)?;
         (report.to_string(), true, "harness-stress-report.txt")
     } else {
-        let mut opts = HarnessOptions {
-            keep: args.keep,
-            ..HarnessOptions::default()
-        };
+        let mut opts = HarnessOptions { keep: args.keep, ..HarnessOptions::default() };
         if args.per_flow {
             opts.query_mode = QueryMode::PerFlow;
         }
@@ -148,17 +139,12 @@ fn real_main() -> Result<bool> {
         }
         let report = run(&opts, &mut log)?;
         if !report.passed() {
-            log(&format!(
-                "the run's files are kept in {}",
-                opts.work_dir.display()
-            ));
+            log(&format!("the run's files are kept in {}", opts.work_dir.display()));
         }
         (report.to_string(), report.passed(), "harness-report.txt")
     };
     print!("{text}");
-    let path = args
-        .report
-        .unwrap_or_else(|| target_dir().join(default_report));
+    let path = args.report.unwrap_or_else(|| target_dir().join(default_report));
     std::fs::write(&path, &text)
         .with_context(|| format!("writing the report to {}", path.display()))?;
     log(&format!("report written to {}", path.display()));

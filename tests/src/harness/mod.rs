@@ -32,10 +32,7 @@ pub enum HarnessError {
     Pcap { path: PathBuf, reason: String },
     /// An I/O operation of the harness failed.
     #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    Io { what: String, source: std::io::Error },
     /// natrec's store could not be opened.
     #[error("opening natrec's store: {0}")]
     Store(#[from] recorder::store::StoreError),

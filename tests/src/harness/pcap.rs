@@ -46,10 +46,7 @@ pub struct CaptureStats {
 /// Reads every TCP, UDP and ICMP echo packet of an Ethernet, Linux cooked (SLL/SLL2) or raw IP
 /// pcap file, in file order.
 pub fn read_pcap(path: &Path) -> Result<(Vec<Packet>, CaptureStats), HarnessError> {
-    let bad = |reason: String| HarnessError::Pcap {
-        path: path.to_owned(),
-        reason,
-    };
+    let bad = |reason: String| HarnessError::Pcap { path: path.to_owned(), reason };
     let file = File::open(path).map_err(|source| HarnessError::Io {
         what: format!("opening {}", path.display()),
         source,
@@ -94,10 +91,7 @@ pub fn parse_frame(datalink: DataLink, data: &[u8], ts: Timestamp) -> Option<Pac
         return None;
     };
     let h = ip.header();
-    let (src_ip, dst_ip) = (
-        IpAddr::V4(h.source_addr()),
-        IpAddr::V4(h.destination_addr()),
-    );
+    let (src_ip, dst_ip) = (IpAddr::V4(h.source_addr()), IpAddr::V4(h.destination_addr()));
     let mut sig = DefaultHasher::new();
     h.identification().hash(&mut sig);
     let (proto, sport, dport) = match sliced.transport.as_ref()? {
@@ -146,9 +140,8 @@ mod tests {
     use std::time::Duration;
 
     fn udp_frame(src: [u8; 4], sport: u16, payload: &[u8]) -> Vec<u8> {
-        let b = PacketBuilder::ethernet2([2; 6], [4; 6])
-            .ipv4(src, [100, 64, 1, 1], 64)
-            .udp(sport, 7);
+        let b =
+            PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4(src, [100, 64, 1, 1], 64).udp(sport, 7);
         let mut out = Vec::new();
         b.write(&mut out, payload).expect("build");
         out
@@ -161,10 +154,7 @@ mod tests {
         let path = dir.join("t.pcap");
         {
             let file = File::create(&path).expect("create");
-            let header = PcapHeader {
-                datalink: DataLink::ETHERNET,
-                ..PcapHeader::default()
-            };
+            let header = PcapHeader { datalink: DataLink::ETHERNET, ..PcapHeader::default() };
             let mut w = PcapWriter::with_header(file, header).expect("writer");
             let ts = Duration::new(1_800_000_000, 123_456_000);
             for frame in [
@@ -174,8 +164,7 @@ mod tests {
                 vec![0u8; 20],
             ] {
                 let len = u32::try_from(frame.len()).expect("len");
-                w.write_packet(&PcapPacket::new(ts, len, &frame))
-                    .expect("write");
+                w.write_packet(&PcapPacket::new(ts, len, &frame)).expect("write");
             }
         }
         let (pkts, stats) = read_pcap(&path).expect("read");
@@ -187,10 +176,7 @@ mod tests {
         assert_eq!(pkts[0].src, "10.0.1.2:40000".parse().expect("addr"));
         assert_eq!(pkts[1].src, "100.64.0.1:1024".parse().expect("addr"));
         assert_eq!(pkts[1].dst, "100.64.1.1:7".parse().expect("addr"));
-        assert_eq!(
-            pkts[0].ts,
-            "2027-01-15T08:00:00.123456Z".parse().expect("time")
-        );
+        assert_eq!(pkts[0].ts, "2027-01-15T08:00:00.123456Z".parse().expect("time"));
         // The same datagram before and after NAT has the same signature; another payload not.
         assert_eq!(pkts[0].signature, pkts[1].signature);
         assert_ne!(pkts[1].signature, pkts[2].signature);

@@ -62,19 +62,13 @@ impl Default for HarnessOptions {
 
 /// `<target dir>/harness/run-<pid>`.
 pub fn default_work_dir() -> PathBuf {
-    target_dir()
-        .join("harness")
-        .join(format!("run-{}", std::process::id()))
+    target_dir().join("harness").join(format!("run-{}", std::process::id()))
 }
 
 /// The workspace's target directory (`$CARGO_TARGET_DIR` or `<workspace>/target`).
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("target")
-        },
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"),
         PathBuf::from,
     )
 }
@@ -231,11 +225,7 @@ impl fmt::Display for HarnessReport {
         writeln!(f, "ambiguous-with-remote: {}", v.ambiguous)?;
         writeln!(f, "correct but held in several records: {}", v.duplicated)?;
         writeln!(f, "unpaired (no inside twin captured): {}", v.unpaired)?;
-        writeln!(
-            f,
-            "damaged store parts skipped by answers: {}",
-            v.damage.len()
-        )?;
+        writeln!(f, "damaged store parts skipped by answers: {}", v.damage.len())?;
         for d in v.damage.iter().take(SHOWN_CASES) {
             writeln!(f, "  damaged: {d}")?;
         }
@@ -278,19 +268,9 @@ impl Evidence {
     pub fn load(dir: &Path, pool: Vec<std::net::Ipv4Addr>) -> Result<Evidence, HarnessError> {
         let (outside_pkts, outside) = read_pcap(&dir.join(OUTSIDE_PCAP))?;
         let (inside_pkts, inside) = read_pcap(&dir.join(INSIDE_PCAP))?;
-        let pairing = pair(
-            &outside_pkts,
-            &inside_pkts,
-            &Sides {
-                pool,
-                inside_net: lab_inside_net,
-            },
-        );
-        Ok(Evidence {
-            pairing,
-            outside,
-            inside,
-        })
+        let pairing =
+            pair(&outside_pkts, &inside_pkts, &Sides { pool, inside_net: lab_inside_net });
+        Ok(Evidence { pairing, outside, inside })
     }
 }
 
@@ -302,8 +282,7 @@ pub const INSIDE_PCAP: &str = "inside.pcap";
 pub const STORE_DIR: &str = "store";
 
 fn path_str(p: &Path) -> Result<&str, HarnessError> {
-    p.to_str()
-        .ok_or_else(|| HarnessError::Invalid(format!("path {} is not UTF-8", p.display())))
+    p.to_str().ok_or_else(|| HarnessError::Invalid(format!("path {} is not UTF-8", p.display())))
 }
 
 /// Runs the harness; `log` hears about progress.
@@ -326,10 +305,7 @@ pub fn run(
     }
     let _ = std::fs::remove_dir_all(&store);
 
-    log(&format!(
-        "building the lab ({} inside hosts)",
-        opts.lab.inside_hosts
-    ));
+    log(&format!("building the lab ({} inside hosts)", opts.lab.inside_hosts));
     let lab = GatewayLab::build(opts.lab.clone())?;
     let _servers = start_servers(&lab)?;
     let gw = lab.gateway();
@@ -337,19 +313,13 @@ pub fn run(
     // Every interface of the gateway: the inside packets are those with an inside address.
     let inside_cap = Capture::start(gw, "any", &inside_pcap)?;
     let store_arg = path_str(&store)?.to_owned();
-    let extra = [
-        "--dir",
-        store_arg.as_str(),
-        "--rotate-age",
-        opts.rotate_age.as_str(),
-        "--stats-json",
-    ];
+    let extra =
+        ["--dir", store_arg.as_str(), "--rotate-age", opts.rotate_age.as_str(), "--stats-json"];
     log("starting natrec record");
     let mut recorder = Some(NatrecRecord::start(&lab, &jsonl, &extra)?);
     let stop = |r: &mut Option<NatrecRecord>| -> Result<RecorderRun, HarnessError> {
-        let rec = r
-            .take()
-            .ok_or_else(|| HarnessError::Invalid("natrec record is not running".into()))?;
+        let rec =
+            r.take().ok_or_else(|| HarnessError::Invalid("natrec record is not running".into()))?;
         let (_, stderr) = rec.stop()?;
         RecorderRun::from_stderr(&stderr)
     };

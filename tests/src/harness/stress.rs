@@ -77,11 +77,7 @@ impl fmt::Display for StressReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let o = &self.offered;
         let pct = |a: u64, b: u64| {
-            if b == 0 {
-                0.0
-            } else {
-                100.0 * a as f64 / b as f64
-            }
+            if b == 0 { 0.0 } else { 100.0 * a as f64 / b as f64 }
         };
         writeln!(f, "natrec harness stress mode (not pass/fail)")?;
         writeln!(
@@ -98,11 +94,7 @@ impl fmt::Display for StressReport {
             "offered: {} new flows in {:.1} s ({:.0}/s), {} send errors",
             o.sent,
             o.seconds,
-            if o.seconds > 0.0 {
-                o.sent as f64 / o.seconds
-            } else {
-                0.0
-            },
+            if o.seconds > 0.0 { o.sent as f64 / o.seconds } else { 0.0 },
             o.send_errors
         )?;
         writeln!(
@@ -131,11 +123,7 @@ impl fmt::Display for StressReport {
             "natrec CPU: {:.2} s over {:.1} s ({:.1}% of one core), store {} bytes",
             self.natrec_cpu_secs,
             self.wall_secs,
-            if self.wall_secs > 0.0 {
-                100.0 * self.natrec_cpu_secs / self.wall_secs
-            } else {
-                0.0
-            },
+            if self.wall_secs > 0.0 { 100.0 * self.natrec_cpu_secs / self.wall_secs } else { 0.0 },
             self.recorded.bytes
         )
     }
@@ -152,16 +140,9 @@ pub fn run_stress(
         what: format!("creating {}", dir.display()),
         source,
     })?;
-    log(&format!(
-        "building the lab ({} inside hosts)",
-        opts.lab.inside_hosts
-    ));
+    log(&format!("building the lab ({} inside hosts)", opts.lab.inside_hosts));
     let lab = GatewayLab::build(opts.lab.clone())?;
-    let spec = LoadSpec {
-        rate: None,
-        duration: opts.duration,
-        seed: opts.seed,
-    };
+    let spec = LoadSpec { rate: None, duration: opts.duration, seed: opts.seed };
     load::check_capacity(&lab, &spec, MAX_RATE)?;
     load::warm_up(&lab)?;
     // The warm-up's entries end before natrec starts, so it does not seed them.
@@ -169,17 +150,13 @@ pub fn run_stress(
     let gw = lab.gateway();
     log("starting natrec record");
     let running = recorders::start(Recorder::Natrec, &lab, dir)?;
-    let pid = running
-        .pid()
-        .ok_or_else(|| HarnessError::Invalid("natrec record has no pid".into()))?;
+    let pid =
+        running.pid().ok_or_else(|| HarnessError::Invalid("natrec record has no pid".into()))?;
     let counter = NatCounter::install(gw, lab.wan_if())?;
     let ct0 = CtStats::read(gw)?;
     let cpu0 = ProcCpu::read(pid)?;
     let t0 = Instant::now();
-    log(&format!(
-        "offering new flows as fast as possible for {:?}",
-        opts.duration
-    ));
+    log(&format!("offering new flows as fast as possible for {:?}", opts.duration));
     let offered = load::run(&lab, &spec)?;
     log("waiting for the last entries to end");
     drain(&lab, opts.drain_timeout)?;

@@ -66,11 +66,7 @@ impl fmt::Display for Case {
             o.at,
             o.outside_ts,
             o.inside,
-            if self.answered.is_empty() {
-                "nothing".to_owned()
-            } else {
-                self.answered.join(", ")
-            }
+            if self.answered.is_empty() { "nothing".to_owned() } else { self.answered.join(", ") }
         )
     }
 }
@@ -168,26 +164,21 @@ where
             let mut flows: HashMap<(Proto, SocketAddr, SocketAddr), Vec<&Observation>> =
                 HashMap::new();
             for o in &pairing.observations {
-                flows
-                    .entry((o.proto, o.outside, o.remote))
-                    .or_default()
-                    .push(o);
+                flows.entry((o.proto, o.outside, o.remote)).or_default().push(o);
             }
             let mut keys: Vec<_> = flows.keys().copied().collect();
             keys.sort();
             for key in keys {
                 let obs = &flows[&key];
-                let (Some(first), Some(last)) = (
-                    obs.iter().map(|o| o.at).min(),
-                    obs.iter().map(|o| o.at).max(),
-                ) else {
+                let (Some(first), Some(last)) =
+                    (obs.iter().map(|o| o.at).min(), obs.iter().map(|o| o.at).max())
+                else {
                     continue;
                 };
                 // A window centred between the first and the last packet, reaching both.
                 let half = last.duration_since(first) / 2;
-                let mid = first
-                    .checked_add(half)
-                    .map_err(|e| HarnessError::Invalid(e.to_string()))?;
+                let mid =
+                    first.checked_add(half).map_err(|e| HarnessError::Invalid(e.to_string()))?;
                 let window = half + SignedDuration::from_nanos(1);
                 let answer = who_held(source, &query(obs[0], mid, window))?;
                 note_damage(&answer, &mut v);
@@ -208,14 +199,8 @@ where
 
 fn query(o: &Observation, at: Timestamp, window: SignedDuration) -> OutsideQuery {
     OutsideQuery {
-        outside: EndpointMatch {
-            ip: o.outside.ip(),
-            port: Some(o.outside.port()),
-        },
-        remote: Some(EndpointMatch {
-            ip: o.remote.ip(),
-            port: Some(o.remote.port()),
-        }),
+        outside: EndpointMatch { ip: o.outside.ip(), port: Some(o.outside.port()) },
+        remote: Some(EndpointMatch { ip: o.remote.ip(), port: Some(o.remote.port()) }),
         proto: Some(o.proto),
         at,
         window,
@@ -245,11 +230,7 @@ fn judge(v: &mut Verdict, o: &Observation, alive: &[&Translation]) {
                     t.inside,
                     t.start,
                     t.end.map_or("open".to_owned(), |e| e.to_string()),
-                    if flags.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" {}", flags.join(","))
-                    }
+                    if flags.is_empty() { String::new() } else { format!(" {}", flags.join(",")) }
                 )
             })
             .collect(),
@@ -286,18 +267,17 @@ pub fn coverage(obs: &[Observation]) -> Coverage {
     // Per flow: first and last time, and whether its first packet came in.
     let mut flows: HashMap<FlowId, (Timestamp, Timestamp, bool)> = HashMap::new();
     for o in obs {
-        let e = flows
-            .entry((o.proto, o.inside, o.outside, o.remote))
-            .or_insert((o.at, o.at, !o.outbound));
+        let e = flows.entry((o.proto, o.inside, o.outside, o.remote)).or_insert((
+            o.at,
+            o.at,
+            !o.outbound,
+        ));
         if o.at < e.0 {
             *e = (o.at, e.1, !o.outbound);
         }
         e.1 = e.1.max(o.at);
     }
-    let mut c = Coverage {
-        flows: flows.len(),
-        ..Coverage::default()
-    };
+    let mut c = Coverage { flows: flows.len(), ..Coverage::default() };
     // Per outside endpoint: (first, last, inside, remote) of each flow that used it.
     type Use = (Timestamp, Timestamp, SocketAddr, SocketAddr);
     let mut by_outside: HashMap<(Proto, SocketAddr), Vec<Use>> = HashMap::new();
@@ -309,10 +289,7 @@ pub fn coverage(obs: &[Observation]) -> Coverage {
         if inbound_first {
             c.port_forward_flows += 1;
         }
-        by_outside
-            .entry((proto, outside))
-            .or_default()
-            .push((first, last, inside, remote));
+        by_outside.entry((proto, outside)).or_default().push((first, last, inside, remote));
     }
     for uses in by_outside.values_mut() {
         uses.sort();
@@ -320,12 +297,10 @@ pub fn coverage(obs: &[Observation]) -> Coverage {
         if insides.len() > 1 {
             c.reused_outside += 1;
         }
-        let shared = uses.iter().enumerate().any(|(i, a)| {
-            uses[i + 1..]
-                .iter()
-                .take_while(|b| b.0 <= a.1)
-                .any(|b| b.3 != a.3)
-        });
+        let shared = uses
+            .iter()
+            .enumerate()
+            .any(|(i, a)| uses[i + 1..].iter().take_while(|b| b.0 <= a.1).any(|b| b.3 != a.3));
         if shared {
             c.shared_outside += 1;
         }
@@ -385,72 +360,26 @@ mod tests {
                 Some("2026-01-01T00:00:10Z"),
             ),
             // Port reused later by another host, towards the same remote.
-            tr(
-                "10.0.2.2:5000",
-                "100.64.0.1:5000",
-                "100.64.1.1:7",
-                "2026-01-01T00:00:20Z",
-                None,
-            ),
+            tr("10.0.2.2:5000", "100.64.0.1:5000", "100.64.1.1:7", "2026-01-01T00:00:20Z", None),
             // Two records of one remote at once: ambiguous.
-            tr(
-                "10.0.3.2:6000",
-                "100.64.0.1:6000",
-                "100.64.1.2:7",
-                "2026-01-01T00:00:00Z",
-                None,
-            ),
-            tr(
-                "10.0.4.2:6000",
-                "100.64.0.1:6000",
-                "100.64.1.2:7",
-                "2026-01-01T00:00:00Z",
-                None,
-            ),
+            tr("10.0.3.2:6000", "100.64.0.1:6000", "100.64.1.2:7", "2026-01-01T00:00:00Z", None),
+            tr("10.0.4.2:6000", "100.64.0.1:6000", "100.64.1.2:7", "2026-01-01T00:00:00Z", None),
         ];
         let pairing = Pairing {
             observations: vec![
-                obs(
-                    "10.0.1.2:5000",
-                    "100.64.0.1:5000",
-                    "100.64.1.1:7",
-                    "2026-01-01T00:00:05Z",
-                ),
-                obs(
-                    "10.0.2.2:5000",
-                    "100.64.0.1:5000",
-                    "100.64.1.1:7",
-                    "2026-01-01T00:00:25Z",
-                ),
+                obs("10.0.1.2:5000", "100.64.0.1:5000", "100.64.1.1:7", "2026-01-01T00:00:05Z"),
+                obs("10.0.2.2:5000", "100.64.0.1:5000", "100.64.1.1:7", "2026-01-01T00:00:25Z"),
                 // The wire says host 3, the log says host 2: wrong.
-                obs(
-                    "10.0.3.2:5000",
-                    "100.64.0.1:5000",
-                    "100.64.1.1:7",
-                    "2026-01-01T00:00:30Z",
-                ),
+                obs("10.0.3.2:5000", "100.64.0.1:5000", "100.64.1.1:7", "2026-01-01T00:00:30Z"),
                 // Between the two lifetimes: missing.
-                obs(
-                    "10.0.1.2:5000",
-                    "100.64.0.1:5000",
-                    "100.64.1.1:7",
-                    "2026-01-01T00:00:15Z",
-                ),
-                obs(
-                    "10.0.3.2:6000",
-                    "100.64.0.1:6000",
-                    "100.64.1.2:7",
-                    "2026-01-01T00:00:01Z",
-                ),
+                obs("10.0.1.2:5000", "100.64.0.1:5000", "100.64.1.1:7", "2026-01-01T00:00:15Z"),
+                obs("10.0.3.2:6000", "100.64.0.1:6000", "100.64.1.2:7", "2026-01-01T00:00:01Z"),
             ],
             unpaired: Vec::new(),
             not_translated: 0,
         };
         let v = verify(records.as_slice(), &pairing, QueryMode::PerPacket).expect("verify");
-        assert_eq!(
-            (v.checked, v.correct, v.wrong, v.missing, v.ambiguous),
-            (5, 2, 1, 1, 1)
-        );
+        assert_eq!((v.checked, v.correct, v.wrong, v.missing, v.ambiguous), (5, 2, 1, 1, 1));
         // One query per flow reaches the same verdict.
         let per_flow = verify(records.as_slice(), &pairing, QueryMode::PerFlow).expect("verify");
         assert_eq!(
@@ -466,27 +395,19 @@ mod tests {
         assert!(!v.passed());
         assert_eq!(v.failures.len(), 2);
         assert_eq!(v.failures[0].outcome, Outcome::Wrong);
-        assert!(
-            v.failures[0]
-                .to_string()
-                .contains("natrec: snat 10.0.2.2:5000")
-        );
+        assert!(v.failures[0].to_string().contains("natrec: snat 10.0.2.2:5000"));
         assert_eq!(v.failures[1].outcome, Outcome::Missing);
         assert_eq!(v.coverage.flows, 4);
         assert_eq!(v.coverage.reused_outside, 1);
 
-        let honest = Pairing {
-            observations: pairing.observations[..2].to_vec(),
-            ..Pairing::default()
-        };
+        let honest =
+            Pairing { observations: pairing.observations[..2].to_vec(), ..Pairing::default() };
         for mode in [QueryMode::PerPacket, QueryMode::PerFlow] {
             let v = verify(records.as_slice(), &honest, mode).expect("verify");
             assert!(v.passed() && v.exact(), "{v:?}");
             // Nothing checked proves nothing.
             assert!(
-                !verify(records.as_slice(), &Pairing::default(), mode)
-                    .expect("verify")
-                    .passed()
+                !verify(records.as_slice(), &Pairing::default(), mode).expect("verify").passed()
             );
         }
     }

@@ -63,27 +63,11 @@ impl Rng {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Job {
     /// UDP from an inside address (port 0: ephemeral) to an outside server.
-    Udp {
-        host: usize,
-        local: SocketAddrV4,
-        remote: SocketAddrV4,
-        rounds: u8,
-    },
+    Udp { host: usize, local: SocketAddrV4, remote: SocketAddrV4, rounds: u8 },
     /// TCP from an inside address (port 0: ephemeral) to an outside server.
-    Tcp {
-        host: usize,
-        local: SocketAddrV4,
-        remote: SocketAddrV4,
-        rounds: u8,
-    },
+    Tcp { host: usize, local: SocketAddrV4, remote: SocketAddrV4, rounds: u8 },
     /// ICMP echo from an inside address with an echo identifier.
-    Ping {
-        host: usize,
-        local: Ipv4Addr,
-        ident: u16,
-        remote: Ipv4Addr,
-        count: u8,
-    },
+    Ping { host: usize, local: Ipv4Addr, ident: u16, remote: Ipv4Addr, count: u8 },
     /// TCP from the outside to the port forward.
     DnatTcp { client: Ipv4Addr, rounds: u8 },
     /// UDP from the outside to the port forward.
@@ -173,23 +157,13 @@ pub fn plan_phase(
             let rounds = 1 + u8::try_from(rng.below(3)).unwrap_or(0);
             let kind = rng.below(100);
             let job = if kind < 40 {
-                Job::Udp {
-                    host: h,
-                    local: SocketAddrV4::new(addr, port),
-                    remote,
-                    rounds,
-                }
+                Job::Udp { host: h, local: SocketAddrV4::new(addr, port), remote, rounds }
             } else if kind < 70 {
                 let mut local = SocketAddrV4::new(addr, port);
                 if port != 0 && !tcp_used.insert((local, remote)) {
                     local.set_port(0);
                 }
-                Job::Tcp {
-                    host: h,
-                    local,
-                    remote,
-                    rounds,
-                }
+                Job::Tcp { host: h, local, remote, rounds }
             } else if kind < 90 {
                 let ident = if fixed {
                     FIXED_IDENT_BASE
@@ -197,13 +171,7 @@ pub fn plan_phase(
                 } else {
                     1000 + u16::try_from(rng.below(50_000)).unwrap_or(0)
                 };
-                Job::Ping {
-                    host: h,
-                    local: addr,
-                    ident,
-                    remote: server,
-                    count: rounds,
-                }
+                Job::Ping { host: h, local: addr, ident, remote: server, count: rounds }
             } else {
                 let client = clients[rng.below(clients.len())];
                 if kind < 95 {
@@ -215,10 +183,7 @@ pub fn plan_phase(
             let jitter = Duration::from_micros(
                 rng.below(usize::try_from(step.as_micros()).unwrap_or(0).max(1)) as u64,
             );
-            Planned {
-                at: step * u32::try_from(i).unwrap_or(u32::MAX) + jitter,
-                job,
-            }
+            Planned { at: step * u32::try_from(i).unwrap_or(u32::MAX) + jitter, job }
         })
         .collect()
 }
@@ -246,16 +211,9 @@ pub fn udp_tagged(
     let name = ns.name().to_owned();
     ns.run_in(move || -> Result<(), LabError> {
         let what = format!("UDP {local} -> {remote} in {name}");
-        let io = |e: std::io::Error| LabError::Io {
-            what: what.clone(),
-            source: e,
-        };
-        let sock = Socket::new(
-            Domain::for_address(remote),
-            Type::DGRAM,
-            Some(Protocol::UDP),
-        )
-        .map_err(io)?;
+        let io = |e: std::io::Error| LabError::Io { what: what.clone(), source: e };
+        let sock = Socket::new(Domain::for_address(remote), Type::DGRAM, Some(Protocol::UDP))
+            .map_err(io)?;
         sock.set_reuse_address(true).map_err(io)?;
         sock.bind(&SockAddr::from(local)).map_err(io)?;
         let sock: UdpSocket = sock.into();
@@ -278,44 +236,19 @@ pub fn udp_tagged(
 
 fn run_job(lab: &GatewayLab, job: &Job, tag: u64) -> Result<(), LabError> {
     match *job {
-        Job::Udp {
-            host,
-            local,
-            remote,
-            rounds,
-        } => udp_tagged(
-            lab.hosts()[host].ns(),
-            local.into(),
-            remote.into(),
-            rounds,
-            tag,
-        ),
-        Job::Tcp {
-            host,
-            local,
-            remote,
-            rounds,
-        } => traffic::tcp_exchange(
+        Job::Udp { host, local, remote, rounds } => {
+            udp_tagged(lab.hosts()[host].ns(), local.into(), remote.into(), rounds, tag)
+        }
+        Job::Tcp { host, local, remote, rounds } => traffic::tcp_exchange(
             lab.hosts()[host].ns(),
             local.into(),
             remote.into(),
             usize::from(rounds),
         )
         .map(drop),
-        Job::Ping {
-            host,
-            local,
-            ident,
-            remote,
-            count,
-        } => traffic::ping(
-            lab.hosts()[host].ns(),
-            local,
-            ident,
-            remote,
-            u16::from(count),
-        )
-        .map(drop),
+        Job::Ping { host, local, ident, remote, count } => {
+            traffic::ping(lab.hosts()[host].ns(), local, ident, remote, u16::from(count)).map(drop)
+        }
         Job::DnatTcp { client, rounds } => {
             let (outside, _) = lab
                 .dnat_tcp()
@@ -332,13 +265,7 @@ fn run_job(lab: &GatewayLab, job: &Job, tag: u64) -> Result<(), LabError> {
             let (outside, _) = lab
                 .dnat_udp()
                 .ok_or_else(|| LabError::Invalid("the lab has no port forward".into()))?;
-            udp_tagged(
-                lab.outside(),
-                SocketAddrV4::new(client, 0).into(),
-                outside,
-                rounds,
-                tag,
-            )
+            udp_tagged(lab.outside(), SocketAddrV4::new(client, 0).into(), outside, rounds, tag)
         }
     }
 }
@@ -371,9 +298,7 @@ pub fn run_phase(lab: &GatewayLab, jobs: &[Planned], workers: usize, tag_base: u
                     }
                     let out = run_job(lab, &p.job, tag_base + i as u64);
                     if let Some(r) = res {
-                        busy.lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .remove(&r);
+                        busy.lock().unwrap_or_else(PoisonError::into_inner).remove(&r);
                         freed.notify_all();
                     }
                     let mut d = done.lock().unwrap_or_else(PoisonError::into_inner);
@@ -447,10 +372,7 @@ impl LongFlows {
 
     /// How many flows are open.
     pub fn len(&self) -> usize {
-        self.flows
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.flows.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 
     /// Whether there are none.
@@ -461,17 +383,9 @@ impl LongFlows {
     /// Exchanges one message on every flow every `every` until [`LongFlows::stop`].
     pub fn keep_alive(&self, every: Duration) {
         while !self.stop.load(Ordering::Relaxed) {
-            for f in self
-                .flows
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .iter_mut()
-            {
+            for f in self.flows.lock().unwrap_or_else(PoisonError::into_inner).iter_mut() {
                 if let Err(e) = f.exchange(1) {
-                    self.errors
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(e.to_string());
+                    self.errors.lock().unwrap_or_else(PoisonError::into_inner).push(e.to_string());
                 }
             }
             std::thread::sleep(every);
@@ -485,15 +399,9 @@ impl LongFlows {
 
     /// Closes every flow and returns the errors the keep-alives met.
     pub fn close(self) -> Vec<String> {
-        for f in self
-            .flows
-            .into_inner()
-            .unwrap_or_else(PoisonError::into_inner)
-        {
+        for f in self.flows.into_inner().unwrap_or_else(PoisonError::into_inner) {
             f.close();
         }
-        self.errors
-            .into_inner()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.errors.into_inner().unwrap_or_else(PoisonError::into_inner)
     }
 }
