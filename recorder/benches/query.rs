@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use jiff::{SignedDuration, Timestamp};
+use recorder::lookup::EndpointMatch;
 use recorder::model::{FlowEvent, Translation};
 use recorder::query::{OutsideQuery, Query, When, ask, who_held};
-use recorder::scan::EndpointMatch;
 use recorder::store::{Reader, Writer, WriterOptions};
 use recorder::synth::{self, Limit, WorkloadParams};
 

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use recorder::lookup::{Filter, TranslationSource};
 use recorder::model::{FlowEvent, Translation};
-use recorder::scan::{Filter, TranslationSource};
 use recorder::store::{Reader, Resolution, Writer, WriterOptions};
 use recorder::synth::{Limit, WorkloadParams, events};
 

@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use recorder_common::{Hook, NatEvent, NatKind};
+use recorder_common::{Hook, NatEvent};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
@@ -168,60 +168,6 @@ fn netlink_rest(rcvbuf_bytes: usize) -> Duration {
 fn rest_for(events: u64, max: Duration) -> Duration {
     let d = Duration::from_micros(events.saturating_mul(1_000_000) / SIZING_RATE).min(max);
     if d < MIN_REST { Duration::ZERO } else { d }
-}
-
-/// Builds an ended translation from the end probe's event; `jiffy_ns` is the kernel tick.
-///
-/// The end is the moment the entry was freed, less the time it had been expired (conntrack
-/// reaps expired entries lazily): the same stop time the kernel's timestamp extension records.
-/// The start is the one reported at the entry's start; where none was (the entry never passed
-/// a hooked interface, or its start event was lost), the tracker pairs the end with the open
-/// translation of the same tuple, and an unpaired end is recorded end-only with its end standing
-/// in for the start (flagged `start_approx`).
-fn from_end_event(ev: &NatEvent, clock: &ClockMap, jiffy_ns: u64) -> Option<Translation> {
-    let kind = NatKind::from_u8(ev.kind)?;
-    let end = clock.wall(ev.ktime_ns.saturating_sub(u64::from(ev.late_jiffies) * jiffy_ns));
-    let (start, flags) = match (ev.start_known, ev.ct_start_ns) {
-        (1, ns) if ns != 0 => (Timestamp::from_nanosecond(ns as i128).ok()?, Flags::empty()),
-        _ => (end, Flags::START_APPROX),
-    };
-    let mut t = Translation::from_endpoints(ev.family, ev.proto, kind, &ev.ep, ev.zone, start)?;
-    t.end = Some(end.max(start));
-    t.flags = flags;
-    Some(t)
-}
-
-/// Builds a translation from an eBPF start event.
-fn from_event(ev: &NatEvent, clock: &ClockMap) -> Option<Translation> {
-    let kind = NatKind::from_u8(ev.kind)?;
-    let (start, flags) = match ev.ct_start_ns {
-        0 => (clock.wall(ev.ktime_ns), Flags::START_APPROX),
-        ns => (Timestamp::from_nanosecond(ns as i128).ok()?, Flags::empty()),
-    };
-    let mut t = Translation::from_endpoints(ev.family, ev.proto, kind, &ev.ep, ev.zone, start)?;
-    t.flags = flags;
-    Some(t)
-}
-
-/// Builds a translation from a conntrack entry (dump or DESTROY); `None` when it is not NATed.
-/// Times the entry lacks are taken from `now` and flagged approximate.
-fn from_entry(e: &CtEntry, now: Timestamp, ended: bool) -> Option<Translation> {
-    let (kind, ep) = e.nat()?;
-    let ts = |ns: Option<u64>| ns.and_then(|n| Timestamp::from_nanosecond(n as i128).ok());
-    let mut flags = Flags::empty();
-    let start = ts(e.start_ns).unwrap_or_else(|| {
-        flags.insert(Flags::START_APPROX);
-        now
-    });
-    let mut t = Translation::from_endpoints(e.family, e.proto, kind, &ep, e.zone, start)?;
-    if ended {
-        t.end = Some(ts(e.stop_ns).unwrap_or_else(|| {
-            flags.insert(Flags::END_APPROX);
-            now
-        }));
-    }
-    t.flags = flags;
-    Some(t)
 }
 
 /// The outputs, written in order.
@@ -481,7 +427,7 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
     summary.dumps += 1;
     let mut live = HashSet::new();
     for e in &entries {
-        if let Some(mut t) = from_entry(e, started, false) {
+        if let Some(mut t) = e.translation(started, false) {
             t.flags.insert(Flags::SEEDED);
             live.insert(t.key());
             tracker.start(t, &mut out);
@@ -534,7 +480,7 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
                 match msg {
                     NlMsg::Destroys(list, received) => {
                         for e in &list {
-                            if let Some(t) = from_entry(e, received, true) {
+                            if let Some(t) = e.translation(received, true) {
                                 tracker.end(t, &mut out);
                             }
                         }
@@ -554,7 +500,7 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
                 match res.entries {
                     Ok(entries) => {
                         summary.resyncs += 1;
-                        let live = entries.iter().filter_map(|e| from_entry(e, res.started, false)).map(|t| t.key()).collect();
+                        let live = entries.iter().filter_map(|e| e.translation(res.started, false)).map(|t| t.key()).collect();
                         pending_resync = Some(PendingResync { live, started: res.started, done: res.done, at: Instant::now() + RESYNC_GRACE });
                     }
                     Err(e) => tracing::warn!("conntrack dump failed: {e}"),
@@ -627,7 +573,7 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
         match msg {
             NlMsg::Destroys(list, received) => {
                 for e in &list {
-                    if let Some(t) = from_entry(e, received, true) {
+                    if let Some(t) = e.translation(received, true) {
                         tracker.end(t, &mut out);
                     }
                 }
@@ -678,8 +624,12 @@ fn drain_ring(
     loop {
         let ev = capture.next_event();
         let report = ev.as_ref().and_then(|ev| match Hook::from_u8(ev.hook) {
-            Some(Hook::CtFree) => from_end_event(ev, clock, jiffy_ns).map(|t| (true, t)),
-            Some(Hook::WanEgress | Hook::LanEgress) => from_event(ev, clock).map(|t| (false, t)),
+            Some(Hook::CtFree) => {
+                crate::capture::end_translation(ev, clock, jiffy_ns).map(|t| (true, t))
+            }
+            Some(Hook::WanEgress | Hook::LanEgress) => {
+                crate::capture::start_translation(ev, clock).map(|t| (false, t))
+            }
             None => None,
         });
         match report {
@@ -761,61 +711,6 @@ mod tests {
     /// The default ring (16 MiB) and netlink buffer (64 MiB asked, 128 MiB granted).
     const RING: u32 = recorder_common::DEFAULT_RINGBUF_BYTES;
     const RCVBUF: usize = 128 << 20;
-
-    fn end_event(start_known: u8, ct_start_ns: u64, ktime_ns: u64, late_jiffies: u32) -> NatEvent {
-        let mut ep = recorder_common::Endpoints::default();
-        ep.inside[..4].copy_from_slice(&[10, 0, 0, 2]);
-        ep.outside[..4].copy_from_slice(&[100, 64, 0, 1]);
-        ep.remote[..4].copy_from_slice(&[100, 64, 1, 1]);
-        (ep.inside_port, ep.outside_port, ep.remote_port) =
-            (5000u16.to_be(), 6000u16.to_be(), 53u16.to_be());
-        NatEvent {
-            ktime_ns,
-            ct_start_ns,
-            ct_id: 0xffff_8880_0000_1000,
-            ep,
-            zone: 0,
-            family: recorder_common::AF_INET,
-            proto: recorder_common::PROTO_UDP,
-            ct_status: recorder_common::IPS_SRC_NAT | recorder_common::IPS_CONFIRMED,
-            ifindex: 0,
-            kind: NatKind::Snat as u8,
-            ctinfo: 0,
-            hook: Hook::CtFree as u8,
-            start_known,
-            late_jiffies,
-            _pad: [0; 4],
-        }
-    }
-
-    #[test]
-    fn an_end_event_ends_when_the_entry_expired_and_keeps_the_reported_start() {
-        let clock = ClockMap::new();
-        let jiffy = 4_000_000; // HZ=250
-        let freed = 50_000_000_000u64;
-        let start_ns = 1_700_000_000_000_000_000u64;
-        // Freed 300 jiffies (1.2 s) after it expired.
-        let t = from_end_event(&end_event(1, start_ns, freed, 300), &clock, jiffy).expect("end");
-        assert_eq!(t.end, Some(clock.wall(freed - 1_200_000_000)));
-        assert_eq!(t.start, Timestamp::from_nanosecond(start_ns as i128).expect("start"));
-        assert_eq!(t.flags, Flags::empty());
-        assert_eq!(t.inside, "10.0.0.2:5000".parse().expect("addr"));
-        assert_eq!(t.outside, "100.64.0.1:6000".parse().expect("addr"));
-        // Deleted before its timeout: ended when freed.
-        let t = from_end_event(&end_event(1, start_ns, freed, 0), &clock, jiffy).expect("end");
-        assert_eq!(t.end, Some(clock.wall(freed)));
-        // No start reported (or reported without a timestamp): the end stands in, flagged.
-        for (known, ns) in [(0, 0), (0, start_ns), (1, 0)] {
-            let t = from_end_event(&end_event(known, ns, freed, 0), &clock, jiffy).expect("end");
-            assert_eq!(t.start, clock.wall(freed), "start_known {known}, start {ns}");
-            assert_eq!(t.end, Some(t.start));
-            assert_eq!(t.flags, Flags::START_APPROX);
-        }
-        // Garbage kind: not a translation.
-        let mut bad = end_event(1, start_ns, freed, 0);
-        bad.kind = 9;
-        assert!(from_end_event(&bad, &clock, jiffy).is_none());
-    }
 
     #[test]
     fn rests_fill_at_most_half_a_buffer_at_the_sizing_rate_and_small_buffers_get_none() {

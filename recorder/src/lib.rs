@@ -8,16 +8,16 @@
 //! - [`store`] keeps the attribution log segments; [`query`] answers from them.
 //! - [`synth`] makes the synthetic ISP workload; [`import`] reads logs other tools keep.
 
-pub mod btf;
 pub mod capture;
 pub mod conntrack;
 pub mod daemon;
 pub mod import;
+pub mod lookup;
 pub mod model;
 mod open_table;
 pub mod query;
-pub mod scan;
 pub mod sink;
 pub mod store;
 pub mod synth;
 pub mod tracker;
+pub mod units;

@@ -26,7 +26,7 @@ use jiff::Timestamp;
 
 use crate::model::{Flags, FlowEvent, FlowKey, Kind, Proto, Translation};
 use crate::open_table::OpenTable;
-use crate::store::Resolution;
+use crate::units::Resolution;
 
 /// Counters of what the tracker saw, for the log and `--stats`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]

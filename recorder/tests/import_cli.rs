@@ -7,8 +7,8 @@ use std::process::{Command, Output, Stdio};
 
 use jiff::{SignedDuration, Timestamp};
 use recorder::import::{Format, render};
+use recorder::lookup::{Filter, TranslationSource as _};
 use recorder::model::{FlowEvent, Translation};
-use recorder::scan::{Filter, TranslationSource as _};
 use recorder::store::Reader;
 use recorder::synth::{self, Limit, ProtoMix, WorkloadParams};
 

@@ -73,7 +73,7 @@ fn write_all(dir: &Path, ts: &[Translation]) {
     w.close().expect("close");
 }
 
-fn ep(s: &str) -> recorder::scan::EndpointMatch {
+fn ep(s: &str) -> recorder::lookup::EndpointMatch {
     parse_endpoint(s).expect("endpoint")
 }
 
@@ -453,7 +453,10 @@ fn synthetic_workload_answers_match_the_reference() {
         let at = t.start.checked_add(end.duration_since(t.start) / 2).expect("time");
         for remote in [
             None,
-            Some(recorder::scan::EndpointMatch { ip: t.remote.ip(), port: Some(t.remote.port()) }),
+            Some(recorder::lookup::EndpointMatch {
+                ip: t.remote.ip(),
+                port: Some(t.remote.port()),
+            }),
         ] {
             let q = OutsideQuery {
                 outside: ep(&t.outside.to_string()),
@@ -475,7 +478,7 @@ fn synthetic_workload_answers_match_the_reference() {
     let host = reference[reference.len() / 2].inside.ip();
     let q = Query {
         outside: None,
-        inside: Some(recorder::scan::EndpointMatch { ip: host, port: None }),
+        inside: Some(recorder::lookup::EndpointMatch { ip: host, port: None }),
         remote: None,
         proto: None,
         when: When::Range { from: Timestamp::MIN, to: Timestamp::MAX },

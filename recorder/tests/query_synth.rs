@@ -4,9 +4,9 @@
 use std::collections::HashSet;
 
 use jiff::{SignedDuration, Timestamp};
+use recorder::lookup::{EndpointMatch, Filter};
 use recorder::model::{Kind, Translation};
 use recorder::query::{Answer, OutsideQuery, Query, Separator, When, ask, who_held};
-use recorder::scan::{EndpointMatch, Filter};
 use recorder::synth::{self, Limit, WorkloadParams};
 
 fn workload() -> Vec<Translation> {

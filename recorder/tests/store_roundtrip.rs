@@ -3,7 +3,7 @@ mod store_common;
 
 use std::time::Duration;
 
-use recorder::scan::{EndpointMatch, Filter, TranslationSource};
+use recorder::lookup::{EndpointMatch, Filter, TranslationSource};
 use recorder::store::{Reader, Resolution, WriterOptions, verify};
 use store_common::*;
 

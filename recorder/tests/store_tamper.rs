@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use recorder::scan::TranslationSource;
+use recorder::lookup::TranslationSource;
 use recorder::store::{ProblemKind, Reader, Resolution, WriterOptions, verify};
 use store_common::*;
 

@@ -17,8 +17,8 @@ use natrec_tests::harness::run::{
 };
 use natrec_tests::harness::verify::{Outcome, QueryMode, Verdict, verify};
 use natrec_tests::lab::lab_test_start;
+use recorder::lookup::{Filter, TranslationSource as _};
 use recorder::model::{Kind, Translation};
-use recorder::scan::{Filter, TranslationSource as _};
 use recorder::store::Reader;
 
 /// Everything natrec stored, merged, as a plain list.

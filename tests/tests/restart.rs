@@ -11,8 +11,8 @@ use natrec_tests::gateway::{GatewayLab, LabSpec};
 use natrec_tests::lab::{TempDir, lab_test_start};
 use natrec_tests::recorder_proc::NatrecRecord;
 use natrec_tests::traffic::{EchoServer, TcpFlow, udp_exchange};
+use recorder::lookup::{Filter, TranslationSource as _};
 use recorder::model::{Flags, FlowEvent, Proto, Translation};
-use recorder::scan::{Filter, TranslationSource as _};
 use recorder::store::Reader;
 
 fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {

@@ -34,7 +34,7 @@ struct Args {
     #[arg(long, conflicts_with = "duration")]
     flows: Option<u64>,
     /// Simulated time during which flows start, e.g. 60s, 10m, 2h (default 60s).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = recorder::units::parse_duration)]
     duration: Option<Duration>,
     /// Time of the stream's origin (RFC 3339, UTC).
     #[arg(long, default_value = "2026-01-05T00:00:00Z")]
@@ -88,10 +88,10 @@ struct Args {
     #[arg(long, default_value_t = 1.2)]
     pareto_alpha: f64,
     /// Shortest long-lived activity, e.g. 10m.
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = recorder::units::parse_duration)]
     long_min: Duration,
     /// Longest lifetime of any translation, e.g. 24h.
-    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, default_value = "24h", value_parser = recorder::units::parse_duration)]
     max_duration: Duration,
     /// Time resolution of the stream: ns (the capture path's), us (conntrack's and ulogd's), ms.
     #[arg(long, default_value = "ns", value_parser = parse_resolution)]
@@ -99,22 +99,6 @@ struct Args {
     /// Stop at the last start and leave the flows still running open (no end events for them).
     #[arg(long)]
     no_drain: bool,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let err = || format!("expected a duration like 90s, 10m, 2h or 1d, found {s:?}");
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(err)?;
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| err())?;
-    let mult = match unit {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        "d" => 86400.0,
-        _ => return Err(err()),
-    };
-    Duration::try_from_secs_f64(n * mult).map_err(|_| err())
 }
 
 fn parse_resolution(s: &str) -> Result<u32, String> {

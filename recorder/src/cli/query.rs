@@ -65,7 +65,7 @@ pub struct Args {
 fn endpoint(
     opt: &str,
     s: Option<&String>,
-) -> anyhow::Result<Option<recorder::scan::EndpointMatch>> {
+) -> anyhow::Result<Option<recorder::lookup::EndpointMatch>> {
     s.map(|s| parse_endpoint(s).map_err(|e| anyhow!("--{opt}: {e}"))).transpose()
 }
 

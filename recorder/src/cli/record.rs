@@ -7,7 +7,9 @@ use anyhow::Context as _;
 use recorder::capture::{CaptureConfig, EndsFrom};
 use recorder::daemon::{self, RecordConfig};
 
-use super::store_args::{StoreArgs, parse_duration, parse_size};
+use recorder::units::{parse_duration, parse_size};
+
+use super::store_args::StoreArgs;
 
 #[derive(Debug, clap::Args)]
 #[command(

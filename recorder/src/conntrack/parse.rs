@@ -3,9 +3,11 @@
 //! Netlink headers and attribute headers are in host byte order; ctnetlink attribute payloads
 //! are big-endian (the kernel does not always set `NLA_F_NET_BYTEORDER`, so it is ignored).
 
+use jiff::Timestamp;
 use recorder_common::{AF_INET, AF_INET6, Endpoints, NatKind, Tuple};
 
 use super::ConntrackError;
+use crate::model::{Flags, Translation};
 
 /// `sizeof(struct nlmsghdr)`.
 pub(crate) const NLMSG_HDRLEN: usize = 16;
@@ -112,6 +114,28 @@ impl CtEntry {
     pub fn nat(&self) -> Option<(NatKind, Endpoints)> {
         let kind = NatKind::from_status(self.status)?;
         Some((kind, recorder_common::classify(kind, self.proto, &self.orig, &self.reply)))
+    }
+
+    /// Builds a translation from a conntrack entry (dump or DESTROY); `None` when it is not NATed.
+    /// Times the entry lacks are taken from `now` and flagged approximate.
+    pub fn translation(&self, now: Timestamp, ended: bool) -> Option<Translation> {
+        let (kind, ep) = self.nat()?;
+        let ts = |ns: Option<u64>| ns.and_then(|n| Timestamp::from_nanosecond(n as i128).ok());
+        let mut flags = Flags::empty();
+        let start = ts(self.start_ns).unwrap_or_else(|| {
+            flags.insert(Flags::START_APPROX);
+            now
+        });
+        let mut t =
+            Translation::from_endpoints(self.family, self.proto, kind, &ep, self.zone, start)?;
+        if ended {
+            t.end = Some(ts(self.stop_ns).unwrap_or_else(|| {
+                flags.insert(Flags::END_APPROX);
+                now
+            }));
+        }
+        t.flags = flags;
+        Some(t)
     }
 }
 

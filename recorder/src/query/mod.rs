@@ -14,8 +14,8 @@ use std::net::{IpAddr, SocketAddr};
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
+use crate::lookup::{Damage, EndpointMatch, Filter, ScanReport, TranslationSource};
 use crate::model::{Flags, Proto, Translation};
-use crate::scan::{Damage, EndpointMatch, Filter, ScanReport, TranslationSource};
 
 mod output;
 pub mod subscribers;

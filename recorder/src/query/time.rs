@@ -124,21 +124,12 @@ fn parse_epoch(t: &str) -> Result<Option<Timestamp>, TimeError> {
     ts.map(Some).map_err(|_| out_of_range())
 }
 
-/// Reads a non-negative duration: `2s`, `500ms`, `1m30s`, `1h`, ISO 8601 (`PT2S`), or plain
-/// seconds with an optional fraction (`2.5`).
+/// Reads a non-negative duration in any form [`crate::units::parse_duration`] takes.
 pub fn parse_duration(s: &str) -> Result<SignedDuration, TimeError> {
-    let t = s.trim();
-    let bad = || TimeError::BadDuration(s.to_owned());
-    let d = if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        let secs: f64 = t.parse().map_err(|_| bad())?;
-        SignedDuration::try_from_secs_f64(secs).map_err(|_| bad())?
-    } else {
-        t.parse::<SignedDuration>().map_err(|_| bad())?
-    };
-    if d.is_negative() {
-        return Err(bad());
-    }
-    Ok(d)
+    crate::units::parse_duration(s)
+        .ok()
+        .and_then(|d| SignedDuration::try_from(d).ok())
+        .ok_or_else(|| TimeError::BadDuration(s.to_owned()))
 }
 
 #[cfg(test)]

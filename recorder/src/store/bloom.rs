@@ -264,7 +264,7 @@ pub(crate) struct Probe {
 
 impl Probe {
     /// The endpoints of `filter` that block filters can test.
-    pub fn of(filter: &crate::scan::Filter) -> Probe {
+    pub fn of(filter: &crate::lookup::Filter) -> Probe {
         Probe {
             outside: filter.outside.and_then(|m| m.port.map(|p| (m.ip, p, endpoint_hash(m.ip, p)))),
         }

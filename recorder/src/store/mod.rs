@@ -76,12 +76,12 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use jiff::Timestamp;
-
 pub use reader::Reader;
 pub use segment::{SegmentInfo, SegmentState, list_segments};
 pub use verify::{Problem, ProblemKind, VerifyReport, verify};
 pub use writer::{Writer, WriterStats};
+
+pub use crate::units::Resolution;
 
 /// Errors of the attribution store.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +105,15 @@ pub enum StoreError {
     Options(String),
 }
 
+impl From<crate::units::UnitError> for StoreError {
+    fn from(e: crate::units::UnitError) -> Self {
+        match e {
+            crate::units::UnitError::OutOfRange(t) => StoreError::Time(t),
+            other => StoreError::Options(other.to_string()),
+        }
+    }
+}
+
 impl StoreError {
     pub(crate) fn io(op: &'static str, path: &Path, source: std::io::Error) -> Self {
         StoreError::Io { op, path: path.to_owned(), source }
@@ -125,89 +134,6 @@ pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::StorageFull
         || e.kind() == std::io::ErrorKind::QuotaExceeded
         || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
-}
-
-/// The unit in which a segment stores times; coarser units compress better.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Resolution {
-    /// Milliseconds (the default).
-    #[default]
-    Millis,
-    /// Microseconds.
-    Micros,
-    /// Nanoseconds (the kernel's own resolution).
-    Nanos,
-}
-
-impl Resolution {
-    pub(crate) fn code(self) -> u8 {
-        match self {
-            Resolution::Millis => 0,
-            Resolution::Micros => 1,
-            Resolution::Nanos => 2,
-        }
-    }
-    pub(crate) fn from_code(c: u8) -> Option<Self> {
-        match c {
-            0 => Some(Resolution::Millis),
-            1 => Some(Resolution::Micros),
-            2 => Some(Resolution::Nanos),
-            _ => None,
-        }
-    }
-    fn nanos_per_unit(self) -> i128 {
-        match self {
-            Resolution::Millis => 1_000_000,
-            Resolution::Micros => 1_000,
-            Resolution::Nanos => 1,
-        }
-    }
-    /// A time as a count of units since the Unix epoch (rounded down).
-    pub fn to_units(self, t: Timestamp) -> Result<i64, StoreError> {
-        i64::try_from(t.as_nanosecond().div_euclid(self.nanos_per_unit()))
-            .map_err(|_| StoreError::Time(t.to_string()))
-    }
-    /// A count of units since the Unix epoch as a time.
-    pub fn from_units(self, u: i64) -> Result<Timestamp, StoreError> {
-        Timestamp::from_nanosecond(i128::from(u) * self.nanos_per_unit())
-            .map_err(|_| StoreError::Time(format!("{u} units")))
-    }
-    /// `t` rounded down to this resolution: what the store gives back.
-    pub fn truncate(self, t: Timestamp) -> Result<Timestamp, StoreError> {
-        self.from_units(self.to_units(t)?)
-    }
-    /// A duration in units (rounded down, saturating).
-    pub(crate) fn duration_units(self, d: Duration) -> i64 {
-        i64::try_from(d.as_nanos() / self.nanos_per_unit().unsigned_abs()).unwrap_or(i64::MAX)
-    }
-    /// The setting's name (`ms`, `us`, `ns`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Resolution::Millis => "ms",
-            Resolution::Micros => "us",
-            Resolution::Nanos => "ns",
-        }
-    }
-}
-
-impl std::str::FromStr for Resolution {
-    type Err = StoreError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "ms" | "millis" | "milliseconds" => Ok(Resolution::Millis),
-            "us" | "µs" | "micros" | "microseconds" => Ok(Resolution::Micros),
-            "ns" | "nanos" | "nanoseconds" => Ok(Resolution::Nanos),
-            _ => Err(StoreError::Options(format!(
-                "unknown time resolution {s:?}: expected ms, us or ns"
-            ))),
-        }
-    }
-}
-
-impl std::fmt::Display for Resolution {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
 }
 
 /// How a [`Writer`] writes, rotates and retains segments.

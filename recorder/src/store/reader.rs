@@ -26,8 +26,8 @@ use super::codec::{BlockView, DictLens, DictView, EndRef, KIND_CHECKPOINT, Rec, 
 use super::segment::{self, SegMeta, SegmentInfo};
 use super::writer::to_translation;
 use super::{Resolution, StoreError};
+use crate::lookup::{Damage, EndpointMatch, Filter, ScanReport, TranslationSource};
 use crate::model::{FlowKey, Translation};
-use crate::scan::{Damage, EndpointMatch, Filter, ScanReport, TranslationSource};
 
 /// A segment directory opened for queries.
 pub struct Reader {

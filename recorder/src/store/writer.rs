@@ -724,7 +724,7 @@ impl Writer {
         let cutoff =
             self.opts.retain_days.map(|d| now_ns(now) - i64::from(d) * 86_400 * 1_000_000_000);
         for m in sealed {
-            let last_ns = m.seal.map(|s| i128::from(s.max_time) * unit_ns(m.resolution));
+            let last_ns = m.seal.map(|s| i128::from(s.max_time) * m.resolution.nanos_per_unit());
             let too_old = cutoff.zip(last_ns).is_some_and(|(c, l)| l < i128::from(c));
             let too_big = self.opts.retain_size.is_some_and(|s| total > s);
             if !too_old && !too_big {
@@ -777,16 +777,8 @@ impl Writer {
     }
 }
 
-fn unit_ns(r: Resolution) -> i128 {
-    match r {
-        Resolution::Millis => 1_000_000,
-        Resolution::Micros => 1_000,
-        Resolution::Nanos => 1,
-    }
-}
-
 fn rescale(u: i64, from: Resolution, to: Resolution) -> Result<i64, StoreError> {
-    to.to_units(from.from_units(u)?)
+    Ok(to.to_units(from.from_units(u)?)?)
 }
 
 pub(crate) fn hex(b: &[u8]) -> String {

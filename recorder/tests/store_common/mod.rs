@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use recorder::lookup::{Filter, TranslationSource};
 use recorder::model::{FlowEvent, FlowKey, Translation};
-use recorder::scan::{Filter, TranslationSource};
 use recorder::store::{Reader, Resolution, Writer, WriterOptions};
 use recorder::synth::{Limit, WorkloadParams, events};
 

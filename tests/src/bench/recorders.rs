@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use recorder::import::{Format, Importer};
-use recorder::scan::{Filter, TranslationSource as _};
+use recorder::lookup::{Filter, TranslationSource as _};
 use recorder::store::Reader;
 
 use super::{BenchError, Result, io_err};

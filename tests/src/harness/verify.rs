@@ -7,9 +7,9 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use jiff::{SignedDuration, Timestamp};
+use recorder::lookup::{EndpointMatch, TranslationSource};
 use recorder::model::{Proto, Translation};
 use recorder::query::{Answer, OutsideQuery, who_held};
-use recorder::scan::{EndpointMatch, TranslationSource};
 
 use super::HarnessError;
 use super::pair::{Observation, Pairing};

@@ -1,7 +1,7 @@
 //! Loading natrec's eBPF programs, attaching them, and reading what they report.
 //!
 //! [`Capture::start`] checks the host (root, kernel version, BTF), computes the kernel offsets
-//! from BTF ([`crate::btf`]), loads the embedded object with them as the `OFFSETS` global, and
+//! from BTF ([`btf`]), loads the embedded object with them as the `OFFSETS` global, and
 //! attaches the tc egress classifier to every WAN interface (and the LAN one to every inside
 //! interface given). On kernels with tcx (6.6+) the attachment is a bpf link; otherwise a
 //! `clsact` qdisc is added and a direct-action filter installed.
@@ -14,6 +14,9 @@
 //!
 //! Dropping the [`Capture`] detaches everything it attached.
 
+mod btf;
+mod event;
+
 use std::ffi::CString;
 use std::time::Duration;
 
@@ -24,7 +27,8 @@ use recorder_common::{
     DEFAULT_RINGBUF_BYTES, DEFAULT_SEEN_ENTRIES, KernelOffsets, NatEvent, counter,
 };
 
-use crate::btf::{BtfError, KernelBtf};
+pub use btf::{BtfError, KernelBtf};
+pub use event::{end_translation, start_translation};
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
