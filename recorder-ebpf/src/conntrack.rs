@@ -59,9 +59,9 @@ mod seen {
     #[inline(always)]
     pub fn insert(ct: u64, start: u64, flags: u64) -> Result<(), ()> {
         let r = if by_probe() {
-            SEEN_FREED.insert(&ct, &start, flags)
+            SEEN_FREED.insert(ct, start, flags)
         } else {
-            SEEN.insert(&ct, &start, flags)
+            SEEN.insert(ct, start, flags)
         };
         r.map_err(|_| ())
     }
@@ -69,12 +69,12 @@ mod seen {
     #[inline(always)]
     pub fn get(ct: u64) -> Option<u64> {
         // SAFETY: map values are plain u64s; the value is copied at once.
-        unsafe { if by_probe() { SEEN_FREED.get(&ct) } else { SEEN.get(&ct) } }.copied()
+        unsafe { if by_probe() { SEEN_FREED.get(ct) } else { SEEN.get(ct) } }.copied()
     }
 
     #[inline(always)]
     pub fn remove(ct: u64) {
-        let _ = if by_probe() { SEEN_FREED.remove(&ct) } else { SEEN.remove(&ct) };
+        let _ = if by_probe() { SEEN_FREED.remove(ct) } else { SEEN.remove(ct) };
     }
 }
 

@@ -25,6 +25,9 @@ struct Cli {
 enum Cmd {
     /// Install what a fresh machine lacks (Debian packages, nightly rust-src, bpf-linker).
     Setup,
+    /// `cargo fmt --check`, and clippy with warnings denied for the host crates and for the eBPF
+    /// crate on its bpf target (what CI runs before the tests).
+    Lint,
     /// Set up, build, and run every test (what CI runs).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -94,6 +97,39 @@ fn real_main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Setup => setup::setup(),
+        Cmd::Lint => {
+            setup::setup()?;
+            setup::lint_components()?;
+            run(cargo().args(["fmt", "--all", "--check"]))?;
+            run(cargo().args([
+                "clippy",
+                "--workspace",
+                "--exclude",
+                "recorder-ebpf",
+                "--all-targets",
+                "--all-features",
+                "--",
+                "-D",
+                "warnings",
+            ]))?;
+            // The eBPF crate builds only for the bpf target, as recorder/build.rs builds it.
+            run(Command::new("rustup").current_dir(workspace_root()).args([
+                "run",
+                "nightly",
+                "cargo",
+                "clippy",
+                "-p",
+                "recorder-ebpf",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--bins",
+                "--",
+                "-D",
+                "warnings",
+            ]))
+        }
         Cmd::Test { args } => {
             setup::setup()?;
             run(cargo().args(["build", "--bins"]))?;

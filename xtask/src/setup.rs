@@ -145,6 +145,38 @@ fn nightly_rust_src() -> Result<bool> {
     Ok(did)
 }
 
+/// What `cargo xtask lint` needs: rustfmt and clippy for the stable toolchain (the host crates)
+/// and clippy for the nightly (the eBPF crate, on its bpf target).
+pub fn lint_components() -> Result<()> {
+    step("rustfmt and clippy", || {
+        let mut did = false;
+        for (toolchain, components) in
+            [("stable", &["rustfmt", "clippy"][..]), ("nightly", &["clippy"][..])]
+        {
+            let installed = output(Command::new("rustup").args([
+                "component",
+                "list",
+                "--toolchain",
+                toolchain,
+                "--installed",
+            ]))?;
+            for c in components {
+                if !installed.lines().any(|l| l.starts_with(c)) {
+                    run(Command::new("rustup").args([
+                        "component",
+                        "add",
+                        c,
+                        "--toolchain",
+                        toolchain,
+                    ]))?;
+                    did = true;
+                }
+            }
+        }
+        Ok(did)
+    })
+}
+
 /// The nightly's LLVM: (major version, directory of its shared library, library name for `-l`).
 fn nightly_llvm() -> Result<(u32, PathBuf, String)> {
     let vv = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
