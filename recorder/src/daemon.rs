@@ -12,7 +12,8 @@
 //! ctnetlink socket is subscribed, and a ring-buffer overflow (which may have lost ends) triggers
 //! the resync a lost DESTROY event does.
 //!
-//! One tokio task owns the tracker and the sinks; the ctnetlink reader runs on its own OS thread
+//! One tokio task owns a [`Recorder`] (the tracker and the sinks) and gives it each source's
+//! input in turn, one method per source: the ring buffer, ctnetlink, dumps and the tick; the ctnetlink reader runs on its own OS thread
 //! and only forwards, because a stalled reliable reader keeps dying entries counted against
 //! `nf_conntrack_max`; the store's writer runs on its own thread too, because sealing a segment
 //! takes seconds to minutes of compression and must not stall the ring buffer's reader. Before
@@ -41,7 +42,7 @@ use crate::conntrack::{
     self, ConntrackError, CtEntry, EventOptions, EventSocket, EventStats, Wait,
 };
 use crate::model::{Flags, FlowEvent, FlowKey, Translation};
-use crate::sink::{JsonlSink, SinkError};
+use crate::sink::{Closed, Fanout, JsonlSink, SinkError, StoreSink};
 use crate::store::{StoreError, Writer, WriterOptions, WriterStats};
 use crate::tracker::{Tracker, TrackerStats};
 
@@ -133,8 +134,8 @@ struct PendingResync {
 const RESYNC_GRACE: Duration = Duration::from_secs(2);
 const TICK: Duration = Duration::from_millis(100);
 
-/// The most new translations a second that the rests below are sized for: five times what the
-/// lab's gateway creates at its maximum (about 200 000 a second on the bench machine).
+/// The most new translations a second that the rests below are sized for: several times what
+/// one gateway creates (BENCHMARKS.md has the lab gateway's maximum).
 const SIZING_RATE: u64 = 1_000_000;
 
 /// Rests shorter than this are not taken: the reader waits for the kernel's wake-up instead.
@@ -170,143 +171,10 @@ fn rest_for(events: u64, max: Duration) -> Duration {
     if d < MIN_REST { Duration::ZERO } else { d }
 }
 
-/// The outputs, written in order.
-struct Sinks {
-    jsonl: Option<JsonlSink>,
-    store: Option<StoreThread>,
-}
-
-/// Events beyond which the batch goes to the store thread before the tick.
-const STORE_BATCH_MAX: usize = 1 << 16;
-
-impl Sinks {
-    fn write(&mut self, events: &mut Vec<FlowEvent>) -> Result<(), DaemonError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        if let Some(j) = &mut self.jsonl {
-            for ev in events.iter() {
-                j.write(ev)?;
-            }
-        }
-        if let Some(s) = &mut self.store {
-            s.batch.append(events);
-            if s.batch.len() >= STORE_BATCH_MAX {
-                s.hand_over();
-            }
-        } else {
-            events.clear();
-        }
-        Ok(())
-    }
-
-    fn tick(&mut self, now: Timestamp) -> Result<(), DaemonError> {
-        if let Some(j) = &mut self.jsonl {
-            j.flush()?;
-        }
-        if let Some(s) = &mut self.store {
-            s.hand_over();
-            s.send(StoreMsg::Tick(now));
-        }
-        Ok(())
-    }
-}
-
-enum StoreMsg {
-    Events(Vec<FlowEvent>),
-    Tick(Timestamp),
-}
-
-/// The attribution store's writer on a thread of its own: flushing, fsyncing and above all
-/// sealing a segment (seconds to minutes of zstd for a big one) never stall the capture loop;
-/// events wait in the channel meanwhile.
-struct StoreThread {
-    tx: std::sync::mpsc::Sender<StoreMsg>,
-    handle: std::thread::JoinHandle<(Result<WriterStats, StoreError>, u64)>,
-    /// Events for the thread, handed over at each tick (every 100 ms: one wake-up of that
-    /// thread per tick rather than per ring-buffer read; the writer flushes only at ticks, so
-    /// nothing waits longer for the disk) or when many are waiting.
-    batch: Vec<FlowEvent>,
-    /// Batches the thread has written, sent back empty with their capacity, so that a new batch
-    /// neither grows by reallocation (copying itself each time) nor faults in fresh pages.
-    spare: std::sync::mpsc::Receiver<Vec<FlowEvent>>,
-}
-
-/// Written batches the store thread may send back for reuse before the capture side takes one
-/// (it takes one at each hand-over; a batch beyond these is freed).
-const SPARE_BATCHES: usize = 2;
-
-impl StoreThread {
-    fn spawn(mut writer: Writer) -> Result<Self, DaemonError> {
-        let (tx, rx) = std::sync::mpsc::channel::<StoreMsg>();
-        let (back, spare) = std::sync::mpsc::sync_channel::<Vec<FlowEvent>>(SPARE_BATCHES);
-        let handle = std::thread::Builder::new()
-            .name("natrec-store".into())
-            .spawn(move || {
-                let mut errors = 0u64;
-                let mut last_log: Option<Instant> = None;
-                // Store errors are counted and logged (at most every 10 s), never fatal: the
-                // capture goes on and the JSON Lines sink, if any, keeps everything.
-                let mut fail = |e: StoreError| {
-                    errors += 1;
-                    if last_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                        tracing::error!(errors, "attribution store: {e}");
-                        last_log = Some(Instant::now());
-                    }
-                };
-                for msg in rx {
-                    match msg {
-                        StoreMsg::Events(mut batch) => {
-                            writer.append_all(&batch, &mut fail);
-                            batch.clear();
-                            // Full (the capture side has enough spares) or gone: dropped.
-                            let _ = back.try_send(batch);
-                        }
-                        StoreMsg::Tick(now) => {
-                            if let Err(e) = writer.tick(now) {
-                                fail(e);
-                            }
-                        }
-                    }
-                }
-                (writer.close(), errors)
-            })
-            .map_err(|e| DaemonError::Io("starting the store writer thread", e))?;
-        Ok(Self { tx, handle, batch: Vec::new(), spare })
-    }
-
-    /// Sends the batch, if any, to the thread, and starts the next in a spare one.
-    fn hand_over(&mut self) {
-        if self.batch.is_empty() {
-            return;
-        }
-        let next = self.spare.try_recv().unwrap_or_default();
-        let full = std::mem::replace(&mut self.batch, next);
-        self.send(StoreMsg::Events(full));
-    }
-
-    fn send(&self, msg: StoreMsg) {
-        // The thread ends only when the channel closes, or by a panic, which join reports.
-        let _ = self.tx.send(msg);
-    }
-
-    /// Closes the channel, lets the writer drain it and seal, and returns its counters.
-    fn close(mut self) -> Result<WriterStats, DaemonError> {
-        self.hand_over();
-        drop(self.tx);
-        let (stats, errors) = self.handle.join().map_err(|_| {
-            DaemonError::Io("the store writer thread", std::io::Error::other("panicked"))
-        })?;
-        if errors > 0 {
-            tracing::error!(errors, "the attribution store failed to take some events");
-        }
-        Ok(stats?)
-    }
-}
-
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
     if cfg.jsonl.is_none() && cfg.store.is_none() {
+        // Before the runtime and the capture: nothing to clean up.
         return Err(DaemonError::NoOutput);
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -317,14 +185,9 @@ pub fn run(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
 }
 
 async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
-    let mut summary = RecordSummary::default();
     // Nothing is changed on the host before the configuration is known to be usable.
     Capture::preflight(&cfg.capture)?;
-    let jsonl = cfg.jsonl.as_deref().map(JsonlSink::open).transpose()?;
-    let writer = cfg.store.clone().map(Writer::open).transpose()?;
-    let recovered: Vec<Translation> =
-        writer.as_ref().map(|w| w.recovered_open().to_vec()).unwrap_or_default();
-    let mut sinks = Sinks { jsonl, store: writer.map(StoreThread::spawn).transpose()? };
+    let (sinks, recovered) = open_sinks(&cfg)?;
     if cfg.set_sysctls {
         match conntrack::enable_timestamps() {
             Ok(0) => tracing::info!(
@@ -344,48 +207,17 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
         );
     }
     let ends_in_ring = capture.ends_in_ring();
-    summary.ends_from = if ends_in_ring { "ebpf" } else { "ctnetlink" };
-    if !ends_in_ring {
-        if cfg.set_sysctls {
-            match conntrack::enable_events() {
-                Ok(1) => {}
-                Ok(prev) => tracing::info!(
-                    previous = prev,
-                    "set net.netfilter.nf_conntrack_events=1 (DESTROY events for every entry)"
-                ),
-                Err(e) => tracing::warn!(
-                    "could not set nf_conntrack_events=1 ({e}): entries created while natrec is not running end only at a dump"
-                ),
-            }
+    if ends_in_ring {
+        if cfg.capture.lan.is_empty() {
+            tracing::info!(
+                "no --lan: a port forward that no inside host answers is recorded at its end only (end_only, start_approx)"
+            );
         }
-        match conntrack::events_setting() {
-            Ok(0) => tracing::warn!(
-                "net.netfilter.nf_conntrack_events is 0: the kernel sends no DESTROY events; ends will come only from resync dumps"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!("reading nf_conntrack_events: {e}"),
-        }
-    } else if cfg.capture.lan.is_empty() {
-        tracing::info!(
-            "no --lan: a port forward that no inside host answers is recorded at its end only (end_only, start_approx)"
-        );
-    }
-    let jiffy_ns = jiffy_ns();
-    let ring_rest = ring_rest(cfg.capture.ringbuf_bytes, if ends_in_ring { 2 } else { 1 });
-    let ring_watch = if ring_rest.is_zero() {
-        let ring_dup = capture
-            .ring()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| DaemonError::Io("duplicating the ring buffer fd", e))?;
-        // SAFETY: an OwnedFd stays open and names the same file until the AsyncFd drops it.
-        let fd =
-            unsafe { AsyncFd::register_with_interest(ring_dup, tokio::io::Interest::READABLE) }
-                .map_err(|e| DaemonError::Io("polling the ring buffer", e.into()))?;
-        Some(fd)
     } else {
-        None
-    };
+        check_destroy_events(cfg.set_sysctls);
+    }
+    let ring_rest = ring_rest(cfg.capture.ringbuf_bytes, if ends_in_ring { 2 } else { 1 });
+    let ring_watch = if ring_rest.is_zero() { Some(watch_ring(&mut capture)?) } else { None };
     let mut ring_timer = tokio::time::interval(if ring_rest.is_zero() { TICK } else { ring_rest });
     ring_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::debug!(?ring_rest, "ring buffer read on a timer (zero: at every wake-up)");
@@ -405,159 +237,29 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
         Some(spawn_reader(events, nl_tx, stop.clone())?)
     };
 
-    let mut tracker = match &cfg.store {
-        Some(o) => Tracker::with_resolution(o.resolution),
-        None => Tracker::new(),
-    };
-    let mut out = Vec::new();
-    let clock = ClockMap::new();
-    if !recovered.is_empty() {
-        tracing::info!(count = recovered.len(), "translations open in the store at the last stop");
-    }
-    for t in recovered {
-        tracker.adopt(t);
-    }
-
-    // Seed: the translations that exist now.
-    let started = Timestamp::now();
-    let entries = tokio::task::spawn_blocking(conntrack::dump)
-        .await
-        .map_err(|e| DaemonError::Io("seeding dump", std::io::Error::other(e)))??;
-    let done = Timestamp::now();
-    summary.dumps += 1;
-    let mut live = HashSet::new();
-    for e in &entries {
-        if let Some(mut t) = e.translation(started, false) {
-            t.flags.insert(Flags::SEEDED);
-            live.insert(t.key());
-            tracker.start(t, &mut out);
-        }
-    }
-    // Translations recovered from the store that the kernel no longer has are closed after the
-    // grace: entries that expired while natrec was down and that this dump reaped send their
-    // DESTROY events (with the kernel's exact stop time) right now.
-    let mut pending_resync =
-        Some(PendingResync { live, started, done, at: Instant::now() + RESYNC_GRACE });
-    sinks.write(&mut out)?;
-    tracing::info!(
-        seeded = tracker.stats().seeded,
-        entries = entries.len(),
-        interfaces = ?capture.attachments().iter().map(|a| a.interface.as_str()).collect::<Vec<_>>(),
-        "ready: recording"
-    );
-    drop(entries);
-
     let (dump_tx, mut dump_rx) = mpsc::unbounded_channel::<DumpResult>();
-    let mut dump_in_flight = false;
-    let mut resync_wanted = false;
-    let mut last_reap = Instant::now();
-    let mut last_stats = Instant::now();
-    let mut last_full = 0u64;
-    let mut last_seen_full = 0u64;
-    let mut nl_stats = EventStats::default();
+    let mut rec = Recorder::new(&cfg, capture, sinks, dump_tx);
+    rec.seed(recovered).await?;
+
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| DaemonError::Io("installing the SIGTERM handler", e))?;
-
-    let mut clock = clock;
     loop {
         tokio::select! {
             guard = readable(ring_watch.as_ref()), if ring_watch.is_some() => {
                 let mut guard = guard.map_err(|e| DaemonError::Io("polling the ring buffer", e))?;
-                drain_ring(&mut capture, &clock, jiffy_ns, &mut tracker, &mut out, &mut summary);
+                rec.drain_ring();
                 guard.clear_ready();
-                sinks.write(&mut out)?;
+                rec.write()?;
             }
-            _ = ring_timer.tick(), if ring_watch.is_none() => {
-                drain_ring(&mut capture, &clock, jiffy_ns, &mut tracker, &mut out, &mut summary);
-                sinks.write(&mut out)?;
-            }
+            _ = ring_timer.tick(), if ring_watch.is_none() => rec.on_ring()?,
             msg = nl_rx.recv(), if reader.is_some() => {
                 let Some(msg) = msg else { break };
-                // Starts before ends: everything in the ring was submitted before these died.
-                drain_ring(&mut capture, &clock, jiffy_ns, &mut tracker, &mut out, &mut summary);
-                match msg {
-                    NlMsg::Destroys(list, received) => {
-                        for e in &list {
-                            if let Some(t) = e.translation(received, true) {
-                                tracker.end(t, &mut out);
-                            }
-                        }
-                    }
-                    NlMsg::MayHaveLost { enobufs, unreadable } => {
-                        tracing::warn!(enobufs, unreadable, "ctnetlink reported a possible event loss: resyncing with a dump");
-                        resync_wanted = true;
-                    }
-                    NlMsg::Stats(s) => nl_stats = s,
-                    NlMsg::Failed(e) => return Err(e.into()),
-                }
-                sinks.write(&mut out)?;
+                rec.on_netlink(msg)?;
             }
-            Some(res) = dump_rx.recv() => {
-                dump_in_flight = false;
-                summary.dumps += 1;
-                match res.entries {
-                    Ok(entries) => {
-                        summary.resyncs += 1;
-                        let live = entries.iter().filter_map(|e| e.translation(res.started, false)).map(|t| t.key()).collect();
-                        pending_resync = Some(PendingResync { live, started: res.started, done: res.done, at: Instant::now() + RESYNC_GRACE });
-                    }
-                    Err(e) => tracing::warn!("conntrack dump failed: {e}"),
-                }
-            }
-            _ = tick.tick() => {
-                clock.refresh();
-                capture.flush_logs();
-                // An event submitted between the last read and clearing readiness raises no new
-                // edge: the tick bounds how long it can wait.
-                drain_ring(&mut capture, &clock, jiffy_ns, &mut tracker, &mut out, &mut summary);
-                let now = Timestamp::now();
-                tracker.expire(Some(now), &mut out);
-                if pending_resync.as_ref().is_some_and(|p| Instant::now() >= p.at)
-                    && let Some(p) = pending_resync.take()
-                {
-                    drain_ring(&mut capture, &clock, jiffy_ns, &mut tracker, &mut out, &mut summary);
-                    let before = tracker.stats().approx_ends;
-                    tracker.resync(&p.live, p.started, p.done, &mut out);
-                    tracing::debug!(closed = tracker.stats().approx_ends - before, "resync done");
-                }
-                sinks.write(&mut out)?;
-                sinks.tick(now)?;
-                let reap_due = cfg.reap_interval.is_some_and(|i| last_reap.elapsed() >= i);
-                if !dump_in_flight && pending_resync.is_none() && (resync_wanted || reap_due) {
-                    resync_wanted = false;
-                    last_reap = Instant::now();
-                    dump_in_flight = true;
-                    let tx = dump_tx.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let started = Timestamp::now();
-                        let entries = conntrack::dump();
-                        let _ = tx.send(DumpResult { started, done: Timestamp::now(), entries });
-                    });
-                }
-                if last_stats.elapsed() >= Duration::from_secs(1) {
-                    let k = capture.counters()?;
-                    if k.ringbuf_full > last_full {
-                        if ends_in_ring {
-                            tracing::warn!(lost = k.ringbuf_full - last_full, total = k.ringbuf_full, "ring buffer full: events lost in the kernel (raise --ringbuf-size); a lost start is reported again at the entry's next packet, lost ends are found by the resync dump that follows");
-                            resync_wanted = true;
-                        } else {
-                            tracing::warn!(lost = k.ringbuf_full - last_full, total = k.ringbuf_full, "ring buffer full: events lost in the kernel (raise --ringbuf-size); those entries are reported again at their next packet or their end");
-                        }
-                        last_full = k.ringbuf_full;
-                    }
-                    if k.seen_full > last_seen_full {
-                        tracing::warn!(entries = k.seen_full - last_seen_full, total = k.seen_full, "the kernel's map of reported entries is full (raise --seen-entries to the gateway's live NATed entries): nothing is lost, but those entries may be reported again by their next packets and their ends are paired by tuple");
-                        last_seen_full = k.seen_full;
-                    }
-                    if last_stats.elapsed() >= cfg.stats_interval {
-                        let t = tracker.stats();
-                        tracing::info!(packets = k.packets, events = k.events, ringbuf_full = k.ringbuf_full, starts = t.starts, ends = t.ends, open = tracker.open_count(), destroys = nl_stats.destroys, enobufs = nl_stats.enobufs, "counters");
-                        last_stats = Instant::now();
-                    }
-                }
-            }
+            Some(res) = dump_rx.recv() => rec.on_dump(res),
+            _ = tick.tick() => rec.on_tick()?,
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
         }
@@ -565,39 +267,396 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
 
     // Shutdown: stop the reader, take what is queued, close the outputs.
     stop.store(true, Ordering::Relaxed);
-    drain_ring(&mut capture, &clock, jiffy_ns, &mut tracker, &mut out, &mut summary);
+    rec.drain_ring();
     if reader.is_some_and(|r| r.join().is_err()) {
         tracing::error!("the ctnetlink reader thread panicked");
     }
     while let Ok(msg) = nl_rx.try_recv() {
         match msg {
-            NlMsg::Destroys(list, received) => {
-                for e in &list {
-                    if let Some(t) = e.translation(received, true) {
-                        tracker.end(t, &mut out);
-                    }
-                }
-            }
-            NlMsg::Stats(s) => nl_stats = s,
+            NlMsg::Destroys(list, received) => rec.end_all(&list, received),
+            NlMsg::Stats(s) => rec.nl_stats = s,
             NlMsg::MayHaveLost { .. } | NlMsg::Failed(_) => {}
         }
     }
-    // Superseded entries whose end event never came are closed approximately; translations
-    // still open stay open in the store (the next start reconciles them with the kernel).
-    tracker.expire(None, &mut out);
-    sinks.write(&mut out)?;
-    sinks.tick(Timestamp::now())?;
-    summary.kernel = capture.counters()?;
-    drop(capture);
-    summary.tracker = tracker.stats();
-    summary.netlink_destroys = nl_stats.destroys;
-    summary.netlink_enobufs = nl_stats.enobufs;
-    summary.netlink_unreadable = nl_stats.unreadable;
-    summary.open_at_exit = tracker.open_count();
-    if let Some(store) = sinks.store.take() {
-        summary.store = Some(store.close()?);
+    rec.finish()
+}
+
+/// The sinks `cfg` asks for, and the translations the store had open at its last stop.
+fn open_sinks(cfg: &RecordConfig) -> Result<(Fanout, Vec<Translation>), DaemonError> {
+    let mut sinks = Fanout::default();
+    let mut recovered = Vec::new();
+    if let Some(path) = &cfg.jsonl {
+        sinks.push(Box::new(JsonlSink::open(path)?));
     }
-    Ok(summary)
+    if let Some(opts) = &cfg.store {
+        let writer = Writer::open(opts.clone())?;
+        recovered = writer.recovered_open().to_vec();
+        sinks.push(Box::new(StoreSink::spawn(writer)?));
+    }
+    if sinks.is_empty() {
+        return Err(DaemonError::NoOutput);
+    }
+    Ok((sinks, recovered))
+}
+
+/// With ends from ctnetlink: makes sure (or warns that) the kernel sends DESTROY events.
+fn check_destroy_events(set_sysctls: bool) {
+    if set_sysctls {
+        match conntrack::enable_events() {
+            Ok(1) => {}
+            Ok(prev) => tracing::info!(
+                previous = prev,
+                "set net.netfilter.nf_conntrack_events=1 (DESTROY events for every entry)"
+            ),
+            Err(e) => tracing::warn!(
+                "could not set nf_conntrack_events=1 ({e}): entries created while natrec is not running end only at a dump"
+            ),
+        }
+    }
+    match conntrack::events_setting() {
+        Ok(0) => tracing::warn!(
+            "net.netfilter.nf_conntrack_events is 0: the kernel sends no DESTROY events; ends will come only from resync dumps"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("reading nf_conntrack_events: {e}"),
+    }
+}
+
+/// The ring buffer's fd, watched for readiness (a ring too small to rest on a timer).
+fn watch_ring(capture: &mut Capture) -> Result<AsyncFd<OwnedFd>, DaemonError> {
+    let dup = capture
+        .ring()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| DaemonError::Io("duplicating the ring buffer fd", e))?;
+    // SAFETY: an OwnedFd stays open and names the same file until the AsyncFd drops it.
+    unsafe { AsyncFd::register_with_interest(dup, tokio::io::Interest::READABLE) }
+        .map_err(|e| DaemonError::Io("polling the ring buffer", e.into()))
+}
+
+/// The recording's state: the capture, the tracker, the sinks and the bookkeeping of dumps
+/// and counters. Each source of input has one method; all of them leave the tracker's output
+/// written to the sinks.
+struct Recorder {
+    capture: Capture,
+    clock: ClockMap,
+    jiffy_ns: u64,
+    tracker: Tracker,
+    /// The tracker's output, until it is written.
+    out: Vec<FlowEvent>,
+    sinks: Fanout,
+    summary: RecordSummary,
+    ends_in_ring: bool,
+    reap_interval: Option<Duration>,
+    stats_interval: Duration,
+    /// Where dumps made on the blocking pool send their result.
+    dump_tx: mpsc::UnboundedSender<DumpResult>,
+    dump_in_flight: bool,
+    pending_resync: Option<PendingResync>,
+    resync_wanted: bool,
+    last_reap: Instant,
+    last_stats: Instant,
+    /// Kernel counters at the last check, to log only what grew.
+    last_full: u64,
+    last_seen_full: u64,
+    nl_stats: EventStats,
+}
+
+impl Recorder {
+    fn new(
+        cfg: &RecordConfig,
+        capture: Capture,
+        sinks: Fanout,
+        dump_tx: mpsc::UnboundedSender<DumpResult>,
+    ) -> Self {
+        let ends_in_ring = capture.ends_in_ring();
+        let tracker = match &cfg.store {
+            Some(o) => Tracker::with_resolution(o.resolution),
+            None => Tracker::new(),
+        };
+        Self {
+            capture,
+            clock: ClockMap::new(),
+            jiffy_ns: jiffy_ns(),
+            tracker,
+            out: Vec::new(),
+            sinks,
+            summary: RecordSummary {
+                ends_from: if ends_in_ring { "ebpf" } else { "ctnetlink" },
+                ..RecordSummary::default()
+            },
+            ends_in_ring,
+            reap_interval: cfg.reap_interval,
+            stats_interval: cfg.stats_interval,
+            dump_tx,
+            dump_in_flight: false,
+            pending_resync: None,
+            resync_wanted: false,
+            last_reap: Instant::now(),
+            last_stats: Instant::now(),
+            last_full: 0,
+            last_seen_full: 0,
+            nl_stats: EventStats::default(),
+        }
+    }
+
+    /// Adopts the translations the store had open and starts those the kernel has now.
+    async fn seed(&mut self, recovered: Vec<Translation>) -> Result<(), DaemonError> {
+        if !recovered.is_empty() {
+            tracing::info!(
+                count = recovered.len(),
+                "translations open in the store at the last stop"
+            );
+        }
+        for t in recovered {
+            self.tracker.adopt(t);
+        }
+        let started = Timestamp::now();
+        let entries = tokio::task::spawn_blocking(conntrack::dump)
+            .await
+            .map_err(|e| DaemonError::Io("seeding dump", std::io::Error::other(e)))??;
+        let done = Timestamp::now();
+        self.summary.dumps += 1;
+        let mut live = HashSet::new();
+        for e in &entries {
+            if let Some(mut t) = e.translation(started, false) {
+                t.flags.insert(Flags::SEEDED);
+                live.insert(t.key());
+                self.tracker.start(t, &mut self.out);
+            }
+        }
+        // Translations recovered from the store that the kernel no longer has are closed after
+        // the grace: entries that expired while natrec was down and that this dump reaped send
+        // their DESTROY events (with the kernel's exact stop time) right now.
+        self.pending_resync =
+            Some(PendingResync { live, started, done, at: Instant::now() + RESYNC_GRACE });
+        self.write()?;
+        tracing::info!(
+            seeded = self.tracker.stats().seeded,
+            entries = entries.len(),
+            interfaces = ?self.capture.attachments().iter().map(|a| a.interface.as_str()).collect::<Vec<_>>(),
+            "ready: recording"
+        );
+        Ok(())
+    }
+
+    /// Writes the tracker's output to the sinks.
+    fn write(&mut self) -> Result<(), DaemonError> {
+        Ok(self.sinks.write(&mut self.out)?)
+    }
+
+    /// The ring buffer: reads everything in it.
+    fn on_ring(&mut self) -> Result<(), DaemonError> {
+        self.drain_ring();
+        self.write()
+    }
+
+    /// A message of the ctnetlink reader.
+    fn on_netlink(&mut self, msg: NlMsg) -> Result<(), DaemonError> {
+        // Starts before ends: everything in the ring was submitted before these died.
+        self.drain_ring();
+        match msg {
+            NlMsg::Destroys(list, received) => self.end_all(&list, received),
+            NlMsg::MayHaveLost { enobufs, unreadable } => {
+                tracing::warn!(
+                    enobufs,
+                    unreadable,
+                    "ctnetlink reported a possible event loss: resyncing with a dump"
+                );
+                self.resync_wanted = true;
+            }
+            NlMsg::Stats(s) => self.nl_stats = s,
+            NlMsg::Failed(e) => return Err(e.into()),
+        }
+        self.write()
+    }
+
+    fn end_all(&mut self, destroyed: &[CtEntry], received: Timestamp) {
+        for e in destroyed {
+            if let Some(t) = e.translation(received, true) {
+                self.tracker.end(t, &mut self.out);
+            }
+        }
+    }
+
+    /// A dump made while recording: the resync it carries is applied after the grace.
+    fn on_dump(&mut self, res: DumpResult) {
+        self.dump_in_flight = false;
+        self.summary.dumps += 1;
+        match res.entries {
+            Ok(entries) => {
+                self.summary.resyncs += 1;
+                let live = entries
+                    .iter()
+                    .filter_map(|e| e.translation(res.started, false))
+                    .map(|t| t.key())
+                    .collect();
+                self.pending_resync = Some(PendingResync {
+                    live,
+                    started: res.started,
+                    done: res.done,
+                    at: Instant::now() + RESYNC_GRACE,
+                });
+            }
+            Err(e) => tracing::warn!("conntrack dump failed: {e}"),
+        }
+    }
+
+    /// The tick: expiry, a due resync, the sinks' flush, the next dump, the counters.
+    fn on_tick(&mut self) -> Result<(), DaemonError> {
+        self.clock.refresh();
+        self.capture.flush_logs();
+        // An event submitted between the last read and clearing readiness raises no new edge:
+        // the tick bounds how long it can wait.
+        self.drain_ring();
+        let now = Timestamp::now();
+        self.tracker.expire(Some(now), &mut self.out);
+        if self.pending_resync.as_ref().is_some_and(|p| Instant::now() >= p.at)
+            && let Some(p) = self.pending_resync.take()
+        {
+            self.drain_ring();
+            let before = self.tracker.stats().approx_ends;
+            self.tracker.resync(&p.live, p.started, p.done, &mut self.out);
+            tracing::debug!(closed = self.tracker.stats().approx_ends - before, "resync done");
+        }
+        self.write()?;
+        self.sinks.tick(now)?;
+        self.maybe_dump();
+        if self.last_stats.elapsed() >= Duration::from_secs(1) {
+            self.check_counters()?;
+        }
+        Ok(())
+    }
+
+    /// Starts a dump on the blocking pool when one is due (a reap, or a wanted resync) and none
+    /// is in flight or waiting to be applied.
+    fn maybe_dump(&mut self) {
+        let reap_due = self.reap_interval.is_some_and(|i| self.last_reap.elapsed() >= i);
+        if self.dump_in_flight || self.pending_resync.is_some() || !(self.resync_wanted || reap_due)
+        {
+            return;
+        }
+        self.resync_wanted = false;
+        self.last_reap = Instant::now();
+        self.dump_in_flight = true;
+        let tx = self.dump_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = Timestamp::now();
+            let entries = conntrack::dump();
+            let _ = tx.send(DumpResult { started, done: Timestamp::now(), entries });
+        });
+    }
+
+    /// Warns about kernel-side losses as they grow, and logs the counters every
+    /// `stats_interval`.
+    fn check_counters(&mut self) -> Result<(), DaemonError> {
+        let k = self.capture.counters()?;
+        if k.ringbuf_full > self.last_full {
+            let lost = k.ringbuf_full - self.last_full;
+            if self.ends_in_ring {
+                tracing::warn!(
+                    lost,
+                    total = k.ringbuf_full,
+                    "ring buffer full: events lost in the kernel (raise --ringbuf-size); a lost start is reported again at the entry's next packet, lost ends are found by the resync dump that follows"
+                );
+                self.resync_wanted = true;
+            } else {
+                tracing::warn!(
+                    lost,
+                    total = k.ringbuf_full,
+                    "ring buffer full: events lost in the kernel (raise --ringbuf-size); those entries are reported again at their next packet or their end"
+                );
+            }
+            self.last_full = k.ringbuf_full;
+        }
+        if k.seen_full > self.last_seen_full {
+            tracing::warn!(
+                entries = k.seen_full - self.last_seen_full,
+                total = k.seen_full,
+                "the kernel's map of reported entries is full (raise --seen-entries to the gateway's live NATed entries): nothing is lost, but those entries may be reported again by their next packets and their ends are paired by tuple"
+            );
+            self.last_seen_full = k.seen_full;
+        }
+        if self.last_stats.elapsed() >= self.stats_interval {
+            let t = self.tracker.stats();
+            tracing::info!(
+                packets = k.packets,
+                events = k.events,
+                ringbuf_full = k.ringbuf_full,
+                starts = t.starts,
+                ends = t.ends,
+                open = self.tracker.open_count(),
+                destroys = self.nl_stats.destroys,
+                enobufs = self.nl_stats.enobufs,
+                "counters"
+            );
+            self.last_stats = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Takes every event in the ring buffer to the tracker (not yet to the sinks).
+    fn drain_ring(&mut self) {
+        // Reports go to the tracker LOOKAHEAD at a time, each announced as it is read
+        // (`Tracker::prefetch`): the tracker's lookups then find their memory in cache.
+        let mut batch: Vec<(bool, Translation)> = Vec::with_capacity(LOOKAHEAD);
+        loop {
+            let ev = self.capture.next_event();
+            let report = ev.as_ref().and_then(|ev| match Hook::from_u8(ev.hook) {
+                Some(Hook::CtFree) => {
+                    crate::capture::end_translation(ev, &self.clock, self.jiffy_ns)
+                        .map(|t| (true, t))
+                }
+                Some(Hook::WanEgress | Hook::LanEgress) => {
+                    crate::capture::start_translation(ev, &self.clock).map(|t| (false, t))
+                }
+                None => None,
+            });
+            match report {
+                Some(r) => {
+                    self.tracker.prefetch(&r.1);
+                    batch.push(r);
+                }
+                None if ev.is_some() => self.summary.malformed_events += 1,
+                None => {}
+            }
+            if batch.len() == LOOKAHEAD || ev.is_none() {
+                for (end, t) in batch.drain(..) {
+                    if end {
+                        self.tracker.end(t, &mut self.out);
+                    } else {
+                        self.tracker.start(t, &mut self.out);
+                    }
+                }
+            }
+            if ev.is_none() {
+                return;
+            }
+        }
+    }
+
+    /// Closes superseded translations, writes what is left, closes the sinks.
+    fn finish(mut self) -> Result<RecordSummary, DaemonError> {
+        // Superseded entries whose end event never came are closed approximately; translations
+        // still open stay open in the store (the next start reconciles them with the kernel).
+        self.tracker.expire(None, &mut self.out);
+        self.write()?;
+        self.sinks.tick(Timestamp::now())?;
+        let mut summary = self.summary;
+        summary.kernel = self.capture.counters()?;
+        drop(self.capture);
+        summary.tracker = self.tracker.stats();
+        summary.netlink_destroys = self.nl_stats.destroys;
+        summary.netlink_enobufs = self.nl_stats.enobufs;
+        summary.netlink_unreadable = self.nl_stats.unreadable;
+        summary.open_at_exit = self.tracker.open_count();
+        for closed in self.sinks.close()? {
+            if let Closed::Store(stats) = closed {
+                summary.store = Some(stats);
+            }
+        }
+        Ok(summary)
+    }
 }
 
 /// Readiness of the watched ring buffer; never, when it is not watched.
@@ -607,51 +666,6 @@ async fn readable(
     match fd {
         Some(fd) => fd.readable().await,
         None => std::future::pending().await,
-    }
-}
-
-fn drain_ring(
-    capture: &mut Capture,
-    clock: &ClockMap,
-    jiffy_ns: u64,
-    tracker: &mut Tracker,
-    out: &mut Vec<FlowEvent>,
-    summary: &mut RecordSummary,
-) {
-    // Reports go to the tracker LOOKAHEAD at a time, each announced as it is read
-    // (`Tracker::prefetch`): the tracker's lookups then find their memory in cache.
-    let mut batch: Vec<(bool, Translation)> = Vec::with_capacity(LOOKAHEAD);
-    loop {
-        let ev = capture.next_event();
-        let report = ev.as_ref().and_then(|ev| match Hook::from_u8(ev.hook) {
-            Some(Hook::CtFree) => {
-                crate::capture::end_translation(ev, clock, jiffy_ns).map(|t| (true, t))
-            }
-            Some(Hook::WanEgress | Hook::LanEgress) => {
-                crate::capture::start_translation(ev, clock).map(|t| (false, t))
-            }
-            None => None,
-        });
-        match report {
-            Some(r) => {
-                tracker.prefetch(&r.1);
-                batch.push(r);
-            }
-            None if ev.is_some() => summary.malformed_events += 1,
-            None => {}
-        }
-        if batch.len() == LOOKAHEAD || ev.is_none() {
-            for (end, t) in batch.drain(..) {
-                if end {
-                    tracker.end(t, out);
-                } else {
-                    tracker.start(t, out);
-                }
-            }
-        }
-        if ev.is_none() {
-            return;
-        }
     }
 }
 

@@ -1,20 +1,13 @@
-//! Where `natrec record` writes its [`FlowEvent`] stream: JSON Lines (a file or stdout) and the
-//! attribution store.
+//! JSON Lines: one [`FlowEvent`] a line, to a file or standard output.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use jiff::Timestamp;
+
+use super::{Closed, Sink, SinkError};
 use crate::model::FlowEvent;
-
-/// Errors of this module.
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    #[error("opening {path}: {source}")]
-    Open { path: PathBuf, source: io::Error },
-    #[error("writing JSON Lines to {target}: {source}")]
-    Write { target: String, source: io::Error },
-}
 
 /// The JSON Lines sink: one [`FlowEvent`] a line, appended; flushed at every tick so a reader
 /// (`tail -f`, the test harness) sees events within the daemon's tick.
@@ -39,15 +32,28 @@ impl JsonlSink {
         Ok(Self { target, out: BufWriter::with_capacity(1 << 16, w) })
     }
 
-    pub fn write(&mut self, ev: &FlowEvent) -> Result<(), SinkError> {
-        serde_json::to_writer(&mut self.out, ev)
-            .map_err(io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"))
-            .map_err(|source| SinkError::Write { target: self.target.clone(), source })
+    fn write_one(&mut self, ev: &FlowEvent) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, ev)?;
+        self.out.write_all(b"\n")
     }
 
-    pub fn flush(&mut self) -> Result<(), SinkError> {
-        self.out.flush().map_err(|source| SinkError::Write { target: self.target.clone(), source })
+    fn failed(&self, source: io::Error) -> SinkError {
+        SinkError::Write { target: self.target.clone(), source }
+    }
+}
+
+impl Sink for JsonlSink {
+    fn write(&mut self, events: &[FlowEvent]) -> Result<(), SinkError> {
+        events.iter().try_for_each(|ev| self.write_one(ev)).map_err(|e| self.failed(e))
+    }
+
+    fn tick(&mut self, _now: Timestamp) -> Result<(), SinkError> {
+        self.out.flush().map_err(|e| self.failed(e))
+    }
+
+    fn close(mut self: Box<Self>) -> Result<Closed, SinkError> {
+        self.out.flush().map_err(|e| self.failed(e))?;
+        Ok(Closed::Plain)
     }
 }
 
@@ -58,10 +64,8 @@ mod tests {
 
     #[test]
     fn events_are_appended_one_per_line() {
-        let dir = std::env::temp_dir().join(format!("natrec-sink-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("tmp dir");
-        let path = dir.join("events.jsonl");
-        let _ = std::fs::remove_file(&path);
+        let dir = tempfile::tempdir().expect("tmp dir");
+        let path = dir.path().join("events.jsonl");
         let t = Translation {
             kind: Kind::Dnat,
             proto: Proto::TCP,
@@ -75,13 +79,12 @@ mod tests {
         };
         for _ in 0..2 {
             let mut s = JsonlSink::open(&path).expect("open");
-            s.write(&FlowEvent::Start(t.clone())).expect("write");
-            s.flush().expect("flush");
+            s.write(&[FlowEvent::Start(t.clone())]).expect("write");
+            Box::new(s).close().expect("close");
         }
         let text = std::fs::read_to_string(&path).expect("read");
         let lines: Vec<FlowEvent> =
             text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
         assert_eq!(lines, vec![FlowEvent::Start(t.clone()), FlowEvent::Start(t)]);
-        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }
