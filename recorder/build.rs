@@ -1,5 +1,5 @@
 //! Builds `recorder-ebpf` for the bpf target with the nightly toolchain (aya-build) and leaves the
-//! object in OUT_DIR, where `src/capture` embeds it with `include_bytes_aligned!`.
+//! object in OUT_DIR, where `src/capture/mod.rs` embeds it with `include_bytes_aligned!`.
 use anyhow::{Context as _, anyhow};
 
 fn main() -> anyhow::Result<()> {

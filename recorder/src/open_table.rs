@@ -2,16 +2,17 @@
 //!
 //! The tracker and the store writer each keep every open translation in a map: hundreds of
 //! thousands of entries on a busy gateway, tens of megabytes. Nearly every lookup of an ending
-//! translation then misses the CPU caches twice (the probe, then the key), and a profile at the
-//! capture bench's maximum rate found half of natrec's CPU time in those stalls. std's
+//! translation then misses the CPU caches twice (the probe, then the key), and at high rates
+//! those stalls are a large share of natrec's CPU time (BENCHMARKS.md has the profile). std's
 //! `HashMap` cannot say where a key lives before it is looked up. This table can: the caller
 //! announces the keys of the next few reports ([`OpenTable::prefetch`]), their memory loads
 //! overlap, and each lookup then finds its slot in cache.
 //!
 //! Layout: linear probing over a power-of-two array of slots, at most 5/8 full, each slot
 //! holding the key's hash (with the top bit set, so that it is never zero and an empty slot,
-//! `None`, takes no more room than a full one), the key and the value. Removal shifts the entries that follow back into the hole (no tombstones), so
-//! lookups stay short however many entries come and go.
+//! `None`, takes no more room than a full one), the key and the value. Removal shifts the
+//! entries that follow back into the hole (no tombstones), so lookups stay short however many
+//! entries come and go.
 //!
 //! The hash is foldhash with random per-table seeds: keys hold addresses and ports that outside
 //! hosts choose, and a predictable hash would let them build long probe chains.
@@ -19,9 +20,8 @@
 //! A big slot array is asked to be backed by transparent huge pages (`MADV_HUGEPAGE`, where the
 //! kernel's `transparent_hugepage/enabled` is `madvise`, its usual default): with 4 KiB pages,
 //! nearly every lookup of a table of tens of megabytes also misses the TLB, and a prefetch then
-//! waits for the page walk (two-dimensional on a virtual machine) before its load can start. A
-//! profile at the capture bench's maximum rate found a quarter of natrec's main thread stalled
-//! on its prefetch instructions that way.
+//! waits for the page walk (two-dimensional on a virtual machine) before its load can start, and
+//! the prefetch buys nothing.
 
 use std::hash::{BuildHasher, Hash};
 use std::num::NonZeroU64;

@@ -1,9 +1,10 @@
 //! Pairs what the capture sources report into one start and one end per translation.
 //!
 //! Three sources report the same conntrack entries: the eBPF programs (a start, at the entry's
-//! first packet through a hooked interface), ctnetlink DESTROY events (the end, with the
-//! kernel's own start and stop timestamps), and conntrack dumps (start-up seeding, resync after
-//! a lost event). The tracker keeps the set of open translations keyed by [`FlowKey`] (which
+//! first packet through a hooked interface; and, where the end probe runs, the end, as the
+//! kernel frees the entry), ctnetlink DESTROY events (the end, with the kernel's own start and
+//! stop timestamps, where the end probe does not run), and conntrack dumps (start-up seeding,
+//! resync after a lost event). The tracker keeps the set of open translations keyed by [`FlowKey`] (which
 //! contains a complete conntrack tuple, so no two live entries share it) and turns the reports
 //! into a clean [`FlowEvent`] stream:
 //!
@@ -337,7 +338,7 @@ impl Tracker {
             Started::New => {}
             Started::Replaced(prev) => {
                 // The previous entry with this tuple is gone (a new one cannot exist beside
-                // it), but its DESTROY event may still be on its way: hold it for
+                // it), but its end report may still be on its way: hold it for
                 // SUPERSEDED_GRACE.
                 let held = Superseded { entry: prev.like(&t), next_start: t.start };
                 if let Some(older) = self.superseded.insert(t.key(), held) {
@@ -361,7 +362,7 @@ impl Tracker {
     }
 
     /// Closes, with an approximate end (the start of the entry that took their tuple), the
-    /// superseded entries whose DESTROY event did not come within [`SUPERSEDED_GRACE`] of that
+    /// superseded entries whose end (end probe or DESTROY event) did not come within [`SUPERSEDED_GRACE`] of that
     /// start; with `now = None`, all of them (at shutdown).
     pub fn expire(&mut self, now: Option<Timestamp>, out: &mut Vec<FlowEvent>) {
         let due: Vec<FlowKey> = self
@@ -377,8 +378,9 @@ impl Tracker {
         }
     }
 
-    /// A translation ended. `t` describes the entry as the DESTROY event did (its `end` set,
-    /// `END_APPROX` in its flags when the stop time is not the kernel's).
+    /// A translation ended. `t` describes the entry as its end source did, the end probe or a
+    /// DESTROY event (its `end` set, `END_APPROX` in its flags when the stop time is not the
+    /// kernel's).
     pub fn end(&mut self, t: Translation, out: &mut Vec<FlowEvent>) {
         let r = self.resolution;
         // The end of an entry whose tuple a newer entry already holds. (`get` of an empty map,
