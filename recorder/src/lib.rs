@@ -9,6 +9,7 @@
 //! - [`synth`] makes the synthetic ISP workload; [`import`] reads logs other tools keep.
 
 pub mod capture;
+pub mod config;
 pub mod conntrack;
 pub mod daemon;
 pub mod import;

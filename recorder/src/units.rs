@@ -93,6 +93,91 @@ pub fn parse_size(s: &str) -> Result<u64, UnitError> {
     n.checked_mul(mult).ok_or_else(bad)
 }
 
+/// A duration as flags and the config file write it (`30s`, `1h`, `500ms`): read by
+/// [`parse_duration`], shown in the largest unit that divides it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HumanDuration(pub Duration);
+
+impl std::str::FromStr for HumanDuration {
+    type Err = UnitError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_duration(s).map(Self)
+    }
+}
+
+impl std::fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = self.0;
+        if !d.subsec_nanos().is_multiple_of(1_000_000) {
+            // Finer than the units take: plain seconds with a fraction.
+            return write!(f, "{}.{:09}", d.as_secs(), d.subsec_nanos());
+        }
+        let ms = d.as_millis();
+        let unit = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1000, "s")]
+            .into_iter()
+            .find(|&(n, _)| ms.is_multiple_of(n) && ms > 0);
+        match unit {
+            Some((n, u)) => write!(f, "{}{u}", ms / n),
+            None if ms == 0 => f.write_str("0s"),
+            None => write!(f, "{ms}ms"),
+        }
+    }
+}
+
+/// A size in bytes as flags and the config file write it (`16MiB`, `500G`): read by
+/// [`parse_size`], shown in the largest binary unit that divides it. The config file also takes
+/// a plain integer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ByteSize(pub u64);
+
+impl std::str::FromStr for ByteSize {
+    type Err = UnitError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_size(s).map(Self)
+    }
+}
+
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let b = self.0;
+        let unit = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")]
+            .into_iter()
+            .find(|&(shift, _)| b > 0 && b.is_multiple_of(1u64 << shift));
+        match unit {
+            Some((shift, u)) => write!(f, "{}{u}", b >> shift),
+            None => write!(f, "{b}"),
+        }
+    }
+}
+
+/// Serialized as their text; read from text, or (a size, or a duration in seconds) from an
+/// integer.
+macro_rules! serde_as_text {
+    ($ty:ty, $from_int:expr) => {
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                #[derive(serde::Deserialize)]
+                #[serde(untagged)]
+                enum Raw {
+                    Int(u64),
+                    Text(String),
+                }
+                match Raw::deserialize(d)? {
+                    Raw::Int(n) => Ok($from_int(n)),
+                    Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+                }
+            }
+        }
+    };
+}
+serde_as_text!(HumanDuration, |n| HumanDuration(Duration::from_secs(n)));
+serde_as_text!(ByteSize, ByteSize);
+
 /// The unit in which a segment stores times; coarser units compress better.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Resolution {
@@ -175,6 +260,13 @@ impl std::fmt::Display for Resolution {
     }
 }
 
+// Serialized by its name (in `store::segment`, beside the segment listing that shows it).
+impl<'de> serde::Deserialize<'de> for Resolution {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +305,43 @@ mod tests {
         assert!(parse_size("-1").is_err());
         assert!(parse_size("99999999999999T").is_err());
         assert!(parse_size("12 parsecs").is_err_and(|e| e.to_string().contains("expected")));
+    }
+
+    #[test]
+    fn durations_and_sizes_show_in_a_form_they_parse_back_from() {
+        for text in ["0s", "500ms", "30s", "90s", "15m", "1h", "2d", "1.000000500"] {
+            let d: HumanDuration = text.parse().expect(text);
+            assert_eq!(d.to_string(), text);
+            assert_eq!(d.to_string().parse::<HumanDuration>(), Ok(d));
+        }
+        assert_eq!(HumanDuration(Duration::from_secs(3600 + 60)).to_string(), "61m");
+        for (n, text) in [(0, "0"), (4096, "4KiB"), (16 << 20, "16MiB"), (1000, "1000")] {
+            assert_eq!(ByteSize(n).to_string(), text);
+            assert_eq!(text.parse::<ByteSize>(), Ok(ByteSize(n)));
+        }
+    }
+
+    #[test]
+    fn config_values_deserialize_from_text_or_integers() {
+        #[derive(serde::Deserialize, serde::Serialize, PartialEq, Debug)]
+        struct T {
+            d: HumanDuration,
+            s: ByteSize,
+            r: Resolution,
+        }
+        let t: T = toml::from_str("d = \"1m30s\"\ns = 65536\nr = \"us\"").expect("toml");
+        assert_eq!(
+            t,
+            T {
+                d: HumanDuration(Duration::from_secs(90)),
+                s: ByteSize(1 << 16),
+                r: Resolution::Micros
+            }
+        );
+        assert_eq!(toml::to_string(&t).expect("ser"), "d = \"90s\"\ns = \"64KiB\"\nr = \"us\"\n");
+        let err = toml::from_str::<T>("d = \"soon\"\ns = 1\nr = \"ms\"").expect_err("bad");
+        assert!(err.to_string().contains("invalid duration"), "{err}");
+        assert!(toml::from_str::<T>("d = 1\ns = 1\nr = 3").is_err(), "a resolution is text");
     }
 
     #[test]

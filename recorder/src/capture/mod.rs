@@ -70,7 +70,17 @@ pub enum CaptureError {
 }
 
 /// Where translations' ends come from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum EndsFrom {
     /// The end probe where this kernel runs it, ctnetlink DESTROY events otherwise.

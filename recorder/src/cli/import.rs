@@ -12,7 +12,7 @@ use recorder::model::FlowEvent;
 use recorder::store::{Writer, WriterStats};
 use serde::Serialize;
 
-use super::store_args::StoreArgs;
+use recorder::config::StoreSettings;
 
 /// Read logs and write their NAT translations into segments.
 ///
@@ -44,7 +44,7 @@ pub struct Args {
     #[arg(value_name = "FILE", default_value = "-")]
     files: Vec<PathBuf>,
     #[command(flatten)]
-    store: StoreArgs,
+    store: StoreSettings,
     /// Read and check the logs, report, write nothing (--dir is not needed).
     #[arg(long)]
     dry_run: bool,

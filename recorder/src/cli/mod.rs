@@ -3,13 +3,17 @@
 //! 2 error.
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 
+use anyhow::Context as _;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+use recorder::config::{self, ConfigFile, LogSettings};
+
+mod check_config;
 mod import;
 mod query;
 mod record;
 mod segments;
-mod store_args;
 mod verify;
 
 #[derive(Debug, Parser)]
@@ -19,9 +23,12 @@ mod verify;
     about = "Records every NAT translation of a Linux gateway and answers who held an outside address and port at a given time."
 )]
 struct Cli {
-    /// Log filter (tracing's EnvFilter syntax), e.g. `info`, `natrec=debug`.
-    #[arg(long, global = true, env = "NATREC_LOG", default_value = "info")]
-    log: String,
+    /// Config file of `record` and `check-config` (default: /etc/natrec/natrec.toml, if it
+    /// exists). Flags and NATREC_* variables override its keys.
+    #[arg(long, global = true, env = "NATREC_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    log: LogSettings,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,13 +45,32 @@ enum Command {
     Segments(segments::Args),
     /// Turn logs kept by other tools (conntrack -E, ulogd2 JSON, natrec JSONL) into segments.
     Import(import::Args),
+    /// Check a config file and print the settings `record` would run with.
+    CheckConfig(check_config::Args),
 }
 
 pub fn run() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
-    init_logging(&cli.log)?;
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Only the commands that run natrec read the config file: a broken file must not keep staff
+    // from querying.
+    let reads_config = matches!(cli.command, Command::Record(_) | Command::CheckConfig(_));
+    let (file, path) = if reads_config {
+        ConfigFile::load(cli.config.as_deref())?
+    } else {
+        (ConfigFile::default(), None)
+    };
+    let log = config::overlay(&file.log, &cli.log, &matches)?;
+    init_logging(&log.filter)?;
+    if let Some(path) = &path {
+        tracing::debug!(config = %path.display(), "read the config file");
+    }
+    let sub = |name| matches.subcommand_matches(name).context("subcommand matches");
     match cli.command {
-        Command::Record(a) => record::run(a),
+        Command::Record(a) => record::run(a, &file, sub("record")?),
+        Command::CheckConfig(a) => {
+            check_config::run(a, ConfigFile { log, ..file }, path, sub("check-config")?)
+        }
         Command::Query(a) => query::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Segments(a) => segments::run(a),
@@ -54,9 +80,10 @@ pub fn run() -> anyhow::Result<ExitCode> {
 
 /// Logs go to stderr through `tracing`; the `log` crate (aya, aya-log) is bridged into it.
 fn init_logging(filter: &str) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .with_context(|| format!("invalid --log filter {filter:?}"))?;
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| {
+        // Its message already ends with its source's.
+        anyhow::anyhow!("invalid log filter {filter:?} (--log, or [log] filter): {e}")
+    })?;
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -73,4 +100,12 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
         e.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }
