@@ -38,6 +38,44 @@ pub fn natrec_bin() -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The user and group nobody (65534): an account that owns nothing.
+pub const NOBODY: u32 = 65534;
+
+/// The privileges of `natrec.service`, reproduced without systemd: `setpriv` runs `bin` as user
+/// and group `id`, with no supplementary groups but `groups`, and with exactly the capabilities
+/// `caps` (e.g. `+bpf,+net_admin,+perfmon`) inherited, ambient and in the bounding set.
+pub fn unit_privileges(id: u32, groups: &[u32], caps: &str, bin: &Path) -> Vec<String> {
+    let groups = match groups {
+        [] => "--clear-groups".to_owned(),
+        g => format!("--groups={}", g.iter().map(u32::to_string).collect::<Vec<_>>().join(",")),
+    };
+    vec![
+        "setpriv".into(),
+        format!("--reuid={id}"),
+        format!("--regid={id}"),
+        groups,
+        format!("--inh-caps=-all,{caps}"),
+        format!("--ambient-caps=-all,{caps}"),
+        format!("--bounding-set=-all,{caps}"),
+        "--".into(),
+        bin.display().to_string(),
+    ]
+}
+
+/// A copy of the natrec binary in `dir`, where a user other than root can run it (the build's
+/// own may be under a directory only root can enter).
+pub fn natrec_bin_in(dir: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let to = dir.join("natrec");
+    std::fs::copy(natrec_bin()?, &to)
+        .and_then(|_| std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)))
+        .map_err(|source| LabError::Io {
+            what: format!("copying natrec to {}", to.display()),
+            source,
+        })?;
+    Ok(to)
+}
+
 /// A `natrec record` stopped by [`NatrecRecord::pause`]; continued on drop.
 #[derive(Debug)]
 pub struct Paused<'a> {
@@ -74,6 +112,16 @@ impl NatrecRecord {
     /// Starts `natrec record --wan wan0 --lan lan1 … --jsonl JSONL --reap-interval 1s EXTRA…` in
     /// the lab's gateway and waits until it logs `ready`.
     pub fn start(lab: &GatewayLab, jsonl: &Path, extra: &[&str]) -> Result<NatrecRecord> {
+        Self::start_wrapped(lab, &[], jsonl, extra)
+    }
+
+    /// [`NatrecRecord::start`] with the binary run by `wrapper` (e.g. [`unit_privileges`]).
+    pub fn start_wrapped(
+        lab: &GatewayLab,
+        wrapper: &[&str],
+        jsonl: &Path,
+        extra: &[&str],
+    ) -> Result<NatrecRecord> {
         let jsonl_arg = jsonl
             .to_str()
             .ok_or_else(|| LabError::Invalid(format!("path {} is not UTF-8", jsonl.display())))?;
@@ -84,17 +132,27 @@ impl NatrecRecord {
         }
         args.extend(["--jsonl", jsonl_arg, "--reap-interval", "1s"]);
         args.extend_from_slice(extra);
-        Self::start_with(lab.gateway(), &args, jsonl)
+        Self::start_line(lab.gateway(), wrapper, &args, jsonl)
     }
 
     /// Starts `natrec ARGS…` in `ns` (the arguments must make it write `jsonl`) and waits until
     /// it logs a line containing `ready` on stderr.
     pub fn start_with(ns: &Netns, args: &[&str], jsonl: &Path) -> Result<NatrecRecord> {
+        Self::start_line(ns, &[], args, jsonl)
+    }
+
+    fn start_line(
+        ns: &Netns,
+        wrapper: &[&str],
+        args: &[&str],
+        jsonl: &Path,
+    ) -> Result<NatrecRecord> {
         let bin = natrec_bin()?;
         let bin = bin
             .to_str()
             .ok_or_else(|| LabError::Invalid(format!("path {} is not UTF-8", bin.display())))?;
-        let mut line = vec![bin];
+        // A wrapper (setpriv) ends with the binary it runs.
+        let mut line: Vec<&str> = if wrapper.is_empty() { vec![bin] } else { wrapper.to_vec() };
         line.extend_from_slice(args);
         let mut child = ns.spawn(&line)?;
         let pipe = child

@@ -164,16 +164,56 @@ fn natrec_records_every_flow_like_conntrack_with_the_end_probe() {
     if !lab::end_probe_test_start() {
         return;
     }
-    records_every_flow_like_conntrack("cap", "ebpf");
+    records_every_flow_like_conntrack("cap", "ebpf", As::Root);
 }
 
 /// The same with ends from ctnetlink DESTROY events (kernels without the end probe).
 #[test]
 fn natrec_records_every_flow_like_conntrack_with_ctnetlink_ends() {
-    records_every_flow_like_conntrack("capnl", "ctnetlink");
+    records_every_flow_like_conntrack("capnl", "ctnetlink", As::Root);
 }
 
-fn records_every_flow_like_conntrack(prefix: &str, ends: &str) {
+/// The same as a user other than root with exactly the unit's three capabilities (setpriv stands
+/// in for systemd); the segments it writes are that user's. Without any one of the three,
+/// natrec refuses at once and names it.
+#[test]
+fn a_user_with_only_cap_bpf_net_admin_and_perfmon_records_every_flow() {
+    if !lab::end_probe_test_start() {
+        return;
+    }
+    records_every_flow_like_conntrack("capuser", "ebpf", As::UnitUser);
+}
+
+/// Who runs `natrec record`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum As {
+    Root,
+    /// [`recorder_proc::NOBODY`] with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON.
+    UnitUser,
+}
+
+const UNIT_CAPS: &str = "+bpf,+net_admin,+perfmon";
+
+/// Runs natrec as [`As::UnitUser`] without each of the unit's capabilities in turn, and checks
+/// that it refuses, naming the one it lacks.
+fn refuses_without_each_capability(lab: &GatewayLab, bin: &std::path::Path) {
+    for (lacking, caps) in [
+        ("CAP_BPF", "+net_admin,+perfmon"),
+        ("CAP_NET_ADMIN", "+bpf,+perfmon"),
+        ("CAP_PERFMON", "+bpf,+net_admin"),
+    ] {
+        let mut line = recorder_proc::unit_privileges(recorder_proc::NOBODY, &[], caps, bin);
+        line.extend(["record", "--wan", lab.wan_if(), "--jsonl", "-"].map(String::from));
+        let line: Vec<&str> = line.iter().map(String::as_str).collect();
+        let err = lab.gateway().exec(&line).expect_err("natrec must refuse").to_string();
+        assert!(
+            err.contains(&format!("natrec record lacks {lacking}: {lacking} is for")),
+            "without {lacking}: {err}"
+        );
+    }
+}
+
+fn records_every_flow_like_conntrack(prefix: &str, ends: &str, who: As) {
     if !lab::lab_test_start().expect("lab capabilities") {
         return;
     }
@@ -199,8 +239,22 @@ fn records_every_flow_like_conntrack(prefix: &str, ends: &str) {
     let _gw_tcp = EchoServer::tcp(lab.gateway(), sa(Ipv4Addr::UNSPECIFIED, 7)).expect("gw tcp");
     let _gw_udp = EchoServer::udp(lab.gateway(), sa(Ipv4Addr::UNSPECIFIED, 7)).expect("gw udp");
 
-    let natrec = NatrecRecord::start(&lab, &dir.path().join("flows.jsonl"), &["--ends", ends])
-        .expect("natrec record");
+    let jsonl = dir.path().join("flows.jsonl");
+    let store = dir.path().join("store");
+    let store_arg = store.to_str().expect("utf-8 path");
+    let natrec = match who {
+        As::Root => NatrecRecord::start(&lab, &jsonl, &["--ends", ends]),
+        As::UnitUser => {
+            std::os::unix::fs::chown(dir.path(), Some(recorder_proc::NOBODY), None)
+                .expect("chown the temp dir");
+            let bin = recorder_proc::natrec_bin_in(dir.path()).expect("natrec binary");
+            refuses_without_each_capability(&lab, &bin);
+            let line = recorder_proc::unit_privileges(recorder_proc::NOBODY, &[], UNIT_CAPS, &bin);
+            let line: Vec<&str> = line.iter().map(String::as_str).collect();
+            NatrecRecord::start_wrapped(&lab, &line, &jsonl, &["--ends", ends, "--dir", store_arg])
+        }
+    }
+    .expect("natrec record");
 
     // Each flow is looked up in the gateway's conntrack table at once, while its entry lives.
     let mut expected: Vec<(Key, FlowDone, bool, &str)> = Vec::new();
@@ -245,6 +299,33 @@ fn records_every_flow_like_conntrack(prefix: &str, ends: &str) {
         unexpected.is_empty(),
         "records of no flow of ours (traffic to the gateway?): {unexpected:#?}"
     );
+    if who == As::UnitUser {
+        assert_store_is_the_users(&store, recorder_proc::NOBODY, keys.len());
+    }
+}
+
+/// `store` was written by `uid` and holds `n` translations.
+fn assert_store_is_the_users(store: &std::path::Path, uid: u32, n: usize) {
+    use std::os::unix::fs::MetadataExt as _;
+    let files: Vec<_> = std::fs::read_dir(store).expect("the store").flatten().collect();
+    assert!(!files.is_empty(), "natrec wrote no segment into {}", store.display());
+    for f in files {
+        let meta = f.metadata().expect("metadata");
+        assert_eq!(meta.uid(), uid, "{} belongs to the user natrec ran as", f.path().display());
+    }
+    use recorder::lookup::{Filter, TranslationSource as _};
+    let reader = recorder::store::Reader::open(store).expect("open the store");
+    let all = Filter {
+        from: Timestamp::UNIX_EPOCH,
+        to: Timestamp::MAX,
+        proto: None,
+        outside: None,
+        inside: None,
+        remote: None,
+    };
+    let mut stored = Vec::new();
+    reader.scan(&all, &mut |t| stored.push(t.clone())).expect("scan the store");
+    assert_eq!(stored.len(), n, "every translation stored: {stored:#?}");
 }
 
 /// A connection opened before `natrec record` started is recorded from the conntrack dump it

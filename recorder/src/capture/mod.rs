@@ -1,6 +1,6 @@
 //! Loading natrec's eBPF programs, attaching them, and reading what they report.
 //!
-//! [`Capture::start`] checks the host (root, kernel version, BTF), computes the kernel offsets
+//! [`Capture::start`] checks the host (capabilities, kernel version, BTF), computes the kernel offsets
 //! from BTF ([`btf`]), loads the embedded object with them as the `OFFSETS` global, and
 //! attaches the tc egress classifier to every WAN interface (and the LAN one to every inside
 //! interface given). On kernels with tcx (6.6+) the attachment is a bpf link; otherwise a
@@ -16,6 +16,7 @@
 
 mod btf;
 mod event;
+pub mod privilege;
 
 use std::ffi::CString;
 use std::time::Duration;
@@ -33,10 +34,10 @@ pub use event::{end_translation, start_translation};
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    #[error(
-        "natrec record needs root (CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON): run it with sudo or as a service with those capabilities"
-    )]
-    NotRoot,
+    #[error("{0}")]
+    MissingCapabilities(String),
+    #[error("reading this process's capabilities: {0}")]
+    Capabilities(std::io::Error),
     #[error(
         "kernel {0} is too old: natrec needs Linux 5.8 or later (BPF ring buffer, bpf_probe_read_kernel)"
     )]
@@ -199,15 +200,16 @@ fn ifindex(name: &str) -> Result<u32, CaptureError> {
 }
 
 impl Capture {
-    /// Checks what can be checked before touching anything: root, the kernel version, the
+    /// Checks what can be checked before touching anything: capabilities, the kernel version, the
     /// interfaces, the ring size.
     pub fn preflight(cfg: &CaptureConfig) -> Result<(), CaptureError> {
         if cfg.wan.is_empty() {
             return Err(CaptureError::NoWan);
         }
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err(CaptureError::NotRoot);
+        let missing =
+            privilege::missing(privilege::effective().map_err(CaptureError::Capabilities)?);
+        if !missing.is_empty() {
+            return Err(CaptureError::MissingCapabilities(privilege::explain(&missing)));
         }
         let release = kernel_release();
         if kernel_major_minor(&release).is_some_and(|v| v < (5, 8)) {

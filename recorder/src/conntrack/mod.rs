@@ -32,7 +32,7 @@ pub use sysctl::{enable_events, enable_timestamps, events_setting};
 #[derive(Debug, thiserror::Error)]
 pub enum ConntrackError {
     /// The kernel refused for lack of privilege.
-    #[error("{what} needs CAP_NET_ADMIN: run natrec as root")]
+    #[error("{what} needs CAP_NET_ADMIN: run natrec as root or with that capability")]
     NeedsCapNetAdmin { what: &'static str },
     /// The kernel has no conntrack netlink support loaded.
     #[error(
