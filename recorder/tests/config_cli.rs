@@ -85,7 +85,7 @@ fn errors_name_the_file_the_line_and_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.code() == Some(2) && err.contains("unknown field"), "the file first: {err}");
     // Commands that only read the store do not read the config file.
-    let out =
-        natrec(&["segments", "--config", &file, "--dir", dir.path().to_str().expect("utf-8")], &[]);
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("retain_dayz"));
+    let out = natrec(&["segments", "--config", &file, dir.path().to_str().expect("utf-8")], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() != Some(2) && !err.contains("retain_dayz"), "{err}");
 }

@@ -49,14 +49,15 @@ pub fn unit_privileges(id: u32, groups: &[u32], caps: &str, bin: &Path) -> Vec<S
         [] => "--clear-groups".to_owned(),
         g => format!("--groups={}", g.iter().map(u32::to_string).collect::<Vec<_>>().join(",")),
     };
+    let caps = if caps.is_empty() { "-all".to_owned() } else { format!("-all,{caps}") };
     vec![
         "setpriv".into(),
         format!("--reuid={id}"),
         format!("--regid={id}"),
         groups,
-        format!("--inh-caps=-all,{caps}"),
-        format!("--ambient-caps=-all,{caps}"),
-        format!("--bounding-set=-all,{caps}"),
+        format!("--inh-caps={caps}"),
+        format!("--ambient-caps={caps}"),
+        format!("--bounding-set={caps}"),
         "--".into(),
         bin.display().to_string(),
     ]

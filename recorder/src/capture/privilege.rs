@@ -54,7 +54,7 @@ pub fn missing(eff: u64) -> Vec<Capability> {
     let has = |bit: u32| eff & (1u64 << bit) != 0;
     NEEDED
         .into_iter()
-        .filter(|c| !has(c.bit) && !(c.name != "CAP_NET_ADMIN" && has(CAP_SYS_ADMIN)))
+        .filter(|c| !has(c.bit) && (c.name == "CAP_NET_ADMIN" || !has(CAP_SYS_ADMIN)))
         .collect()
 }
 

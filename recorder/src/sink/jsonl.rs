@@ -1,6 +1,6 @@
 //! JSON Lines: one [`FlowEvent`] a line, to a file or standard output.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
@@ -22,8 +22,8 @@ impl JsonlSink {
         let (target, w): (String, Box<dyn Write + Send>) = if path == Path::new("-") {
             ("standard output".into(), Box::new(io::stdout()))
         } else {
-            let f: File = OpenOptions::new()
-                .create(true)
+            // Who talked to whom: the same modes as the store's files.
+            let f: File = crate::store::create_options()
                 .append(true)
                 .open(path)
                 .map_err(|source| SinkError::Open { path: path.to_owned(), source })?;

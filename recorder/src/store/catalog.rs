@@ -6,11 +6,11 @@
 //! small reads per segment: over months of hourly segments, thousands of random reads on a cold
 //! page cache. `Reader::open` reads them instead from `DIR/segments.catalog`, one file, and
 //! reads the header and seal of the segments the catalog does not know (or knows with another
-//! file length), then rewrites the catalog (a temporary file renamed over it).
+//! file length). The writer rewrites the catalog (a temporary file renamed over it) when it
+//! opens, seals or deletes; readers write nothing into the store.
 //!
-//! The catalog is a cache: it is never needed, a reader that cannot read or write it (a damaged
-//! file, a read-only directory) reads the segments' own headers and seals, and `natrec verify`
-//! ignores it. Sealed segments are never modified, so an entry whose file name and length match
+//! The catalog is a cache: it is never needed, a reader that cannot read it (a damaged file)
+//! reads the segments' own headers and seals, and `natrec verify` ignores it. Sealed segments are never modified, so an entry whose file name and length match
 //! describes the file; anything else in it is ignored.
 //!
 //! Layout (little-endian): magic `NATRCAT1`; u32 entry count; per entry: u16 name length, the
@@ -22,10 +22,10 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Write as _;
 use std::os::unix::fs::FileExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::Resolution;
-use super::segment::{HEADER_LEN, Header, SEAL_FRAME, Seal, T_SEAL, frame_at};
+use super::segment::{self, HEADER_LEN, Header, SEAL_FRAME, Seal, T_SEAL, frame_at};
+use super::{Resolution, StoreError};
 
 /// The catalog's file name in a segment directory.
 pub(crate) const CATALOG: &str = "segments.catalog";
@@ -93,11 +93,57 @@ pub(crate) fn load(dir: &Path) -> Entries {
     fs::read(dir.join(CATALOG)).ok().and_then(|b| decode(&b)).unwrap_or_default()
 }
 
+/// The summary of each of `files` (a directory's segments): from the catalog `known` where it
+/// knows the file at its length, read from the file otherwise; `None` for an open segment or
+/// one whose header or seal cannot be read. Also returns the catalog they make.
+pub(crate) fn summaries(
+    known: &Entries,
+    files: &[PathBuf],
+) -> Result<(Vec<Option<Summary>>, Entries), StoreError> {
+    let mut fresh = Entries::with_capacity(files.len());
+    let mut out = Vec::with_capacity(files.len());
+    for path in files {
+        if path.extension().is_none_or(|e| e != "seg") {
+            out.push(None);
+            continue;
+        }
+        let bytes =
+            fs::metadata(path).map_err(|e| StoreError::io("reading metadata of", path, e))?.len();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let summary = match known.get(&name) {
+            Some(s) if s.bytes == bytes => Some(*s),
+            _ => Summary::read(path, bytes),
+        };
+        if let Some(s) = summary {
+            fresh.insert(name, s);
+        }
+        out.push(summary);
+    }
+    Ok((out, fresh))
+}
+
+/// Brings `DIR/segments.catalog` up to date with the directory's sealed segments. The writer's
+/// job, after it seals or deletes: readers write nothing into a store. Failing changes nothing
+/// but the next open's speed.
+pub(crate) fn refresh(dir: &Path) {
+    let known = load(dir);
+    match segment::segment_files(dir).and_then(|files| summaries(&known, &files)) {
+        Ok((_, fresh)) if fresh != known => store(dir, &fresh),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::debug!(dir = %dir.display(), error = %e, "segment catalog not refreshed")
+        }
+    }
+}
+
 /// Replaces `DIR/segments.catalog` with `entries` (a temporary file renamed over it). A cache:
 /// failing to write it changes nothing but the next open's speed.
 pub(crate) fn store(dir: &Path, entries: &Entries) {
     let tmp = dir.join(format!("{CATALOG}.{}.tmp", std::process::id()));
-    let res = File::create(&tmp)
+    let res = super::create_options()
+        .write(true)
+        .truncate(true)
+        .open(&tmp)
         .and_then(|mut f| f.write_all(&encode(entries)))
         .and_then(|()| fs::rename(&tmp, dir.join(CATALOG)));
     if let Err(e) = res {

@@ -157,10 +157,23 @@ pub struct WriterOptions {
     /// smaller ones are faster to read for a point query).
     pub block_records: usize,
     /// zstd level of sealed blocks (default 1: the columns are transformed so that zstd's
-    /// entropy coding does most of the work; on the synthetic workload 7.89 bytes a translation
-    /// and 1.05 M translations/s written with the seal at level 1, 7.91 and 0.97 M/s at 9, 7.62
-    /// and 0.26 M/s at 19).
+    /// entropy coding does most of the work, and higher levels save little for several times
+    /// the CPU; `cargo bench -p recorder --bench store` measures both).
     pub seal_level: i32,
+}
+
+/// Mode of every file natrec writes into a store: its owner writes, its group (`natrec`: the
+/// staff who answer requests) reads, nobody else.
+pub const FILE_MODE: u32 = 0o640;
+/// Mode of a store directory (the same rule).
+pub const DIR_MODE: u32 = 0o750;
+
+/// Options that create a store file with [`FILE_MODE`] (before the umask).
+pub(crate) fn create_options() -> std::fs::OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut o = std::fs::OpenOptions::new();
+    o.create(true).mode(FILE_MODE);
+    o
 }
 
 impl Default for WriterOptions {

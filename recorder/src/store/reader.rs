@@ -55,35 +55,18 @@ impl Seg {
 
 impl Reader {
     /// Opens `dir`: lists the segments and takes each sealed one's header and seal from the
-    /// directory's catalog (a cache, see `catalog`), reading them from the files it lacks. The
+    /// directory's catalog (a cache, see `catalog`), reading them from the files it lacks.
+    /// Writes nothing: a reader needs only read access to the directory. The
     /// index of a segment is read (or rebuilt, when its seal or index is damaged) when a scan
     /// first needs it.
     pub fn open(dir: &Path) -> Result<Reader, StoreError> {
         let files = segment::segment_files(dir)?;
-        let known = catalog::load(dir);
-        let mut fresh = catalog::Entries::with_capacity(files.len());
-        let mut segs = Vec::with_capacity(files.len());
-        for path in files {
-            let sealed = path.extension().is_some_and(|e| e == "seg");
-            let mut summary = None;
-            if sealed {
-                let bytes = fs::metadata(&path)
-                    .map_err(|e| StoreError::io("reading metadata of", &path, e))?
-                    .len();
-                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-                summary = match known.get(&name) {
-                    Some(s) if s.bytes == bytes => Some(*s),
-                    _ => Summary::read(&path, bytes),
-                };
-                if let Some(s) = summary {
-                    fresh.insert(name, s);
-                }
-            }
-            segs.push(Seg { path, summary, meta: OnceLock::new() });
-        }
-        if fresh != known {
-            catalog::store(dir, &fresh);
-        }
+        let (summaries, _) = catalog::summaries(&catalog::load(dir), &files)?;
+        let segs = files
+            .into_iter()
+            .zip(summaries)
+            .map(|(path, summary)| Seg { path, summary, meta: OnceLock::new() })
+            .collect();
         Ok(Reader { dir: dir.to_owned(), segs })
     }
 
@@ -785,7 +768,7 @@ mod tests {
         let r = Reader::open(dir.path()).expect("reader");
         assert!(r.segment_count() >= 25, "{} segments", r.segment_count());
         let catalog = dir.path().join(catalog::CATALOG);
-        assert!(catalog.exists(), "the reader writes the catalog");
+        assert!(catalog.exists(), "the writer keeps the catalog");
         let mut asked = 0;
         for t in ts.iter().step_by(37).chain(ts.iter().rev().take(3)) {
             let mid = t.start.checked_add(SignedDuration::from_millis(300)).expect("time");
@@ -826,7 +809,8 @@ mod tests {
             asked += 1;
         }
         assert!(asked > 80);
-        // A damaged catalog is ignored, and rewritten.
+        // A damaged catalog is ignored by readers (which write nothing), and rewritten by the
+        // writer.
         let sealed = r.segs.iter().filter(|g| g.summary.is_some()).count();
         let mut bytes = fs::read(&catalog).expect("catalog");
         let mid = bytes.len() / 2;
@@ -834,6 +818,8 @@ mod tests {
         fs::write(&catalog, &bytes).expect("damage catalog");
         assert!(catalog::load(dir.path()).is_empty());
         let r2 = Reader::open(dir.path()).expect("reader");
+        assert!(catalog::load(dir.path()).is_empty(), "a reader writes nothing");
+        catalog::refresh(dir.path());
         assert_eq!(catalog::load(dir.path()).len(), sealed, "rewritten");
         for f in queries(&ts) {
             assert_eq!(answer(&r2, &f).0, answer(ts.as_slice(), &f).0, "{f:?}");

@@ -1,6 +1,6 @@
 //! Segment files: header, frames, seal, index, sealing an `.open` file, listing.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -695,12 +695,8 @@ fn write_sealed_tmp(
 ) -> Result<[u8; 32], StoreError> {
     let res = header.resolution;
     let io = |op| move |e| StoreError::io(op, tmp, e);
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(tmp)
-        .map_err(io("creating"))?;
+    let file =
+        super::create_options().write(true).truncate(true).open(tmp).map_err(io("creating"))?;
     let mut w = HashingWriter {
         inner: BufWriter::with_capacity(1 << 20, file),
         sha: Sha256::new(),

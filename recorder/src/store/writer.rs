@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 
+use super::catalog;
 use super::codec::{self, EndRef, Interner, KIND_CHECKPOINT, KIND_LIVE, Rec};
 use super::segment::{self, Header, T_BLOCK};
 use super::{Resolution, StoreError, WriterOptions};
@@ -161,7 +162,7 @@ impl Writer {
             return Err(StoreError::Options("block_records must be at least 1".into()));
         }
         let dir = opts.dir.clone();
-        fs::create_dir_all(&dir).map_err(|e| StoreError::io("creating", &dir, e))?;
+        create_private_dir(&dir)?;
         let mut stats = WriterStats::default();
         // Leftovers of an interrupted seal.
         for ent in fs::read_dir(&dir).map_err(|e| StoreError::io("listing", &dir, e))? {
@@ -233,6 +234,7 @@ impl Writer {
             }
             addrs = rec.addrs;
         }
+        catalog::refresh(&dir);
         let (prev_chain, next_seq) = last_chain(&dir)?;
         let mut w = Writer {
             res: opts.resolution,
@@ -631,7 +633,7 @@ impl Writer {
             .opts
             .dir
             .join(format!("{}.open", segment::segment_stem(header.created_ns, header.seq)));
-        let mut file = OpenOptions::new()
+        let mut file = super::create_options()
             .read(true)
             .write(true)
             .create_new(true)
@@ -741,8 +743,7 @@ impl Writer {
                 m.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let line = format!("deleted seq={seq} chain={chain} file={name} at={now}\n");
             let log = dir.join(RETENTION_LOG);
-            let mut f = OpenOptions::new()
-                .create(true)
+            let mut f = super::create_options()
                 .append(true)
                 .open(&log)
                 .map_err(|e| StoreError::io("opening", &log, e))?;
@@ -754,6 +755,7 @@ impl Writer {
             total -= m.bytes;
             self.stats.segments_deleted += 1;
             tracing::info!(segment = %name, "deleted by retention");
+            catalog::refresh(&dir);
         }
         Ok(())
     }
@@ -880,6 +882,34 @@ fn last_chain(dir: &Path) -> Result<([u8; 32], u64), StoreError> {
     Ok(best.map_or(([0; 32], 0), |(s, c)| (c, s + 1)))
 }
 
+/// Creates the store directory with [`super::DIR_MODE`]; an existing one that every user may
+/// read or enter loses those rights (attribution logs are for the owner and the group).
+fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(super::DIR_MODE)
+        .create(dir)
+        .map_err(|e| StoreError::io("creating", dir, e))?;
+    let mode = fs::metadata(dir).map_err(|e| StoreError::io("reading metadata of", dir, e))?;
+    let mode = mode.permissions().mode() & 0o7777;
+    if mode & 0o007 != 0 {
+        let private = mode & !0o007;
+        match fs::set_permissions(dir, fs::Permissions::from_mode(private)) {
+            Ok(()) => tracing::info!(
+                dir = %dir.display(),
+                "the store directory was open to every user (mode {mode:04o}): now {private:04o}"
+            ),
+            Err(e) => tracing::warn!(
+                dir = %dir.display(),
+                "the store directory is open to every user (mode {mode:04o}) and could not be \
+                 changed: {e}"
+            ),
+        }
+    }
+    Ok(())
+}
+
 /// Seals an `.open` segment from its recovered records, chained to `prev_chain`; removes the
 /// `.open`. Returns the sealed segment's chain.
 fn seal_recovered(
@@ -901,6 +931,7 @@ fn seal_recovered(
     fs::remove_file(path).map_err(|e| StoreError::io("removing", path, e))?;
     if let Some(dir) = path.parent() {
         segment::sync_dir(dir)?;
+        catalog::refresh(dir);
     }
     Ok(chain)
 }
