@@ -303,6 +303,17 @@ mod tests {
         store: StoreSettings,
     }
 
+    /// The error with its sources, as natrec prints it.
+    fn chain(e: &ConfigError) -> String {
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(e);
+        while let Some(s) = src {
+            msg.push_str(&format!(": {s}"));
+            src = s.source();
+        }
+        msg
+    }
+
     fn merged(file: &str, args: &[&str]) -> Result<(RecordSettings, StoreSettings), ConfigError> {
         let file = ConfigFile::parse(file, Path::new("test.toml"))?;
         let m = Flags::command().no_binary_name(true).try_get_matches_from(args).expect("flags");
@@ -369,14 +380,17 @@ mod tests {
     fn bad_files_name_the_key_and_where_it_is() {
         let err = merged("[record]\nwan = [\"eth0\"]\nreap_intervall = \"1s\"\n", &[])
             .expect_err("refused");
-        let msg = err.to_string();
+        let msg = chain(&err);
         assert!(msg.contains("test.toml") && msg.contains("line 3, column 1"), "{msg}");
         assert!(msg.contains("unknown field `reap_intervall`"), "{msg}");
-        let err = merged("[recrod]\n", &[]).expect_err("refused").to_string();
+        let err = merged("[recrod]\n", &[]).expect_err("refused");
+        let err = chain(&err);
         assert!(err.contains("unknown field `recrod`") && err.contains("line 1"), "{err}");
-        let err = merged("[store]\nrotate_size = \"big\"\n", &[]).expect_err("refused").to_string();
+        let err = merged("[store]\nrotate_size = \"big\"\n", &[]).expect_err("refused");
+        let err = chain(&err);
         assert!(err.contains("line 2") && err.contains("invalid size"), "{err}");
-        let err = merged("[record]\nends = \"kprobe\"\n", &[]).expect_err("refused").to_string();
+        let err = merged("[record]\nends = \"kprobe\"\n", &[]).expect_err("refused");
+        let err = chain(&err);
         assert!(err.contains("kprobe") && err.contains("ctnetlink"), "{err}");
     }
 
