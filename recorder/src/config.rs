@@ -254,13 +254,16 @@ impl RecordSettings {
                  in the config file",
             ));
         }
-        let ring = self.ringbuf_size.0;
-        if !ring.is_power_of_two() || !(4096..1 << 32).contains(&ring) {
-            return Err(invalid(format!(
-                "ringbuf_size (--ringbuf-size) must be a power of two from 4KiB to 2GiB, not {}",
-                self.ringbuf_size
-            )));
-        }
+        let ring = u32::try_from(self.ringbuf_size.0)
+            .ok()
+            .filter(|&r| crate::capture::check_ring_size(r).is_ok())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "ringbuf_size (--ringbuf-size) must be a power of two from 4KiB to 2GiB, \
+                     not {}",
+                    self.ringbuf_size
+                ))
+            })?;
         if self.stats_interval.0.is_zero() {
             return Err(invalid("stats_interval (--stats-interval) must be longer than zero"));
         }
@@ -271,7 +274,7 @@ impl RecordSettings {
             capture: CaptureConfig {
                 wan: self.wan.clone(),
                 lan: self.lan.clone(),
-                ringbuf_bytes: ring as u32,
+                ringbuf_bytes: ring,
                 seen_entries: self.seen_entries,
                 ends: self.ends,
             },

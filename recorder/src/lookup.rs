@@ -37,6 +37,18 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// Every translation, of any time.
+    pub fn all() -> Filter {
+        Filter {
+            from: Timestamp::UNIX_EPOCH,
+            to: Timestamp::MAX,
+            proto: None,
+            outside: None,
+            inside: None,
+            remote: None,
+        }
+    }
+
     /// The reference semantics every source must implement exactly.
     pub fn matches(&self, t: &Translation) -> bool {
         t.overlaps(self.from, self.to)

@@ -98,13 +98,6 @@ pub fn parse_size(s: &str) -> Result<u64, UnitError> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct HumanDuration(pub Duration);
 
-impl std::str::FromStr for HumanDuration {
-    type Err = UnitError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        parse_duration(s).map(Self)
-    }
-}
-
 impl std::fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let d = self.0;
@@ -130,13 +123,6 @@ impl std::fmt::Display for HumanDuration {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ByteSize(pub u64);
 
-impl std::str::FromStr for ByteSize {
-    type Err = UnitError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        parse_size(s).map(Self)
-    }
-}
-
 impl std::fmt::Display for ByteSize {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let b = self.0;
@@ -150,10 +136,16 @@ impl std::fmt::Display for ByteSize {
     }
 }
 
-/// Serialized as their text; read from text, or (a size, or a duration in seconds) from an
-/// integer.
+/// Parsed by `$parse`; serialized as their text; read from text, or (a size, or a duration in
+/// seconds) from an integer.
 macro_rules! serde_as_text {
-    ($ty:ty, $from_int:expr) => {
+    ($ty:ident, $parse:ident, $from_int:expr) => {
+        impl std::str::FromStr for $ty {
+            type Err = UnitError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $parse(s).map(Self)
+            }
+        }
         impl serde::Serialize for $ty {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.collect_str(self)
@@ -175,8 +167,8 @@ macro_rules! serde_as_text {
         }
     };
 }
-serde_as_text!(HumanDuration, |n| HumanDuration(Duration::from_secs(n)));
-serde_as_text!(ByteSize, ByteSize);
+serde_as_text!(HumanDuration, parse_duration, |n| HumanDuration(Duration::from_secs(n)));
+serde_as_text!(ByteSize, parse_size, ByteSize);
 
 /// The unit in which a segment stores times; coarser units compress better.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -58,16 +58,8 @@ fn natrec(args: &[&str], stdin: Option<&str>) -> Output {
 
 fn stored(dir: &Path) -> Vec<Translation> {
     let reader = Reader::open(dir).expect("open store");
-    let filter = Filter {
-        from: Timestamp::UNIX_EPOCH,
-        to: Timestamp::MAX,
-        proto: None,
-        outside: None,
-        inside: None,
-        remote: None,
-    };
     let mut got = Vec::new();
-    reader.scan(&filter, &mut |t| got.push(t.clone())).expect("scan");
+    reader.scan(&Filter::all(), &mut |t| got.push(t.clone())).expect("scan");
     got
 }
 

@@ -315,16 +315,8 @@ fn assert_store_is_the_users(store: &std::path::Path, uid: u32, n: usize) {
     }
     use recorder::lookup::{Filter, TranslationSource as _};
     let reader = recorder::store::Reader::open(store).expect("open the store");
-    let all = Filter {
-        from: Timestamp::UNIX_EPOCH,
-        to: Timestamp::MAX,
-        proto: None,
-        outside: None,
-        inside: None,
-        remote: None,
-    };
     let mut stored = Vec::new();
-    reader.scan(&all, &mut |t| stored.push(t.clone())).expect("scan the store");
+    reader.scan(&Filter::all(), &mut |t| stored.push(t.clone())).expect("scan the store");
     assert_eq!(stored.len(), n, "every translation stored: {stored:#?}");
 }
 

@@ -84,16 +84,8 @@ fn translations_survive_a_recorder_restart_once_each() {
 
     // The store answers for all of them, each once.
     let reader = Reader::open(&store).expect("open store");
-    let all = Filter {
-        from: "2000-01-01T00:00:00Z".parse().expect("time"),
-        to: jiff::Timestamp::now(),
-        proto: None,
-        outside: None,
-        inside: None,
-        remote: None,
-    };
     let mut ts = Vec::new();
-    reader.scan(&all, &mut |t| ts.push(t.clone())).expect("scan");
+    reader.scan(&Filter::all(), &mut |t| ts.push(t.clone())).expect("scan");
     let one = |proto, inside| {
         let found = find(&ts, proto, inside);
         assert_eq!(found.len(), 1, "one record for {inside} ({proto}): {found:#?}\nall: {ts:#?}");

@@ -199,6 +199,15 @@ fn ifindex(name: &str) -> Result<u32, CaptureError> {
     }
 }
 
+/// A BPF ring buffer's size must be a power of two and a multiple of the page size.
+pub fn check_ring_size(bytes: u32) -> Result<(), CaptureError> {
+    let page = 4096;
+    if !bytes.is_power_of_two() || !bytes.is_multiple_of(page) {
+        return Err(CaptureError::BadRingSize(bytes));
+    }
+    Ok(())
+}
+
 impl Capture {
     /// Checks what can be checked before touching anything: capabilities, the kernel version, the
     /// interfaces, the ring size.
@@ -218,11 +227,7 @@ impl Capture {
         for name in cfg.wan.iter().chain(&cfg.lan) {
             ifindex(name)?;
         }
-        let page = 4096;
-        if !cfg.ringbuf_bytes.is_power_of_two() || !cfg.ringbuf_bytes.is_multiple_of(page) {
-            return Err(CaptureError::BadRingSize(cfg.ringbuf_bytes));
-        }
-        Ok(())
+        check_ring_size(cfg.ringbuf_bytes)
     }
 
     /// Checks the host, loads the programs with this kernel's offsets and attaches them.

@@ -12,6 +12,8 @@ pub struct Capability {
     pub name: &'static str,
     pub bit: u32,
     pub needed_for: &'static str,
+    /// Whether CAP_SYS_ADMIN grants it too (kernels before 5.8 had no CAP_BPF nor CAP_PERFMON).
+    pub in_sys_admin: bool,
 }
 
 const CAP_SYS_ADMIN: u32 = 21;
@@ -22,18 +24,21 @@ pub const NEEDED: [Capability; 3] = [
         name: "CAP_BPF",
         bit: 39,
         needed_for: "loading the eBPF programs and creating their maps and ring buffers",
+        in_sys_admin: true,
     },
     Capability {
         name: "CAP_NET_ADMIN",
         bit: 12,
         needed_for: "attaching the tc classifiers, dumping conntrack and reading its events over \
                      netlink, and setting the net.netfilter sysctls",
+        in_sys_admin: false,
     },
     Capability {
         name: "CAP_PERFMON",
         bit: 38,
         needed_for: "the classifier's and the end probe's reads of kernel memory (conntrack \
                      entries) and attaching the end probe's tracepoint",
+        in_sys_admin: true,
     },
 ];
 
@@ -52,10 +57,8 @@ fn parse_cap_eff(status: &str) -> Option<u64> {
 /// The capabilities of [`NEEDED`] missing from the set `eff`.
 pub fn missing(eff: u64) -> Vec<Capability> {
     let has = |bit: u32| eff & (1u64 << bit) != 0;
-    NEEDED
-        .into_iter()
-        .filter(|c| !has(c.bit) && (c.name == "CAP_NET_ADMIN" || !has(CAP_SYS_ADMIN)))
-        .collect()
+    let granted = |c: &Capability| has(c.bit) || (c.in_sys_admin && has(CAP_SYS_ADMIN));
+    NEEDED.into_iter().filter(|c| !granted(c)).collect()
 }
 
 /// The message for a process that lacks `missing` (not empty).

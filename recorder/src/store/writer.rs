@@ -723,6 +723,7 @@ impl Writer {
             }
         }
         let mut total: u64 = sealed.iter().map(|m| m.bytes).sum();
+        let deleted_before = self.stats.segments_deleted;
         let cutoff =
             self.opts.retain_days.map(|d| now_ns(now) - i64::from(d) * 86_400 * 1_000_000_000);
         for m in sealed {
@@ -755,6 +756,8 @@ impl Writer {
             total -= m.bytes;
             self.stats.segments_deleted += 1;
             tracing::info!(segment = %name, "deleted by retention");
+        }
+        if self.stats.segments_deleted > deleted_before {
             catalog::refresh(&dir);
         }
         Ok(())
