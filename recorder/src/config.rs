@@ -108,7 +108,8 @@ pub struct RecordSettings {
 #[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreSettings {
-    /// Write segments into this directory (created if missing).
+    /// Write segments into this directory (created if missing). Unset, natrec takes the first
+    /// directory of `$STATE_DIRECTORY`: the unit's `StateDirectory=` (/var/lib/natrec).
     #[arg(long, value_name = "DIR", env = "NATREC_DIR")]
     pub dir: Option<PathBuf>,
     /// Seal the active segment when it is this old (e.g. 1h, 30m).
@@ -213,7 +214,7 @@ pub fn overlay<T: Serialize + DeserializeOwned>(
 impl StoreSettings {
     /// The writer options, or `None` when no directory is set.
     pub fn to_options(&self) -> Result<Option<WriterOptions>, ConfigError> {
-        let Some(dir) = &self.dir else {
+        let Some(dir) = self.dir.clone() else {
             return Ok(None);
         };
         if self.rotate_age.0.is_zero() {
@@ -232,7 +233,7 @@ impl StoreSettings {
             return Err(invalid("seal_level (--seal-level) must be from 1 to 22"));
         }
         Ok(Some(WriterOptions {
-            dir: dir.clone(),
+            dir,
             rotate_age: self.rotate_age.0,
             rotate_size: self.rotate_size.0,
             flush_interval: self.flush_interval.0,
@@ -242,6 +243,19 @@ impl StoreSettings {
             seal_level: self.seal_level,
             ..WriterOptions::default()
         }))
+    }
+}
+
+impl StoreSettings {
+    /// Without a `dir`, the first directory of `$STATE_DIRECTORY`, which systemd sets for a
+    /// unit with `StateDirectory=` (a colon-separated list).
+    pub fn or_state_directory(mut self) -> Self {
+        if self.dir.is_none()
+            && let Some(dirs) = std::env::var_os("STATE_DIRECTORY")
+        {
+            self.dir = std::env::split_paths(&dirs).next().filter(|d| !d.as_os_str().is_empty());
+        }
+        self
     }
 }
 

@@ -42,6 +42,7 @@ use crate::conntrack::{
     self, ConntrackError, CtEntry, EventOptions, EventSocket, EventStats, Wait,
 };
 use crate::model::{Flags, FlowEvent, FlowKey, Translation};
+use crate::service::Notifier;
 use crate::sink::{Closed, Fanout, JsonlSink, SinkError, StoreSink};
 use crate::store::{StoreError, Writer, WriterOptions, WriterStats};
 use crate::tracker::{Tracker, TrackerStats};
@@ -266,6 +267,7 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
     }
 
     // Shutdown: stop the reader, take what is queued, close the outputs.
+    rec.notifier.stopping();
     stop.store(true, Ordering::Relaxed);
     rec.drain_ring();
     if reader.is_some_and(|r| r.join().is_err()) {
@@ -360,6 +362,7 @@ struct Recorder {
     last_full: u64,
     last_seen_full: u64,
     nl_stats: EventStats,
+    notifier: Notifier,
 }
 
 impl Recorder {
@@ -397,6 +400,7 @@ impl Recorder {
             last_full: 0,
             last_seen_full: 0,
             nl_stats: EventStats::default(),
+            notifier: Notifier::from_env(),
         }
     }
 
@@ -431,12 +435,16 @@ impl Recorder {
         self.pending_resync =
             Some(PendingResync { live, started, done, at: Instant::now() + RESYNC_GRACE });
         self.write()?;
+        let interfaces: Vec<&str> =
+            self.capture.attachments().iter().map(|a| a.interface.as_str()).collect();
         tracing::info!(
             seeded = self.tracker.stats().seeded,
             entries = entries.len(),
-            interfaces = ?self.capture.attachments().iter().map(|a| a.interface.as_str()).collect::<Vec<_>>(),
+            ?interfaces,
             "ready: recording"
         );
+        let status = format!("recording on {}", interfaces.join(", "));
+        self.notifier.ready(&status);
         Ok(())
     }
 
@@ -504,6 +512,7 @@ impl Recorder {
 
     /// The tick: expiry, a due resync, the sinks' flush, the next dump, the counters.
     fn on_tick(&mut self) -> Result<(), DaemonError> {
+        self.notifier.tick();
         self.clock.refresh();
         self.capture.flush_logs();
         // An event submitted between the last read and clearing readiness raises no new edge:
@@ -590,6 +599,13 @@ impl Recorder {
                 enobufs = self.nl_stats.enobufs,
                 "counters"
             );
+            let status = format!(
+                "recording: {} translations started, {} open, {} ring buffer overflows",
+                t.starts,
+                self.tracker.open_count(),
+                k.ringbuf_full
+            );
+            self.notifier.status(&status);
             self.last_stats = Instant::now();
         }
         Ok(())

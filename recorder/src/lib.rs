@@ -17,6 +17,7 @@ pub mod lookup;
 pub mod model;
 mod open_table;
 pub mod query;
+pub mod service;
 pub mod sink;
 pub mod store;
 pub mod synth;

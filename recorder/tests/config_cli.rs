@@ -4,11 +4,11 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-/// Runs natrec with a clean `NATREC_*` environment plus `env`.
+/// Runs natrec with a clean `NATREC_*` (and `STATE_DIRECTORY`) environment plus `env`.
 fn natrec(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_natrec"));
     for (key, _) in std::env::vars() {
-        if key.starts_with("NATREC_") {
+        if key.starts_with("NATREC_") || key == "STATE_DIRECTORY" {
             cmd.env_remove(key);
         }
     }
@@ -88,4 +88,17 @@ fn errors_name_the_file_the_line_and_the_key() {
     let out = natrec(&["segments", "--config", &file, dir.path().to_str().expect("utf-8")], &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.code() != Some(2) && !err.contains("retain_dayz"), "{err}");
+}
+
+#[test]
+fn without_a_dir_the_store_goes_to_the_units_state_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(dir.path(), "[record]\nwan = [\"eth0\"]\n");
+    let env = [("NATREC_CONFIG", file.as_str()), ("STATE_DIRECTORY", "/var/lib/natrec:/x")];
+    let t = dump(&[], &env);
+    assert_eq!(t["store"]["dir"].as_str(), Some("/var/lib/natrec"), "the first state directory");
+    let t = dump(&["--dir", "/srv/natrec"], &env);
+    assert_eq!(t["store"]["dir"].as_str(), Some("/srv/natrec"), "a dir given wins");
+    let t = dump(&[], &[("NATREC_CONFIG", file.as_str())]);
+    assert!(t["store"].get("dir").is_none(), "neither: no store");
 }

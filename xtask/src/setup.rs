@@ -1,7 +1,7 @@
 //! `cargo xtask setup`: everything a fresh machine needs, idempotent.
 //!
 //! 1. Debian packages the lab and the tests use (iproute2, nftables, conntrack, tcpdump, ping,
-//!    zstd, xz).
+//!    zstd, xz, setpriv, systemd-analyze, prometheus).
 //! 2. The nightly toolchain's `rust-src` (the eBPF crate is built with `-Z build-std=core`).
 //! 3. `bpf-linker`, built against the nightly's own LLVM (its major version and library name are
 //!    read from `rustc +nightly -vV` and the sysroot, never hard-coded).
@@ -23,6 +23,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ping", "iputils-ping"),
     ("zstd", "zstd"),
     ("xz", "xz-utils"),
+    ("setpriv", "util-linux"),
+    ("systemd-analyze", "systemd"),
+    ("prometheus", "prometheus"),
 ];
 
 /// bpf-linker release line known to work with the nightly's LLVM here.

@@ -26,7 +26,7 @@ pub fn settings(
     matches: &clap::ArgMatches,
 ) -> anyhow::Result<(RecordSettings, StoreSettings)> {
     let record = config::overlay(&file.record, &args.record, matches)?;
-    let store = config::overlay(&file.store, &args.store, matches)?;
+    let store = config::overlay(&file.store, &args.store, matches)?.or_state_directory();
     Ok((record, store))
 }
 

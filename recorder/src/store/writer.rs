@@ -41,12 +41,21 @@ pub struct WriterStats {
     pub write_errors: u64,
     /// Segments sealed.
     pub segments_sealed: u64,
+    /// When the last of them was sealed.
+    pub last_seal: Option<Timestamp>,
     /// Segments deleted by retention.
     pub segments_deleted: u64,
     /// Translations open right now.
     pub open_translations: u64,
     /// The last error, for the operator.
     pub last_error: Option<String>,
+}
+
+impl WriterStats {
+    fn sealed_one(&mut self) {
+        self.segments_sealed += 1;
+        self.last_seal = Some(Timestamp::now());
+    }
 }
 
 /// A compact key of a live translation (addresses interned).
@@ -212,7 +221,7 @@ impl Writer {
             }
             let res = rec.header.resolution;
             chain = seal_recovered(&p, &rec, chain, opts.block_records, opts.seal_level)?;
-            stats.segments_sealed += 1;
+            stats.sealed_one();
             tracing::info!(path = %sealed.display(), "recovered and sealed");
             // Still open at the end of the recovered segment: the new segment's checkpoint
             // carries them (marked, so a reader resolves them with the recovered records).
@@ -454,7 +463,7 @@ impl Writer {
     /// Counts one report of the seal thread.
     fn count_seal(&mut self, r: Result<(), StoreError>) {
         match r {
-            Ok(()) => self.stats.segments_sealed += 1,
+            Ok(()) => self.stats.sealed_one(),
             Err(e) => self.note_error(&e),
         }
     }
@@ -672,7 +681,7 @@ impl Writer {
             self.opts.seal_level,
         )?;
         self.active = None;
-        self.stats.segments_sealed += 1;
+        self.stats.sealed_one();
         Ok(self.carried_now())
     }
 

@@ -1,0 +1,154 @@
+//! Issue 15: natrec as a systemd service. The unit in `dist/` passes `systemd-analyze verify`,
+//! its exposure (`systemd-analyze security --offline=yes`) is at most 2.5, it grants exactly the
+//! capabilities natrec checks for; and `natrec record` speaks the notify protocol the unit's
+//! `Type=notify` and `WatchdogSec=` rely on (systemd is not PID 1 here, so the test stands in
+//! for it with a socket of its own).
+
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use natrec_tests::gateway::{GatewayLab, LabSpec};
+use natrec_tests::lab::{self, TempDir};
+use natrec_tests::recorder_proc::{self, NatrecRecord};
+use recorder::capture::privilege;
+
+const UNIT: &str = include_str!("../../dist/natrec.service");
+
+/// The unit's values of `key`, every line of it, in order.
+fn values<'a>(key: &str) -> Vec<&'a str> {
+    UNIT.lines().filter_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('='))).collect()
+}
+
+/// `systemd-analyze ARGS… UNIT` on a copy of the unit whose ExecStart runs the natrec under
+/// test (verify checks that the binary exists), in a temporary directory.
+fn analyze(args: &[&str]) -> std::process::Output {
+    let found = Command::new("systemd-analyze").arg("--version").output();
+    assert!(
+        found.is_ok_and(|o| o.status.success()),
+        "these tests need systemd-analyze (Debian package systemd; `cargo xtask setup` installs it)"
+    );
+    assert_eq!(
+        values("ExecStart"),
+        ["/usr/bin/natrec record"],
+        "the unit runs the packaged binary"
+    );
+    let bin = recorder_proc::natrec_bin().expect("natrec binary");
+    let dir = TempDir::new("unit").expect("temp dir");
+    let unit = dir.path().join("natrec.service");
+    std::fs::write(&unit, UNIT.replace("/usr/bin/natrec", &bin.display().to_string()))
+        .expect("write the unit");
+    Command::new("systemd-analyze").args(args).arg(&unit).output().expect("run systemd-analyze")
+}
+
+#[test]
+fn the_unit_verifies_clean() {
+    // The man pages it names are installed by the package (`cargo xtask deb`), not here.
+    let out = analyze(&["verify", "--man=no"]);
+    let said =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+}
+
+#[test]
+fn the_units_exposure_is_at_most_2_5() {
+    let out = analyze(&["security", "--offline=yes"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let level = text
+        .lines()
+        .find_map(|l| l.split_once("Overall exposure level for natrec.service: "))
+        .and_then(|(_, v)| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| {
+            panic!("no exposure level in: {text}{}", String::from_utf8_lossy(&out.stderr))
+        });
+    assert!(level <= 2.5, "exposure {level}:\n{text}");
+}
+
+#[test]
+fn the_unit_grants_exactly_the_capabilities_natrec_checks_for_and_no_more() {
+    let needed: Vec<&str> = privilege::NEEDED.iter().map(|c| c.name).collect();
+    for key in ["AmbientCapabilities", "CapabilityBoundingSet"] {
+        let granted: Vec<&str> = values(key).iter().flat_map(|v| v.split_whitespace()).collect();
+        assert_eq!(granted, needed, "{key}");
+    }
+    assert_eq!(values("User"), ["natrec"]);
+    assert_eq!(values("Group"), ["natrec"]);
+    assert_eq!(values("Type"), ["notify"]);
+    assert_eq!(values("ExecReload"), ["/bin/kill -HUP $MAINPID"]);
+    let filter = values("SystemCallFilter").join(" ");
+    for call in ["@system-service", "bpf", "perf_event_open"] {
+        assert!(filter.split_whitespace().any(|c| c == call), "SystemCallFilter lacks {call}");
+    }
+    let families = values("RestrictAddressFamilies").join(" ");
+    assert!(families.split_whitespace().any(|f| f == "AF_NETLINK"), "{families}");
+    for breaks_bpf in ["PrivateNetwork", "PrivateUsers"] {
+        assert!(values(breaks_bpf).is_empty(), "{breaks_bpf}= breaks BPF and tc");
+    }
+}
+
+/// The notify socket's messages, each with when it came.
+fn receive_until(sock: &UnixDatagram, until: Instant, got: &mut Vec<(Instant, String)>) {
+    let mut buf = [0u8; 4096];
+    while Instant::now() < until {
+        match sock.recv(&mut buf) {
+            Ok(n) => got.push((Instant::now(), String::from_utf8_lossy(&buf[..n]).into_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("reading the notify socket: {e}"),
+        }
+    }
+}
+
+#[test]
+fn natrec_record_notifies_ready_pets_the_watchdog_and_says_stopping() {
+    if !lab::lab_test_start().expect("lab capabilities") {
+        return;
+    }
+    let lab =
+        GatewayLab::build(LabSpec { prefix: "sdn".into(), ..LabSpec::default() }).expect("lab");
+    let dir = TempDir::new("notify").expect("temp dir");
+    let sock_path: PathBuf = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind the notify socket");
+    sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+    let bin = recorder_proc::natrec_bin().expect("natrec binary");
+    let watchdog = Duration::from_millis(600);
+    let wrapper = [
+        "env".to_owned(),
+        format!("NOTIFY_SOCKET={}", sock_path.display()),
+        format!("WATCHDOG_USEC={}", watchdog.as_micros()),
+        bin.display().to_string(),
+    ];
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let jsonl = dir.path().join("events.jsonl");
+    let mut got = Vec::new();
+    let natrec = NatrecRecord::start_wrapped(&lab, &wrapper, &jsonl, &[]).expect("natrec record");
+    let ready_at = Instant::now();
+    receive_until(&sock, ready_at + Duration::from_secs(3), &mut got);
+    natrec.stop().expect("natrec stops on SIGTERM");
+    receive_until(&sock, Instant::now() + Duration::from_millis(300), &mut got);
+
+    let lines = |m: &str| m.lines().map(str::to_owned).collect::<Vec<_>>();
+    let first = lines(&got.first().expect("a notification").1);
+    assert!(first.contains(&"READY=1".to_owned()), "the first notification is READY: {got:?}");
+    let status = format!("STATUS=recording on {}", lab.wan_if());
+    assert!(first.iter().any(|l| l.starts_with(&status)), "{first:?}");
+    let pets: Vec<Instant> = got
+        .iter()
+        .filter(|(_, m)| lines(m).contains(&"WATCHDOG=1".to_owned()))
+        .map(|g| g.0)
+        .collect();
+    // Three seconds at half of 600 ms: about ten; the loop's 100 ms tick may add a little.
+    assert!(pets.len() >= 6, "{} watchdog pets in 3 s: {got:?}", pets.len());
+    for w in pets.windows(2) {
+        assert!(
+            w[1] - w[0] < watchdog,
+            "a gap of {:?} between pets would trip the watchdog",
+            w[1] - w[0]
+        );
+    }
+    let last = lines(&got.last().expect("notifications").1);
+    assert!(last.contains(&"STOPPING=1".to_owned()), "the last notification is STOPPING: {got:?}");
+    assert!(got.iter().filter(|(_, m)| m.contains("READY=1")).count() == 1, "READY once: {got:?}");
+}
