@@ -102,6 +102,10 @@ pub struct RecordSettings {
     /// At exit, print the run's counters as one JSON object on standard error.
     #[arg(long, env = "NATREC_STATS_JSON")]
     pub stats_json: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9847 (off by default;
+    /// no port is registered for natrec).
+    #[arg(long, value_name = "ADDR", env = "NATREC_METRICS")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// `[store]`: where and how segments are written.
@@ -298,6 +302,7 @@ impl RecordSettings {
             netlink_rcvbuf: usize::try_from(self.netlink_rcvbuf.0).unwrap_or(usize::MAX),
             stats_interval: self.stats_interval.0,
             set_sysctls: !self.keep_sysctls,
+            metrics: self.metrics,
         })
     }
 }

@@ -26,6 +26,7 @@
 //! batch (`netlink_rest`) and reads up to 64 datagrams per system call.
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,8 +42,10 @@ use crate::capture::{Capture, CaptureConfig, CaptureError, ClockMap, KernelCount
 use crate::conntrack::{
     self, ConntrackError, CtEntry, EventOptions, EventSocket, EventStats, Wait,
 };
+use crate::metrics::{self, Publisher};
 use crate::model::{Flags, FlowEvent, FlowKey, Translation};
 use crate::service::Notifier;
+use crate::sink::store::LiveStats;
 use crate::sink::{Closed, Fanout, JsonlSink, SinkError, StoreSink};
 use crate::store::{StoreError, Writer, WriterOptions, WriterStats};
 use crate::tracker::{Tracker, TrackerStats};
@@ -62,6 +65,8 @@ pub enum DaemonError {
     NoOutput,
     #[error("{0}: {1}")]
     Io(&'static str, std::io::Error),
+    #[error("metrics endpoint: binding {0}: {1}")]
+    Metrics(SocketAddr, std::io::Error),
 }
 
 /// Everything `natrec record` needs, validated.
@@ -82,6 +87,8 @@ pub struct RecordConfig {
     /// `net.netfilter.nf_conntrack_events=1` (a DESTROY event for every entry, also those created
     /// while natrec was not running).
     pub set_sysctls: bool,
+    /// Serve Prometheus metrics here (`crate::metrics`).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// What a run did, reported at shutdown (and as JSON by `--stats-json`).
@@ -99,7 +106,11 @@ pub struct RecordSummary {
     /// Events whose kernel data could not be made into a translation (unknown family/kind).
     pub malformed_events: u64,
     pub store: Option<WriterStats>,
-    pub open_at_exit: usize,
+    /// Translations open (at exit, in `--stats-json`).
+    pub open: usize,
+    pub ringbuf_bytes: u32,
+    /// The most the ring buffer held at one read.
+    pub ringbuf_read_max_bytes: u64,
 }
 
 /// Messages from the ctnetlink reader thread.
@@ -152,10 +163,11 @@ const MIN_REST: Duration = Duration::from_millis(1);
 /// `per_translation` is how many records a translation puts in the ring: 1 (its start), or 2
 /// when the end probe reports ends there too.
 fn ring_rest(ring_bytes: u32, per_translation: u64) -> Duration {
-    // A ring record is the event behind an 8-byte header, 8-byte aligned.
-    let record = (size_of::<NatEvent>() as u64 + 8).next_multiple_of(8);
-    rest_for(u64::from(ring_bytes) / 2 / record / per_translation, TICK)
+    rest_for(u64::from(ring_bytes) / 2 / RING_RECORD / per_translation, TICK)
 }
+
+/// A ring record: the event behind an 8-byte header, 8-byte aligned.
+const RING_RECORD: u64 = (size_of::<NatEvent>() as u64 + 8).next_multiple_of(8);
 
 /// How long the ctnetlink reader waits after a batch that emptied the socket, for the same
 /// reason as [`ring_rest`]: the time half the socket's buffer takes to fill at [`SIZING_RATE`]
@@ -188,7 +200,18 @@ pub fn run(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
 async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
     // Nothing is changed on the host before the configuration is known to be usable.
     Capture::preflight(&cfg.capture)?;
-    let (sinks, recovered) = open_sinks(&cfg)?;
+    let metrics = match cfg.metrics {
+        Some(addr) => {
+            let (endpoint, publisher) =
+                metrics::bind(addr).await.map_err(|e| DaemonError::Metrics(addr, e))?;
+            let at = endpoint.local_addr().map_err(|e| DaemonError::Metrics(addr, e))?;
+            tracing::info!("metrics at http://{at}/metrics");
+            tokio::spawn(endpoint.serve());
+            Some(publisher)
+        }
+        None => None,
+    };
+    let (sinks, recovered, store_stats) = open_sinks(&cfg)?;
     if cfg.set_sysctls {
         match conntrack::enable_timestamps() {
             Ok(0) => tracing::info!(
@@ -240,6 +263,8 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
 
     let (dump_tx, mut dump_rx) = mpsc::unbounded_channel::<DumpResult>();
     let mut rec = Recorder::new(&cfg, capture, sinks, dump_tx);
+    rec.metrics = metrics;
+    rec.store_stats = store_stats;
     rec.seed(recovered).await?;
 
     let mut tick = tokio::time::interval(TICK);
@@ -283,22 +308,28 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
     rec.finish()
 }
 
-/// The sinks `cfg` asks for, and the translations the store had open at its last stop.
-fn open_sinks(cfg: &RecordConfig) -> Result<(Fanout, Vec<Translation>), DaemonError> {
+/// The sinks `cfg` asks for, the translations the store had open at its last stop, and the
+/// store's live counters.
+fn open_sinks(
+    cfg: &RecordConfig,
+) -> Result<(Fanout, Vec<Translation>, Option<LiveStats>), DaemonError> {
     let mut sinks = Fanout::default();
     let mut recovered = Vec::new();
+    let mut live = None;
     if let Some(path) = &cfg.jsonl {
         sinks.push(Box::new(JsonlSink::open(path)?));
     }
     if let Some(opts) = &cfg.store {
         let writer = Writer::open(opts.clone())?;
         recovered = writer.recovered_open().to_vec();
-        sinks.push(Box::new(StoreSink::spawn(writer)?));
+        let sink = StoreSink::spawn(writer)?;
+        live = Some(sink.live_stats());
+        sinks.push(Box::new(sink));
     }
     if sinks.is_empty() {
         return Err(DaemonError::NoOutput);
     }
-    Ok((sinks, recovered))
+    Ok((sinks, recovered, live))
 }
 
 /// With ends from ctnetlink: makes sure (or warns that) the kernel sends DESTROY events.
@@ -358,11 +389,14 @@ struct Recorder {
     resync_wanted: bool,
     last_reap: Instant,
     last_stats: Instant,
+    last_check: Instant,
     /// Kernel counters at the last check, to log only what grew.
     last_full: u64,
     last_seen_full: u64,
     nl_stats: EventStats,
     notifier: Notifier,
+    metrics: Option<Publisher>,
+    store_stats: Option<LiveStats>,
 }
 
 impl Recorder {
@@ -386,6 +420,7 @@ impl Recorder {
             sinks,
             summary: RecordSummary {
                 ends_from: if ends_in_ring { "ebpf" } else { "ctnetlink" },
+                ringbuf_bytes: cfg.capture.ringbuf_bytes,
                 ..RecordSummary::default()
             },
             ends_in_ring,
@@ -397,10 +432,13 @@ impl Recorder {
             resync_wanted: false,
             last_reap: Instant::now(),
             last_stats: Instant::now(),
+            last_check: Instant::now(),
             last_full: 0,
             last_seen_full: 0,
             nl_stats: EventStats::default(),
             notifier: Notifier::from_env(),
+            metrics: None,
+            store_stats: None,
         }
     }
 
@@ -531,8 +569,12 @@ impl Recorder {
         self.write()?;
         self.sinks.tick(now)?;
         self.maybe_dump();
-        if self.last_stats.elapsed() >= Duration::from_secs(1) {
+        if self.last_check.elapsed() >= Duration::from_secs(1) {
+            self.last_check = Instant::now();
             self.check_counters()?;
+            if let Some(m) = &self.metrics {
+                m.publish(self.summary()?);
+            }
         }
         Ok(())
     }
@@ -616,8 +658,10 @@ impl Recorder {
         // Reports go to the tracker LOOKAHEAD at a time, each announced as it is read
         // (`Tracker::prefetch`): the tracker's lookups then find their memory in cache.
         let mut batch: Vec<(bool, Translation)> = Vec::with_capacity(LOOKAHEAD);
+        let mut read = 0u64;
         loop {
             let ev = self.capture.next_event();
+            read += u64::from(ev.is_some());
             let report = ev.as_ref().and_then(|ev| match Hook::from_u8(ev.hook) {
                 Some(Hook::CtFree) => {
                     crate::capture::end_translation(ev, &self.clock, self.jiffy_ns)
@@ -646,9 +690,26 @@ impl Recorder {
                 }
             }
             if ev.is_none() {
+                let held = read * RING_RECORD;
+                let max = &mut self.summary.ringbuf_read_max_bytes;
+                *max = (*max).max(held);
                 return;
             }
         }
+    }
+
+    /// The counters now: what `--stats-json` prints at exit, and the metrics endpoint shows.
+    fn summary(&self) -> Result<RecordSummary, DaemonError> {
+        Ok(RecordSummary {
+            kernel: self.capture.counters()?,
+            tracker: self.tracker.stats(),
+            netlink_destroys: self.nl_stats.destroys,
+            netlink_enobufs: self.nl_stats.enobufs,
+            netlink_unreadable: self.nl_stats.unreadable,
+            open: self.tracker.open_count(),
+            store: self.store_stats.as_ref().map(LiveStats::get),
+            ..self.summary.clone()
+        })
     }
 
     /// Closes superseded translations, writes what is left, closes the sinks.
@@ -658,14 +719,8 @@ impl Recorder {
         self.tracker.expire(None, &mut self.out);
         self.write()?;
         self.sinks.tick(Timestamp::now())?;
-        let mut summary = self.summary;
-        summary.kernel = self.capture.counters()?;
+        let mut summary = self.summary()?;
         drop(self.capture);
-        summary.tracker = self.tracker.stats();
-        summary.netlink_destroys = self.nl_stats.destroys;
-        summary.netlink_enobufs = self.nl_stats.enobufs;
-        summary.netlink_unreadable = self.nl_stats.unreadable;
-        summary.open_at_exit = self.tracker.open_count();
         for closed in self.sinks.close()? {
             if let Closed::Store(stats) = closed {
                 summary.store = Some(stats);

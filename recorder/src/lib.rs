@@ -14,6 +14,7 @@ pub mod conntrack;
 pub mod daemon;
 pub mod import;
 pub mod lookup;
+pub mod metrics;
 pub mod model;
 mod open_table;
 pub mod query;

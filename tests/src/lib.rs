@@ -10,6 +10,7 @@
 //!   namespaces; each client returns a [`traffic::FlowDone`] with its endpoints and times.
 //! - [`conntrack`]: the gateway's `conntrack -L`, parsed and mapped to inside/outside/remote.
 //! - [`capture`]: `tcpdump -w` in a namespace, stopped cleanly.
+//! - [`http`]: a minimal HTTP client for the servers tests start on loopback.
 //! - [`recorder_proc`]: `natrec record` in the gateway: start, wait for `ready`, read its JSON
 //!   Lines, stop.
 //!
@@ -24,6 +25,7 @@ pub mod capture;
 pub mod conntrack;
 pub mod gateway;
 pub mod harness;
+pub mod http;
 pub mod lab;
 pub mod recorder_proc;
 pub mod traffic;

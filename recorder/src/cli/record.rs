@@ -43,7 +43,7 @@ pub fn run(args: Args, file: &ConfigFile, matches: &clap::ArgMatches) -> anyhow:
         seeded = t.seeded,
         end_only = t.end_only,
         approx_ends = t.approx_ends,
-        open = summary.open_at_exit,
+        open = summary.open,
         kernel_events = k.events,
         ringbuf_full = k.ringbuf_full,
         read_errors = k.read_errors,

@@ -5,7 +5,7 @@
 //! counted and logged, never fatal: the capture goes on, and a JSON Lines sink, if any, keeps
 //! everything.
 
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,21 @@ pub struct StoreSink {
     /// Batches the thread has written, sent back empty with their capacity, so that a new batch
     /// neither grows by reallocation (copying itself each time) nor faults in fresh pages.
     spare: mpsc::Receiver<Vec<FlowEvent>>,
+    stats: LiveStats,
+}
+
+/// The writer's counters as of its last batch or tick, for the metrics endpoint.
+#[derive(Clone, Debug, Default)]
+pub struct LiveStats(Arc<Mutex<WriterStats>>);
+
+impl LiveStats {
+    pub fn get(&self) -> WriterStats {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn set(&self, stats: WriterStats) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = stats;
+    }
 }
 
 impl StoreSink {
@@ -45,6 +60,9 @@ impl StoreSink {
     pub fn spawn(mut writer: Writer) -> Result<Self, SinkError> {
         let (tx, rx) = mpsc::channel::<Msg>();
         let (back, spare) = mpsc::sync_channel::<Vec<FlowEvent>>(SPARE_BATCHES);
+        let stats = LiveStats::default();
+        stats.set(writer.stats());
+        let live = stats.clone();
         let handle = std::thread::Builder::new()
             .name("natrec-store".into())
             .spawn(move || {
@@ -72,11 +90,17 @@ impl StoreSink {
                             }
                         }
                     }
+                    live.set(writer.stats());
                 }
                 (writer.close(), errors)
             })
             .map_err(|e| SinkError::Thread("starting the store writer thread", e))?;
-        Ok(Self { tx, handle, batch: Vec::new(), spare })
+        Ok(Self { tx, handle, batch: Vec::new(), spare, stats })
+    }
+
+    /// The writer's counters, kept current by its thread.
+    pub fn live_stats(&self) -> LiveStats {
+        self.stats.clone()
     }
 
     /// Sends the batch, if any, to the thread, and starts the next in a spare one.
