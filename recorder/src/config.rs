@@ -26,9 +26,9 @@ pub const DEFAULT_PATH: &str = "/etc/natrec/natrec.toml";
 pub enum ConfigError {
     #[error("reading {path}")]
     Read { path: PathBuf, source: std::io::Error },
-    // toml's message (the source) names the line and column, and shows them.
-    #[error("{path}")]
-    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    /// On one line (a log line, under systemd one journal entry), unlike toml's own message.
+    #[error("{path}: line {line}, column {column}: {message}")]
+    Parse { path: PathBuf, line: usize, column: usize, message: String },
     #[error("{0}")]
     Invalid(String),
 }
@@ -170,8 +170,15 @@ impl Default for StoreSettings {
 impl ConfigFile {
     /// Parses a config file's text; `path` names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.to_owned(), source: Box::new(e) })
+        toml::from_str(text).map_err(|e| {
+            let at = e.span().map_or(0, |s| s.start).min(text.len());
+            let before = &text.as_bytes()[..at];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let column = text[line_start..at].chars().count() + 1;
+            let message = e.message().trim_end().replace('\n', "; ");
+            ConfigError::Parse { path: path.to_owned(), line, column, message }
+        })
     }
 
     /// Reads `path`, or else [`DEFAULT_PATH`] if it exists, or else the built-in defaults.
@@ -248,6 +255,57 @@ impl StoreSettings {
             ..WriterOptions::default()
         }))
     }
+}
+
+/// The keys a reload (SIGHUP) changes while natrec runs, as `section.key`; a change to any other
+/// needs a restart.
+pub const LIVE_KEYS: [&str; 7] = [
+    "log.filter",
+    "record.stats_interval",
+    "store.rotate_age",
+    "store.rotate_size",
+    "store.flush_interval",
+    "store.retain_days",
+    "store.retain_size",
+];
+
+/// The keys (`section.key`) whose values differ between `old` and `new`, in file order.
+pub fn changed_keys(old: &ConfigFile, new: &ConfigFile) -> Vec<String> {
+    let table = |c: &ConfigFile| toml::Table::try_from(c).expect("settings serialize to a table");
+    let (old, new) = (table(old), table(new));
+    let mut changed = Vec::new();
+    for (section, new_keys) in &new {
+        let empty = toml::Table::new();
+        let new_keys = new_keys.as_table().unwrap_or(&empty);
+        let old_keys = old.get(section).and_then(toml::Value::as_table).unwrap_or(&empty);
+        // Unset Option keys are absent from the table: compare over both sides' keys.
+        let mut keys: Vec<&String> = new_keys.keys().chain(old_keys.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            if new_keys.get(key) != old_keys.get(key) {
+                changed.push(format!("{section}.{key}"));
+            }
+        }
+    }
+    changed
+}
+
+/// Checks that going from `old` to `new` changes only [`LIVE_KEYS`] and that `new` is valid;
+/// returns the keys that change.
+pub fn check_reload(old: &ConfigFile, new: &ConfigFile) -> Result<Vec<String>, ConfigError> {
+    let changed = changed_keys(old, new);
+    let fixed: Vec<&str> =
+        changed.iter().map(String::as_str).filter(|k| !LIVE_KEYS.contains(k)).collect();
+    if !fixed.is_empty() {
+        return Err(invalid(format!(
+            "{} cannot change while natrec runs (restart it to change them; what can change: {})",
+            fixed.join(", "),
+            LIVE_KEYS.join(", ")
+        )));
+    }
+    new.record.to_record_config(&new.store)?;
+    Ok(changed)
 }
 
 impl StoreSettings {
@@ -414,6 +472,34 @@ mod tests {
         let err = merged("[record]\nends = \"kprobe\"\n", &[]).expect_err("refused");
         let err = chain(&err);
         assert!(err.contains("kprobe") && err.contains("ctnetlink"), "{err}");
+    }
+
+    #[test]
+    fn a_reload_takes_live_keys_and_refuses_the_others_by_name() {
+        let parse = |t: &str| ConfigFile::parse(t, Path::new("t.toml")).expect("parses");
+        let old = parse("[record]\nwan = [\"eth0\"]\n[store]\ndir = \"/srv\"\n");
+        assert_eq!(check_reload(&old, &old).expect("same"), Vec::<String>::new());
+        let live = parse(
+            "[log]\nfilter = \"debug\"\n[record]\nwan = [\"eth0\"]\nstats_interval = \"5s\"\n\
+             [store]\ndir = \"/srv\"\nrotate_age = \"10m\"\nretain_days = 7\n",
+        );
+        assert_eq!(
+            check_reload(&old, &live).expect("live keys"),
+            ["log.filter", "record.stats_interval", "store.retain_days", "store.rotate_age"]
+        );
+        let fixed = parse(
+            "[record]\nwan = [\"eth1\"]\nringbuf_size = \"32MiB\"\n[store]\nrotate_age = \"10m\"\n",
+        );
+        let err = check_reload(&old, &fixed).expect_err("refused").to_string();
+        assert!(
+            err.starts_with(
+                "record.ringbuf_size, record.wan, store.dir cannot change while natrec runs"
+            ),
+            "{err}"
+        );
+        let bad = parse("[record]\nwan = [\"eth0\"]\n[store]\ndir = \"/srv\"\nrotate_size = 10\n");
+        let err = check_reload(&old, &bad).expect_err("invalid").to_string();
+        assert!(err.contains("rotate_size"), "{err}");
     }
 
     #[test]

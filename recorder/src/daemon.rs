@@ -39,9 +39,11 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 use crate::capture::{Capture, CaptureConfig, CaptureError, ClockMap, KernelCounters, jiffy_ns};
+use crate::config::{self, ConfigFile};
 use crate::conntrack::{
     self, ConntrackError, CtEntry, EventOptions, EventSocket, EventStats, Wait,
 };
+use crate::log_limit::Repeats;
 use crate::metrics::{self, Publisher};
 use crate::model::{Flags, FlowEvent, FlowKey, Translation};
 use crate::service::Notifier;
@@ -112,6 +114,21 @@ pub struct RecordSummary {
     /// The most the ring buffer held at one read.
     pub ringbuf_read_max_bytes: u64,
 }
+
+/// What a SIGHUP needs: the settings natrec runs with, a way to read them anew, and the log
+/// filter's handle.
+pub struct Reload {
+    /// The settings in effect.
+    pub current: ConfigFile,
+    /// The settings `natrec record` would start with now: the config file read again, with the
+    /// same flags and environment on top.
+    pub load: Box<dyn FnMut() -> anyhow::Result<ConfigFile>>,
+    /// Replaces the log filter (an error for a filter that does not parse).
+    pub set_log_filter: SetLogFilter,
+}
+
+/// Replaces the log filter of a running natrec.
+pub type SetLogFilter = Box<dyn Fn(&str) -> anyhow::Result<()>>;
 
 /// Messages from the ctnetlink reader thread.
 enum NlMsg {
@@ -184,8 +201,8 @@ fn rest_for(events: u64, max: Duration) -> Duration {
     if d < MIN_REST { Duration::ZERO } else { d }
 }
 
-/// Runs the daemon until SIGINT or SIGTERM.
-pub fn run(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
+/// Runs the daemon until SIGINT or SIGTERM; SIGHUP reloads what `reload` allows.
+pub fn run(cfg: RecordConfig, reload: Option<Reload>) -> Result<RecordSummary, DaemonError> {
     if cfg.jsonl.is_none() && cfg.store.is_none() {
         // Before the runtime and the capture: nothing to clean up.
         return Err(DaemonError::NoOutput);
@@ -194,10 +211,13 @@ pub fn run(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
         .enable_all()
         .build()
         .map_err(|e| DaemonError::Io("starting the runtime", e))?;
-    rt.block_on(run_async(cfg))
+    rt.block_on(run_async(cfg, reload))
 }
 
-async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
+async fn run_async(
+    cfg: RecordConfig,
+    mut reload: Option<Reload>,
+) -> Result<RecordSummary, DaemonError> {
     // Nothing is changed on the host before the configuration is known to be usable.
     Capture::preflight(&cfg.capture)?;
     let metrics = match cfg.metrics {
@@ -271,6 +291,8 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| DaemonError::Io("installing the SIGTERM handler", e))?;
+    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| DaemonError::Io("installing the SIGHUP handler", e))?;
     loop {
         tokio::select! {
             guard = readable(ring_watch.as_ref()), if ring_watch.is_some() => {
@@ -288,6 +310,7 @@ async fn run_async(cfg: RecordConfig) -> Result<RecordSummary, DaemonError> {
             _ = tick.tick() => rec.on_tick()?,
             _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = sighup.recv() => rec.on_hangup(reload.as_mut()),
         }
     }
 
@@ -390,9 +413,14 @@ struct Recorder {
     last_reap: Instant,
     last_stats: Instant,
     last_check: Instant,
-    /// Kernel counters at the last check, to log only what grew.
+    /// Kernel counters at the last line logged about them, to log what grew since.
     last_full: u64,
     last_seen_full: u64,
+    /// `ringbuf_full` at the last check (a growth asks for a resync).
+    checked_full: u64,
+    full_log: Repeats,
+    seen_full_log: Repeats,
+    dump_log: Repeats,
     nl_stats: EventStats,
     notifier: Notifier,
     metrics: Option<Publisher>,
@@ -435,6 +463,10 @@ impl Recorder {
             last_check: Instant::now(),
             last_full: 0,
             last_seen_full: 0,
+            checked_full: 0,
+            full_log: Repeats::default(),
+            seen_full_log: Repeats::default(),
+            dump_log: Repeats::default(),
             nl_stats: EventStats::default(),
             notifier: Notifier::from_env(),
             metrics: None,
@@ -525,6 +557,38 @@ impl Recorder {
         }
     }
 
+    /// SIGHUP: takes the settings that can change live, or none of them.
+    fn on_hangup(&mut self, reload: Option<&mut Reload>) {
+        let Some(r) = reload else {
+            tracing::warn!("SIGHUP: nothing to reload");
+            return;
+        };
+        self.notifier.reloading();
+        match self.reload(r) {
+            Ok(changed) if changed.is_empty() => {
+                tracing::info!("SIGHUP: the settings are unchanged")
+            }
+            Ok(changed) => tracing::info!(changed = %changed.join(", "), "SIGHUP: reloaded"),
+            Err(e) => tracing::error!("SIGHUP: {e:#}; natrec goes on with the settings it had"),
+        }
+        self.notifier.reloaded();
+    }
+
+    /// Reads the settings anew and applies them if only live keys change; returns those keys.
+    fn reload(&mut self, r: &mut Reload) -> anyhow::Result<Vec<String>> {
+        let new = (r.load)()?;
+        let changed = config::check_reload(&r.current, &new)?;
+        // First what can still fail: then nothing is applied.
+        if changed.iter().any(|k| k == "log.filter") {
+            (r.set_log_filter)(&new.log.filter)?;
+        }
+        let cfg = new.record.to_record_config(&new.store)?;
+        self.stats_interval = cfg.stats_interval;
+        self.sinks.reload(cfg.store.as_ref());
+        r.current = new;
+        Ok(changed)
+    }
+
     /// A dump made while recording: the resync it carries is applied after the grace.
     fn on_dump(&mut self, res: DumpResult) {
         self.dump_in_flight = false;
@@ -544,7 +608,11 @@ impl Recorder {
                     at: Instant::now() + RESYNC_GRACE,
                 });
             }
-            Err(e) => tracing::warn!("conntrack dump failed: {e}"),
+            Err(e) => {
+                if let Some(held_back) = self.dump_log.admit() {
+                    tracing::warn!(held_back, "conntrack dump failed: {e}");
+                }
+            }
         }
     }
 
@@ -602,7 +670,12 @@ impl Recorder {
     /// `stats_interval`.
     fn check_counters(&mut self) -> Result<(), DaemonError> {
         let k = self.capture.counters()?;
-        if k.ringbuf_full > self.last_full {
+        if k.ringbuf_full > self.checked_full && self.ends_in_ring {
+            self.resync_wanted = true;
+        }
+        self.checked_full = k.ringbuf_full;
+        // While the overload lasts, a line a minute with what was lost since the last one.
+        if k.ringbuf_full > self.last_full && self.full_log.admit().is_some() {
             let lost = k.ringbuf_full - self.last_full;
             if self.ends_in_ring {
                 tracing::warn!(
@@ -610,7 +683,6 @@ impl Recorder {
                     total = k.ringbuf_full,
                     "ring buffer full: events lost in the kernel (raise --ringbuf-size); a lost start is reported again at the entry's next packet, lost ends are found by the resync dump that follows"
                 );
-                self.resync_wanted = true;
             } else {
                 tracing::warn!(
                     lost,
@@ -620,7 +692,7 @@ impl Recorder {
             }
             self.last_full = k.ringbuf_full;
         }
-        if k.seen_full > self.last_seen_full {
+        if k.seen_full > self.last_seen_full && self.seen_full_log.admit().is_some() {
             tracing::warn!(
                 entries = k.seen_full - self.last_seen_full,
                 total = k.seen_full,

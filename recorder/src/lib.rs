@@ -13,6 +13,7 @@ pub mod config;
 pub mod conntrack;
 pub mod daemon;
 pub mod import;
+pub mod log_limit;
 pub mod lookup;
 pub mod metrics;
 pub mod model;

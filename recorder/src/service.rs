@@ -17,6 +17,8 @@ pub struct Notifier {
     last_pet: Instant,
     /// A failed notification is logged once, not at every tick.
     failed: bool,
+    /// The last status sent.
+    status: String,
 }
 
 impl Notifier {
@@ -26,7 +28,7 @@ impl Notifier {
         if let Some(w) = watchdog {
             tracing::debug!(?w, "systemd watchdog enabled");
         }
-        Self { watchdog, last_pet: Instant::now(), failed: false }
+        Self { watchdog, last_pet: Instant::now(), failed: false, status: String::new() }
     }
 
     fn send(&mut self, states: &[NotifyState<'_>]) {
@@ -41,11 +43,19 @@ impl Notifier {
     /// Recording: attached and seeded.
     pub fn ready(&mut self, status: &str) {
         self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
+        self.status = status.to_owned();
         self.last_pet = Instant::now();
+    }
+
+    /// A reload is over: ready again, with the last status.
+    pub fn reloaded(&mut self) {
+        let status = std::mem::take(&mut self.status);
+        self.ready(&status);
     }
 
     pub fn status(&mut self, status: &str) {
         self.send(&[NotifyState::Status(status)]);
+        self.status = status.to_owned();
     }
 
     /// A SIGHUP's reload starts; [`Notifier::ready`] ends it.

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -139,6 +140,34 @@ fn recorder_survives_kill_9_at_random_moments() {
     }
 }
 
+/// Log lines, captured.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl Log {
+    fn lines(&self) -> Vec<String> {
+        let bytes = self.0.lock().expect("log").clone();
+        String::from_utf8_lossy(&bytes).lines().map(str::to_owned).collect()
+    }
+}
+
+impl std::io::Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Log {
+    type Writer = Log;
+    fn make_writer(&'a self) -> Log {
+        self.clone()
+    }
+}
+
 /// A tmpfs mounted for the test, unmounted on drop.
 struct Tmpfs {
     mount: PathBuf,
@@ -176,6 +205,9 @@ impl Drop for Tmpfs {
 #[test]
 fn full_file_system_keeps_running_and_keeps_earlier_data_intact() {
     let Some(fsys) = Tmpfs::mount("4m") else { return };
+    let log = Log::default();
+    let subscriber = tracing_subscriber::fmt().with_writer(log.clone()).with_ansi(false).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
     let dir = fsys.mount.join("store");
     let opts = WriterOptions {
         dir: dir.clone(),
@@ -208,6 +240,11 @@ fn full_file_system_keeps_running_and_keeps_earlier_data_intact() {
     assert!(full_at.is_some(), "the disk never filled: {stats:?}");
     assert!(stats.lost_events > 0, "{stats:?}");
     assert!(stats.last_error.as_deref().is_some_and(|e| e.contains("No space")), "{stats:?}");
+    // Every failed flush is counted, the warning logged once (the test takes well under the
+    // minute that repeats are held back for).
+    let warned = log.lines().iter().filter(|l| l.contains("disk full")).count();
+    assert!(stats.write_errors >= 5, "{stats:?}");
+    assert_eq!(warned, 1, "{:#?}", log.lines());
     // What is on disk is intact and readable.
     let rep = verify(&dir).expect("verify");
     assert!(rep.ok(), "{:?}", rep.problems);
@@ -224,6 +261,9 @@ fn full_file_system_keeps_running_and_keeps_earlier_data_intact() {
     now += Duration::from_secs(20);
     w.tick(now).expect("tick");
     assert!(w.stats().flushes > flushes, "{:?}", w.stats());
+    let back = log.lines().into_iter().find(|l| l.contains("the store writes again"));
+    let held = format!("held_back={}", stats.write_errors - 1);
+    assert!(back.as_ref().is_some_and(|l| l.contains(&held)), "{back:?}, {held}");
     let end = w.close().expect("close once space is back");
     assert_eq!(end.lost_events, stats.lost_events);
     let rep = verify(&dir).expect("verify");

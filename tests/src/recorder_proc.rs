@@ -204,6 +204,33 @@ impl NatrecRecord {
         Ok(NatrecRecord { child: Some(child), jsonl: jsonl.to_owned(), stderr })
     }
 
+    /// Sends `signal` to natrec.
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        self.child
+            .as_ref()
+            .ok_or_else(|| LabError::Invalid("natrec record was already stopped".into()))?
+            .signal(signal)
+    }
+
+    /// Waits until natrec's log, from byte `from` on, has a line containing `needle`; returns
+    /// that line, or an error with the log after `timeout`.
+    pub fn wait_for_log(&self, from: usize, needle: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.stderr();
+            if let Some(line) = log.get(from..).and_then(|l| l.lines().find(|l| l.contains(needle)))
+            {
+                return Ok(line.to_owned());
+            }
+            if Instant::now() >= deadline {
+                return Err(LabError::Invalid(format!(
+                    "natrec logged no {needle:?} within {timeout:?}; its stderr:\n{log}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// What natrec logged so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap_or_else(PoisonError::into_inner).clone()

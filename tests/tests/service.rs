@@ -152,3 +152,95 @@ fn natrec_record_notifies_ready_pets_the_watchdog_and_says_stopping() {
     assert!(last.contains(&"STOPPING=1".to_owned()), "the last notification is STOPPING: {got:?}");
     assert!(got.iter().filter(|(_, m)| m.contains("READY=1")).count() == 1, "READY once: {got:?}");
 }
+
+/// How many sealed segments `dir` has.
+fn sealed(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "seg")).count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn sighup_reloads_the_live_settings_and_refuses_the_others_by_name() {
+    if !lab::lab_test_start().expect("lab capabilities") {
+        return;
+    }
+    let lab =
+        GatewayLab::build(LabSpec { prefix: "hup".into(), ..LabSpec::default() }).expect("lab");
+    let dir = TempDir::new("hup").expect("temp dir");
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind the notify socket");
+    sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+    let config = dir.path().join("natrec.toml");
+    let store = dir.path().join("store");
+    let write = |text: &str| std::fs::write(&config, text).expect("write the config");
+    let settings = |filter: &str, stats: &str, rotate: &str, extra: &str| {
+        format!(
+            "[log]\nfilter = \"{filter}\"\n[record]\nstats_interval = \"{stats}\"\n{extra}\n\
+             [store]\ndir = \"{}\"\nrotate_age = \"{rotate}\"\n",
+            store.display()
+        )
+    };
+    write(&settings("info", "60s", "1h", ""));
+    let bin = recorder_proc::natrec_bin().expect("natrec binary");
+    let wrapper = [
+        "env".to_owned(),
+        format!("NOTIFY_SOCKET={}", sock_path.display()),
+        bin.display().to_string(),
+    ];
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let config_arg = config.display().to_string();
+    let jsonl = dir.path().join("events.jsonl");
+    let natrec = NatrecRecord::start_wrapped(&lab, &wrapper, &jsonl, &["--config", &config_arg])
+        .expect("natrec record");
+    let mut got = Vec::new();
+    receive_until(&sock, Instant::now() + Duration::from_millis(300), &mut got);
+    assert!(got.iter().any(|(_, m)| m.contains("READY=1")), "{got:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(sealed(&store), 0, "nothing sealed within the first hour's age");
+
+    // The live keys: taken at once.
+    write(&settings("debug", "1s", "2s", ""));
+    let from = natrec.stderr().len();
+    got.clear();
+    natrec.signal(libc::SIGHUP).expect("SIGHUP");
+    let line = natrec.wait_for_log(from, "SIGHUP:", Duration::from_secs(5)).expect("reloaded");
+    assert!(
+        line.contains("SIGHUP: reloaded")
+            && line.contains("changed=log.filter, record.stats_interval, store.rotate_age"),
+        "{line}"
+    );
+    receive_until(&sock, Instant::now() + Duration::from_millis(300), &mut got);
+    let reloading = got.iter().position(|(_, m)| m.contains("RELOADING=1"));
+    let ready = got.iter().position(|(_, m)| m.contains("READY=1"));
+    assert!(reloading.is_some() && ready > reloading, "RELOADING=1 then READY=1: {got:?}");
+    let sealed_in = Instant::now();
+    while sealed(&store) == 0 && sealed_in.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(sealed(&store) > 0, "the 2 s rotate_age seals a segment");
+    natrec.wait_for_log(from, "counters", Duration::from_secs(3)).expect("stats every second");
+    natrec.wait_for_log(from, " DEBUG ", Duration::from_secs(3)).expect("the debug filter");
+
+    // Keys that need a restart: refused by name, nothing taken, natrec goes on.
+    write(&settings("info", "1s", "1h", "ringbuf_size = \"32MiB\"\nends = \"ctnetlink\""));
+    let from = natrec.stderr().len();
+    natrec.signal(libc::SIGHUP).expect("SIGHUP");
+    let line = natrec.wait_for_log(from, "SIGHUP:", Duration::from_secs(5)).expect("refused");
+    assert!(
+        line.contains("SIGHUP: record.ends, record.ringbuf_size cannot change while natrec runs")
+            && line.contains("natrec goes on with the settings it had"),
+        "{line}"
+    );
+    // A broken file: the same, with where it is broken.
+    write("[store]\nrotate_age = \n");
+    let from = natrec.stderr().len();
+    natrec.signal(libc::SIGHUP).expect("SIGHUP");
+    let line = natrec.wait_for_log(from, "SIGHUP:", Duration::from_secs(5)).expect("refused");
+    assert!(line.contains("line 2") && line.contains("goes on with the settings it had"), "{line}");
+    // Still the reloaded settings: debug lines go on, and so does recording.
+    let from = natrec.stderr().len();
+    natrec.wait_for_log(from, " DEBUG ", Duration::from_secs(3)).expect("still debug");
+    let (_, stderr) = natrec.stop().expect("natrec stops on SIGTERM");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use recorder::config::{self, ConfigFile, LogSettings};
+use recorder::daemon::SetLogFilter;
 
 mod check_config;
 mod import;
@@ -61,13 +62,22 @@ pub fn run() -> anyhow::Result<ExitCode> {
         (ConfigFile::default(), None)
     };
     let log = config::overlay(&file.log, &cli.log, &matches)?;
-    init_logging(&log.filter)?;
+    let set_log_filter = init_logging(&log.filter)?;
     if let Some(path) = &path {
         tracing::debug!(config = %path.display(), "read the config file");
     }
     let sub = |name| matches.subcommand_matches(name).context("subcommand matches");
     match cli.command {
-        Command::Record(a) => record::run(a, &file, sub("record")?),
+        Command::Record(a) => {
+            let reload = record::Reloadable {
+                config: cli.config.clone(),
+                log_flags: cli.log.clone(),
+                root: matches.clone(),
+                log,
+                set_log_filter,
+            };
+            record::run(a, &file, sub("record")?, reload)
+        }
         Command::CheckConfig(a) => {
             check_config::run(a, ConfigFile { log, ..file }, path, sub("check-config")?)
         }
@@ -78,20 +88,38 @@ pub fn run() -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Logs go to stderr through `tracing`; the `log` crate (aya, aya-log) is bridged into it.
-fn init_logging(filter: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| {
-        // Its message already ends with its source's.
-        anyhow::anyhow!("invalid log filter {filter:?} (--log, or [log] filter): {e}")
-    })?;
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+/// Logs go to stderr through `tracing`; the `log` crate (aya, aya-log) is bridged into it. When
+/// stderr is the journal (systemd's `JOURNAL_STREAM`), lines carry no time of their own: the
+/// journal stamps them. Returns what changes the filter later.
+fn init_logging(filter: &str) -> anyhow::Result<SetLogFilter> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    let parse = |filter: &str| {
+        tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| {
+            // Its message already ends with its source's.
+            anyhow::anyhow!("invalid log filter {filter:?} (--log, or [log] filter): {e}")
+        })
+    };
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(parse(filter)?);
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .finish();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let fmt = if stderr_is_journal() { fmt.without_time().boxed() } else { fmt.boxed() };
+    let subscriber = tracing_subscriber::registry().with(filter).with(fmt);
     tracing::subscriber::set_global_default(subscriber).context("installing the logger")?;
     tracing_log::LogTracer::init().context("bridging the log crate (aya, aya-log) into tracing")?;
-    Ok(())
+    Ok(Box::new(move |filter| handle.reload(parse(filter)?).context("replacing the log filter")))
+}
+
+/// Whether stderr is the stream systemd names in `JOURNAL_STREAM` (`DEVICE:INODE`), as
+/// `systemd.exec(5)` says to check.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else { return false };
+    let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else { return false };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else { return false };
+    dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
 }
 
 /// Whether an error chain ends in a broken pipe (stdout closed by `head`): not an error.

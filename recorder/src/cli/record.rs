@@ -2,10 +2,12 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use recorder::config::{self, ConfigFile, RecordSettings, StoreSettings};
-use recorder::daemon;
+use std::path::PathBuf;
 
-#[derive(Debug, clap::Args)]
+use recorder::config::{self, ConfigFile, LogSettings, RecordSettings, StoreSettings};
+use recorder::daemon::{self, Reload, SetLogFilter};
+
+#[derive(Clone, Debug, clap::Args)]
 #[command(after_help = "Run it in the gateway's network namespace, as root or with CAP_BPF, \
 CAP_NET_ADMIN and CAP_PERFMON. It attaches a tc egress \
 classifier to every --wan (and --lan) interface, takes ends from its end probe (a BTF tracepoint \
@@ -30,10 +32,37 @@ pub fn settings(
     Ok((record, store))
 }
 
-pub fn run(args: Args, file: &ConfigFile, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
+/// What a reload needs beyond `record`'s own arguments.
+pub struct Reloadable {
+    /// The config file as given (`--config`, `NATREC_CONFIG`), if one was.
+    pub config: Option<PathBuf>,
+    /// The `[log]` flags, and the matches they came from.
+    pub log_flags: LogSettings,
+    pub root: clap::ArgMatches,
+    /// The `[log]` settings in effect.
+    pub log: LogSettings,
+    pub set_log_filter: SetLogFilter,
+}
+
+pub fn run(
+    args: Args,
+    file: &ConfigFile,
+    matches: &clap::ArgMatches,
+    reloadable: Reloadable,
+) -> anyhow::Result<ExitCode> {
     let (record, store) = settings(&args, file, matches)?;
     let cfg = record.to_record_config(&store)?;
-    let summary = daemon::run(cfg)?;
+    let Reloadable { config, log_flags, root, log, set_log_filter } = reloadable;
+    let current = ConfigFile { log, record: record.clone(), store };
+    let matches = matches.clone();
+    let load = move || -> anyhow::Result<ConfigFile> {
+        let (file, _) = ConfigFile::load(config.as_deref())?;
+        let log = config::overlay(&file.log, &log_flags, &root)?;
+        let (record, store) = settings(&args, &file, &matches)?;
+        Ok(ConfigFile { log, record, store })
+    };
+    let reload = Reload { current, load: Box::new(load), set_log_filter };
+    let summary = daemon::run(cfg, Some(reload))?;
     let k = &summary.kernel;
     let t = &summary.tracker;
     tracing::info!(

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use jiff::Timestamp;
 
 use crate::model::FlowEvent;
-use crate::store::{StoreError, WriterStats};
+use crate::store::{StoreError, WriterOptions, WriterStats};
 
 pub use jsonl::JsonlSink;
 pub use store::StoreSink;
@@ -48,6 +48,11 @@ pub trait Sink: Send {
 
     /// Writes what is left and reports what the sink did.
     fn close(self: Box<Self>) -> Result<Closed, SinkError>;
+
+    /// Takes the settings a reload (SIGHUP) may change; `store` is the store's, if any.
+    fn reload(&mut self, store: Option<&WriterOptions>) {
+        let _ = store;
+    }
 }
 
 /// What a sink reports when it closes.
@@ -88,6 +93,10 @@ impl Fanout {
 
     pub fn tick(&mut self, now: Timestamp) -> Result<(), SinkError> {
         self.sinks.iter_mut().try_for_each(|s| s.tick(now))
+    }
+
+    pub fn reload(&mut self, store: Option<&WriterOptions>) {
+        self.sinks.iter_mut().for_each(|s| s.reload(store));
     }
 
     /// Closes every sink, in order, even after one fails; the first error is returned.

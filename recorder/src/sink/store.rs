@@ -13,7 +13,7 @@ use jiff::Timestamp;
 
 use super::{Closed, Sink, SinkError};
 use crate::model::FlowEvent;
-use crate::store::{StoreError, Writer, WriterStats};
+use crate::store::{StoreError, Writer, WriterOptions, WriterStats};
 
 /// Events beyond which the batch goes to the store thread before the tick.
 const BATCH_MAX: usize = 1 << 16;
@@ -25,6 +25,7 @@ const SPARE_BATCHES: usize = 2;
 enum Msg {
     Events(Vec<FlowEvent>),
     Tick(Timestamp),
+    Limits(Box<WriterOptions>),
 }
 
 /// The store writer's thread, fed in batches.
@@ -89,6 +90,7 @@ impl StoreSink {
                                 fail(e);
                             }
                         }
+                        Msg::Limits(opts) => writer.set_limits(&opts),
                     }
                     live.set(writer.stats());
                 }
@@ -132,6 +134,12 @@ impl Sink for StoreSink {
         self.hand_over();
         self.send(Msg::Tick(now));
         Ok(())
+    }
+
+    fn reload(&mut self, store: Option<&WriterOptions>) {
+        if let Some(opts) = store {
+            self.send(Msg::Limits(Box::new(opts.clone())));
+        }
     }
 
     /// Closes the channel, lets the writer drain it and seal, and returns its counters.

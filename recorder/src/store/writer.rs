@@ -1,5 +1,6 @@
 //! The segment writer: buffering, flushing, rotation, recovery, retention.
 
+use crate::log_limit::Repeats;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -158,6 +159,10 @@ pub struct Writer {
     /// The last write failed (disk full): appends only buffer until a tick's flush succeeds.
     stalled: bool,
     stats: WriterStats,
+    /// Failures repeat at every flush while they last: logged once a minute.
+    disk_full_log: Repeats,
+    error_log: Repeats,
+    lost_log: Repeats,
 }
 
 fn now_ns(t: Timestamp) -> i64 {
@@ -263,6 +268,9 @@ impl Writer {
             last_retention: None,
             stalled: false,
             stats,
+            disk_full_log: Repeats::default(),
+            error_log: Repeats::default(),
+            lost_log: Repeats::default(),
         };
         w.start_segment(carried, Timestamp::now())?;
         w.retention(Timestamp::now());
@@ -411,6 +419,17 @@ impl Writer {
         Ok(())
     }
 
+    /// Takes the rotation, flush and retention settings of `opts` (a reload); the others stay.
+    /// Retention runs at the next tick.
+    pub fn set_limits(&mut self, opts: &WriterOptions) {
+        self.opts.rotate_age = opts.rotate_age;
+        self.opts.rotate_size = opts.rotate_size;
+        self.opts.flush_interval = opts.flush_interval;
+        self.opts.retain_days = opts.retain_days;
+        self.opts.retain_size = opts.retain_size;
+        self.last_retention = None;
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> WriterStats {
         let mut s = self.stats.clone();
@@ -497,9 +516,11 @@ impl Writer {
         self.stats.write_errors += 1;
         self.stats.last_error = Some(e.to_string());
         if e.is_disk_full() {
-            tracing::warn!(error = %e, "disk full: buffering, retrying later");
-        } else {
-            tracing::error!(error = %e, "store write failed");
+            if let Some(held_back) = self.disk_full_log.admit() {
+                tracing::warn!(error = %e, held_back, "disk full: buffering, retrying every flush (logged once a minute while it lasts)");
+            }
+        } else if let Some(held_back) = self.error_log.admit() {
+            tracing::error!(error = %e, held_back, "store write failed (logged once a minute while it lasts)");
         }
     }
 
@@ -509,7 +530,14 @@ impl Writer {
         }
         match self.write_pending().and_then(|()| self.sync()) {
             Ok(()) => {
-                self.stalled = false;
+                if std::mem::take(&mut self.stalled) {
+                    let held_back = self.disk_full_log.reset() + self.error_log.reset();
+                    tracing::info!(
+                        held_back,
+                        lost_events = self.stats.lost_events,
+                        "the store writes again"
+                    );
+                }
                 self.stats.flushes += 1;
                 self.last_flush = Some(now);
             }
@@ -536,7 +564,14 @@ impl Writer {
         let bound = self.written_ordinal + keep as u64;
         self.open.retain(|_, o| o.ordinal < bound);
         self.stats.lost_events += lost;
-        tracing::warn!(lost, "dropped buffered events that could not be written");
+        if let Some(held_back) = self.lost_log.admit() {
+            tracing::warn!(
+                lost,
+                total = self.stats.lost_events,
+                held_back,
+                "dropped buffered events that could not be written"
+            );
+        }
     }
 
     /// Writes buffered events as block frames (no fsync).
