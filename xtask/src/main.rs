@@ -10,6 +10,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod package;
 mod setup;
 
 use setup::run;
@@ -58,6 +59,10 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build natrec and write its man pages and shell completions into target/dist/.
+    Dist,
+    /// Build the Debian package (target/debian/natrec_*.deb) and check it with lintian.
+    Deb,
     /// Generate the synthetic ISP workload (arguments go to natrec-gen; see --help).
     Gen {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -197,6 +202,15 @@ fn real_main() -> Result<()> {
                 .args(stress.then_some("--stress"))
                 .args(&args)
                 .env("NATREC_BIN", &natrec))
+        }
+        Cmd::Dist => {
+            setup::setup()?;
+            package::dist().map(drop)
+        }
+        Cmd::Deb => {
+            setup::setup()?;
+            setup::deb_tools()?;
+            package::deb().map(drop)
         }
         Cmd::Gen { args } => {
             setup::setup()?;

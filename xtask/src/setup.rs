@@ -6,6 +6,8 @@
 //! 3. `bpf-linker`, built against the nightly's own LLVM (its major version and library name are
 //!    read from `rustc +nightly -vV` and the sysroot, never hard-coded).
 //!
+//! `cargo xtask deb` adds lintian and `cargo-deb` ([`deb_tools`]).
+//!
 //! Each step checks first and does nothing when its result is already there.
 
 use std::path::{Path, PathBuf};
@@ -108,11 +110,44 @@ fn install(missing: &[&str]) -> Result<()> {
         );
     }
     run(Command::new("apt-get").args(["update", "-qq"]))?;
+    // Packages with a daemon (prometheus) must not start it: the tests start their own.
+    let _no_daemons = NoDaemons::new()?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
     Ok(())
+}
+
+/// Debian's policy-rc.d (invoke-rc.d(8)) forbidding every service start while it lives; left
+/// alone where the machine has one already.
+struct NoDaemons(Option<PathBuf>);
+
+impl NoDaemons {
+    fn new() -> Result<Self> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = PathBuf::from("/usr/sbin/policy-rc.d");
+        if path.exists() {
+            return Ok(Self(None));
+        }
+        std::fs::write(
+            &path,
+            "#!/bin/sh\n# cargo xtask setup: no daemon starts while installing\nexit 101\n",
+        )
+        .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)))
+        .with_context(|| format!("writing {}", path.display()))?;
+        Ok(Self(Some(path)))
+    }
+}
+
+impl Drop for NoDaemons {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0
+            && let Err(e) = std::fs::remove_file(p)
+        {
+            eprintln!("setup: could not remove {}: {e}", p.display());
+        }
+    }
 }
 
 fn nightly_rust_src() -> Result<bool> {
@@ -205,6 +240,36 @@ fn nightly_llvm() -> Result<(u32, PathBuf, String)> {
         })?;
     let link_name = name.trim_start_matches("lib").trim_end_matches(".so").to_owned();
     Ok((major, lib, link_name))
+}
+
+/// What `cargo xtask deb` needs beyond [`setup`]: lintian and cargo-deb.
+pub fn deb_tools() -> Result<()> {
+    step("lintian", || {
+        if have_binary("lintian") {
+            return Ok(false);
+        }
+        install(&["lintian"])?;
+        Ok(true)
+    })?;
+    step("cargo-deb", cargo_deb)
+}
+
+/// cargo-deb release line `cargo xtask deb` is written for.
+const CARGO_DEB_VERSION: &str = "~3.8";
+
+fn cargo_deb() -> Result<bool> {
+    if Command::new("cargo-deb").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        return Ok(false);
+    }
+    eprintln!("setup: building cargo-deb; about two minutes");
+    run(Command::new("cargo").args([
+        "install",
+        "cargo-deb",
+        "--locked",
+        "--version",
+        CARGO_DEB_VERSION,
+    ]))?;
+    Ok(true)
 }
 
 fn bpf_linker() -> Result<bool> {

@@ -11,6 +11,7 @@ use recorder::config::{self, ConfigFile, LogSettings};
 use recorder::daemon::SetLogFilter;
 
 mod check_config;
+mod generate;
 mod import;
 mod query;
 mod record;
@@ -48,6 +49,9 @@ enum Command {
     Import(import::Args),
     /// Check a config file and print the settings `record` would run with.
     CheckConfig(check_config::Args),
+    /// Write the man pages and shell completions into DIR (`cargo xtask dist`).
+    #[command(hide = true)]
+    Generate(generate::Args),
 }
 
 pub fn run() -> anyhow::Result<ExitCode> {
@@ -85,6 +89,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Verify(a) => verify::run(a),
         Command::Segments(a) => segments::run(a),
         Command::Import(a) => import::run(a),
+        Command::Generate(a) => generate::run(a),
     }
 }
 
