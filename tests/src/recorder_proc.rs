@@ -155,7 +155,13 @@ impl NatrecRecord {
         // A wrapper (setpriv) ends with the binary it runs.
         let mut line: Vec<&str> = if wrapper.is_empty() { vec![bin] } else { wrapper.to_vec() };
         line.extend_from_slice(args);
-        let mut child = ns.spawn(&line)?;
+        Self::start_command(ns, &line, jsonl)
+    }
+
+    /// Starts the command `line` in `ns` (a natrec record that writes `jsonl`, however it is
+    /// run: e.g. an installed package's binary) and waits until it logs `ready`.
+    pub fn start_command(ns: &Netns, line: &[&str], jsonl: &Path) -> Result<NatrecRecord> {
+        let mut child = ns.spawn(line)?;
         let pipe = child
             .child_mut()
             .and_then(|c| c.stderr.take())

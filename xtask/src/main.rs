@@ -29,7 +29,7 @@ enum Cmd {
     /// `cargo fmt --check`, and clippy with warnings denied for the host crates and for the eBPF
     /// crate on its bpf target (what CI runs before the tests).
     Lint,
-    /// Set up, build, and run every test (what CI runs).
+    /// Set up, build natrec and its .deb, and run every test (what CI runs).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -139,7 +139,19 @@ fn real_main() -> Result<()> {
             setup::setup()?;
             run(cargo().args(["build", "--bins"]))?;
             let natrec = target_dir().join("debug").join("natrec");
-            run(cargo().args(["test", "--no-fail-fast"]).args(&args).env("NATREC_BIN", &natrec))
+            // tests/tests/package.rs installs the package (unless NATREC_TESTS_NO_PACKAGE=1).
+            let deb = if std::env::var_os("NATREC_TESTS_NO_PACKAGE").is_some() {
+                None
+            } else {
+                setup::deb_tools()?;
+                Some(package::deb()?)
+            };
+            let mut test = cargo();
+            test.args(["test", "--no-fail-fast"]).args(&args).env("NATREC_BIN", &natrec);
+            if let Some(deb) = deb {
+                test.env("NATREC_DEB", deb);
+            }
+            run(&mut test)
         }
         Cmd::Demo => {
             setup::setup()?;
