@@ -63,6 +63,13 @@ enum Cmd {
     Dist,
     /// Build the Debian package (target/debian/natrec_*.deb) and check it with lintian.
     Deb,
+    /// Build natrec and install it without a package: /usr/local/bin, the unit in
+    /// /etc/systemd/system, the sysusers file, man pages, completions, and the config if absent.
+    Install {
+        /// Install under this directory instead of / (for staging; no user is created).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
     /// Generate the synthetic ISP workload (arguments go to natrec-gen; see --help).
     Gen {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -223,6 +230,10 @@ fn real_main() -> Result<()> {
             setup::setup()?;
             setup::deb_tools()?;
             package::deb().map(drop)
+        }
+        Cmd::Install { root } => {
+            setup::setup()?;
+            package::install(&root)
         }
         Cmd::Gen { args } => {
             setup::setup()?;
