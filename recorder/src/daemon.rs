@@ -639,9 +639,9 @@ impl Recorder {
         self.maybe_dump();
         if self.last_check.elapsed() >= Duration::from_secs(1) {
             self.last_check = Instant::now();
-            self.check_counters()?;
+            let kernel = self.check_counters()?;
             if let Some(m) = &self.metrics {
-                m.publish(self.summary()?);
+                m.publish(self.summary(kernel));
             }
         }
         Ok(())
@@ -667,8 +667,8 @@ impl Recorder {
     }
 
     /// Warns about kernel-side losses as they grow, and logs the counters every
-    /// `stats_interval`.
-    fn check_counters(&mut self) -> Result<(), DaemonError> {
+    /// `stats_interval`; returns the kernel's counters it read.
+    fn check_counters(&mut self) -> Result<KernelCounters, DaemonError> {
         let k = self.capture.counters()?;
         if k.ringbuf_full > self.checked_full && self.ends_in_ring {
             self.resync_wanted = true;
@@ -722,7 +722,7 @@ impl Recorder {
             self.notifier.status(&status);
             self.last_stats = Instant::now();
         }
-        Ok(())
+        Ok(k)
     }
 
     /// Takes every event in the ring buffer to the tracker (not yet to the sinks).
@@ -770,10 +770,11 @@ impl Recorder {
         }
     }
 
-    /// The counters now: what `--stats-json` prints at exit, and the metrics endpoint shows.
-    fn summary(&self) -> Result<RecordSummary, DaemonError> {
-        Ok(RecordSummary {
-            kernel: self.capture.counters()?,
+    /// The counters now, with the kernel's just read: what `--stats-json` prints at exit, and
+    /// the metrics endpoint shows.
+    fn summary(&self, kernel: KernelCounters) -> RecordSummary {
+        RecordSummary {
+            kernel,
             tracker: self.tracker.stats(),
             netlink_destroys: self.nl_stats.destroys,
             netlink_enobufs: self.nl_stats.enobufs,
@@ -781,7 +782,7 @@ impl Recorder {
             open: self.tracker.open_count(),
             store: self.store_stats.as_ref().map(LiveStats::get),
             ..self.summary.clone()
-        })
+        }
     }
 
     /// Closes superseded translations, writes what is left, closes the sinks.
@@ -791,7 +792,7 @@ impl Recorder {
         self.tracker.expire(None, &mut self.out);
         self.write()?;
         self.sinks.tick(Timestamp::now())?;
-        let mut summary = self.summary()?;
+        let mut summary = self.summary(self.capture.counters()?);
         drop(self.capture);
         for closed in self.sinks.close()? {
             if let Closed::Store(stats) = closed {
