@@ -2,6 +2,7 @@
 //! the flow events it writes (`--jsonl`), stop it with SIGTERM.
 
 use std::io::{BufRead as _, BufReader};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -265,6 +266,36 @@ impl NatrecRecord {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Makes `flows` UDP flows from the lab's first inside host to the UDP echo server on port 7
+    /// of `server`, flushes the gateway's conntrack so that they end, and waits up to 20 s for a
+    /// start and an end of each; returns the events, or an error with them.
+    pub fn record_udp_flows(
+        &self,
+        lab: &GatewayLab,
+        server: Ipv4Addr,
+        flows: usize,
+    ) -> Result<Vec<FlowEvent>> {
+        let host = &lab.hosts()[0];
+        let (local, remote) =
+            (SocketAddr::new(host.addr().into(), 0), SocketAddr::new(server.into(), 7));
+        for _ in 0..flows {
+            crate::traffic::udp_exchange(host.ns(), local, remote, 2)?;
+        }
+        lab.conntrack_flush()?;
+        let count = |evs: &[FlowEvent], end: bool| {
+            evs.iter().filter(|e| matches!(e, FlowEvent::End(_)) == end).count()
+        };
+        let (events, done) = self.wait_for(Duration::from_secs(20), |e| {
+            count(e, false) >= flows && count(e, true) >= flows
+        })?;
+        if !done {
+            return Err(LabError::Invalid(format!(
+                "natrec did not record {flows} starts and ends within 20 s: {events:?}"
+            )));
+        }
+        Ok(events)
     }
 
     /// Stops natrec with SIGTERM (an error if it does not exit within 10 s or exits with a

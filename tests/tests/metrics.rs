@@ -12,8 +12,7 @@ use natrec_tests::gateway::{GatewayLab, LabSpec};
 use natrec_tests::http;
 use natrec_tests::lab::{self, Netns, TempDir};
 use natrec_tests::recorder_proc::{self, NatrecRecord};
-use natrec_tests::traffic::{self, EchoServer};
-use recorder::model::FlowEvent;
+use natrec_tests::traffic::EchoServer;
 
 /// Loopback of the lab's gateway namespace: nothing else listens there.
 const NATREC_METRICS: &str = "127.0.0.1:9847";
@@ -91,18 +90,7 @@ fn prometheus_scrapes_natrec_and_its_values_agree_with_stats_json() {
     .expect("natrec record");
 
     // Flows, then their ends (flushed from conntrack): afterwards nothing changes.
-    let host = &lab.hosts()[0];
-    for _ in 0..FLOWS {
-        traffic::udp_exchange(host.ns(), sa(host.addr(), 0), sa(server, 7), 2).expect("udp flow");
-    }
-    lab.conntrack_flush().expect("conntrack -F");
-    let count = |evs: &[FlowEvent], end: bool| {
-        evs.iter().filter(|e| matches!(e, FlowEvent::End(_)) == end).count()
-    };
-    let (evs, done) = natrec
-        .wait_for(Duration::from_secs(20), |e| count(e, false) >= FLOWS && count(e, true) >= FLOWS)
-        .expect("events");
-    assert!(done, "{FLOWS} starts and ends recorded: {evs:?}");
+    natrec.record_udp_flows(&lab, server, FLOWS).expect("starts and ends recorded");
 
     // What natrec serves: Prometheus's text format by default, and it passes promtool.
     let plain = get(lab.gateway(), NATREC_METRICS, "/metrics", None);

@@ -9,13 +9,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 use natrec_tests::gateway::{GatewayLab, LabSpec};
 use natrec_tests::lab::{self, TempDir};
 use natrec_tests::recorder_proc::NatrecRecord;
-use natrec_tests::traffic::{self, EchoServer};
-use recorder::model::FlowEvent;
+use natrec_tests::traffic::EchoServer;
 
 const UNIT: &str = "/usr/lib/systemd/system/natrec.service";
 const STATE: &str = "/var/lib/natrec";
@@ -158,24 +156,7 @@ fn the_package_installs_runs_as_its_unit_would_and_purges() {
     let server = lab.servers()[0];
     let _echo =
         EchoServer::udp(lab.outside(), SocketAddr::new(IpAddr::V4(server), 7)).expect("udp echo");
-    let host = &lab.hosts()[0];
-    for _ in 0..FLOWS {
-        traffic::udp_exchange(
-            host.ns(),
-            SocketAddr::new(IpAddr::V4(host.addr()), 0),
-            SocketAddr::new(IpAddr::V4(server), 7),
-            2,
-        )
-        .expect("udp flow");
-    }
-    lab.conntrack_flush().expect("conntrack -F");
-    let count = |e: &[FlowEvent], end: bool| {
-        e.iter().filter(|e| matches!(e, FlowEvent::End(_)) == end).count()
-    };
-    let (events, done) = natrec
-        .wait_for(Duration::from_secs(20), |e| count(e, false) >= FLOWS && count(e, true) >= FLOWS)
-        .expect("events");
-    assert!(done, "{FLOWS} flows recorded by the installed natrec: {events:?}");
+    natrec.record_udp_flows(&lab, server, FLOWS).expect("flows recorded by the installed natrec");
     natrec.stop().expect("natrec stops on SIGTERM");
 
     // The store is the unit's: the user's files, 0640, and whole.

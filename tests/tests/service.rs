@@ -101,6 +101,19 @@ fn receive_until(sock: &UnixDatagram, until: Instant, got: &mut Vec<(Instant, St
     }
 }
 
+/// A notify socket in `dir`, as systemd gives a `Type=notify` service, and the wrapper that runs
+/// the natrec under test with it (`env NOTIFY_SOCKET=… VARS… natrec`).
+fn notify_socket(dir: &TempDir, vars: &[String]) -> (UnixDatagram, Vec<String>) {
+    let path: PathBuf = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).expect("bind the notify socket");
+    sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+    let bin = recorder_proc::natrec_bin().expect("natrec binary");
+    let mut wrapper = vec!["env".to_owned(), format!("NOTIFY_SOCKET={}", path.display())];
+    wrapper.extend_from_slice(vars);
+    wrapper.push(bin.display().to_string());
+    (sock, wrapper)
+}
+
 #[test]
 fn natrec_record_notifies_ready_pets_the_watchdog_and_says_stopping() {
     if !lab::lab_test_start().expect("lab capabilities") {
@@ -109,17 +122,8 @@ fn natrec_record_notifies_ready_pets_the_watchdog_and_says_stopping() {
     let lab =
         GatewayLab::build(LabSpec { prefix: "sdn".into(), ..LabSpec::default() }).expect("lab");
     let dir = TempDir::new("notify").expect("temp dir");
-    let sock_path: PathBuf = dir.path().join("notify.sock");
-    let sock = UnixDatagram::bind(&sock_path).expect("bind the notify socket");
-    sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
-    let bin = recorder_proc::natrec_bin().expect("natrec binary");
     let watchdog = Duration::from_millis(600);
-    let wrapper = [
-        "env".to_owned(),
-        format!("NOTIFY_SOCKET={}", sock_path.display()),
-        format!("WATCHDOG_USEC={}", watchdog.as_micros()),
-        bin.display().to_string(),
-    ];
+    let (sock, wrapper) = notify_socket(&dir, &[format!("WATCHDOG_USEC={}", watchdog.as_micros())]);
     let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
     let jsonl = dir.path().join("events.jsonl");
     let mut got = Vec::new();
@@ -168,9 +172,7 @@ fn sighup_reloads_the_live_settings_and_refuses_the_others_by_name() {
     let lab =
         GatewayLab::build(LabSpec { prefix: "hup".into(), ..LabSpec::default() }).expect("lab");
     let dir = TempDir::new("hup").expect("temp dir");
-    let sock_path = dir.path().join("notify.sock");
-    let sock = UnixDatagram::bind(&sock_path).expect("bind the notify socket");
-    sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+    let (sock, wrapper) = notify_socket(&dir, &[]);
     let config = dir.path().join("natrec.toml");
     let store = dir.path().join("store");
     let write = |text: &str| std::fs::write(&config, text).expect("write the config");
@@ -182,12 +184,6 @@ fn sighup_reloads_the_live_settings_and_refuses_the_others_by_name() {
         )
     };
     write(&settings("info", "60s", "1h", ""));
-    let bin = recorder_proc::natrec_bin().expect("natrec binary");
-    let wrapper = [
-        "env".to_owned(),
-        format!("NOTIFY_SOCKET={}", sock_path.display()),
-        bin.display().to_string(),
-    ];
     let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
     let config_arg = config.display().to_string();
     let jsonl = dir.path().join("events.jsonl");
