@@ -220,6 +220,14 @@ async fn run_async(
 ) -> Result<RecordSummary, DaemonError> {
     // Nothing is changed on the host before the configuration is known to be usable.
     Capture::preflight(&cfg.capture)?;
+    // The handlers are in place before anything is attached: a SIGTERM while natrec starts, or
+    // at once after READY=1 (systemd's stop, a test's), stops it cleanly once it is recording,
+    // instead of killing it with programs attached and translations in hand.
+    use tokio::signal::unix::{SignalKind, signal};
+    let handler = |kind, what| signal(kind).map_err(|e| DaemonError::Io(what, e));
+    let mut sigterm = handler(SignalKind::terminate(), "installing the SIGTERM handler")?;
+    let mut sigint = handler(SignalKind::interrupt(), "installing the SIGINT handler")?;
+    let mut sighup = handler(SignalKind::hangup(), "installing the SIGHUP handler")?;
     let metrics = match cfg.metrics {
         Some(addr) => {
             let (endpoint, publisher) =
@@ -289,10 +297,6 @@ async fn run_async(
 
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| DaemonError::Io("installing the SIGTERM handler", e))?;
-    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .map_err(|e| DaemonError::Io("installing the SIGHUP handler", e))?;
     loop {
         tokio::select! {
             guard = readable(ring_watch.as_ref()), if ring_watch.is_some() => {
@@ -308,7 +312,7 @@ async fn run_async(
             }
             Some(res) = dump_rx.recv() => rec.on_dump(res),
             _ = tick.tick() => rec.on_tick()?,
-            _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: stopping"); break; }
+            _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = sighup.recv() => rec.on_hangup(reload.as_mut()),
         }
