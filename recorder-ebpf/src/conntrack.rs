@@ -6,7 +6,7 @@ use aya_ebpf::helpers::{
     bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, generated,
 };
 use aya_ebpf::maps::ring_buf::RingBufEntry;
-use aya_ebpf::programs::{BtfTracePointContext, TcContext};
+use aya_ebpf::programs::TcContext;
 use aya_log_ebpf::debug;
 use recorder_common::{
     Hook, IP_CT_ESTABLISHED, IPS_CONFIRMED, KernelOffsets, NatEvent, NatKind, Tuple, classify_into,
@@ -301,8 +301,7 @@ fn read_into<T>(dst: &mut T, addr: u64) -> Result<(), ()> {
 /// life (after `nf_ct_delete` and the last reference; its extensions are already freed, its
 /// status, tuples and timeout are intact). A confirmed NATed entry of the watched namespace is
 /// reported as an end.
-pub fn freed(ctx: &BtfTracePointContext) {
-    let cache: u64 = ctx.arg(2);
+pub fn freed(cache: u64, ptr: u64) {
     // SAFETY: a plain read of a static this program alone writes.
     let known = unsafe { core::ptr::read_volatile(&raw const CT_CACHE) };
     if known != cache {
@@ -313,7 +312,7 @@ pub fn freed(ctx: &BtfTracePointContext) {
         unsafe { core::ptr::write_volatile(&raw mut CT_CACHE, cache) };
     }
     count(counter::CT_FREES);
-    if try_freed(ctx.arg(1)).is_err() {
+    if try_freed(ptr).is_err() {
         count(counter::READ_ERRORS);
     }
 }

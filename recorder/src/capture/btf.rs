@@ -458,9 +458,11 @@ impl KernelBtf {
         })
     }
 
-    /// Why the end probe (`kmem_cache_free` as a BTF tracepoint, see
-    /// `recorder-ebpf/src/probes/ct_free.rs`) cannot run on this kernel, if it cannot: it needs
-    /// the cache as the tracepoint's third argument, the cache's name, and the entry's timeout.
+    /// Why the end probe (`kmem_cache_free` as a raw tracepoint, see
+    /// `recorder-ebpf/src/probes/ct_free.rs`) cannot run on this kernel, if it cannot: it reads
+    /// the freed object as the second argument and the cache as the third (Linux 6.1 and later
+    /// have `kmem_cache_free(call_site, ptr, s)`), and needs the cache's name and the entry's
+    /// timeout.
     pub fn end_probe_unusable(&self, o: &KernelOffsets) -> Result<Option<String>, BtfError> {
         let arg = self.first(|b| b.tracepoint_arg_struct("kmem_cache_free", 2))?;
         if arg.as_deref() != Some("kmem_cache") {

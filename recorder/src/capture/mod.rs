@@ -22,7 +22,7 @@ use std::ffi::CString;
 use std::time::Duration;
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use aya::programs::{BtfTracePoint, SchedClassifier, TcAttachType, tc};
+use aya::programs::{RawTracePoint, SchedClassifier, TcAttachType, tc};
 use aya::{Ebpf, EbpfLoader};
 use recorder_common::{
     DEFAULT_RINGBUF_BYTES, DEFAULT_SEEN_ENTRIES, KernelOffsets, NatEvent, counter,
@@ -64,8 +64,6 @@ pub enum CaptureError {
         "--ends ebpf: the end probe cannot run on this kernel: {0} (use --ends auto or ctnetlink)"
     )]
     NoEndProbe(String),
-    #[error("reading the kernel's BTF for the end probe: {0}")]
-    EndProbeBtf(aya::BtfError),
     #[error("reading this process's network namespace (/proc/self/ns/net): {0}")]
     Netns(std::io::Error),
 }
@@ -87,7 +85,7 @@ pub enum EndsFrom {
     /// The end probe where this kernel runs it, ctnetlink DESTROY events otherwise.
     #[default]
     Auto,
-    /// The end probe (BTF tracepoint on `kmem_cache_free`); fail if it cannot run.
+    /// The end probe (raw tracepoint on `kmem_cache_free`); fail if it cannot run.
     Ebpf,
     /// ctnetlink DESTROY events in reliable mode.
     Ctnetlink,
@@ -418,13 +416,12 @@ where
 
 /// Loads and attaches the end probe.
 fn attach_end_probe(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
-    let btf = aya::Btf::from_sys_fs().map_err(CaptureError::EndProbeBtf)?;
-    let prog: &mut BtfTracePoint = program_of(ebpf, END_PROGRAM)?;
-    prog.load(END_TRACEPOINT, &btf).map_err(|source| CaptureError::Program {
+    let prog: &mut RawTracePoint = program_of(ebpf, END_PROGRAM)?;
+    prog.load().map_err(|source| CaptureError::Program {
         what: format!("loading {END_PROGRAM} (the kernel's verifier log follows)"),
         source,
     })?;
-    prog.attach().map_err(|source| CaptureError::Program {
+    prog.attach(END_TRACEPOINT).map_err(|source| CaptureError::Program {
         what: format!("attaching {END_PROGRAM} to the {END_TRACEPOINT} tracepoint"),
         source,
     })?;
