@@ -72,10 +72,14 @@ pub fn run_cmd_input(args: &[&str], input: &str) -> Result<Output> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|source| LabError::Spawn { cmd: cmd.clone(), source })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(input.as_bytes()).map_err(io_err(format!("writing to `{cmd}`")))?;
-    }
+    // A command that exits early breaks the pipe: its status and stderr say why.
+    let written = child.stdin.take().map_or(Ok(()), |mut stdin| stdin.write_all(input.as_bytes()));
     let out = child.wait_with_output().map_err(io_err(format!("waiting for `{cmd}`")))?;
+    if out.status.success()
+        && let Err(e) = written
+    {
+        return Err(io_err(format!("writing to `{cmd}`"))(e));
+    }
     if !out.status.success() {
         return Err(LabError::Command {
             cmd,
@@ -84,6 +88,25 @@ pub fn run_cmd_input(args: &[&str], input: &str) -> Result<Output> {
         });
     }
     Ok(out)
+}
+
+/// `wait` stretched by `NATREC_TESTS_SLOWDOWN` (a whole factor, 1 when unset): the deadlines of
+/// the lab's waits grow by it where everything runs slower, as in the kernel matrix's emulated
+/// guests (`cargo xtask vm`). Only deadlines grow; nothing a test asserts about times does.
+///
+/// # Panics
+/// When the variable is set to anything but a whole number from 1 to 100.
+pub fn patience(wait: Duration) -> Duration {
+    static FACTOR: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let factor = *FACTOR.get_or_init(|| match std::env::var("NATREC_TESTS_SLOWDOWN") {
+        Err(_) => 1,
+        Ok(v) => v
+            .parse()
+            .ok()
+            .filter(|f| (1..=100).contains(f))
+            .unwrap_or_else(|| panic!("NATREC_TESTS_SLOWDOWN={v:?}: expected 1 to 100")),
+    });
+    wait * factor
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -331,7 +354,7 @@ impl ChildGuard {
         // SAFETY: kill(2) has no memory-safety preconditions; the child is not reaped yet, so
         // the pid is still ours.
         unsafe { libc::kill(pid, signal) };
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + patience(timeout);
         loop {
             if let Some(status) =
                 child.try_wait().map_err(io_err(format!("waiting for `{}`", self.cmd)))?

@@ -183,7 +183,8 @@ impl NatrecRecord {
                 log.push('\n');
             }
         });
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let ready_within = crate::lab::patience(READY_TIMEOUT);
+        let deadline = Instant::now() + ready_within;
         loop {
             if rx.recv_timeout(Duration::from_millis(100)).is_ok() {
                 break;
@@ -200,7 +201,7 @@ impl NatrecRecord {
                 let said = stderr.lock().unwrap_or_else(PoisonError::into_inner).clone();
                 let why = match exited {
                     Some(status) => format!("exited ({status}) before it was ready"),
-                    None => format!("was not ready within {READY_TIMEOUT:?}"),
+                    None => format!("was not ready within {ready_within:?}"),
                 };
                 return Err(LabError::Invalid(format!(
                     "`{}` {why}; its stderr:\n{said}",
@@ -222,7 +223,7 @@ impl NatrecRecord {
     /// Waits until natrec's log, from byte `from` on, has a line containing `needle`; returns
     /// that line, or an error with the log after `timeout`.
     pub fn wait_for_log(&self, from: usize, needle: &str, timeout: Duration) -> Result<String> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + crate::lab::patience(timeout);
         loop {
             let log = self.stderr();
             if let Some(line) = log.get(from..).and_then(|l| l.lines().find(|l| l.contains(needle)))
@@ -255,7 +256,7 @@ impl NatrecRecord {
         timeout: Duration,
         done: impl Fn(&[FlowEvent]) -> bool,
     ) -> Result<(Vec<FlowEvent>, bool)> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + crate::lab::patience(timeout);
         loop {
             let events = self.events()?;
             if done(&events) {
@@ -302,7 +303,9 @@ impl NatrecRecord {
     /// failure) and returns every event it wrote and its stderr.
     pub fn stop(mut self) -> Result<(Vec<FlowEvent>, String)> {
         if let Some(child) = self.child.take() {
-            let status = child.stop(libc::SIGTERM, Duration::from_secs(10))?;
+            let status = child.stop(libc::SIGTERM, Duration::from_secs(10)).map_err(|e| {
+                LabError::Invalid(format!("{e}; natrec's stderr:\n{}", self.stderr()))
+            })?;
             std::thread::sleep(Duration::from_millis(100));
             if !status.success() {
                 return Err(LabError::Invalid(format!(

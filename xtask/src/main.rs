@@ -10,8 +10,10 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod cpio;
 mod package;
 mod setup;
+mod vm;
 
 use setup::run;
 
@@ -29,7 +31,8 @@ enum Cmd {
     /// `cargo fmt --check`, and clippy with warnings denied for the host crates and for the eBPF
     /// crate on its bpf target (what CI runs before the tests).
     Lint,
-    /// Set up, build natrec and its .deb, and run every test (what CI runs).
+    /// Set up, build natrec and its .deb, run every test, then the kernel matrix (`vm`; what CI
+    /// runs). NATREC_TESTS_NO_VM=1 leaves the matrix out, as does a test filter.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -69,6 +72,23 @@ enum Cmd {
         /// Install under this directory instead of / (for staging; no user is created).
         #[arg(long, default_value = "/")]
         root: PathBuf,
+    },
+    /// Run the kernel-dependent tests in qemu guests, one per kernel of the matrix (Debian 12's
+    /// 6.1 and 6.12): capture, drops, ctnetlink, the end source chosen, a short harness run.
+    Vm {
+        /// Only this kernel of the matrix (repeatable; default: all).
+        #[arg(long = "kernel")]
+        kernels: Vec<String>,
+        /// Seconds one guest may run, boot to power-off, before it is killed and fails.
+        #[arg(long, default_value_t = vm::DEFAULT_TIMEOUT.as_secs())]
+        timeout: u64,
+        /// Only this step (repeatable; default: all): end-source, capture, drops,
+        /// conntrack_netlink, harness.
+        #[arg(long = "step")]
+        steps: Vec<String>,
+        /// Keep the run's directory under target/vm/ (initramfs, kernels, consoles).
+        #[arg(long)]
+        keep: bool,
     },
     /// Generate the synthetic ISP workload (arguments go to natrec-gen; see --help).
     Gen {
@@ -158,7 +178,24 @@ fn real_main() -> Result<()> {
             if let Some(deb) = deb {
                 test.env("NATREC_DEB", deb);
             }
-            run(&mut test)
+            let tests = run(&mut test);
+            // The kernel matrix: the same capture tests on the kernels gateways run, in qemu.
+            let matrix = if std::env::var_os("NATREC_TESTS_NO_VM").is_some() {
+                eprintln!("xtask: the kernel matrix is skipped: NATREC_TESTS_NO_VM is set");
+                Ok(())
+            } else if !args.is_empty() {
+                eprintln!(
+                    "xtask: the kernel matrix is skipped with a test filter (cargo xtask vm runs it)"
+                );
+                Ok(())
+            } else {
+                vm::run_matrix(&vm::Options::default())
+            };
+            match (tests, matrix) {
+                (Ok(()), Ok(())) => Ok(()),
+                (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+                (Err(t), Err(m)) => Err(t.context(format!("and {m:#}"))),
+            }
         }
         Cmd::Demo => {
             setup::setup()?;
@@ -234,6 +271,15 @@ fn real_main() -> Result<()> {
         Cmd::Install { root } => {
             setup::setup()?;
             package::install(&root)
+        }
+        Cmd::Vm { kernels, timeout, steps, keep } => {
+            setup::setup()?;
+            vm::run_matrix(&vm::Options {
+                kernels,
+                timeout: std::time::Duration::from_secs(timeout),
+                steps,
+                keep,
+            })
         }
         Cmd::Gen { args } => {
             setup::setup()?;

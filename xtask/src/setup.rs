@@ -1,7 +1,8 @@
 //! `cargo xtask setup`: everything a fresh machine needs, idempotent.
 //!
 //! 1. Debian packages the lab and the tests use (iproute2, nftables, conntrack, tcpdump, ping,
-//!    zstd, xz, setpriv, systemd-analyze, prometheus).
+//!    zstd, xz, setpriv, systemd-analyze, prometheus; qemu, busybox and kmod for the kernel
+//!    matrix of `cargo xtask vm`).
 //! 2. The nightly toolchain's `rust-src` (the eBPF crate is built with `-Z build-std=core`).
 //! 3. `bpf-linker`, built against the nightly's own LLVM (its major version and library name are
 //!    read from `rustc +nightly -vV` and the sysroot, never hard-coded).
@@ -28,6 +29,11 @@ const PACKAGES: &[(&str, &str)] = &[
     ("setpriv", "util-linux"),
     ("systemd-analyze", "systemd"),
     ("prometheus", "prometheus"),
+    // The kernel matrix (cargo xtask vm): qemu boots Debian's kernels with a busybox initramfs.
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("busybox", "busybox-static"),
+    ("dpkg-deb", "dpkg"),
+    ("depmod", "kmod"),
 ];
 
 /// bpf-linker release line known to work with the nightly's LLVM here.
