@@ -33,7 +33,8 @@ pub const IPS_CONFIRMED: u32 = 1 << 3;
 pub const IP_CT_ESTABLISHED: u8 = 0;
 /// `IP_CT_NEW`: a packet that starts (or restarts) an entry, original direction.
 pub const IP_CT_NEW: u8 = 2;
-/// `IP_CT_IS_REPLY`: offset added to ctinfo for reply-direction packets.
+/// `IP_CT_IS_REPLY`: offset added to ctinfo for reply-direction packets (this `ctinfo` and above
+/// are replies).
 pub const IP_CT_IS_REPLY: u8 = 3;
 
 /// What kind of translation an entry carries.
@@ -301,33 +302,31 @@ impl KernelOffsets {
     }
 }
 
-/// Indices of the per-CPU `COUNTERS` array.
+/// Indices of the per-CPU `COUNTERS` array. Nothing here is counted per packet: the
+/// classifiers' fast path touches no map. Per program runs and run time come from the kernel's
+/// BPF run statistics instead.
 pub mod counter {
-    /// Packets the programs looked at.
-    pub const PACKETS: u32 = 0;
-    /// Packets that belonged to a NATed conntrack entry.
-    pub const NAT_PACKETS: u32 = 1;
     /// Events written to the ring buffer.
-    pub const EVENTS: u32 = 2;
+    pub const EVENTS: u32 = 0;
     /// Events lost because the ring buffer was full (`bpf_ringbuf_reserve` failed).
-    pub const RINGBUF_FULL: u32 = 3;
+    pub const RINGBUF_FULL: u32 = 1;
     /// Reads of kernel memory that failed (an event for that packet was not made).
-    pub const READ_ERRORS: u32 = 4;
+    pub const READ_ERRORS: u32 = 2;
     /// Conntrack entries freed (any, NATed or not, in any namespace) the end probe looked at.
-    pub const CT_FREES: u32 = 5;
+    pub const CT_FREES: u32 = 3;
     /// End events written (also counted in `EVENTS`), to the ring buffer or its spill ring.
-    pub const END_EVENTS: u32 = 6;
+    pub const END_EVENTS: u32 = 4;
     /// End events written to the spill ring because the ring buffer was full (also counted in
     /// `END_EVENTS`). An end lost from both counts in `RINGBUF_FULL`.
-    pub const ENDS_SPILLED: u32 = 7;
+    pub const ENDS_SPILLED: u32 = 5;
     /// Reported entries that could not be marked as reported because the map of reported
     /// entries was full (with the end probe, whose map forgets nothing: more live NATed entries
     /// than `--seen-entries`). Nothing is lost: such an entry may be reported again by its next
     /// packets (userspace drops the duplicates), and its end, which then carries no start, is
     /// paired with its start by the tuple.
-    pub const SEEN_FULL: u32 = 8;
+    pub const SEEN_FULL: u32 = 6;
     /// Number of counters.
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 7;
 }
 
 /// Default capacity of the map of conntrack entries already reported.

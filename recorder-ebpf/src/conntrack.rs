@@ -9,11 +9,11 @@ use aya_ebpf::maps::ring_buf::RingBufEntry;
 use aya_ebpf::programs::TcContext;
 use aya_log_ebpf::debug;
 use recorder_common::{
-    Hook, IP_CT_ESTABLISHED, IPS_CONFIRMED, KernelOffsets, NatEvent, NatKind, Tuple, classify_into,
-    counter,
+    Hook, IP_CT_ESTABLISHED, IP_CT_IS_REPLY, IPS_CONFIRMED, KernelOffsets, NatEvent, NatKind,
+    Tuple, classify_into, counter,
 };
 
-use crate::{END_SPILL, EVENTS, OFFSETS, SEEN, SEEN_BY_PROBE, SEEN_FREED, count};
+use crate::{END_SPILL, EVENTS, LAN_HOOKED, OFFSETS, SEEN, SEEN_BY_PROBE, SEEN_FREED, count};
 
 /// The `kmem_cache` conntrack entries come from, learned by name at the first free from it
 /// (kernel data addresses are not in kallsyms; the cache lives as long as nf_conntrack).
@@ -85,7 +85,6 @@ fn read<T>(addr: u64) -> Result<T, ()> {
 }
 
 pub fn observe(ctx: &TcContext, hook: Hook) -> i32 {
-    count(counter::PACKETS);
     if try_observe(ctx, hook).is_err() {
         count(counter::READ_ERRORS);
     }
@@ -104,23 +103,27 @@ fn try_observe(ctx: &TcContext, hook: Hook) -> Result<(), ()> {
     if ct == 0 {
         return Ok(());
     }
+    // The fast path, decided by `ctinfo` alone (the low bits of the skb's conntrack pointer):
+    // no read of the entry, no map operation, no counter, for the bulk of the traffic.
+    if ctinfo >= IP_CT_IS_REPLY && (hook == Hook::LanEgress || lan_hooked()) {
+        // Replies leaving an inside interface belong to SNAT entries, reported at the WAN;
+        // replies leaving the WAN belong to port forwards, which the LAN classifier reports at
+        // their first packet when it runs.
+        return Ok(());
+    }
+    if ctinfo == IP_CT_ESTABLISHED && !rechecking() {
+        // Established original-direction packets never start an entry (a reused slot shows first
+        // as NEW for SNAT, as a reply for DNAT), and an entry that was established before natrec
+        // started comes from its seeding dump. Only after a start was lost to a full ring do
+        // they take the path below for a while, so that the entry's next packet reports it.
+        return Ok(());
+    }
     let status: u32 = read(ct + off!(ct_status) as u64)?;
     let Some(kind) = NatKind::from_status(status) else {
         return Ok(());
     };
-    count(counter::NAT_PACKETS);
     if hook == Hook::LanEgress && kind == NatKind::Snat {
-        // Inside interfaces are hooked for port forwards; SNAT entries are reported at the WAN
-        // (their replies leaving here would only cost lookups).
-        return Ok(());
-    }
-
-    if ctinfo == IP_CT_ESTABLISHED && !rechecking() {
-        // Established original-direction packets never start an entry (a reused slot shows first
-        // as NEW for SNAT, as a reply for DNAT), and an entry that was established before natrec
-        // started comes from its seeding dump: no lookup for the bulk of the traffic. Only after
-        // a start was lost to a full ring do they take the path below for a while, so that the
-        // entry's next packet reports it.
+        // Inside interfaces are hooked for port forwards; SNAT entries are reported at the WAN.
         return Ok(());
     }
     let start = ct_start(ct)?;
@@ -156,6 +159,13 @@ fn try_observe(ctx: &TcContext, hook: Hook) -> Result<(), ()> {
     // Off unless userspace runs with debug logging (AYA_LOG_LEVEL is set at load time).
     debug!(ctx, "natrec: reported conntrack entry {:x} kind {} ctinfo {}", ct, kind as u8, ctinfo);
     Ok(())
+}
+
+/// Whether the LAN classifier runs (see [`LAN_HOOKED`]).
+#[inline(always)]
+fn lan_hooked() -> bool {
+    // SAFETY: a plain read of a static (volatile: the loader rewrites the value).
+    unsafe { core::ptr::read_volatile(&raw const LAN_HOOKED) != 0 }
 }
 
 /// Whether established packets are checked (a start was lost to a full ring lately).

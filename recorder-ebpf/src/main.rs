@@ -25,6 +25,12 @@ static OFFSETS: KernelOffsets = KernelOffsets::absent();
 #[unsafe(no_mangle)]
 static SEEN_BY_PROBE: u8 = 0;
 
+/// 1 when inside interfaces have the LAN classifier (`--lan`): port forwards are then reported
+/// there at their first packet, and the WAN classifier leaves every reply-direction packet
+/// alone. Set by userspace at load time (read-only).
+#[unsafe(no_mangle)]
+static LAN_HOOKED: u8 = 0;
+
 /// One [`recorder_common::NatEvent`] per reported conntrack entry. Userspace sets the size.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RINGBUF_BYTES, 0);

@@ -63,7 +63,9 @@ pub struct RecordSettings {
     #[arg(long, value_name = "IFACE", env = "NATREC_WAN", value_delimiter = ',')]
     pub wan: Vec<String>,
     /// An inside interface: port forwards (DNAT) are captured at their first packet as they leave
-    /// it (without it, at the first reply through the WAN, or at their end). Repeatable.
+    /// it (without it, at the first reply through the WAN, or at their end). With --lan the WAN
+    /// classifier leaves every reply alone (no lookup per port-forward reply), so name every
+    /// interface forwarded ports lead to. Repeatable.
     #[arg(long, value_name = "IFACE", env = "NATREC_LAN", value_delimiter = ',')]
     pub lan: Vec<String>,
     /// Also write every event as JSON Lines to FILE (`-` for standard output).
@@ -99,6 +101,13 @@ pub struct RecordSettings {
     /// ctnetlink the second too, for an end event for every entry).
     #[arg(long, env = "NATREC_KEEP_SYSCTLS")]
     pub keep_sysctls: bool,
+    /// Turn the kernel's BPF run statistics on while natrec runs, and report each of its
+    /// programs' runs, run time and ns per run (in the counters logged, --stats-json and the
+    /// metrics). Timing adds its own cost to every run (two clock reads), so it is off by
+    /// default; it needs CAP_SYS_ADMIN, which natrec.service does not grant: there, set
+    /// kernel.bpf_stats_enabled=1 for as long as you measure, and natrec reports them unasked.
+    #[arg(long, env = "NATREC_PROGRAM_STATS")]
+    pub program_stats: bool,
     /// At exit, print the run's counters as one JSON object on standard error.
     #[arg(long, env = "NATREC_STATS_JSON")]
     pub stats_json: bool,
@@ -353,6 +362,7 @@ impl RecordSettings {
                 ringbuf_bytes: ring,
                 seen_entries: self.seen_entries,
                 ends: self.ends,
+                program_stats: self.program_stats,
             },
             jsonl: self.jsonl.clone(),
             store: store.to_options()?,

@@ -38,7 +38,9 @@ use recorder_common::{Hook, NatEvent};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
-use crate::capture::{Capture, CaptureConfig, CaptureError, ClockMap, KernelCounters, jiffy_ns};
+use crate::capture::{
+    Capture, CaptureConfig, CaptureError, ClockMap, KernelCounters, ProgramCost, jiffy_ns,
+};
 use crate::config::{self, ConfigFile};
 use crate::conntrack::{
     self, ConntrackError, CtEntry, EventOptions, EventSocket, EventStats, Wait,
@@ -113,6 +115,8 @@ pub struct RecordSummary {
     pub ringbuf_bytes: u32,
     /// The most the ring buffer held at one read.
     pub ringbuf_read_max_bytes: u64,
+    /// What each of natrec's programs cost, when the kernel's BPF run statistics are on.
+    pub programs: Option<Vec<ProgramCost>>,
 }
 
 /// What a SIGHUP needs: the settings natrec runs with, a way to read them anew, and the log
@@ -707,7 +711,6 @@ impl Recorder {
         if self.last_stats.elapsed() >= self.stats_interval {
             let t = self.tracker.stats();
             tracing::info!(
-                packets = k.packets,
                 events = k.events,
                 ringbuf_full = k.ringbuf_full,
                 starts = t.starts,
@@ -717,6 +720,15 @@ impl Recorder {
                 enobufs = self.nl_stats.enobufs,
                 "counters"
             );
+            for p in self.capture.program_costs().unwrap_or_default() {
+                tracing::info!(
+                    program = p.program,
+                    runs = p.runs,
+                    run_time_ns = p.run_time_ns,
+                    ns_per_run = p.ns_per_run,
+                    "program cost"
+                );
+            }
             let status = format!(
                 "recording: {} translations started, {} open, {} ring buffer overflows",
                 t.starts,
@@ -785,6 +797,7 @@ impl Recorder {
             netlink_unreadable: self.nl_stats.unreadable,
             open: self.tracker.open_count(),
             store: self.store_stats.as_ref().map(LiveStats::get),
+            programs: self.capture.program_costs(),
             ..self.summary.clone()
         }
     }

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric as _};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeMetric as _,
+};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
@@ -236,6 +238,24 @@ impl Collector for Scrape {
             "source",
             &[("ebpf", k.events), ("ctnetlink", s.netlink_destroys)],
         )?;
+        if let Some(programs) = &s.programs {
+            let runs: Vec<(&str, u64)> = programs.iter().map(|p| (p.program, p.runs)).collect();
+            w.counters(
+                "natrec_bpf_program_runs",
+                "Runs of each of natrec's eBPF programs (BPF run statistics: --program-stats or \
+                 kernel.bpf_stats_enabled=1; absent when they are off)",
+                "program",
+                &runs,
+            )?;
+            let secs: Vec<(&str, f64)> =
+                programs.iter().map(|p| (p.program, p.run_time_ns as f64 / 1e9)).collect();
+            w.counters(
+                "natrec_bpf_program_run_seconds",
+                "Time the kernel spent running each of natrec's eBPF programs",
+                "program",
+                &secs,
+            )?;
+        }
         w.counter("natrec_conntrack_dumps", "Conntrack dumps (seed, reap, resync)", None, s.dumps)?;
         w.counter(
             "natrec_resyncs",
@@ -262,13 +282,6 @@ impl Collector for Scrape {
             ],
         )?;
 
-        w.counter("natrec_kernel_packets", "Packets the classifier saw", None, k.packets)?;
-        w.counter(
-            "natrec_kernel_nat_packets",
-            "Packets of NATed conntrack entries",
-            None,
-            k.nat_packets,
-        )?;
         w.counter(
             "natrec_kernel_conntrack_frees",
             "Conntrack entries the end probe saw freed",
@@ -363,15 +376,15 @@ impl Writer<'_, '_> {
         c.encode(self.0.encode_descriptor(name, help, unit.as_ref(), c.metric_type())?)
     }
 
-    fn counters(
+    fn counters<N: EncodeCounterValue + Copy + Default>(
         &mut self,
         name: &str,
         help: &str,
         label: &str,
-        values: &[(&str, u64)],
+        values: &[(&str, N)],
     ) -> Result<(), std::fmt::Error> {
-        let mut family =
-            self.0.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
+        let kind = ConstCounter::new(N::default()).metric_type();
+        let mut family = self.0.encode_descriptor(name, help, None, kind)?;
         for &(value, v) in values {
             ConstCounter::new(v).encode(family.encode_family(&[(label, value)])?)?;
         }

@@ -198,6 +198,11 @@ fn natrec_takes_ends_from_the_source_this_kernel_has() {
         stats["ends_from"],
         recorder::capture::kernel_release()
     );
+    let stats_on = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+        .is_ok_and(|v| v.trim() == "1");
+    if !stats_on {
+        assert!(stats["programs"].is_null(), "no program costs without run statistics: {stats}");
+    }
     let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains(" WARN ")).collect();
     assert!(warnings.is_empty(), "natrec warned while starting: {warnings:#?}");
 }

@@ -85,7 +85,7 @@ fn prometheus_scrapes_natrec_and_its_values_agree_with_stats_json() {
     let natrec = NatrecRecord::start(
         &lab,
         &jsonl,
-        &["--metrics", NATREC_METRICS, "--stats-json", "--dir", &store_arg],
+        &["--metrics", NATREC_METRICS, "--stats-json", "--dir", &store_arg, "--program-stats"],
     )
     .expect("natrec record");
 
@@ -180,8 +180,6 @@ fn prometheus_scrapes_natrec_and_its_values_agree_with_stats_json() {
         ("natrec_drops_total{reason=\"malformed_event\"}", "/malformed_events"),
         ("natrec_drops_total{reason=\"duplicate_start\"}", "/tracker/duplicate_starts"),
         ("natrec_drops_total{reason=\"store_lost\"}", "/store/lost_events"),
-        ("natrec_kernel_packets_total", "/kernel/packets"),
-        ("natrec_kernel_nat_packets_total", "/kernel/nat_packets"),
         ("natrec_kernel_end_events_total", "/kernel/end_events"),
         ("natrec_ringbuf_size_bytes", "/ringbuf_bytes"),
         ("natrec_ringbuf_read_max_bytes", "/ringbuf_read_max_bytes"),
@@ -189,6 +187,14 @@ fn prometheus_scrapes_natrec_and_its_values_agree_with_stats_json() {
     ];
     let scraped: Vec<Option<f64>> =
         pairs.iter().map(|(q, _)| prom_value(lab.gateway(), q)).collect();
+    let runs_scraped: Vec<(&str, Option<f64>)> =
+        ["natrec_wan_egress", "natrec_lan_egress", "natrec_ct_free"]
+            .into_iter()
+            .map(|p| {
+                let q = format!("natrec_bpf_program_runs_total{{program=\"{p}\"}}");
+                (p, prom_value(lab.gateway(), &q))
+            })
+            .collect();
     let (_, stderr) = natrec.stop().expect("natrec stops");
     drop(prometheus);
     let stats = recorder_proc::stats_json(&stderr).expect("--stats-json");
@@ -203,4 +209,24 @@ fn prometheus_scrapes_natrec_and_its_values_agree_with_stats_json() {
     assert!(wrong.is_empty(), "disagreements:\n{}\nstats: {stats}", wrong.join("\n"));
     assert_eq!(stats["tracker"]["starts"].as_u64(), Some(FLOWS as u64), "{stats}");
     assert!(stats["ringbuf_read_max_bytes"].as_u64().is_some_and(|b| b > 0), "{stats}");
+
+    // --program-stats: each program's runs and their cost, in both. Every flow's packets passed
+    // the WAN classifier, its replies the LAN one; the end probe ran at least once per flow.
+    let programs = stats["programs"].as_array().expect("--program-stats: programs");
+    for (program, at_least) in
+        [("natrec_wan_egress", FLOWS), ("natrec_lan_egress", FLOWS), ("natrec_ct_free", FLOWS)]
+    {
+        let p = programs
+            .iter()
+            .find(|p| p["program"] == program)
+            .unwrap_or_else(|| panic!("no {program} in {programs:?}"));
+        let runs = p["runs"].as_u64().expect("runs");
+        assert!(runs >= at_least as u64, "{program}: {runs} runs, at least {at_least}: {p}");
+        assert!(p["ns_per_run"].as_u64().is_some_and(|ns| ns > 0), "{program} timed: {p}");
+        let scraped = runs_scraped.iter().find(|(n, _)| *n == program).and_then(|(_, v)| *v);
+        assert!(
+            scraped.is_some_and(|v| v >= at_least as f64 && v <= runs as f64),
+            "{program}: Prometheus has {scraped:?} runs, --stats-json {runs} at exit"
+        );
+    }
 }

@@ -66,6 +66,11 @@ pub enum CaptureError {
     NoEndProbe(String),
     #[error("reading this process's network namespace (/proc/self/ns/net): {0}")]
     Netns(std::io::Error),
+    #[error(
+        "--program-stats: turning on the kernel's BPF run statistics: {0} (it needs \
+         CAP_SYS_ADMIN; without it, set kernel.bpf_stats_enabled=1 and natrec reports them)"
+    )]
+    ProgramStats(aya::sys::SyscallError),
 }
 
 /// Where translations' ends come from.
@@ -101,6 +106,8 @@ pub struct CaptureConfig {
     pub ringbuf_bytes: u32,
     pub seen_entries: u32,
     pub ends: EndsFrom,
+    /// Turn the kernel's BPF run statistics on for the run (`--program-stats`).
+    pub program_stats: bool,
 }
 
 impl Default for CaptureConfig {
@@ -111,6 +118,7 @@ impl Default for CaptureConfig {
             ringbuf_bytes: DEFAULT_RINGBUF_BYTES,
             seen_entries: DEFAULT_SEEN_ENTRIES,
             ends: EndsFrom::Auto,
+            program_stats: false,
         }
     }
 }
@@ -118,8 +126,6 @@ impl Default for CaptureConfig {
 /// The kernel-side counters, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct KernelCounters {
-    pub packets: u64,
-    pub nat_packets: u64,
     pub events: u64,
     pub ringbuf_full: u64,
     pub read_errors: u64,
@@ -157,7 +163,20 @@ pub struct Capture {
     offsets: KernelOffsets,
     /// Whether the end probe runs: ends arrive in the ring buffer.
     ends_in_ring: bool,
-    _ebpf: Ebpf,
+    /// Holds the kernel's BPF run statistics on while natrec runs (`--program-stats`).
+    _run_stats: Option<std::os::fd::OwnedFd>,
+    ebpf: Ebpf,
+}
+
+/// What one of natrec's programs cost the kernel so far (BPF run statistics).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ProgramCost {
+    pub program: &'static str,
+    /// Runs (one per packet for a classifier, one per slab free for the end probe).
+    pub runs: u64,
+    pub run_time_ns: u64,
+    /// `run_time_ns / runs`, 0 without runs.
+    pub ns_per_run: u64,
 }
 
 /// aya-log's `Level::Warn` and `Level::Debug`, as the kernel-side filter compares them.
@@ -234,6 +253,15 @@ impl Capture {
         let release = kernel_release();
         raise_memlock_limit();
 
+        // On before anything is loaded: every run of natrec's programs is timed.
+        let run_stats = if cfg.program_stats {
+            let fd = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                .map_err(CaptureError::ProgramStats)?;
+            tracing::info!("BPF run statistics on (--program-stats): each program run is timed");
+            Some(fd)
+        } else {
+            None
+        };
         let kernel_btf = KernelBtf::load()?;
         let mut offsets = kernel_btf.offsets()?;
         offsets.netns_inum = own_netns_inum()?;
@@ -258,6 +286,7 @@ impl Capture {
             EbpfLoader::new()
                 .override_global("OFFSETS", &offsets, true)
                 .override_global("SEEN_BY_PROBE", &u8::from(by_probe), true)
+                .override_global("LAN_HOOKED", &u8::from(!cfg.lan.is_empty()), true)
                 .override_global(aya_log::LEVEL, &log_level, false)
                 .map_max_entries("EVENTS", cfg.ringbuf_bytes)
                 .map_max_entries("SEEN", seen)
@@ -327,7 +356,17 @@ impl Capture {
         let ring = map_of(&mut ebpf, "EVENTS")?;
         let spill = map_of(&mut ebpf, "END_SPILL")?;
         let counters = map_of(&mut ebpf, "COUNTERS")?;
-        Ok(Self { ring, spill, counters, logger, attachments, offsets, ends_in_ring, _ebpf: ebpf })
+        Ok(Self {
+            ring,
+            spill,
+            counters,
+            logger,
+            attachments,
+            offsets,
+            ends_in_ring,
+            _run_stats: run_stats,
+            ebpf,
+        })
     }
 
     /// Whether ends come through the ring buffer (the end probe runs); otherwise the daemon
@@ -367,8 +406,6 @@ impl Capture {
             Ok(v.iter().sum())
         };
         Ok(KernelCounters {
-            packets: get(counter::PACKETS)?,
-            nat_packets: get(counter::NAT_PACKETS)?,
             events: get(counter::EVENTS)?,
             ringbuf_full: get(counter::RINGBUF_FULL)?,
             read_errors: get(counter::READ_ERRORS)?,
@@ -382,6 +419,32 @@ impl Capture {
     /// Forwards the programs' log records (aya-log) to the `log` crate, bridged into tracing.
     pub fn flush_logs(&mut self) {
         self.logger.flush();
+    }
+
+    /// Whether the kernel times BPF program runs now: natrec turned it on (`--program-stats`),
+    /// or someone did with `kernel.bpf_stats_enabled=1`.
+    pub fn program_stats_on(&self) -> bool {
+        self._run_stats.is_some()
+            || std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+                .is_ok_and(|v| v.trim() == "1")
+    }
+
+    /// Runs and run time of each of natrec's loaded programs, when the kernel keeps them
+    /// ([`Capture::program_stats_on`]); `None` otherwise.
+    pub fn program_costs(&self) -> Option<Vec<ProgramCost>> {
+        if !self.program_stats_on() {
+            return None;
+        }
+        let costs = [WAN_PROGRAM, LAN_PROGRAM, END_PROGRAM]
+            .into_iter()
+            .filter_map(|name| {
+                let info = self.ebpf.program(name)?.info().ok()?;
+                let (runs, ns) = (info.run_count(), info.run_time().as_nanos() as u64);
+                let ns_per_run = ns.checked_div(runs).unwrap_or(0);
+                Some(ProgramCost { program: name, runs, run_time_ns: ns, ns_per_run })
+            })
+            .collect();
+        Some(costs)
     }
 
     pub fn attachments(&self) -> &[Attachment] {
