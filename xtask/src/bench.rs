@@ -1,6 +1,7 @@
-//! `cargo xtask bench capture|storage|query`: natrec side by side with `conntrack -E` and ulogd2
-//! on the lab, its segments against their logs on disk, and `natrec query` against `grep` and
-//! `zstdgrep` (the `natrec-bench` binary of the `natrec-tests` package).
+//! `cargo xtask bench capture|store|query|forward`: natrec side by side with `conntrack -E` and
+//! ulogd2 on the lab, its segments against their logs on disk, `natrec query` against `grep` and
+//! `zstdgrep`, and what each recorder costs the forwarding path (the `natrec-bench` binary of the
+//! `natrec-tests` package).
 //!
 //! xtask does not depend on natrec's crates: it builds the release `natrec` binary, then runs
 //! `cargo run --release -p natrec-tests --bin natrec-bench -- capture --natrec PATH ARGS…`, which
@@ -32,12 +33,12 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// Builds the release `natrec` and runs the capture benchmark; `args` go to `natrec-bench
-/// capture` (e.g. `--duration 10 --reps 5`, `--rates 1000,max`, `--recorders natrec,conntrack-E`;
-/// `--help` lists them).
+/// Builds the release `natrec` and runs a benchmark of the lab, `part` (`capture` or
+/// `forward`); `args` go to `natrec-bench PART` (e.g. `--duration 10 --reps 5`, `--rates
+/// 1000,max`, `--recorders natrec,conntrack-E`; `--help` lists them).
 ///
 /// `workspace` is the workspace root, `target` the cargo target directory.
-pub fn capture(workspace: &Path, target: &Path, args: &[String]) -> Result<()> {
+pub fn lab_part(part: &str, workspace: &Path, target: &Path, args: &[String]) -> Result<()> {
     run(cargo(workspace).args(["build", "--release", "-p", "recorder", "--bin", "natrec"]))?;
     let natrec = target.join("release").join("natrec");
     run(cargo(workspace)
@@ -50,7 +51,7 @@ pub fn capture(workspace: &Path, target: &Path, args: &[String]) -> Result<()> {
             "--bin",
             "natrec-bench",
             "--",
-            "capture",
+            part,
             "--natrec",
         ])
         .arg(&natrec)

@@ -43,8 +43,9 @@ enum Cmd {
     Demo,
     /// Run the benchmarks: `capture` (natrec against conntrack -E and ulogd2 in the lab),
     /// `store` (criterion, then natrec's segments against the others' logs), `query` (criterion
-    /// point queries, then natrec query against grep/zstdgrep), `report`, or all; results go to
-    /// BENCHMARKS.md and bench-results/.
+    /// point queries, then natrec query against grep/zstdgrep), `forward` (what each recorder
+    /// costs the packet path: established traffic, machine-wide tax, per-program cost),
+    /// `report`, or all; results go to BENCHMARKS.md and bench-results/.
     Bench {
         /// Which part: capture, store, query or report (default: all but report).
         part: Option<String>,
@@ -208,20 +209,20 @@ fn real_main() -> Result<()> {
         Cmd::Bench { part, args } => {
             setup::setup()?;
             let parts: Vec<&str> = match part.as_deref() {
-                None | Some("all") => vec!["capture", "store", "query"],
-                Some(p @ ("capture" | "store" | "query" | "report")) => vec![p],
+                None | Some("all") => vec!["capture", "store", "query", "forward"],
+                Some(p @ ("capture" | "store" | "query" | "forward" | "report")) => vec![p],
                 Some(other) => {
                     anyhow::bail!(
-                        "unknown benchmark {other:?}: expected capture, store, query or report"
+                        "unknown benchmark {other:?}: expected capture, store, query, forward or report"
                     )
                 }
             };
             let (root, target) = (workspace_root(), target_dir());
             for p in parts {
                 match p {
-                    "capture" => {
+                    "capture" | "forward" => {
                         setup::bench_packages()?;
-                        bench::capture(&root, &target, &args)?;
+                        bench::lab_part(p, &root, &target, &args)?;
                     }
                     // natrec's own criterion bench, then its segments against the other tools' logs.
                     "store" => {

@@ -13,12 +13,16 @@
 //! - [`storage`]: part 3, bytes per translation of natrec's segments against the other tools'
 //!   logs, raw and compressed, on the synthetic workload.
 //! - [`query`]: part 4, `natrec query` against `grep` and `zstdgrep` on the same translations.
+//! - [`forward`]: part 5, what a recorder costs a forwarding gateway: established traffic
+//!   forwarded per second, slab-heavy work with no NAT, and each eBPF program's runs and ns per
+//!   run.
 //! - [`report`]: `BENCHMARKS.md` from the JSON results.
 //!
 //! Nothing here is a pass/fail test: the figures are reported, with medians over repetitions
 //! and every ratio computed within one repetition.
 
 pub mod capture;
+pub mod forward;
 pub mod load;
 pub mod query;
 pub mod recorders;

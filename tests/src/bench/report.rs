@@ -131,6 +131,12 @@ pub fn render(dir: &Path) -> Result<String> {
         Some(q) => render_query(&mut md, &q),
         None => md.push_str("## 4. Query\n\nNot run yet: `natrec-bench query`.\n\n"),
     }
+    match read_results(dir, "forward")? {
+        Some(f) => render_forward(&mut md, &f),
+        None => {
+            md.push_str("## 5. The packet path\n\nNot run yet: `cargo xtask bench forward`.\n\n")
+        }
+    }
     md.push_str(
         "The store's and the query's own criterion benchmarks are `cargo bench -p recorder --bench store` and \
          `cargo bench -p recorder --bench query`.\n",
@@ -529,6 +535,73 @@ fn yes_no(met: bool, measured: bool) -> &'static str {
     }
 }
 
+/// Targets of the issue "The packet path".
+const TARGET_FORWARD_RATIO: f64 = 0.97;
+const TARGET_TAX_RATIO: f64 = 0.99;
+
+fn render_forward(md: &mut String, f: &Value) {
+    let _ = writeln!(md, "## 5. The packet path\n");
+    let _ = writeln!(
+        md,
+        "{} ({} cores, kernel {}), commit {}, {}; `{}`. {} long-lived UDP flows from one inside host, each \
+         answered once so that every later packet is established, sent round-robin by one generator \
+         thread (sendmmsg) as fast as it can for {} s per case; the outside counts what the gateway \
+         forwarded and drops it at ingress. No translation starts or ends meanwhile. The machine-wide tax: \
+         in a namespace of its own, with no NAT, a loop writes and unlinks a small file and opens and \
+         resets a loopback TCP connection, for as long. {} repetitions, the cases in turned order; every \
+         ratio is to the run without a recorder of the same repetition. Rates are measured with the \
+         kernel's BPF run statistics off; the per-program table comes from separate runs of natrec with \
+         `--program-stats`.\n",
+        s(&f["machine"]["cpu_model"]),
+        s(&f["machine"]["cores"]),
+        s(&f["machine"]["kernel"]),
+        s(&f["commit"]),
+        s(&f["started"]),
+        s(&f["command"]),
+        s(&f["flows"]),
+        s(&f["duration_s"]),
+        s(&f["reps"]),
+    );
+    let cases: Vec<String> =
+        f["established_pps"].as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    let _ = writeln!(
+        md,
+        "| recorder | established packets/s forwarded | ratio (target ≥ {TARGET_FORWARD_RATIO}) | slab-heavy ops/s, no NAT | ratio (target ≥ {TARGET_TAX_RATIO}) |\n|---|---|---|---|---|"
+    );
+    let mut order: Vec<&String> = cases.iter().filter(|c| *c == "none").collect();
+    order.extend(cases.iter().filter(|c| *c != "none"));
+    for c in order {
+        let _ = writeln!(
+            md,
+            "| {c} | {} | {} | {} | {} |",
+            fmt_count(&f["established_pps"][c]),
+            fmt_spread(&f["established_ratio"][c], 1.0, 3),
+            fmt_count(&f["tax_ops"][c]),
+            fmt_spread(&f["tax_ratio"][c], 1.0, 3),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nnatrec's programs with `--program-stats` (runs per second and ns per run during each workload; \
+         share: of one CPU):\n\n| workload | program | runs/s | ns per run | share of a CPU |\n|---|---|---|---|---|"
+    );
+    if let Some(by) = f["programs"].as_object() {
+        for (workload, programs) in by {
+            for p in programs.as_array().into_iter().flatten() {
+                let _ = writeln!(
+                    md,
+                    "| {workload} | {} | {} | {} | {:.2}% |",
+                    s(&p["program"]),
+                    thousands(p["runs_per_s"].as_f64().unwrap_or(f64::NAN)),
+                    s(&p["ns_per_run"]),
+                    p["cpu_share"].as_f64().unwrap_or(f64::NAN) * 100.0,
+                );
+            }
+        }
+    }
+    md.push('\n');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,6 +614,33 @@ mod tests {
         let one = Spread::of(&[1234567.0]).expect("value").to_json();
         assert_eq!(fmt_count(&one), "1\u{202f}234\u{202f}567");
         assert_eq!(thousands(999.0), "999");
+    }
+
+    #[test]
+    fn forward_rows_put_no_recorder_first_with_ratios_and_program_costs() {
+        let sp = |v: &[f64]| Spread::of(v).expect("values").to_json();
+        let f = serde_json::json!({
+            "flows": 1000, "duration_s": 5.0, "reps": 2,
+            "established_pps": { "natrec": sp(&[400_000.0, 420_000.0]), "none": sp(&[500_000.0, 500_000.0]) },
+            "established_ratio": { "natrec": sp(&[0.8, 0.84]), "none": sp(&[1.0, 1.0]) },
+            "tax_ops": { "natrec": sp(&[9_000.0]), "none": sp(&[10_000.0]) },
+            "tax_ratio": { "natrec": sp(&[0.9]), "none": sp(&[1.0]) },
+            "programs": { "established": [
+                { "program": "natrec_wan_egress", "runs_per_s": 440_000.0, "ns_per_run": 48, "cpu_share": 0.0213 }
+            ] },
+        });
+        let mut md = String::new();
+        render_forward(&mut md, &f);
+        let none =
+            md.find("| none | 500\u{202f}000 | 1.000 |").expect("the run without a recorder");
+        let natrec = md
+            .find("| natrec | 410\u{202f}000 [400\u{202f}000–420\u{202f}000] | 0.820 [0.800–0.840] | 9\u{202f}000 | 0.900 |")
+            .expect("natrec's row with its ratios");
+        assert!(none < natrec, "{md}");
+        assert!(
+            md.contains("| established | natrec_wan_egress | 440\u{202f}000 | 48 | 2.13% |"),
+            "{md}"
+        );
     }
 
     #[test]

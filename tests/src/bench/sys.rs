@@ -115,7 +115,7 @@ impl NatCounter {
 }
 
 /// The `packets N` of `nft list counter` output.
-fn parse_counter_packets(text: &str) -> Option<u64> {
+pub(crate) fn parse_counter_packets(text: &str) -> Option<u64> {
     let mut words = text.split_whitespace();
     while let Some(w) = words.next() {
         if w == "packets" {

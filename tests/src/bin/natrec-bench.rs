@@ -10,10 +10,12 @@
 //!                      [--results DIR] [--markdown FILE]
 //! natrec-bench query   [--natrec PATH] [--natrec-gen PATH] [--sizes 1000000,10000000]
 //!                      [--raw-text-budget BYTES] [--seed N] [--results DIR] [--markdown FILE]
+//! natrec-bench forward [--natrec PATH] [--flows N] [--duration SECS] [--reps N]
+//!                      [--recorders natrec,natrec-ctnetlink,conntrack-E] [--results DIR] [--markdown FILE]
 //! natrec-bench report  [--results DIR] [--markdown FILE]
 //! ```
 //!
-//! `capture` writes `DIR/capture.json` (default `bench-results/`), `storage` `DIR/storage.json`, `query` `DIR/query.json`, and regenerates the Markdown
+//! `capture` writes `DIR/capture.json` (default `bench-results/`), `storage` `DIR/storage.json`, `query` `DIR/query.json`, `forward` `DIR/forward.json` (1 000 long-lived flows by default), and regenerates the Markdown
 //! report (default `BENCHMARKS.md`, both relative to the workspace root); `report` only
 //! regenerates the report. `query` asks 5 questions 3 times each below 50 M translations and 5
 //! questions once from 50 M on (one `zstdgrep` over 100 M takes about a minute); it streams the
@@ -25,6 +27,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use natrec_tests::bench::capture::{self, CaptureOptions};
+use natrec_tests::bench::forward::{self, ForwardOptions};
 use natrec_tests::bench::query::{self, QueryOptions};
 use natrec_tests::bench::recorders::Recorder;
 use natrec_tests::bench::report;
@@ -33,7 +36,7 @@ use natrec_tests::lab::ensure_root_capabilities;
 
 const USAGE: &str = "usage: natrec-bench capture [--natrec PATH] [--duration SECS] [--reps N] \
 [--rates 1000,10000,50000,max] [--recorders natrec,conntrack-E,ulogd2-text,ulogd2-json] [--seed N] \
-[--results DIR] [--markdown FILE] [--keep DIR] [--compress-rate RATE|none]\n       natrec-bench storage [--natrec PATH] [--natrec-gen PATH] [--flows N] [--seed N] [--results DIR] [--markdown FILE]\n       natrec-bench query [--natrec PATH] [--natrec-gen PATH] [--sizes N,N…] [--raw-text-budget BYTES] [--seed N] [--results DIR] [--markdown FILE]\n       natrec-bench report [--results DIR] [--markdown FILE]";
+[--results DIR] [--markdown FILE] [--keep DIR] [--compress-rate RATE|none]\n       natrec-bench storage [--natrec PATH] [--natrec-gen PATH] [--flows N] [--seed N] [--results DIR] [--markdown FILE]\n       natrec-bench query [--natrec PATH] [--natrec-gen PATH] [--sizes N,N…] [--raw-text-budget BYTES] [--seed N] [--results DIR] [--markdown FILE]\n       natrec-bench forward [--natrec PATH] [--flows N] [--duration SECS] [--reps N] [--recorders natrec,natrec-ctnetlink,conntrack-E] [--results DIR] [--markdown FILE]\n       natrec-bench report [--results DIR] [--markdown FILE]";
 
 /// `query` keeps the raw `conntrack -E` text (and runs `grep` on it) only up to this size: 10 M
 /// translations take about 3.6 GB, 100 M about 36 GB.
@@ -58,7 +61,8 @@ struct Args {
     part: String,
     natrec: Option<PathBuf>,
     natrec_gen: Option<PathBuf>,
-    flows: u64,
+    /// Translations of `storage` (100 000 by default), long-lived flows of `forward`.
+    flows: Option<u64>,
     sizes: Vec<u64>,
     raw_text_budget: u64,
     results: PathBuf,
@@ -71,16 +75,20 @@ fn parse_args(argv: &[String]) -> Result<Args> {
     let mut it = argv.iter();
     let part = it
         .next()
-        .ok_or_else(|| anyhow!("expected a part (capture, storage, query or report)\n{USAGE}"))?
+        .ok_or_else(|| {
+            anyhow!("expected a part (capture, storage, query, forward or report)\n{USAGE}")
+        })?
         .clone();
-    if !["capture", "storage", "query", "report"].contains(&part.as_str()) {
-        bail!("unknown part {part:?}: expected capture, storage, query or report\n{USAGE}");
+    if !["capture", "storage", "query", "forward", "report"].contains(&part.as_str()) {
+        bail!(
+            "unknown part {part:?}: expected capture, storage, query, forward or report\n{USAGE}"
+        );
     }
     let mut args = Args {
         part,
         natrec: None,
         natrec_gen: None,
-        flows: 100_000,
+        flows: None,
         sizes: vec![1_000_000],
         raw_text_budget: RAW_TEXT_BUDGET,
         results: root.join("bench-results"),
@@ -105,11 +113,12 @@ fn parse_args(argv: &[String]) -> Result<Args> {
             }
             "--flows" => {
                 let v = value()?;
-                args.flows = v
-                    .parse()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| anyhow!("--flows expects a positive number, got {v:?}"))?;
+                args.flows = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| anyhow!("--flows expects a positive number, got {v:?}"))?,
+                );
             }
             "--raw-text-budget" => {
                 let v = value()?;
@@ -239,6 +248,42 @@ fn real_main() -> Result<()> {
         report::write_results(&args.results, "capture", &doc)?;
         eprintln!("natrec-bench: wrote {}", args.results.join("capture.json").display());
     }
+    if args.part == "forward" {
+        if let Some(natrec) = &args.natrec {
+            // SAFETY: set before any thread starts.
+            unsafe { std::env::set_var("NATREC_BIN", natrec) };
+        }
+        if !ensure_root_capabilities()? {
+            bail!(
+                "the forwarding benchmark needs root and the lab (NATREC_TESTS_NO_ROOT=1 is set)"
+            );
+        }
+        natrec_tests::recorder_proc::natrec_bin().context("the natrec binary to benchmark")?;
+        let defaults = ForwardOptions::default();
+        let flows = match args.flows {
+            None => defaults.flows,
+            Some(n) => u16::try_from(n).ok().filter(|n| *n <= 45_000).ok_or_else(|| {
+                anyhow!("forward: --flows expects 1 to 45000 long-lived flows, got {n}")
+            })?,
+        };
+        let recorders = if argv.iter().any(|a| a == "--recorders") {
+            args.capture.recorders.clone()
+        } else {
+            defaults.recorders
+        };
+        let opts = ForwardOptions {
+            flows,
+            duration: args.capture.duration,
+            reps: args.capture.reps,
+            recorders,
+        };
+        capture::stop_on_signals();
+        let mut doc = forward::run(&opts, &mut |line| eprintln!("natrec-bench: {line}"))?;
+        doc["commit"] = commit_description().into();
+        doc["command"] = format!("natrec-bench {}", argv.join(" ")).into();
+        report::write_results(&args.results, "forward", &doc)?;
+        eprintln!("natrec-bench: wrote {}", args.results.join("forward.json").display());
+    }
     if args.part == "storage" || args.part == "query" {
         let natrec = match &args.natrec {
             Some(p) => p.clone(),
@@ -255,8 +300,12 @@ fn real_main() -> Result<()> {
         }
         let mut log = |line: &str| eprintln!("natrec-bench: {line}");
         let (name, mut doc) = if args.part == "storage" {
-            let opts =
-                StorageOptions { natrec, natrec_gen, flows: args.flows, seed: args.capture.seed };
+            let opts = StorageOptions {
+                natrec,
+                natrec_gen,
+                flows: args.flows.unwrap_or(100_000),
+                seed: args.capture.seed,
+            };
             ("storage", storage::run_storage(&opts, &mut log)?)
         } else {
             let opts = QueryOptions {
