@@ -1,5 +1,6 @@
 //! Reading a conntrack entry and reporting it: once at its start (a packet's entry, from tc) and
-//! once at its end (the entry freed, from the `kmem_cache_free` tracepoint).
+//! once at its end (the entry freed: from a kprobe on `nf_conntrack_free`, or from the
+//! `kmem_cache_free` tracepoint).
 use aya_ebpf::EbpfContext as _;
 use aya_ebpf::cty::c_void;
 use aya_ebpf::helpers::{
@@ -323,6 +324,14 @@ pub fn freed(cache: u64, ptr: u64) {
     }
     count(counter::CT_FREES);
     if try_freed(ptr).is_err() {
+        count(counter::READ_ERRORS);
+    }
+}
+
+/// `nf_conntrack_free(ct)`: an entry at its last reference (see `probes/ct_free_kprobe.rs`).
+pub fn destroyed(ct: u64) {
+    count(counter::CT_FREES);
+    if try_freed(ct).is_err() {
         count(counter::READ_ERRORS);
     }
 }

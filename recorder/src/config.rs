@@ -86,8 +86,10 @@ pub struct RecordSettings {
     /// the least recently used.
     #[arg(long, value_name = "N", env = "NATREC_SEEN_ENTRIES", default_value_t = recorder_common::DEFAULT_SEEN_ENTRIES)]
     pub seen_entries: u32,
-    /// Where ends come from: `auto` takes the end probe where the kernel runs it and ctnetlink
-    /// DESTROY events otherwise; `ebpf` fails if the end probe cannot run.
+    /// Where ends come from: `auto` takes the end probe where the kernel runs it (a kprobe on
+    /// nf_conntrack_free, once per entry; else the kmem_cache_free tracepoint, once per slab free
+    /// of the machine, about 50 ns each) and ctnetlink DESTROY events otherwise; `ebpf` fails if
+    /// no end probe can run.
     #[arg(long, value_enum, value_name = "SOURCE", env = "NATREC_ENDS", default_value_t = EndsFrom::Auto)]
     pub ends: EndsFrom,
     /// Receive buffer for conntrack events (with ends from ctnetlink).

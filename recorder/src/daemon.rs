@@ -100,6 +100,9 @@ pub struct RecordConfig {
 pub struct RecordSummary {
     /// Where ends came from: "ebpf" (the end probe) or "ctnetlink".
     pub ends_from: &'static str,
+    /// The end probe that ran (`kprobe:nf_conntrack_free` or `tracepoint:kmem_cache_free`),
+    /// with ends from it.
+    pub end_probe: Option<&'static str>,
     pub kernel: KernelCounters,
     pub tracker: TrackerStats,
     pub netlink_destroys: u64,
@@ -442,7 +445,7 @@ impl Recorder {
         sinks: Fanout,
         dump_tx: mpsc::UnboundedSender<DumpResult>,
     ) -> Self {
-        let ends_in_ring = capture.ends_in_ring();
+        let (ends_in_ring, end_probe) = (capture.ends_in_ring(), capture.end_probe());
         let tracker = match &cfg.store {
             Some(o) => Tracker::with_resolution(o.resolution),
             None => Tracker::new(),
@@ -456,6 +459,7 @@ impl Recorder {
             sinks,
             summary: RecordSummary {
                 ends_from: if ends_in_ring { "ebpf" } else { "ctnetlink" },
+                end_probe,
                 ringbuf_bytes: cfg.capture.ringbuf_bytes,
                 ..RecordSummary::default()
             },

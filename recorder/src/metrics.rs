@@ -188,7 +188,11 @@ impl Collector for Scrape {
             "natrec_build_info",
             "natrec's version, and where its ends come from (ebpf: the end probe; ctnetlink)",
             None,
-            &[("version", env!("CARGO_PKG_VERSION")), ("ends_from", s.ends_from)],
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("ends_from", s.ends_from),
+                ("end_probe", s.end_probe.unwrap_or("none")),
+            ],
             1,
         )?;
         if let Some(started) = state.started {

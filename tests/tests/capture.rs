@@ -159,9 +159,10 @@ fn assert_covers(start: &Translation, end: &Translation, done: &FlowDone, seeded
 }
 
 /// With `--ends auto` (the default), natrec takes ends from the source this kernel should give
-/// it, and logs no warning on the way (a refused program would be one): the end probe, unless
-/// `NATREC_TESTS_EXPECT_ENDS` names another (`cargo xtask vm` sets it per kernel of its matrix)
-/// or `NATREC_TESTS_NO_END_PROBE=1` says this kernel has none. Prints natrec's start-up time.
+/// it, and logs no warning on the way (a refused program would be one): an end probe, unless
+/// `NATREC_TESTS_EXPECT_ENDS` says which (`kprobe`, `tracepoint`, `ctnetlink`, or `ebpf` for
+/// either probe; `cargo xtask vm` sets it per kernel of its matrix) or
+/// `NATREC_TESTS_NO_END_PROBE=1` says this kernel has none. Prints natrec's start-up time.
 #[test]
 fn natrec_takes_ends_from_the_source_this_kernel_has() {
     if !lab::lab_test_start().expect("lab") {
@@ -172,10 +173,15 @@ fn natrec_takes_ends_from_the_source_this_kernel_has() {
         Err(_) if std::env::var_os("NATREC_TESTS_NO_END_PROBE").is_some() => "ctnetlink".into(),
         Err(_) => "ebpf".into(),
     };
-    assert!(
-        ["ebpf", "ctnetlink"].contains(&expect.as_str()),
-        "NATREC_TESTS_EXPECT_ENDS={expect:?}: expected ebpf or ctnetlink"
-    );
+    let (ends_from, probe) = match expect.as_str() {
+        "ebpf" => ("ebpf", None),
+        "kprobe" => ("ebpf", Some("kprobe:nf_conntrack_free")),
+        "tracepoint" => ("ebpf", Some("tracepoint:kmem_cache_free")),
+        "ctnetlink" => ("ctnetlink", None),
+        other => panic!(
+            "NATREC_TESTS_EXPECT_ENDS={other:?}: expected ebpf, kprobe, tracepoint or ctnetlink"
+        ),
+    };
     let lab = GatewayLab::build(LabSpec {
         prefix: "ends".into(),
         inside_hosts: 1,
@@ -191,13 +197,23 @@ fn natrec_takes_ends_from_the_source_this_kernel_has() {
     println!("natrec_ready_ms={}", started.elapsed().as_millis());
     let (_, stderr) = natrec.stop().expect("stop natrec");
     let stats = recorder_proc::stats_json(&stderr).expect("--stats-json");
+    let kernel = recorder::capture::kernel_release();
     assert_eq!(
         stats["ends_from"].as_str(),
-        Some(expect.as_str()),
-        "natrec took ends from {} on kernel {}, expected {expect}; its stderr:\n{stderr}",
+        Some(ends_from),
+        "natrec took ends from {} on kernel {kernel}, expected {expect}; its stderr:\n{stderr}",
         stats["ends_from"],
-        recorder::capture::kernel_release()
     );
+    if let Some(probe) = probe {
+        assert_eq!(
+            stats["end_probe"].as_str(),
+            Some(probe),
+            "the end probe on kernel {kernel}; its stderr:\n{stderr}"
+        );
+    }
+    if ends_from == "ctnetlink" {
+        assert!(stats["end_probe"].is_null(), "no end probe with ends from ctnetlink: {stats}");
+    }
     let stats_on = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
         .is_ok_and(|v| v.trim() == "1");
     if !stats_on {

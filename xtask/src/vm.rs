@@ -40,7 +40,8 @@ pub struct Kernel {
     pub name: &'static str,
     /// The Debian package that names the newest image of its line (a meta-package).
     pub package: &'static str,
-    /// Where natrec must take translations' ends from there (`NATREC_TESTS_EXPECT_ENDS`).
+    /// Where natrec must take translations' ends from there (`NATREC_TESTS_EXPECT_ENDS`: `kprobe`,
+    /// `tracepoint`, `ebpf` for either probe, or `ctnetlink`).
     pub ends: &'static str,
 }
 
@@ -51,13 +52,13 @@ pub const MATRIX: &[Kernel] = &[
     Kernel {
         name: "debian12-6.1",
         package: "linux-image-cloud-amd64",
-        ends: "ebpf",
+        ends: "kprobe",
         reaped_at_expiry: true,
     },
     Kernel {
         name: "debian12-6.12",
         package: "linux-image-6.12-cloud-amd64",
-        ends: "ebpf",
+        ends: "kprobe",
         reaped_at_expiry: true,
     },
 ];
@@ -154,6 +155,7 @@ pub fn run_matrix(opts: &Options) -> Result<()> {
     let vm_dir = target_dir().join("vm");
     let cache = vm_dir.join("cache");
     std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    remove_stale_runs(&vm_dir)?;
     let work = vm_dir.join(format!("run-{}", std::process::id()));
     let _work = WorkDir::new(work.clone(), opts.keep)?;
 
@@ -197,6 +199,26 @@ fn pick<'a, T>(
             })
         })
         .collect()
+}
+
+/// Removes the directories of earlier runs whose xtask no longer lives (killed before it could
+/// clean up).
+fn remove_stale_runs(vm_dir: &Path) -> Result<()> {
+    for entry in
+        std::fs::read_dir(vm_dir).with_context(|| format!("listing {}", vm_dir.display()))?
+    {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let Some(pid) = name.strip_prefix("run-").and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            std::fs::remove_dir_all(&path)
+                .with_context(|| format!("removing the stale {}", path.display()))?;
+            eprintln!("vm: removed {} (its run was killed)", path.display());
+        }
+    }
+    Ok(())
 }
 
 /// The run's directory, removed at the end (also on failure) unless `--keep`.

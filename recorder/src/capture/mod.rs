@@ -22,7 +22,7 @@ use std::ffi::CString;
 use std::time::Duration;
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use aya::programs::{RawTracePoint, SchedClassifier, TcAttachType, tc};
+use aya::programs::{KProbe, RawTracePoint, SchedClassifier, TcAttachType, tc};
 use aya::{Ebpf, EbpfLoader};
 use recorder_common::{
     DEFAULT_RINGBUF_BYTES, DEFAULT_SEEN_ENTRIES, KernelOffsets, NatEvent, counter,
@@ -90,7 +90,8 @@ pub enum EndsFrom {
     /// The end probe where this kernel runs it, ctnetlink DESTROY events otherwise.
     #[default]
     Auto,
-    /// The end probe (raw tracepoint on `kmem_cache_free`); fail if it cannot run.
+    /// An end probe (a kprobe on `nf_conntrack_free`, else the raw tracepoint on
+    /// `kmem_cache_free`); fail if none can run.
     Ebpf,
     /// ctnetlink DESTROY events in reliable mode.
     Ctnetlink,
@@ -163,6 +164,8 @@ pub struct Capture {
     offsets: KernelOffsets,
     /// Whether the end probe runs: ends arrive in the ring buffer.
     ends_in_ring: bool,
+    /// Which end probe runs ([`Capture::end_probe`]).
+    end_probe: Option<&'static str>,
     /// Holds the kernel's BPF run statistics on while natrec runs (`--program-stats`).
     _run_stats: Option<std::os::fd::OwnedFd>,
     ebpf: Ebpf,
@@ -186,6 +189,9 @@ const LOG_LEVEL_DEBUG: u8 = 4;
 const WAN_PROGRAM: &str = "natrec_wan_egress";
 const LAN_PROGRAM: &str = "natrec_lan_egress";
 const END_PROGRAM: &str = "natrec_ct_free";
+/// The preferred end probe: a kprobe on the function that frees a conntrack entry.
+const END_KPROBE_PROGRAM: &str = "natrec_ct_free_kprobe";
+const END_KPROBE_FUNCTION: &str = "nf_conntrack_free";
 /// The tracepoint the end probe attaches to.
 const END_TRACEPOINT: &str = "kmem_cache_free";
 
@@ -295,30 +301,32 @@ impl Capture {
         };
 
         // The end probe goes first: an entry whose start is reported then has its end reported.
-        let (mut ebpf, ends_in_ring) = match (cfg.ends, end_probe_unusable) {
-            (EndsFrom::Ctnetlink, _) => (load(false)?, false),
-            (EndsFrom::Ebpf, Some(why)) => return Err(CaptureError::NoEndProbe(why)),
-            (EndsFrom::Auto, Some(why)) => {
-                tracing::info!("ends from ctnetlink DESTROY events: {why}");
-                (load(false)?, false)
-            }
-            (ends, None) => {
-                let mut ebpf = load(true)?;
-                match attach_end_probe(&mut ebpf) {
-                    Ok(()) => (ebpf, true),
-                    Err(e) if ends == EndsFrom::Auto => {
+        let (mut ebpf, end_probe) = if cfg.ends == EndsFrom::Ctnetlink {
+            (load(false)?, None)
+        } else {
+            let mut ebpf = load(true)?;
+            match attach_end_probe(&mut ebpf, end_probe_unusable.as_deref()) {
+                Ok(probe) => (ebpf, Some(probe)),
+                Err(e) if cfg.ends == EndsFrom::Auto => {
+                    // Where the kernel's BTF says no probe can run, the fallback is the
+                    // documented behaviour (kernels before 6.1 that refuse fentry); a program
+                    // refused by a kernel that should run it is worth a warning.
+                    if let CaptureError::NoEndProbe(why) = &e {
+                        tracing::info!("ends from ctnetlink DESTROY events: {why}");
+                    } else {
                         tracing::warn!(
                             "ends from ctnetlink DESTROY events: the end probe did not start: {e}"
                         );
-                        drop(ebpf);
-                        (load(false)?, false)
                     }
-                    Err(e) => return Err(e),
+                    drop(ebpf);
+                    (load(false)?, None)
                 }
+                Err(e) => return Err(e),
             }
         };
-        if ends_in_ring {
-            tracing::info!(tracepoint = END_TRACEPOINT, "ends from the end probe");
+        let ends_in_ring = end_probe.is_some();
+        if let Some(probe) = end_probe {
+            tracing::info!(probe, "ends from the end probe");
         }
 
         let mut attachments = Vec::new();
@@ -364,6 +372,7 @@ impl Capture {
             attachments,
             offsets,
             ends_in_ring,
+            end_probe,
             _run_stats: run_stats,
             ebpf,
         })
@@ -373,6 +382,13 @@ impl Capture {
     /// must read them from ctnetlink.
     pub fn ends_in_ring(&self) -> bool {
         self.ends_in_ring
+    }
+
+    /// The end probe that runs: `kprobe:nf_conntrack_free` (once per conntrack entry) or
+    /// `tracepoint:kmem_cache_free` (once per slab free of the machine); `None` with ends from
+    /// ctnetlink.
+    pub fn end_probe(&self) -> Option<&'static str> {
+        self.end_probe
     }
 
     /// The ring buffer the programs write [`NatEvent`]s into.
@@ -435,7 +451,7 @@ impl Capture {
         if !self.program_stats_on() {
             return None;
         }
-        let costs = [WAN_PROGRAM, LAN_PROGRAM, END_PROGRAM]
+        let costs = [WAN_PROGRAM, LAN_PROGRAM, END_KPROBE_PROGRAM, END_PROGRAM]
             .into_iter()
             .filter_map(|name| {
                 let info = self.ebpf.program(name)?.info().ok()?;
@@ -477,8 +493,31 @@ where
     M::try_from(map).map_err(|source| CaptureError::Map { what: format!("map {name}"), source })
 }
 
-/// Loads and attaches the end probe.
-fn attach_end_probe(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
+/// Loads and attaches the end probe, the cheapest that runs: a kprobe on `nf_conntrack_free`,
+/// else the `kmem_cache_free` tracepoint, unless `tracepoint_unusable` says why this kernel
+/// cannot run it. Returns which, as [`Capture::end_probe`] names it.
+fn attach_end_probe(
+    ebpf: &mut Ebpf,
+    tracepoint_unusable: Option<&str>,
+) -> Result<&'static str, CaptureError> {
+    let kprobe = (|| {
+        let prog: &mut KProbe = program_of(ebpf, END_KPROBE_PROGRAM).map_err(|e| e.to_string())?;
+        prog.load().map_err(|e| format!("loading: {e}"))?;
+        prog.attach(END_KPROBE_FUNCTION, 0).map_err(|e| format!("attaching: {e}"))?;
+        Ok::<(), String>(())
+    })();
+    let kprobe_refused = match kprobe {
+        Ok(()) => return Ok("kprobe:nf_conntrack_free"),
+        Err(e) => e,
+    };
+    tracing::debug!(
+        "end probe: the kprobe on {END_KPROBE_FUNCTION} did not start: {kprobe_refused}"
+    );
+    if let Some(why) = tracepoint_unusable {
+        return Err(CaptureError::NoEndProbe(format!(
+            "the kprobe on {END_KPROBE_FUNCTION} did not start ({kprobe_refused}), and {why}"
+        )));
+    }
     let prog: &mut RawTracePoint = program_of(ebpf, END_PROGRAM)?;
     prog.load().map_err(|source| CaptureError::Program {
         what: format!("loading {END_PROGRAM} (the kernel's verifier log follows)"),
@@ -488,7 +527,7 @@ fn attach_end_probe(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
         what: format!("attaching {END_PROGRAM} to the {END_TRACEPOINT} tracepoint"),
         source,
     })?;
-    Ok(())
+    Ok("tracepoint:kmem_cache_free")
 }
 
 /// The inode number of this process's network namespace: the end probe reports only entries

@@ -10,8 +10,8 @@ use recorder::daemon::{self, Reload, SetLogFilter};
 #[derive(Clone, Debug, clap::Args)]
 #[command(after_help = "Run it in the gateway's network namespace, as root or with CAP_BPF, \
 CAP_NET_ADMIN and CAP_PERFMON. It attaches a tc egress \
-classifier to every --wan (and --lan) interface, takes ends from its end probe (a raw tracepoint \
-on kmem_cache_free, Linux 6.1+) or else from conntrack DESTROY events in reliable mode, seeds the \
+classifier to every --wan (and --lan) interface, takes ends from its end probe (a kprobe \
+on nf_conntrack_free where the kernel has kprobes, else a raw tracepoint on kmem_cache_free, Linux 6.1+) or else from conntrack DESTROY events in reliable mode, seeds the \
 translations that already exist, and writes one start and one end event per translation. It logs `ready: recording` once everything is attached and seeded. SIGINT or SIGTERM \
 stops it cleanly (everything attached is detached).")]
 pub struct Args {
