@@ -451,8 +451,14 @@ impl Capture {
         if !self.program_stats_on() {
             return None;
         }
-        let costs = [WAN_PROGRAM, LAN_PROGRAM, END_KPROBE_PROGRAM, END_PROGRAM]
+        let end = match self.end_probe {
+            Some(p) if p.starts_with("kprobe:") => Some(END_KPROBE_PROGRAM),
+            Some(_) => Some(END_PROGRAM),
+            None => None,
+        };
+        let costs = [Some(WAN_PROGRAM), Some(LAN_PROGRAM), end]
             .into_iter()
+            .flatten()
             .filter_map(|name| {
                 let info = self.ebpf.program(name)?.info().ok()?;
                 let (runs, ns) = (info.run_count(), info.run_time().as_nanos() as u64);
@@ -503,7 +509,11 @@ fn attach_end_probe(
     let kprobe = (|| {
         let prog: &mut KProbe = program_of(ebpf, END_KPROBE_PROGRAM).map_err(|e| e.to_string())?;
         prog.load().map_err(|e| format!("loading: {e}"))?;
-        prog.attach(END_KPROBE_FUNCTION, 0).map_err(|e| format!("attaching: {e}"))?;
+        if let Err(e) = prog.attach(END_KPROBE_FUNCTION, 0) {
+            // Loaded, not attached: nothing of it stays in the kernel.
+            let _ = prog.unload();
+            return Err(format!("attaching: {e}"));
+        }
         Ok::<(), String>(())
     })();
     let kprobe_refused = match kprobe {
