@@ -77,15 +77,18 @@ pub struct RecordSettings {
     #[arg(long, value_name = "DURATION", env = "NATREC_REAP_INTERVAL", default_value = "30s")]
     pub reap_interval: HumanDuration,
     /// Size of the BPF ring buffer (a power of two, at least one page, below 4GiB): e.g. 16MiB.
-    #[arg(long, value_name = "BYTES", env = "NATREC_RINGBUF_SIZE", default_value = "16MiB")]
-    pub ringbuf_size: ByteSize,
+    /// Unset, it is sized from the gateway's net.netfilter.nf_conntrack_max: room for one event
+    /// per entry the table can hold, from 1MiB to 16MiB (16MiB at 262144 entries).
+    #[arg(long, value_name = "BYTES", env = "NATREC_RINGBUF_SIZE")]
+    pub ringbuf_size: Option<ByteSize>,
     /// Capacity of the kernel's map of entries already reported. With the end probe it holds
     /// every reported entry until the kernel frees it: give at least the gateway's live NATed
     /// entries, or some are reported again by later packets and their ends paired by tuple
     /// (counted as seen_full; nothing is lost). Without the end probe it is an LRU that forgets
-    /// the least recently used.
-    #[arg(long, value_name = "N", env = "NATREC_SEEN_ENTRIES", default_value_t = recorder_common::DEFAULT_SEEN_ENTRIES)]
-    pub seen_entries: u32,
+    /// the least recently used. Unset, it is the gateway's nf_conntrack_max (from 4096 to
+    /// 4194304).
+    #[arg(long, value_name = "N", env = "NATREC_SEEN_ENTRIES")]
+    pub seen_entries: Option<u32>,
     /// Where ends come from: `auto` takes the end probe where the kernel runs it (a kprobe on
     /// nf_conntrack_free, once per entry; else the kmem_cache_free tracepoint, once per slab free
     /// of the machine, about 50 ns each) and ctnetlink DESTROY events otherwise; `ebpf` fails if
@@ -341,20 +344,24 @@ impl RecordSettings {
                  in the config file",
             ));
         }
-        let ring = u32::try_from(self.ringbuf_size.0)
-            .ok()
-            .filter(|&r| crate::capture::check_ring_size(r).is_ok())
-            .ok_or_else(|| {
-                invalid(format!(
-                    "ringbuf_size (--ringbuf-size) must be a power of two from 4KiB to 2GiB, \
-                     not {}",
-                    self.ringbuf_size
-                ))
-            })?;
+        let ring = self
+            .ringbuf_size
+            .map(|size| {
+                u32::try_from(size.0)
+                    .ok()
+                    .filter(|&r| crate::capture::check_ring_size(r).is_ok())
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "ringbuf_size (--ringbuf-size) must be a power of two from 4KiB to \
+                             2GiB, not {size}"
+                        ))
+                    })
+            })
+            .transpose()?;
         if self.stats_interval.0.is_zero() {
             return Err(invalid("stats_interval (--stats-interval) must be longer than zero"));
         }
-        if self.seen_entries == 0 {
+        if self.seen_entries == Some(0) {
             return Err(invalid("seen_entries (--seen-entries) must be at least 1"));
         }
         Ok(RecordConfig {
@@ -444,13 +451,13 @@ mod tests {
         let d = ConfigFile::default();
         assert_eq!(d.log.filter, "info");
         assert_eq!(d.record.reap_interval, HumanDuration(Duration::from_secs(30)));
-        assert_eq!(d.record.ringbuf_size, ByteSize(16 << 20));
+        assert_eq!(d.record.ringbuf_size, None, "sized from nf_conntrack_max unless set");
         assert_eq!(d.store.seal_level, WriterOptions::default().seal_level);
         let cfg = RecordSettings { wan: vec!["wan0".into()], ..d.record }
             .to_record_config(&d.store)
             .expect("valid");
         assert!(cfg.store.is_none(), "no dir, no store");
-        assert_eq!(cfg.capture.ringbuf_bytes, 16 << 20);
+        assert_eq!(cfg.capture.ringbuf_bytes, None, "sized at start-up");
     }
 
     #[test]
@@ -519,8 +526,11 @@ mod tests {
         let d = ConfigFile::default();
         let err = d.record.to_record_config(&d.store).expect_err("refused").to_string();
         assert!(err.contains("--wan"), "{err}");
-        let rec =
-            RecordSettings { wan: vec!["w".into()], ringbuf_size: ByteSize(5000), ..d.record };
+        let rec = RecordSettings {
+            wan: vec!["w".into()],
+            ringbuf_size: Some(ByteSize(5000)),
+            ..d.record
+        };
         let err = rec.to_record_config(&d.store).expect_err("refused").to_string();
         assert!(err.contains("ringbuf_size") && err.contains("5000"), "{err}");
         let store = StoreSettings { dir: Some("/x".into()), rotate_size: ByteSize(10), ..d.store };

@@ -275,7 +275,7 @@ async fn run_async(
     } else {
         check_destroy_events(cfg.set_sysctls);
     }
-    let ring_rest = ring_rest(cfg.capture.ringbuf_bytes, if ends_in_ring { 2 } else { 1 });
+    let ring_rest = ring_rest(capture.ringbuf_bytes(), if ends_in_ring { 2 } else { 1 });
     let ring_watch = if ring_rest.is_zero() { Some(watch_ring(&mut capture)?) } else { None };
     let mut ring_timer = tokio::time::interval(if ring_rest.is_zero() { TICK } else { ring_rest });
     ring_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -446,6 +446,7 @@ impl Recorder {
         dump_tx: mpsc::UnboundedSender<DumpResult>,
     ) -> Self {
         let (ends_in_ring, end_probe) = (capture.ends_in_ring(), capture.end_probe());
+        let ringbuf_bytes = capture.ringbuf_bytes();
         let tracker = match &cfg.store {
             Some(o) => Tracker::with_resolution(o.resolution),
             None => Tracker::new(),
@@ -460,7 +461,7 @@ impl Recorder {
             summary: RecordSummary {
                 ends_from: if ends_in_ring { "ebpf" } else { "ctnetlink" },
                 end_probe,
-                ringbuf_bytes: cfg.capture.ringbuf_bytes,
+                ringbuf_bytes,
                 ..RecordSummary::default()
             },
             ends_in_ring,

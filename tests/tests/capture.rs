@@ -214,6 +214,18 @@ fn natrec_takes_ends_from_the_source_this_kernel_has() {
     if ends_from == "ctnetlink" {
         assert!(stats["end_probe"].is_null(), "no end probe with ends from ctnetlink: {stats}");
     }
+    // No --ringbuf-size: the ring is sized from the gateway's conntrack table, and says so.
+    let max: u64 = lab
+        .gateway()
+        .exec(&["sysctl", "-n", "net.netfilter.nf_conntrack_max"])
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().parse().expect("a number"))
+        .expect("nf_conntrack_max");
+    let (ring, _) = recorder::capture::sizing(max);
+    assert_eq!(stats["ringbuf_bytes"].as_u64(), Some(u64::from(ring)), "nf_conntrack_max {max}");
+    assert!(
+        stderr.contains("kernel maps sized from the gateway") && stderr.contains(&format!("{max}")),
+        "the sizes are logged: {stderr}"
+    );
     let stats_on = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
         .is_ok_and(|v| v.trim() == "1");
     if !stats_on {

@@ -24,9 +24,7 @@ use std::time::Duration;
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::{KProbe, RawTracePoint, SchedClassifier, TcAttachType, tc};
 use aya::{Ebpf, EbpfLoader};
-use recorder_common::{
-    DEFAULT_RINGBUF_BYTES, DEFAULT_SEEN_ENTRIES, KernelOffsets, NatEvent, counter,
-};
+use recorder_common::{DEFAULT_SEEN_ENTRIES, KernelOffsets, NatEvent, counter};
 
 pub use btf::{BtfError, KernelBtf};
 pub use event::{end_translation, start_translation};
@@ -104,8 +102,10 @@ pub struct CaptureConfig {
     pub wan: Vec<String>,
     /// Inside interfaces: the egress classifier sees port forwards' first packets.
     pub lan: Vec<String>,
-    pub ringbuf_bytes: u32,
-    pub seen_entries: u32,
+    /// The ring buffer's size; `None`: sized from `nf_conntrack_max` ([`sizing`]).
+    pub ringbuf_bytes: Option<u32>,
+    /// The map of reported entries' capacity; `None`: sized from `nf_conntrack_max`.
+    pub seen_entries: Option<u32>,
     pub ends: EndsFrom,
     /// Turn the kernel's BPF run statistics on for the run (`--program-stats`).
     pub program_stats: bool,
@@ -116,8 +116,8 @@ impl Default for CaptureConfig {
         Self {
             wan: Vec::new(),
             lan: Vec::new(),
-            ringbuf_bytes: DEFAULT_RINGBUF_BYTES,
-            seen_entries: DEFAULT_SEEN_ENTRIES,
+            ringbuf_bytes: None,
+            seen_entries: None,
             ends: EndsFrom::Auto,
             program_stats: false,
         }
@@ -166,6 +166,8 @@ pub struct Capture {
     ends_in_ring: bool,
     /// Which end probe runs ([`Capture::end_probe`]).
     end_probe: Option<&'static str>,
+    /// The ring buffer's size in bytes.
+    ringbuf_bytes: u32,
     /// Holds the kernel's BPF run statistics on while natrec runs (`--program-stats`).
     _run_stats: Option<std::os::fd::OwnedFd>,
     ebpf: Ebpf,
@@ -222,6 +224,23 @@ fn ifindex(name: &str) -> Result<u32, CaptureError> {
     }
 }
 
+/// The ring buffer's size and the map of reported entries' capacity for a gateway whose
+/// conntrack table holds at most `conntrack_max` entries: the map holds every entry the table can
+/// (from 4096 to 4 194 304), the ring one event per entry (a power of two from 1 MiB to 16 MiB).
+/// A home router's 16 384 entries give 2 MiB and 16 384; 262 144 (a server's) give 16 MiB and
+/// 262 144.
+pub fn sizing(conntrack_max: u64) -> (u32, u32) {
+    let seen = conntrack_max.clamp(4096, 1 << 22) as u32;
+    let record = (size_of::<NatEvent>() as u64 + 8).next_multiple_of(8);
+    let ring = (conntrack_max.saturating_mul(record)).clamp(1 << 20, 16 << 20).next_power_of_two();
+    (ring.min(16 << 20) as u32, seen)
+}
+
+/// `net.netfilter.nf_conntrack_max` as this network namespace reads it.
+fn conntrack_max() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max").ok()?.trim().parse().ok()
+}
+
 /// A BPF ring buffer's size must be a power of two and a multiple of the page size.
 pub fn check_ring_size(bytes: u32) -> Result<(), CaptureError> {
     let page = 4096;
@@ -250,7 +269,7 @@ impl Capture {
         for name in cfg.wan.iter().chain(&cfg.lan) {
             ifindex(name)?;
         }
-        check_ring_size(cfg.ringbuf_bytes)
+        cfg.ringbuf_bytes.map_or(Ok(()), check_ring_size)
     }
 
     /// Checks the host, loads the programs with this kernel's offsets and attaches them.
@@ -267,6 +286,28 @@ impl Capture {
             Some(fd)
         } else {
             None
+        };
+        let (ringbuf_bytes, seen_entries) = match (cfg.ringbuf_bytes, cfg.seen_entries) {
+            (Some(r), Some(n)) => (r, n),
+            (r, n) => {
+                let max = conntrack_max();
+                let (auto_r, auto_n) = sizing(max.unwrap_or(u64::from(DEFAULT_SEEN_ENTRIES)));
+                let (r, n) = (r.unwrap_or(auto_r), n.unwrap_or(auto_n));
+                match max {
+                    Some(m) => tracing::info!(
+                        nf_conntrack_max = m,
+                        ringbuf_bytes = r,
+                        seen_entries = n,
+                        "kernel maps sized from the gateway"
+                    ),
+                    None => tracing::warn!(
+                        ringbuf_bytes = r,
+                        seen_entries = n,
+                        "net.netfilter.nf_conntrack_max unreadable: kernel maps at the defaults"
+                    ),
+                }
+                (r, n)
+            }
         };
         let kernel_btf = KernelBtf::load()?;
         let mut offsets = kernel_btf.offsets()?;
@@ -287,14 +328,13 @@ impl Capture {
         // `SEEN_BY_PROBE`), which is known only once it is attached: should the attach fail
         // (with `--ends auto`), the object is loaded again for ends from ctnetlink.
         let load = |by_probe: bool| {
-            let (seen, seen_freed) =
-                if by_probe { (1, cfg.seen_entries) } else { (cfg.seen_entries, 1) };
+            let (seen, seen_freed) = if by_probe { (1, seen_entries) } else { (seen_entries, 1) };
             EbpfLoader::new()
                 .override_global("OFFSETS", &offsets, true)
                 .override_global("SEEN_BY_PROBE", &u8::from(by_probe), true)
                 .override_global("LAN_HOOKED", &u8::from(!cfg.lan.is_empty()), true)
                 .override_global(aya_log::LEVEL, &log_level, false)
-                .map_max_entries("EVENTS", cfg.ringbuf_bytes)
+                .map_max_entries("EVENTS", ringbuf_bytes)
                 .map_max_entries("SEEN", seen)
                 .map_max_entries("SEEN_FREED", seen_freed)
                 .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/recorder")))
@@ -373,6 +413,7 @@ impl Capture {
             offsets,
             ends_in_ring,
             end_probe,
+            ringbuf_bytes,
             _run_stats: run_stats,
             ebpf,
         })
@@ -382,6 +423,11 @@ impl Capture {
     /// must read them from ctnetlink.
     pub fn ends_in_ring(&self) -> bool {
         self.ends_in_ring
+    }
+
+    /// The ring buffer's size in bytes (given, or [`sizing`]'s).
+    pub fn ringbuf_bytes(&self) -> u32 {
+        self.ringbuf_bytes
     }
 
     /// The end probe that runs: `kprobe:nf_conntrack_free` (once per conntrack entry) or
@@ -623,6 +669,18 @@ pub const COUNTER_LOG_INTERVAL: Duration = Duration::from_secs(60);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_maps_are_sized_from_the_conntrack_table() {
+        assert_eq!(sizing(16_384), (2 << 20, 16_384), "a home router");
+        assert_eq!(sizing(262_144), (16 << 20, 262_144), "a server's default");
+        assert_eq!(sizing(1000), (1 << 20, 4096), "the floors");
+        assert_eq!(sizing(10_000_000), (16 << 20, 1 << 22), "the ceilings");
+        for max in [1, 5000, 65_536, 100_000, 1 << 30] {
+            let (ring, _) = sizing(max);
+            assert!(check_ring_size(ring).is_ok(), "{ring} for {max}");
+        }
+    }
 
     #[test]
     fn kernel_versions_parse() {
