@@ -205,19 +205,26 @@ fn commit_description() -> String {
     if dirty { format!("{head} (with uncommitted changes)") } else { head }
 }
 
+/// What a part run in the lab needs first: `--natrec` as `NATREC_BIN` (set before any thread
+/// starts), and root with the lab's tools.
+fn lab_part_start(args: &Args, what: &str) -> Result<()> {
+    if let Some(natrec) = &args.natrec {
+        // SAFETY: called before any thread starts.
+        unsafe { std::env::set_var("NATREC_BIN", natrec) };
+    }
+    if !ensure_root_capabilities()? {
+        bail!(
+            "{what} needs root, network namespaces, nftables and conntrack (NATREC_TESTS_NO_ROOT=1 is set)"
+        );
+    }
+    Ok(())
+}
+
 fn real_main() -> Result<()> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let args = parse_args(&argv)?;
     if args.part == "capture" {
-        if let Some(natrec) = &args.natrec {
-            // SAFETY: set before any thread starts.
-            unsafe { std::env::set_var("NATREC_BIN", natrec) };
-        }
-        if !ensure_root_capabilities()? {
-            bail!(
-                "the capture benchmark needs root, network namespaces, nftables and conntrack (NATREC_TESTS_NO_ROOT=1 is set)"
-            );
-        }
+        lab_part_start(&args, "the capture benchmark")?;
         if args
             .capture
             .recorders
@@ -249,15 +256,7 @@ fn real_main() -> Result<()> {
         eprintln!("natrec-bench: wrote {}", args.results.join("capture.json").display());
     }
     if args.part == "forward" {
-        if let Some(natrec) = &args.natrec {
-            // SAFETY: set before any thread starts.
-            unsafe { std::env::set_var("NATREC_BIN", natrec) };
-        }
-        if !ensure_root_capabilities()? {
-            bail!(
-                "the forwarding benchmark needs root and the lab (NATREC_TESTS_NO_ROOT=1 is set)"
-            );
-        }
+        lab_part_start(&args, "the forwarding benchmark")?;
         natrec_tests::recorder_proc::natrec_bin().context("the natrec binary to benchmark")?;
         let defaults = ForwardOptions::default();
         let flows = match args.flows {
