@@ -159,16 +159,19 @@ pub fn run_matrix(opts: &Options) -> Result<()> {
     let work = vm_dir.join(format!("run-{}", std::process::id()));
     let _work = WorkDir::new(work.clone(), opts.keep)?;
 
-    let mut reports = Vec::new();
+    let (mut reports, mut debs) = (Vec::new(), Vec::new());
     for kernel in &kernels {
         let deb = fetch_kernel(kernel, &cache)?;
+        debs.push(deb.clone());
         let dir = work.join(kernel.name);
         let (vmlinuz, initrd) = prepare(kernel, &steps, &deb, &dir, &binaries)?;
         let console = dir.join("console.log");
         let timeout = if opts.timeout.is_zero() { DEFAULT_TIMEOUT } else { opts.timeout };
         reports.push(boot(kernel, &steps, &vmlinuz, &initrd, &console, timeout)?);
     }
-    prune_cache(&cache, &kernels)?;
+    if kernels.len() == MATRIX.len() {
+        prune_cache(&cache, &debs)?;
+    }
     let table = summary(&reports);
     eprintln!("{table}");
     let failed: Vec<&str> =
@@ -336,18 +339,13 @@ fn cached(cache: &Path, package: &str) -> Result<Option<PathBuf>> {
     Ok(None)
 }
 
-/// Removes cached kernels the matrix no longer names (superseded versions).
-fn prune_cache(cache: &Path, used: &[&Kernel]) -> Result<()> {
-    if used.len() != MATRIX.len() {
-        return Ok(());
-    }
-    let keep: Vec<String> = used.iter().map(|k| resolve(k)).collect::<Result<_>>()?;
+/// Removes the cached kernels other than `used`, the whole matrix's (superseded versions).
+fn prune_cache(cache: &Path, used: &[PathBuf]) -> Result<()> {
     for entry in std::fs::read_dir(cache)? {
         let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-        if !keep.iter().any(|p| name.starts_with(&format!("{p}_"))) {
+        if !used.contains(&path) {
             std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-            eprintln!("vm: removed the superseded {name}");
+            eprintln!("vm: removed the superseded {}", path.display());
         }
     }
     Ok(())

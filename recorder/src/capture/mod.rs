@@ -162,9 +162,7 @@ pub struct Capture {
     logger: aya_log::EbpfLogger<&'static dyn log::Log>,
     attachments: Vec<Attachment>,
     offsets: KernelOffsets,
-    /// Whether the end probe runs: ends arrive in the ring buffer.
-    ends_in_ring: bool,
-    /// Which end probe runs ([`Capture::end_probe`]).
+    /// Which end probe runs ([`Capture::end_probe`]); with one, ends arrive in the ring buffer.
     end_probe: Option<&'static str>,
     /// The ring buffer's size in bytes.
     ringbuf_bytes: u32,
@@ -232,8 +230,9 @@ fn ifindex(name: &str) -> Result<u32, CaptureError> {
 pub fn sizing(conntrack_max: u64) -> (u32, u32) {
     let seen = conntrack_max.clamp(4096, 1 << 22) as u32;
     let record = (size_of::<NatEvent>() as u64 + 8).next_multiple_of(8);
-    let ring = (conntrack_max.saturating_mul(record)).clamp(1 << 20, 16 << 20).next_power_of_two();
-    (ring.min(16 << 20) as u32, seen)
+    // The bounds are powers of two: so is the result, within them.
+    let ring = conntrack_max.saturating_mul(record).clamp(1 << 20, 16 << 20).next_power_of_two();
+    (ring as u32, seen)
 }
 
 /// `net.netfilter.nf_conntrack_max` as this network namespace reads it.
@@ -349,7 +348,7 @@ impl Capture {
                 Ok(probe) => (ebpf, Some(probe)),
                 Err(e) if cfg.ends == EndsFrom::Auto => {
                     // Where the kernel's BTF says no probe can run, the fallback is the
-                    // documented behaviour (kernels before 6.1 that refuse fentry); a program
+                    // documented behaviour (kernels before 6.1 without kprobes); a program
                     // refused by a kernel that should run it is worth a warning.
                     if let CaptureError::NoEndProbe(why) = &e {
                         tracing::info!("ends from ctnetlink DESTROY events: {why}");
@@ -364,7 +363,6 @@ impl Capture {
                 Err(e) => return Err(e),
             }
         };
-        let ends_in_ring = end_probe.is_some();
         if let Some(probe) = end_probe {
             tracing::info!(probe, "ends from the end probe");
         }
@@ -411,7 +409,6 @@ impl Capture {
             logger,
             attachments,
             offsets,
-            ends_in_ring,
             end_probe,
             ringbuf_bytes,
             _run_stats: run_stats,
@@ -422,7 +419,7 @@ impl Capture {
     /// Whether ends come through the ring buffer (the end probe runs); otherwise the daemon
     /// must read them from ctnetlink.
     pub fn ends_in_ring(&self) -> bool {
-        self.ends_in_ring
+        self.end_probe.is_some()
     }
 
     /// The ring buffer's size in bytes (given, or [`sizing`]'s).
