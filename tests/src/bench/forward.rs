@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::mix::{self, MixOptions};
 use super::recorders::{self, Recorder};
 use super::stats::Spread;
 use super::sys::Machine;
@@ -43,6 +44,8 @@ pub struct ForwardOptions {
     pub reps: usize,
     /// Recorders compared with none.
     pub recorders: Vec<Recorder>,
+    /// The realistic mix (b).
+    pub mix: MixOptions,
 }
 
 impl Default for ForwardOptions {
@@ -52,6 +55,7 @@ impl Default for ForwardOptions {
             duration: Duration::from_secs(5),
             reps: 3,
             recorders: vec![Recorder::Natrec, Recorder::NatrecCtnetlink, Recorder::ConntrackE],
+            mix: MixOptions::default(),
         }
     }
 }
@@ -141,7 +145,10 @@ pub fn run(opts: &ForwardOptions, log: &mut dyn FnMut(&str)) -> Result<Value> {
     }
     let programs = program_costs(&lab, &tax_ns, host.ns(), source, &dests, opts, temp.path())?;
     log(&format!("program costs: {programs}"));
+    let memory = memory(&lab, source, server, temp.path(), log)?;
     drop(sink);
+    drop(lab);
+    let mix = mix::run(&opts.mix, opts.duration, opts.reps, &opts.recorders, temp.path(), log)?;
 
     let spread = |v: &[f64]| Spread::of(v).map_or(Value::Null, Spread::to_json);
     let by_case = |values: &[Vec<f64>]| -> Value {
@@ -158,6 +165,8 @@ pub fn run(opts: &ForwardOptions, log: &mut dyn FnMut(&str)) -> Result<Value> {
         "tax_ops": by_case(&ops),
         "tax_ratio": by_case(&ops_ratio),
         "programs": programs,
+        "mix": mix,
+        "memory": memory,
     }))
 }
 
@@ -309,6 +318,148 @@ fn tax(ns: &Netns, dir: &Path, duration: Duration) -> Result<f64> {
         }
         Ok(ops as f64 / start.elapsed().as_secs_f64())
     })?
+}
+
+/// What a process holds: resident memory and the kernel memory of its BPF maps.
+#[derive(Clone, Copy, Debug, Default)]
+struct Held {
+    /// Resident memory less the pages of BPF maps mapped into the process (the ring buffer's),
+    /// which `maps` counts.
+    rss: u64,
+    maps: u64,
+}
+
+impl Held {
+    /// VmRSS of `/proc/PID/status` less the resident pages of its `anon_inode:bpf-map` mappings
+    /// (`/proc/PID/smaps`), and the `memlock` of each BPF map it has open (once per map id),
+    /// from `/proc/PID/fdinfo`.
+    fn of(pid: u32) -> Result<Held> {
+        let status_path = format!("/proc/{pid}/status");
+        let status = std::fs::read_to_string(&status_path)
+            .map_err(io_err(format!("reading {status_path}")))?;
+        let vm_rss = kib_field(&status, "VmRSS:")
+            .ok_or_else(|| BenchError::Invalid(format!("{status_path}: no VmRSS")))?;
+        let smaps_path = format!("/proc/{pid}/smaps");
+        let smaps = std::fs::read_to_string(&smaps_path)
+            .map_err(io_err(format!("reading {smaps_path}")))?;
+        let (mut in_map, mut mapped) = (false, 0);
+        for line in smaps.lines() {
+            // A mapping's header: "start-end perms offset dev inode [path]".
+            if line.split_whitespace().next().is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+            {
+                in_map = line.ends_with("bpf-map");
+            } else if in_map && let Some(k) = kib_field(line, "Rss:") {
+                mapped += k;
+            }
+        }
+        let dir = format!("/proc/{pid}/fdinfo");
+        let mut seen = std::collections::HashSet::new();
+        let mut maps = 0;
+        for entry in std::fs::read_dir(&dir).map_err(io_err(format!("listing {dir}")))? {
+            let entry = entry.map_err(io_err(format!("listing {dir}")))?;
+            let Ok(info) = std::fs::read_to_string(entry.path()) else { continue };
+            let field = |key: &str| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            };
+            if let (Some(id), Some(memlock)) = (field("map_id:"), field("memlock:"))
+                && seen.insert(id)
+            {
+                maps += memlock;
+            }
+        }
+        Ok(Held { rss: vm_rss.saturating_sub(mapped) * 1024, maps })
+    }
+
+    fn total(self) -> u64 {
+        self.rss + self.maps
+    }
+
+    fn to_json(self) -> Value {
+        json!({ "rss_bytes": self.rss, "bpf_map_bytes": self.maps, "total_bytes": self.total() })
+    }
+}
+
+/// Open translations of the memory measurement.
+const MEMORY_OPEN: u16 = 50_000;
+
+/// natrec's memory: idle at the defaults, on a small gateway (`nf_conntrack_max` 16 384, as a
+/// router with 256 MB has) and on this machine's; then per open translation, with
+/// [`MEMORY_OPEN`] more translations open (one packet each, to distinct ports, kept by the
+/// lab's long UDP timeouts).
+fn memory(
+    lab: &GatewayLab,
+    source: SocketAddrV4,
+    server: Ipv4Addr,
+    work: &Path,
+    log: &mut dyn FnMut(&str),
+) -> Result<Value> {
+    let settle = Duration::from_secs(3);
+    let machine_max = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max")
+        .map_err(io_err("reading nf_conntrack_max"))?
+        .trim()
+        .to_owned();
+    let small = {
+        // natrec sizes its maps from nf_conntrack_max when it starts (a machine-wide value,
+        // read-only in namespaces): lowered for its start only.
+        let _max = super::sys::GlobalSysctl::set_to("net.netfilter.nf_conntrack_max", 16_384)?;
+        let dir = work.join("memory-small");
+        std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        let running = recorders::start(Recorder::Natrec, lab, &dir)?;
+        std::thread::sleep(settle);
+        let held = Held::of(pid_of(&running)?)?;
+        running.stop()?;
+        held
+    };
+    log(&format!("memory idle, nf_conntrack_max 16384: {small:?}"));
+    let dir = work.join("memory");
+    std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    let running = recorders::start(Recorder::Natrec, lab, &dir)?;
+    std::thread::sleep(settle);
+    let idle = Held::of(pid_of(&running)?)?;
+    // Distinct tuples: another source port, destination ports 1024….
+    let from = SocketAddrV4::new(*source.ip(), source.port() + 1);
+    let dests: Vec<SocketAddrV4> =
+        (0..MEMORY_OPEN).map(|i| SocketAddrV4::new(server, 1024 + i)).collect();
+    lab.hosts()[0].ns().run_in(move || -> Result<()> {
+        let sock = UdpSocket::bind(from).map_err(io_err(format!("binding {from}")))?;
+        for d in &dests {
+            sock.send_to(PAYLOAD, d).map_err(io_err(format!("sending to {d}")))?;
+        }
+        Ok(())
+    })??;
+    std::thread::sleep(settle);
+    let open = Held::of(pid_of(&running)?)?;
+    let recorded = running.stop()?;
+    log(&format!("memory idle: {idle:?}; with {MEMORY_OPEN} more open: {open:?}"));
+    let per_open = |a: u64, b: u64| (b as f64 - a as f64) / f64::from(MEMORY_OPEN);
+    Ok(json!({
+        "small_gateway": { "nf_conntrack_max": 16_384, "idle": small.to_json() },
+        "this_machine": {
+            "nf_conntrack_max": machine_max,
+            "idle": idle.to_json(),
+            "more_open": MEMORY_OPEN,
+            "with_more_open": open.to_json(),
+            "recorded_starts": recorded.starts,
+            "bytes_per_open": {
+                "rss": per_open(idle.rss, open.rss),
+                "bpf_maps": per_open(idle.maps, open.maps),
+                "total": per_open(idle.total(), open.total()),
+            },
+        },
+    }))
+}
+
+/// The kB value of the first line of `text` that starts with `key`.
+fn kib_field(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn pid_of(r: &recorders::Running) -> Result<u32> {
+    r.pid().ok_or_else(|| BenchError::Invalid("natrec has no pid".into()))
 }
 
 /// natrec with `--program-stats` during each workload: each program's runs per second and ns per

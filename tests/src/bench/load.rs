@@ -48,7 +48,7 @@ pub struct LoadDone {
 }
 
 /// A bijection of 0…PORTS-1 chosen by the seed (multiplier coprime to 64 000 = 2⁹·5³).
-fn port_of(seed: u64, k: u64) -> u16 {
+pub(super) fn port_of(seed: u64, k: u64) -> u16 {
     const MUL: u64 = 7919;
     let off = seed % PORTS;
     // 1024 + (k·MUL + off) mod PORTS ≤ 65 023.

@@ -24,6 +24,7 @@
 pub mod capture;
 pub mod forward;
 pub mod load;
+pub mod mix;
 pub mod query;
 pub mod recorders;
 pub mod report;

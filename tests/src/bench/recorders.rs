@@ -14,6 +14,7 @@ use recorder::import::{Format, Importer};
 use recorder::lookup::{Filter, TranslationSource as _};
 use recorder::store::Reader;
 
+use super::sys::GlobalSysctl;
 use super::{BenchError, Result, io_err};
 use crate::gateway::GatewayLab;
 use crate::lab::{ChildGuard, Netns};
@@ -83,7 +84,7 @@ impl Recorder {
                 "natrec record --wan wan0 --lan lanN… --dir DIR --stats-json --ends ctnetlink"
             }
             Recorder::ConntrackE => {
-                "conntrack -E -e NEW,DESTROY -o timestamp,extended -b 64MiB > FILE"
+                "sysctl net.core.rmem_default=67108864 (put back after); conntrack -E -e NEW,DESTROY -o timestamp,extended -b 67108864 > FILE"
             }
             Recorder::UlogdText => {
                 "ulogd2: NFCT (hash_enable=0, NEW+DESTROY) → IP2STR → PRINTFLOW → LOGEMU (sync=1)"
@@ -147,6 +148,8 @@ pub struct Running {
     natrec: Option<NatrecRecord>,
     child: Option<ChildGuard>,
     pid: Option<u32>,
+    /// `net.core.rmem_default`, raised while `conntrack -E` runs (see [`start`]).
+    _rmem_default: Option<GlobalSysctl>,
 }
 
 /// The file names a recorder writes in its run directory.
@@ -167,8 +170,14 @@ fn path_str(p: &Path) -> Result<&str> {
 /// and returns once it is ready to receive events.
 pub fn start(recorder: Recorder, lab: &GatewayLab, dir: &Path) -> Result<Running> {
     let gw = lab.gateway();
-    let mut running =
-        Running { recorder, dir: dir.to_owned(), natrec: None, child: None, pid: None };
+    let mut running = Running {
+        recorder,
+        dir: dir.to_owned(),
+        natrec: None,
+        child: None,
+        pid: None,
+        _rmem_default: None,
+    };
     match recorder {
         Recorder::None => {}
         Recorder::Natrec | Recorder::NatrecCtnetlink => {
@@ -194,6 +203,12 @@ pub fn start(recorder: Recorder, lab: &GatewayLab, dir: &Path) -> Result<Running
             running.natrec = Some(rec);
         }
         Recorder::ConntrackE => {
+            // conntrack-tools 1.4.7 applies `-b` to its dump socket, not to the event socket it
+            // opens for `-E` (and reads `64MiB` as 64): the event socket gets
+            // `net.core.rmem_default` (a machine-wide sysctl, not per namespace). A careful
+            // operator raises it before conntrack starts; it is put back when conntrack stops.
+            running._rmem_default =
+                GlobalSysctl::raise_to("net.core.rmem_default", NETLINK_RCVBUF)?;
             let out = dir.join(out_file(recorder));
             let err = dir.join("conntrack.stderr");
             let line = format!(

@@ -538,6 +538,7 @@ fn yes_no(met: bool, measured: bool) -> &'static str {
 /// Targets of the issue "The packet path".
 const TARGET_FORWARD_RATIO: f64 = 0.97;
 const TARGET_TAX_RATIO: f64 = 0.99;
+const TARGET_MIX_RATIO: f64 = 0.95;
 
 fn render_forward(md: &mut String, f: &Value) {
     let _ = writeln!(md, "## 5. The packet path\n");
@@ -600,6 +601,91 @@ fn render_forward(md: &mut String, f: &Value) {
         }
     }
     md.push('\n');
+    if f["mix"].is_object() {
+        render_mix(md, &f["mix"]);
+    }
+    if f["memory"].is_object() {
+        render_memory(md, &f["memory"]);
+    }
+}
+
+/// Targets of the issue "The packet path" for memory.
+const TARGET_IDLE_MB: f64 = 32.0;
+const TARGET_BYTES_PER_OPEN: f64 = 150.0;
+
+/// natrec's memory (part 5).
+fn render_memory(md: &mut String, m: &Value) {
+    let mb = |v: &Value| v.as_f64().map_or_else(|| "–".to_owned(), |b| format!("{:.1}", b / 1e6));
+    let small = &m["small_gateway"];
+    let here = &m["this_machine"];
+    let _ = writeln!(
+        md,
+        "**natrec's memory** (as the bench runs it: `--wan`, `--lan`, `--dir`, maps sized from `nf_conntrack_max` at start-up), 3 s after it started, process RSS (`VmRSS`, less the ring buffer's pages mapped into it, which the maps count) plus the kernel memory of its BPF maps (`memlock` in `/proc/PID/fdinfo`), in MB:\n\n| gateway | nf_conntrack_max | RSS | BPF maps | total (target ≤ {TARGET_IDLE_MB} MB on a small gateway) |\n|---|---|---|---|---|"
+    );
+    for (name, g) in [("small (256 MB router)", small), ("this machine", here)] {
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} | {} | {} |",
+            s(&g["nf_conntrack_max"]),
+            mb(&g["idle"]["rss_bytes"]),
+            mb(&g["idle"]["bpf_map_bytes"]),
+            mb(&g["idle"]["total_bytes"]),
+        );
+    }
+    let per = &here["bytes_per_open"];
+    let _ = writeln!(
+        md,
+        "\nWith {} more translations open (one packet each, kept open by long UDP timeouts; {} starts recorded): RSS {} MB, maps {} MB; per open translation {:.0} bytes of RSS and {:.0} of maps, {:.0} in all (target ≤ {TARGET_BYTES_PER_OPEN}). The maps of open translations grow by doubling, so the figure depends on where the count falls between two sizes.\n",
+        s(&here["more_open"]),
+        s(&here["recorded_starts"]),
+        mb(&here["with_more_open"]["rss_bytes"]),
+        mb(&here["with_more_open"]["bpf_map_bytes"]),
+        per["rss"].as_f64().unwrap_or(f64::NAN),
+        per["bpf_maps"].as_f64().unwrap_or(f64::NAN),
+        per["total"].as_f64().unwrap_or(f64::NAN),
+    );
+}
+
+/// The realistic mix (part 5 b).
+fn render_mix(md: &mut String, m: &Value) {
+    let model = &m["model"];
+    let _ = writeln!(
+        md,
+        "**A mix like a real gateway's** (b). {} UDP flows at once from one inside host, sent round-robin; each flow is a fresh 5-tuple (one translation) of a size drawn from a bounded Pareto distribution, α = {}, {} to {} packets, mean {:.1} packets (the tail Crovella and Bestavros measured for transfer sizes, α ≈ 1.0–1.3: {}); when a flow has sent its packets its slot starts the next. The outside answers each flow's first packet (a raw socket; the answers go back through the gateway, so the entry is established from the next packet on) and counts and drops the rest. UDP timeouts of {} s, so flows end within the run. The conntrack table is emptied before each measurement and every case sends the same packets. At the maximum the ratio is of packets forwarded per second; at a fixed rate, where every recorder keeps up, of the machine's CPU time per forwarded packet (all CPUs, from `/proc/stat`, the recorder's own threads included): the run without a recorder's over the case's.\n",
+        s(&model["slots"]),
+        s(&model["alpha"]),
+        s(&model["min_packets"]),
+        s(&model["max_packets"]),
+        model["mean_packets"].as_f64().unwrap_or(f64::NAN),
+        s(&model["source"]),
+        s(&model["udp_timeout_s"]),
+    );
+    let _ = writeln!(
+        md,
+        "| offered | recorder | packets/s forwarded | packets per new translation | machine CPU ns per packet | ratio (target ≥ {TARGET_MIX_RATIO}) |\n|---|---|---|---|---|---|"
+    );
+    for run in m["runs"].as_array().into_iter().flatten() {
+        let offered = run["rate"]
+            .as_u64()
+            .map_or_else(|| "maximum".to_owned(), |r| format!("{} /s", thousands(r as f64)));
+        let cases: Vec<String> = run["forwarded_pps"]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        let mut order: Vec<&String> = cases.iter().filter(|c| *c == "none").collect();
+        order.extend(cases.iter().filter(|c| *c != "none"));
+        for c in order {
+            let _ = writeln!(
+                md,
+                "| {offered} | {c} | {} | {} | {} | {} |",
+                fmt_count(&run["forwarded_pps"][c]),
+                fmt_spread(&run["packets_per_translation"][c], 1.0, 1),
+                fmt_spread(&run["machine_cpu_ns_per_packet"][c], 1.0, 0),
+                fmt_spread(&run["ratio"][c], 1.0, 3),
+            );
+        }
+    }
+    md.push('\n');
 }
 
 #[cfg(test)]
@@ -641,6 +727,46 @@ mod tests {
             md.contains("| established | natrec_wan_egress | 440\u{202f}000 | 48 | 2.13% |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn the_mix_and_memory_render_their_rows() {
+        let sp = |v: &[f64]| Spread::of(v).expect("values").to_json();
+        let m = serde_json::json!({
+            "model": { "slots": 1000, "alpha": 1.1, "min_packets": 2.0, "max_packets": 1e6,
+                       "mean_packets": 15.62, "source": "C&B 1997", "udp_timeout_s": 2 },
+            "runs": [
+                { "rate": null, "forwarded_pps": { "none": sp(&[400_000.0]), "natrec": sp(&[380_000.0]) },
+                  "machine_cpu_ns_per_packet": { "none": sp(&[2000.0]), "natrec": sp(&[2100.0]) },
+                  "packets_per_translation": { "none": sp(&[15.0]), "natrec": sp(&[15.0]) },
+                  "ratio": { "none": sp(&[1.0]), "natrec": sp(&[0.95]) } },
+                { "rate": 50_000, "forwarded_pps": { "natrec": sp(&[50_000.0]), "none": sp(&[50_000.0]) },
+                  "machine_cpu_ns_per_packet": { "none": sp(&[2000.0]), "natrec": sp(&[2500.0]) },
+                  "packets_per_translation": { "none": sp(&[13.6]), "natrec": sp(&[13.6]) },
+                  "ratio": { "none": sp(&[1.0]), "natrec": sp(&[0.8]) } },
+            ],
+        });
+        let mut md = String::new();
+        render_mix(&mut md, &m);
+        assert!(md.contains("mean 15.6 packets"), "{md}");
+        assert!(md.contains("| maximum | natrec | 380\u{202f}000 | 15.0 | 2100 | 0.950 |"), "{md}");
+        let none =
+            md.find("| 50\u{202f}000 /s | none |").expect("the fixed rate without a recorder");
+        let natrec = md
+            .find("| 50\u{202f}000 /s | natrec | 50\u{202f}000 | 13.6 | 2500 | 0.800 |")
+            .expect("natrec at 50 000/s");
+        assert!(none < natrec, "{md}");
+        let held = |rss: u64, maps: u64| serde_json::json!({ "rss_bytes": rss, "bpf_map_bytes": maps, "total_bytes": rss + maps });
+        let mem = serde_json::json!({
+            "small_gateway": { "nf_conntrack_max": 16384, "idle": held(19_000_000, 5_700_000) },
+            "this_machine": { "nf_conntrack_max": "262144", "idle": held(30_000_000, 40_000_000), "more_open": 50000,
+                "with_more_open": held(40_000_000, 40_000_000), "recorded_starts": 51000,
+                "bytes_per_open": { "rss": 200.0, "bpf_maps": 0.0, "total": 200.0 } },
+        });
+        let mut md = String::new();
+        render_memory(&mut md, &mem);
+        assert!(md.contains("| small (256 MB router) | 16384 | 19.0 | 5.7 | 24.7 |"), "{md}");
+        assert!(md.contains("200 bytes of RSS and 0 of maps, 200 in all"), "{md}");
     }
 
     #[test]

@@ -218,6 +218,16 @@ impl GlobalSysctl {
         Ok(Some(GlobalSysctl { path, old }))
     }
 
+    /// Sets `key` to `value` whatever it was; returns the guard that restores it.
+    pub fn set_to(key: &str, value: u64) -> Result<GlobalSysctl> {
+        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+        let old = std::fs::read_to_string(&path)
+            .map_err(io_err(format!("reading {}", path.display())))?;
+        std::fs::write(&path, value.to_string())
+            .map_err(io_err(format!("writing {}", path.display())))?;
+        Ok(GlobalSysctl { path, old: old.trim().to_owned() })
+    }
+
     /// The value it had before.
     pub fn old(&self) -> &str {
         &self.old

@@ -10,7 +10,7 @@
 //!                      [--results DIR] [--markdown FILE]
 //! natrec-bench query   [--natrec PATH] [--natrec-gen PATH] [--sizes 1000000,10000000]
 //!                      [--raw-text-budget BYTES] [--seed N] [--results DIR] [--markdown FILE]
-//! natrec-bench forward [--natrec PATH] [--flows N] [--duration SECS] [--reps N]
+//! natrec-bench forward [--natrec PATH] [--flows N] [--mix-slots N] [--mix-rates N,N…] [--duration SECS] [--reps N]
 //!                      [--recorders natrec,natrec-ctnetlink,conntrack-E] [--results DIR] [--markdown FILE]
 //! natrec-bench report  [--results DIR] [--markdown FILE]
 //! ```
@@ -28,6 +28,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, bail};
 use natrec_tests::bench::capture::{self, CaptureOptions};
 use natrec_tests::bench::forward::{self, ForwardOptions};
+use natrec_tests::bench::mix::MixOptions;
 use natrec_tests::bench::query::{self, QueryOptions};
 use natrec_tests::bench::recorders::Recorder;
 use natrec_tests::bench::report;
@@ -36,7 +37,7 @@ use natrec_tests::lab::ensure_root_capabilities;
 
 const USAGE: &str = "usage: natrec-bench capture [--natrec PATH] [--duration SECS] [--reps N] \
 [--rates 1000,10000,50000,max] [--recorders natrec,conntrack-E,ulogd2-text,ulogd2-json] [--seed N] \
-[--results DIR] [--markdown FILE] [--keep DIR] [--compress-rate RATE|none]\n       natrec-bench storage [--natrec PATH] [--natrec-gen PATH] [--flows N] [--seed N] [--results DIR] [--markdown FILE]\n       natrec-bench query [--natrec PATH] [--natrec-gen PATH] [--sizes N,N…] [--raw-text-budget BYTES] [--seed N] [--results DIR] [--markdown FILE]\n       natrec-bench forward [--natrec PATH] [--flows N] [--duration SECS] [--reps N] [--recorders natrec,natrec-ctnetlink,conntrack-E] [--results DIR] [--markdown FILE]\n       natrec-bench report [--results DIR] [--markdown FILE]";
+[--results DIR] [--markdown FILE] [--keep DIR] [--compress-rate RATE|none]\n       natrec-bench storage [--natrec PATH] [--natrec-gen PATH] [--flows N] [--seed N] [--results DIR] [--markdown FILE]\n       natrec-bench query [--natrec PATH] [--natrec-gen PATH] [--sizes N,N…] [--raw-text-budget BYTES] [--seed N] [--results DIR] [--markdown FILE]\n       natrec-bench forward [--natrec PATH] [--flows N] [--mix-slots N] [--mix-rates 50000,150000] [--duration SECS] [--reps N] [--recorders natrec,natrec-ctnetlink,conntrack-E] [--results DIR] [--markdown FILE]\n       natrec-bench report [--results DIR] [--markdown FILE]";
 
 /// `query` keeps the raw `conntrack -E` text (and runs `grep` on it) only up to this size: 10 M
 /// translations take about 3.6 GB, 100 M about 36 GB.
@@ -68,6 +69,7 @@ struct Args {
     results: PathBuf,
     markdown: PathBuf,
     capture: CaptureOptions,
+    mix: MixOptions,
 }
 
 fn parse_args(argv: &[String]) -> Result<Args> {
@@ -94,6 +96,7 @@ fn parse_args(argv: &[String]) -> Result<Args> {
         results: root.join("bench-results"),
         markdown: root.join("BENCHMARKS.md"),
         capture: CaptureOptions::default(),
+        mix: MixOptions::default(),
     };
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| anyhow!("{flag} expects a value\n{USAGE}"));
@@ -169,6 +172,27 @@ fn parse_args(argv: &[String]) -> Result<Args> {
                         }),
                     })
                     .collect::<Result<_>>()?;
+            }
+            "--mix-rates" => {
+                let v = value()?;
+                args.mix.rates = v
+                    .split(',')
+                    .filter(|r| !r.trim().is_empty())
+                    .map(|r| {
+                        r.trim().parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                            anyhow!(
+                                "--mix-rates expects packet rates (positive numbers), got {r:?}"
+                            )
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+            }
+            "--mix-slots" => {
+                let v = value()?;
+                args.mix.slots =
+                    v.parse().ok().filter(|n| (64..=100_000).contains(n)).ok_or_else(|| {
+                        anyhow!("--mix-slots expects 64 to 100000 flows, got {v:?}")
+                    })?;
             }
             "--recorders" => {
                 let v = value()?;
@@ -275,6 +299,7 @@ fn real_main() -> Result<()> {
             duration: args.capture.duration,
             reps: args.capture.reps,
             recorders,
+            mix: args.mix.clone(),
         };
         capture::stop_on_signals();
         let mut doc = forward::run(&opts, &mut |line| eprintln!("natrec-bench: {line}"))?;
