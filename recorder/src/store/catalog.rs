@@ -24,7 +24,7 @@ use std::io::Write as _;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
-use super::segment::{self, HEADER_LEN, Header, SEAL_FRAME, Seal, T_SEAL, frame_at};
+use super::segment::{HEADER_LEN, Header, SEAL_FRAME, Seal, T_SEAL, frame_at};
 use super::{Resolution, StoreError};
 
 /// The catalog's file name in a segment directory.
@@ -127,7 +127,7 @@ pub(crate) fn summaries(
 /// but the next open's speed.
 pub(crate) fn refresh(dir: &Path) {
     let known = load(dir);
-    match segment::segment_files(dir).and_then(|files| summaries(&known, &files)) {
+    match super::dir::segment_files(dir).and_then(|files| summaries(&known, &files)) {
         Ok((_, fresh)) if fresh != known => store(dir, &fresh),
         Ok(_) => {}
         Err(e) => {

@@ -5,70 +5,52 @@
 //! `YYYYMMDDTHHMMSS.mmmZ-SSSSSSSSSS` (creation time UTC, then the 10-digit segment sequence
 //! number), so names sort by time. `retention.log` records the segments retention deleted.
 //!
-//! # Format (version 2, all integers little-endian)
+//! # Format
 //!
-//! The full specification, with every field, is `docs/FORMAT.md`; in short:
+//! `docs/FORMAT.md` is the specification (version 2), with every field; in outline:
 //!
-//! ```text
-//! segment  := header frame*            (an .open file; its tail may be torn)
-//!           | header block+ index seal (a sealed file)
-//! header   := "NATRSEG1" u16 version=2 u8 resolution u8 0 u32 0 u64 seq i64 created_ns
-//!             [32] prev_chain u32 crc32(bytes 0..64) u32 0                         (72 bytes)
-//! frame    := u8 type u8[3]=0 u32 len u32 crc32(type, len, payload) payload[len]
-//!             type 1 = block, 2 = seal, 3 = index
-//! seal     := frame of type 2 whose payload is 120 bytes, the last 132 bytes of a sealed file:
-//!             u64 seq u32 blocks u64 records u64 new_records i64 min_time i64 max_time
-//!             u64 index_offset [32] content_sha256 [32] chain u8 resolution u8[3]=0
-//!             content_sha256 = SHA-256(file bytes before the seal frame)
-//!             chain          = SHA-256(prev_chain ‖ content_sha256 ‖ seq as u64 LE)
-//! ```
+//! - A segment is a 72-byte header (magic, version, resolution, sequence number, creation
+//!   time, the predecessor's chain), then frames (type, length, CRC-32, payload): blocks, and in
+//!   a sealed file an index and, last, the seal. The seal holds the SHA-256 of every byte before
+//!   it and the chain, SHA-256(predecessor's chain ‖ that hash ‖ sequence number), so that
+//!   changing, removing or reordering a sealed segment breaks the chain.
+//! - A block holds records (one translation each) column by column ([`codec`]). In an `.open`
+//!   segment blocks hold events as they came: full records, and ends as references to their
+//!   start's record. Sealing rewrites them as groups (the checkpoint, then duration classes),
+//!   each sorted by start, every translation once with its end.
+//! - A translation still open at a seal is carried into the next segment's checkpoint, so that
+//!   a query at any instant of a long flow finds it in the segment that covers that instant,
+//!   also across a restart.
+//! - The index is a cache that a walk of the frames rebuilds; it holds each block's offset,
+//!   counts, time range and a filter of its outside endpoints (`bloom.rs`).
 //!
-//! A **block** holds records column by column (see [`codec`]): per-block dictionaries of inside,
-//! outside and remote addresses, a per-block table of (protocol, remote port) *services* that
-//! records refer to by a one-byte code, ports as byte planes, start times delta-coded in the
-//! segment's [`Resolution`], durations in streams by service, each column zstd-compressed.
-//! A reader refuses a segment of another version with an error naming both versions (version 1
-//! segments, written before the service table, are not read by this version). A record is one translation: start,
-//! optional end, endpoints, kind, protocol, zone, flags, and a `carried` bit.
+//! # Files
 //!
-//! **Invariants.** Every frame's CRC holds. In a sealed segment, blocks come as *groups*:
-//! checkpoint records first (translations started in an earlier segment and still open when this
-//! one began, `carried` set), then new translations by duration class (under 45 s, under 150 s,
-//! under 10 min, longer or still open), each group sorted by start; every translation of the segment appears
-//! once, merged with its end when that end happened before the seal. A translation open at seal
-//! is carried into the next segment's checkpoint, so a query at any instant of a long flow finds
-//! it in the segment covering that instant, also across a restart (recovery seals the torn
-//! segment and the new one starts with the recovered open translations). `prev_chain` of segment
-//! `n` is the `chain` of segment `n - 1` (zeros for segment 0, or the chain recorded in
-//! `retention.log` for a deleted predecessor).
-//!
-//! The index frame is a cache: it can always be rebuilt by walking the block frames. Besides
-//! each block's offset, counts and time range it carries (since the endpoint filters were
-//! introduced; older indexes end before them) a per-block filter of the outside
-//! (address, port) pairs (see `bloom.rs`): an exact, zstd-compressed port bitmap per busy
-//! outside address, a Bloom filter (~1 % false positives, 10 bits per distinct pair) for the
-//! others; a point query reads only the blocks that may hold its outside endpoint. An index without
-//! filters, or one rebuilt by walking the frames, reads every block whose time range matches.
-//!
-//! In an `.open` segment, blocks hold events as they came: full records (starts, and ends whose
-//! start is not in the segment) and *end references* (segment ordinal of the full record, end
-//! time, flags). The first block is the checkpoint (block kind 1). Recovery keeps every frame
-//! whose CRC holds and cuts the file after the last one.
-
+//! - `segment.rs`: the file format (header, frames, seal, index), reading a segment's
+//!   metadata and blocks, recovering an `.open` file.
+//! - `codec.rs`: records, address interning, the block encoding and its decoding.
+//! - `seal.rs`: sealing an `.open` segment, and the thread that seals rotated ones in order.
+//! - `dir.rs`: segment file names, listing, `natrec segments`.
+//! - `chain.rs`: the hash chain across segments and `retention.log`.
+//! - `writer.rs`: buffering, flushing, rotation, recovery, retention.
+//! - `reader.rs`: queries; `catalog.rs`: the cache of sealed segments' time ranges;
+//!   `bloom.rs`: the endpoint filters; `verify.rs`: `natrec verify`.
 //!
 //! # Limits
 //!
-//! Sealing runs on the writer's own seal thread (zstd level 1 by default, about 0.3 µs a
-//! translation on the synthetic workload; about 0.5 µs at level 9, 3.3 µs at 19): at rotation
-//! the next segment starts at once and keeps flushing, so a `kill -9` during a seal loses no more
-//! than one flush interval. Seals run one at a time in sequence order (each chains to the one
-//! before); while one fails (disk full) the later ones wait. Sealing needs the records of the
-//! segment in memory (about 40 bytes a translation) and free disk space for the sealed copy.
+//! Sealing runs on a thread of its own: at rotation the next segment starts at once and keeps
+//! flushing, so a `kill -9` during a seal loses no more than one flush interval. Seals run one
+//! at a time in sequence order (each chains to the one before); while one fails (disk full) the
+//! later ones wait. Sealing needs the segment's records in memory and free disk space for the
+//! sealed copy.
 
 mod bloom;
 mod catalog;
+mod chain;
 pub(crate) mod codec;
+mod dir;
 mod reader;
+mod seal;
 mod segment;
 mod verify;
 mod writer;
@@ -76,8 +58,8 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use dir::{SegmentInfo, SegmentState, list_segments};
 pub use reader::Reader;
-pub use segment::{SegmentInfo, SegmentState, list_segments};
 pub use verify::{Problem, ProblemKind, VerifyReport, verify};
 pub use writer::{Writer, WriterStats};
 

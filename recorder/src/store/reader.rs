@@ -23,7 +23,8 @@ use jiff::Timestamp;
 use super::bloom::Probe;
 use super::catalog::{self, Summary};
 use super::codec::{BlockView, DictLens, DictView, EndRef, KIND_CHECKPOINT, Rec, Select};
-use super::segment::{self, SegMeta, SegmentInfo};
+use super::dir::{SegmentInfo, segment_files};
+use super::segment::{self, SegMeta};
 use super::writer::to_translation;
 use super::{Resolution, StoreError};
 use crate::lookup::{Damage, EndpointMatch, Filter, ScanReport, TranslationSource};
@@ -60,7 +61,7 @@ impl Reader {
     /// index of a segment is read (or rebuilt, when its seal or index is damaged) when a scan
     /// first needs it.
     pub fn open(dir: &Path) -> Result<Reader, StoreError> {
-        let files = segment::segment_files(dir)?;
+        let files = segment_files(dir)?;
         let (summaries, _) = catalog::summaries(&catalog::load(dir), &files)?;
         let segs = files
             .into_iter()
@@ -428,14 +429,16 @@ fn scan_sealed(
         s.report.translations_scanned += n_full;
         for r in c.recs.iter().filter(|r| c.may_match(r, s.filter, from_u, to_u)) {
             let t = block_translation(r, &c.views, m.resolution)
-                .map_err(|e| StoreError::corrupt(&m.path, e.to_string()))?;
+                .map_err(|reason| StoreError::corrupt(&m.path, reason))?;
             s.record(t, r.carried, overlaps, prev);
         }
     }
     Ok(())
 }
 
-fn block_translation(r: &Rec, d: &Views<'_>, res: Resolution) -> Result<Translation, StoreError> {
+/// A decoded record as a translation, its addresses from the block's dictionaries; the error
+/// says what is damaged.
+fn block_translation(r: &Rec, d: &Views<'_>, res: Resolution) -> Result<Translation, String> {
     let mut t = to_translation(
         &Rec { inside: 0, outside: 0, remote: 0, ..*r },
         &[IpAddr::from([0u8; 4])],
@@ -445,7 +448,7 @@ fn block_translation(r: &Rec, d: &Views<'_>, res: Resolution) -> Result<Translat
         d.0[k]
             .as_ref()
             .and_then(|v| v.get(i))
-            .ok_or_else(|| StoreError::Time("address index".into()))
+            .ok_or_else(|| format!("a record names address {i}, beyond its block's dictionary"))
     };
     t.inside.set_ip(get(0, r.inside)?);
     t.outside.set_ip(get(1, r.outside)?);
@@ -593,7 +596,7 @@ fn scan_open(
     for c in &decoded {
         for r in c.recs.iter().filter(|r| c.may_match(r, s.filter, from_u, to_u)) {
             let t = block_translation(r, &c.views, header.resolution)
-                .map_err(|e| StoreError::corrupt(&m.path, e.to_string()))?;
+                .map_err(|reason| StoreError::corrupt(&m.path, reason))?;
             s.record(t, r.carried, true, prev);
         }
     }
@@ -718,7 +721,7 @@ mod tests {
     }
 
     fn sealed_segments(dir: &Path) -> Vec<PathBuf> {
-        let segs: Vec<PathBuf> = segment::segment_files(dir)
+        let segs: Vec<PathBuf> = segment_files(dir)
             .expect("list")
             .into_iter()
             .filter(|p| p.extension().is_some_and(|e| e == "seg"))
@@ -931,7 +934,7 @@ mod tests {
         // Flushed, never sealed: the directory holds one `.open` segment, as while recording.
         w.tick(Timestamp::now()).expect("flush");
         drop(w);
-        let files = segment::segment_files(dir.path()).expect("list");
+        let files = segment_files(dir.path()).expect("list");
         assert!(files.len() == 1 && files[0].extension().is_some_and(|e| e == "open"), "{files:?}");
         let meta = segment::load_meta(&files[0]).expect("meta");
         let n_blocks = meta.blocks.len() as u64;

@@ -1,19 +1,15 @@
-//! Segment files: header, frames, seal, index, sealing an `.open` file, listing.
+//! The segment file format: header, frames, seal, index; reading a segment's metadata and
+//! blocks; recovering an `.open` file. Sealing is in `seal.rs`, the directory in `dir.rs`.
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
 use super::bloom::{BlockFilter, Shared};
-use super::codec::{
-    self, BlockView, CLASS_CARRIED, Cur, EndRef, Interner, KIND_CHECKPOINT, KIND_SEALED, Rec,
-    put_uvarint,
-};
+use super::codec::{self, BlockView, CLASS_CARRIED, Cur, EndRef, Interner, Rec, put_uvarint};
 use super::{Resolution, StoreError};
 
 pub(crate) const MAGIC: &[u8; 8] = b"NATRSEG1";
@@ -33,7 +29,7 @@ const MAX_FRAME: usize = 1 << 30;
 /// within one class limit before its instant: limits close above the durations conntrack's
 /// timeouts make common (about 30 s for unreplied UDP and DNS, 120 s plus activity for closed
 /// TCP and UDP streams) keep that span short for most records.
-const CLASS_LIMITS_S: [i64; 3] = [45, 150, 600];
+pub(crate) const CLASS_LIMITS_S: [i64; 3] = [45, 150, 600];
 /// Number of duration classes.
 pub(crate) const N_CLASSES: usize = CLASS_LIMITS_S.len() + 1;
 const _: () =
@@ -105,7 +101,7 @@ pub(crate) struct Seal {
 }
 
 impl Seal {
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(SEAL_PAYLOAD);
         b.extend_from_slice(&self.seq.to_le_bytes());
         b.extend_from_slice(&self.blocks.to_le_bytes());
@@ -584,339 +580,6 @@ pub(crate) fn apply_refs(recs: &mut [Rec], refs: &[EndRef]) {
             rec.flags |= r.flags;
         }
     }
-}
-
-/// The duration class of a new record: the first class whose limit its duration is under, the
-/// last for longer or open records.
-fn class_of(r: &Rec, res: Resolution) -> u8 {
-    let Some(e) = r.end else { return N_CLASSES as u8 - 1 };
-    let d = e.saturating_sub(r.start);
-    CLASS_LIMITS_S
-        .iter()
-        .position(|lim| d < res.duration_units(std::time::Duration::from_secs(*lim as u64)))
-        .unwrap_or(N_CLASSES - 1) as u8
-}
-
-/// The records ordered by group (carried first, then duration classes 0, 1, …), each group by
-/// start: a stable counting sort by group, then a stable sort of each group by start (records
-/// arrive nearly in start order, which the adaptive sort handles in about linear time).
-fn sort_groups(recs: &[Rec], res: Resolution) -> Vec<Rec> {
-    const GROUPS: usize = N_CLASSES + 1;
-    let limits =
-        CLASS_LIMITS_S.map(|s| res.duration_units(std::time::Duration::from_secs(s as u64)));
-    let group = |r: &Rec| -> usize {
-        if r.carried {
-            return 0;
-        }
-        match r.end {
-            Some(e) => {
-                1 + limits
-                    .iter()
-                    .position(|&l| e.saturating_sub(r.start) < l)
-                    .unwrap_or(N_CLASSES - 1)
-            }
-            None => N_CLASSES,
-        }
-    };
-    let mut counts = [0usize; GROUPS];
-    for r in recs.iter() {
-        counts[group(r)] += 1;
-    }
-    let mut at = [0usize; GROUPS];
-    for g in 1..GROUPS {
-        at[g] = at[g - 1] + counts[g - 1];
-    }
-    let starts = at;
-    let mut out = recs.to_vec();
-    for r in recs.iter() {
-        let g = group(r);
-        out[at[g]] = *r;
-        at[g] += 1;
-    }
-    for g in 0..GROUPS {
-        let part = &mut out[starts[g]..starts[g] + counts[g]];
-        if !part.is_sorted_by_key(|r| r.start) {
-            part.sort_by_key(|r| r.start);
-        }
-    }
-    out
-}
-
-/// A writer that hashes what it writes.
-struct HashingWriter<W: Write> {
-    inner: W,
-    sha: Sha256,
-    written: u64,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.sha.update(&buf[..n]);
-        self.written += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-pub(crate) fn write_sealed(
-    final_path: &Path,
-    header: &Header,
-    recs: &[Rec],
-    addrs: &[std::net::IpAddr],
-    block_records: usize,
-    level: i32,
-) -> Result<[u8; 32], StoreError> {
-    let tmp = final_path.with_extension("seg.tmp");
-    let res = write_sealed_tmp(&tmp, header, recs, addrs, block_records, level);
-    let chain = match res {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
-    fs::rename(&tmp, final_path).map_err(|e| StoreError::io("renaming", &tmp, e))?;
-    if let Some(dir) = final_path.parent() {
-        sync_dir(dir)?;
-    }
-    Ok(chain)
-}
-
-fn write_sealed_tmp(
-    tmp: &Path,
-    header: &Header,
-    recs: &[Rec],
-    addrs: &[std::net::IpAddr],
-    block_records: usize,
-    level: i32,
-) -> Result<[u8; 32], StoreError> {
-    let res = header.resolution;
-    let io = |op| move |e| StoreError::io(op, tmp, e);
-    let file =
-        super::create_options().write(true).truncate(true).open(tmp).map_err(io("creating"))?;
-    let mut w = HashingWriter {
-        inner: BufWriter::with_capacity(1 << 20, file),
-        sha: Sha256::new(),
-        written: 0,
-    };
-    w.write_all(&header.encode()).map_err(io("writing"))?;
-    let recs = sort_groups(recs, res);
-    let mut index = Vec::new();
-    let mut payload = Vec::new();
-    let mut frame = Vec::new();
-    let mut i = 0;
-    let block_records = block_records.max(1);
-    while i < recs.len() {
-        let group = |r: &Rec| if r.carried { CLASS_CARRIED } else { class_of(r, res) };
-        let g = group(&recs[i]);
-        let mut j = i;
-        while j < recs.len() && j - i < block_records && group(&recs[j]) == g {
-            j += 1;
-        }
-        payload.clear();
-        let kind = if g == CLASS_CARRIED { KIND_CHECKPOINT } else { KIND_SEALED };
-        let meta = codec::encode_block(kind, g, 0, &recs[i..j], &[], addrs, level, &mut payload)
-            .map_err(io("compressing"))?;
-        frame.clear();
-        frame_bytes(&mut frame, T_BLOCK, &payload);
-        let filter = BlockFilter::of(&recs[i..j], addrs);
-        index.push(BlockEntry { offset: w.written, len: frame.len() as u64, meta, filter });
-        w.write_all(&frame).map_err(io("writing"))?;
-        i = j;
-    }
-    let index_offset = w.written;
-    frame.clear();
-    frame_bytes(&mut frame, T_INDEX, &encode_index(&index));
-    w.write_all(&frame).map_err(io("writing"))?;
-    let content_sha: [u8; 32] = w.sha.clone().finalize().into();
-    let chain = chain_hash(&header.prev_chain, &content_sha, header.seq);
-    let new: Vec<&Rec> = recs.iter().filter(|r| !r.carried).collect();
-    let seal = Seal {
-        seq: header.seq,
-        blocks: index.len() as u32,
-        records: recs.len() as u64,
-        new_records: new.len() as u64,
-        min_time: new.iter().map(|r| r.start).min().unwrap_or(0),
-        max_time: recs.iter().map(|r| r.end.unwrap_or(r.start)).max().unwrap_or(0),
-        index_offset,
-        content_sha,
-        chain,
-        resolution: res,
-    };
-    frame.clear();
-    frame_bytes(&mut frame, T_SEAL, &seal.encode());
-    w.write_all(&frame).map_err(io("writing"))?;
-    let file = w.inner.into_inner().map_err(|e| StoreError::io("writing", tmp, e.into_error()))?;
-    file.sync_all().map_err(io("syncing"))?;
-    Ok(chain)
-}
-
-/// fsyncs a directory so renames and creations in it are durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::io("syncing directory", dir, e))
-}
-
-/// A segment's file name (without extension): creation time, then sequence number.
-pub(crate) fn segment_stem(created_ns: i64, seq: u64) -> String {
-    let t = Timestamp::from_nanosecond(i128::from(created_ns)).unwrap_or(Timestamp::UNIX_EPOCH);
-    let ms = created_ns.rem_euclid(1_000_000_000) / 1_000_000;
-    format!("{}.{ms:03}Z-{seq:010}", t.strftime("%Y%m%dT%H%M%S"))
-}
-
-/// The sequence number in a segment file name.
-pub(crate) fn seq_of_name(path: &Path) -> Option<u64> {
-    let stem = path.file_name()?.to_str()?.split('.').take(2).collect::<Vec<_>>().join(".");
-    stem.rsplit('-').next()?.parse().ok()
-}
-
-/// The segment files of `dir` (sealed and open), in sequence order.
-pub(crate) fn segment_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
-    let rd = fs::read_dir(dir).map_err(|e| StoreError::io("listing", dir, e))?;
-    let mut out = Vec::new();
-    for ent in rd {
-        let ent = ent.map_err(|e| StoreError::io("listing", dir, e))?;
-        let p = ent.path();
-        let ext = p.extension().and_then(|e| e.to_str());
-        if matches!(ext, Some("seg") | Some("open")) && seq_of_name(&p).is_some() {
-            out.push(p);
-        }
-    }
-    out.sort_by_key(|p| (seq_of_name(p), p.extension().is_some_and(|e| e == "open")));
-    Ok(out)
-}
-
-/// The state of a segment file.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SegmentState {
-    /// Sealed, seal and index readable.
-    Sealed,
-    /// Being written (or left by a crash: the next `natrec record` recovers it).
-    Open,
-    /// Some part cannot be read; `natrec verify` says which.
-    Damaged,
-}
-
-/// One line of `natrec segments`.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct SegmentInfo {
-    pub path: PathBuf,
-    pub seq: u64,
-    pub state: SegmentState,
-    /// Earliest start of a translation that began in this segment.
-    pub first: Option<Timestamp>,
-    /// Latest start or end written.
-    pub last: Option<Timestamp>,
-    /// Translations that began in this segment (for an open segment: full records so far).
-    pub records: u64,
-    /// Translations carried over from the previous segment (checkpoint).
-    pub carried: u64,
-    pub blocks: u64,
-    pub bytes: u64,
-    pub resolution: Resolution,
-}
-
-impl serde::Serialize for Resolution {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
-    }
-}
-
-impl SegmentInfo {
-    /// File bytes per translation that began in the segment.
-    pub fn bytes_per_record(&self) -> Option<f64> {
-        (self.records > 0).then(|| self.bytes as f64 / self.records as f64)
-    }
-}
-
-impl SegmentInfo {
-    /// A segment file that could not be read at all.
-    pub(crate) fn unreadable(path: &Path) -> SegmentInfo {
-        SegmentInfo {
-            path: path.to_owned(),
-            seq: seq_of_name(path).unwrap_or(0),
-            state: SegmentState::Damaged,
-            first: None,
-            last: None,
-            records: 0,
-            carried: 0,
-            blocks: 0,
-            bytes: fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-            resolution: Resolution::default(),
-        }
-    }
-
-    pub(crate) fn from_meta(m: &SegMeta) -> SegmentInfo {
-        let res = m.resolution;
-        let ts = |u: i64| res.from_units(u).ok();
-        let carried: u64 =
-            m.blocks.iter().filter(|b| b.meta.kind == KIND_CHECKPOINT).map(|b| b.meta.n_full).sum();
-        let total: u64 = m.blocks.iter().map(|b| b.meta.n_full).sum();
-        let new = m.blocks.iter().filter(|b| b.meta.kind != KIND_CHECKPOINT);
-        let (first, last) =
-            match m.seal {
-                Some(s) if m.damage.is_empty() => (
-                    (s.new_records > 0).then(|| ts(s.min_time)).flatten(),
-                    (s.records > 0).then(|| ts(s.max_time)).flatten(),
-                ),
-                _ => (
-                    new.clone()
-                        .filter(|b| b.meta.n_full > 0)
-                        .map(|b| b.meta.min_start)
-                        .min()
-                        .and_then(ts),
-                    m.blocks
-                        .iter()
-                        .map(|b| {
-                            if b.meta.max_end == i64::MAX {
-                                b.meta.max_start
-                            } else {
-                                b.meta.max_end
-                            }
-                        })
-                        .max()
-                        .and_then(ts),
-                ),
-            };
-        SegmentInfo {
-            path: m.path.clone(),
-            seq: m
-                .header
-                .map(|h| h.seq)
-                .or(m.seal.map(|s| s.seq))
-                .or(seq_of_name(&m.path))
-                .unwrap_or(0),
-            state: if !m.damage.iter().all(|(_, r)| r.starts_with("torn tail")) {
-                SegmentState::Damaged
-            } else if m.sealed {
-                SegmentState::Sealed
-            } else {
-                SegmentState::Open
-            },
-            first,
-            last,
-            records: total - carried,
-            carried,
-            blocks: m.blocks.len() as u64,
-            bytes: m.bytes,
-            resolution: res,
-        }
-    }
-}
-
-/// Lists the segments of `dir` in order.
-pub fn list_segments(dir: &Path) -> Result<Vec<SegmentInfo>, StoreError> {
-    let mut out = Vec::new();
-    for p in segment_files(dir)? {
-        let m = load_meta(&p)?;
-        out.push(SegmentInfo::from_meta(&m));
-    }
-    Ok(out)
 }
 
 /// Rewrites the sealed segment at `path` as a writer without endpoint filters made it: the

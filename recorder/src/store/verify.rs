@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::StoreError;
+use super::chain::{hex, read_retention};
 use super::codec::BlockView;
+use super::dir::{segment_files, seq_of_name};
 use super::segment::{self, Header, SEAL_FRAME};
-use super::writer::{hex, read_retention};
 
 /// What is wrong with a part of the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -64,7 +65,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, StoreError> {
     let mut rep = VerifyReport::default();
     let retention = read_retention(dir)?;
     rep.deleted_by_retention = retention.len() as u64;
-    let files = segment::segment_files(dir)?;
+    let files = segment_files(dir)?;
     let mut prev: Option<(u64, [u8; 32], PathBuf)> = None;
     for (fi, p) in files.iter().cloned().enumerate() {
         rep.segments += 1;
@@ -100,7 +101,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, StoreError> {
             prev = None;
             continue;
         };
-        let name_seq = segment::seq_of_name(&p);
+        let name_seq = seq_of_name(&p);
         if name_seq != Some(header.seq) {
             problem(
                 ProblemKind::OutOfOrder,
@@ -154,7 +155,7 @@ fn check_link(
     header: &Header,
     prev: Option<&(u64, [u8; 32], PathBuf)>,
     check_hash: bool,
-    retention: &[super::writer::RetentionEntry],
+    retention: &[super::chain::RetentionEntry],
     problem: &mut impl FnMut(ProblemKind, Option<u64>, String),
 ) {
     match prev {

@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 
 use super::catalog;
+use super::chain::{last_chain, record_deletion};
 use super::codec::{self, EndRef, Interner, KIND_CHECKPOINT, KIND_LIVE, Rec};
+use super::dir::{segment_files, segment_stem, seq_of_name, sync_dir};
+use super::seal::{RETRY_SECS, Sealer, seal_recovered};
 use super::segment::{self, Header, T_BLOCK};
 use super::{Resolution, StoreError, WriterOptions};
 use crate::model::{Flags, FlowEvent, Proto, Translation};
@@ -18,12 +21,8 @@ use crate::open_table::OpenTable;
 
 /// zstd level of live blocks (rewritten at seal).
 const LIVE_LEVEL: i32 = 1;
-/// How long to wait before retrying a rotation or segment creation that failed.
-const RETRY_SECS: i64 = 10;
 /// How often retention runs between rotations.
 const RETENTION_EVERY_SECS: i64 = 60;
-/// The name of the retention log in a store directory.
-pub(crate) const RETENTION_LOG: &str = "retention.log";
 
 /// Counters of a [`Writer`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -191,7 +190,7 @@ impl Writer {
         // Each recovered segment chains to the one sealed before it (an `.open` header's
         // predecessor hash may predate a seal that was still running).
         let (mut chain, _) = last_chain(&dir)?;
-        for p in segment::segment_files(&dir)? {
+        for p in segment_files(&dir)? {
             if p.extension().is_none_or(|e| e != "open") {
                 continue;
             }
@@ -239,7 +238,8 @@ impl Writer {
             recovered_open = carried
                 .iter()
                 .map(|r| to_translation(r, &rec.addrs.addrs, res))
-                .collect::<Result<Vec<_>, _>>()?;
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|reason| StoreError::corrupt(&p, reason))?;
             if res != opts.resolution {
                 // The new segment has another resolution: re-express the carried times.
                 for r in &mut carried {
@@ -673,10 +673,8 @@ impl Writer {
             created_ns: now_ns(now),
             prev_chain: self.prev_chain,
         };
-        let path = self
-            .opts
-            .dir
-            .join(format!("{}.open", segment::segment_stem(header.created_ns, header.seq)));
+        let path =
+            self.opts.dir.join(format!("{}.open", segment_stem(header.created_ns, header.seq)));
         let mut file = super::create_options()
             .read(true)
             .write(true)
@@ -689,7 +687,7 @@ impl Writer {
             let _ = fs::remove_file(&path);
             return Err(StoreError::io("writing", &path, e));
         }
-        segment::sync_dir(&self.opts.dir)?;
+        sync_dir(&self.opts.dir)?;
         self.active = Some(Active { file, path, len: segment::HEADER_LEN as u64, created: now });
         self.next_seq += 1;
         // The checkpoint (and whatever was buffered) is made durable at once.
@@ -761,7 +759,7 @@ impl Writer {
     fn retention_inner(&mut self, now: Timestamp) -> Result<(), StoreError> {
         let dir = self.opts.dir.clone();
         let mut sealed = Vec::new();
-        for p in segment::segment_files(&dir)? {
+        for p in segment_files(&dir)? {
             if p.extension().is_some_and(|e| e == "seg") {
                 sealed.push(segment::load_meta(&p)?);
             }
@@ -781,22 +779,13 @@ impl Writer {
                 .header
                 .map(|h| h.seq)
                 .or(m.seal.map(|s| s.seq))
-                .or(segment::seq_of_name(&m.path))
+                .or(seq_of_name(&m.path))
                 .unwrap_or(0);
-            let chain = m.seal.map(|s| hex(&s.chain)).unwrap_or_else(|| "unknown".into());
             let name =
                 m.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let line = format!("deleted seq={seq} chain={chain} file={name} at={now}\n");
-            let log = dir.join(RETENTION_LOG);
-            let mut f = super::create_options()
-                .append(true)
-                .open(&log)
-                .map_err(|e| StoreError::io("opening", &log, e))?;
-            f.write_all(line.as_bytes())
-                .and_then(|()| f.sync_all())
-                .map_err(|e| StoreError::io("writing", &log, e))?;
+            record_deletion(&dir, seq, m.seal.as_ref().map(|s| &s.chain), &name, now)?;
             fs::remove_file(&m.path).map_err(|e| StoreError::io("removing", &m.path, e))?;
-            segment::sync_dir(&dir)?;
+            sync_dir(&dir)?;
             total -= m.bytes;
             self.stats.segments_deleted += 1;
             tracing::info!(segment = %name, "deleted by retention");
@@ -830,103 +819,32 @@ fn rescale(u: i64, from: Resolution, to: Resolution) -> Result<i64, StoreError> 
     Ok(to.to_units(from.from_units(u)?)?)
 }
 
-pub(crate) fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// A record as a translation.
+/// A record read back as a translation; the error says what in the record is damaged.
 pub(crate) fn to_translation(
     r: &Rec,
     addrs: &[IpAddr],
     res: Resolution,
-) -> Result<Translation, StoreError> {
+) -> Result<Translation, String> {
     let ip = |id: u32| {
-        addrs
-            .get(id as usize)
-            .copied()
-            .ok_or_else(|| StoreError::Time("address id out of range".into()))
+        addrs.get(id as usize).copied().ok_or_else(|| {
+            format!("a record names address {id} of a dictionary of {}", addrs.len())
+        })
+    };
+    let time = |u: i64| {
+        res.from_units(u).map_err(|e| format!("a record's time {u} ({}): {e}", res.name()))
     };
     Ok(Translation {
         kind: codec::kind_from_code(r.kind)
-            .ok_or_else(|| StoreError::Time(format!("unknown kind {}", r.kind)))?,
+            .ok_or_else(|| format!("a record has the unknown kind {}", r.kind))?,
         proto: Proto(r.proto),
         inside: SocketAddr::new(ip(r.inside)?, r.in_port),
         outside: SocketAddr::new(ip(r.outside)?, r.out_port),
         remote: SocketAddr::new(ip(r.remote)?, r.rem_port),
         zone: r.zone,
-        start: res.from_units(r.start)?,
-        end: r.end.map(|e| res.from_units(e)).transpose()?,
+        start: time(r.start)?,
+        end: r.end.map(time).transpose()?,
         flags: Flags(r.flags),
     })
-}
-
-/// One line of `retention.log`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct RetentionEntry {
-    pub seq: u64,
-    pub chain: Option<[u8; 32]>,
-    pub file: String,
-}
-
-pub(crate) fn read_retention(dir: &Path) -> Result<Vec<RetentionEntry>, StoreError> {
-    let p = dir.join(RETENTION_LOG);
-    let text = match fs::read_to_string(&p) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(StoreError::io("reading", &p, e)),
-    };
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let field = |k: &str| line.split(' ').find_map(|w| w.strip_prefix(k).map(str::to_owned));
-        let seq = field("seq=").and_then(|s| s.parse().ok());
-        let Some(seq) = seq else {
-            return Err(StoreError::corrupt(
-                &p,
-                format!("line {}: expected `deleted seq=N chain=HEX file=NAME at=TIME`", n + 1),
-            ));
-        };
-        let chain = field("chain=").and_then(|h| unhex(&h));
-        out.push(RetentionEntry { seq, chain, file: field("file=").unwrap_or_default() });
-    }
-    Ok(out)
-}
-
-fn unhex(h: &str) -> Option<[u8; 32]> {
-    if h.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
-/// The chain of the newest sealed (or retention-deleted) segment and the sequence number after
-/// it (`.open` segments are not looked at: they are sealed first).
-fn last_chain(dir: &Path) -> Result<([u8; 32], u64), StoreError> {
-    let mut best: Option<(u64, [u8; 32])> = None;
-    for e in read_retention(dir)? {
-        if best.is_none_or(|(s, _)| e.seq >= s) {
-            best = Some((e.seq, e.chain.unwrap_or([0; 32])));
-        }
-    }
-    for p in segment::segment_files(dir)? {
-        let Some(seq) = segment::seq_of_name(&p) else { continue };
-        if p.extension().is_none_or(|e| e != "seg") || best.is_some_and(|(s, _)| seq < s) {
-            continue;
-        }
-        let m = segment::load_meta(&p)?;
-        let chain = match m.seal {
-            Some(s) => s.chain,
-            None => {
-                tracing::warn!(path = %p.display(), "the newest segment has no readable seal: the chain restarts from zeros");
-                [0; 32]
-            }
-        };
-        best = Some((seq, chain));
-    }
-    Ok(best.map_or(([0; 32], 0), |(s, c)| (c, s + 1)))
 }
 
 /// Creates the store directory with [`super::DIR_MODE`]; an existing one that every user may
@@ -955,124 +873,4 @@ fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
         }
     }
     Ok(())
-}
-
-/// Seals an `.open` segment from its recovered records, chained to `prev_chain`; removes the
-/// `.open`. Returns the sealed segment's chain.
-fn seal_recovered(
-    path: &Path,
-    rec: &segment::Recovered,
-    prev_chain: [u8; 32],
-    block_records: usize,
-    level: i32,
-) -> Result<[u8; 32], StoreError> {
-    let header = Header { prev_chain, ..rec.header };
-    let chain = segment::write_sealed(
-        &path.with_extension("seg"),
-        &header,
-        &rec.recs,
-        &rec.addrs.addrs,
-        block_records,
-        level,
-    )?;
-    fs::remove_file(path).map_err(|e| StoreError::io("removing", path, e))?;
-    if let Some(dir) = path.parent() {
-        segment::sync_dir(dir)?;
-        catalog::refresh(dir);
-    }
-    Ok(chain)
-}
-
-/// The thread that seals rotated segments, in order, each chained to the one before.
-struct Sealer {
-    jobs: Option<std::sync::mpsc::Sender<PathBuf>>,
-    /// One report per seal attempt.
-    reports: std::sync::mpsc::Receiver<Result<(), StoreError>>,
-    /// Returns the chain of the last segment sealed and whether every queued one was.
-    thread: Option<std::thread::JoinHandle<([u8; 32], bool)>>,
-    /// Set when the writer closes: a failing seal is tried once more, then left for the next
-    /// start.
-    closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Sealer {
-    fn start(chain: [u8; 32], dir: PathBuf, block_records: usize, level: i32) -> Sealer {
-        let (jobs, queue) = std::sync::mpsc::channel::<PathBuf>();
-        let (report, reports) = std::sync::mpsc::channel();
-        let (failed, where_) = (report.clone(), dir.clone());
-        let closing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stop = closing.clone();
-        let thread = std::thread::Builder::new().name("natrec-seal".into()).spawn(move || {
-            let closed = || stop.load(std::sync::atomic::Ordering::Relaxed);
-            let mut chain = chain;
-            while let Ok(path) = queue.recv() {
-                loop {
-                    let res = segment::recover_open(&path)
-                        .and_then(|rec| seal_recovered(&path, &rec, chain, block_records, level));
-                    match res {
-                        Ok(c) => {
-                            chain = c;
-                            let _ = report.send(Ok(()));
-                            break;
-                        }
-                        Err(e) => {
-                            let _ = report.send(Err(e));
-                            if closed() {
-                                tracing::warn!(dir = %dir.display(), "rotated segments left unsealed: the next start seals them");
-                                return (chain, false);
-                            }
-                            // Retried (a full disk may clear) every RETRY_SECS, and once more
-                            // when the writer closes; later segments wait: each must chain to
-                            // this one.
-                            for _ in 0..RETRY_SECS * 10 {
-                                if closed() {
-                                    break;
-                                }
-                                std::thread::sleep(std::time::Duration::from_millis(100));
-                            }
-                        }
-                    }
-                }
-            }
-            (chain, true)
-        });
-        match thread {
-            Ok(t) => Sealer { jobs: Some(jobs), reports, thread: Some(t), closing },
-            Err(e) => {
-                // No thread: the jobs stay queued and `finish` reports them unsealed.
-                let _ =
-                    failed.send(Err(StoreError::io("starting the seal thread for", &where_, e)));
-                Sealer { jobs: Some(jobs), reports, thread: None, closing }
-            }
-        }
-    }
-
-    fn queue(&mut self, open: PathBuf) {
-        if let Some(j) = &self.jobs {
-            let _ = j.send(open);
-        }
-    }
-
-    /// Waits for every queued seal; returns the last chain, whether every queued segment was
-    /// sealed, and the reports not yet taken.
-    ///
-    /// (Dropping a `Sealer` also waits: no thread may touch the directory after its writer.)
-    fn finish(mut self) -> ([u8; 32], bool, Vec<Result<(), StoreError>>) {
-        let (chain, complete) = self.stop().unwrap_or(([0; 32], false));
-        (chain, complete, self.reports.try_iter().collect())
-    }
-
-    /// Closes the queue, has a failing seal tried once more, and joins the thread: its result,
-    /// or `None` when there was no thread or it panicked.
-    fn stop(&mut self) -> Option<([u8; 32], bool)> {
-        self.jobs = None;
-        self.closing.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.take().and_then(|t| t.join().ok())
-    }
-}
-
-impl Drop for Sealer {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
