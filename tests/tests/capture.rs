@@ -1,4 +1,4 @@
-//! Issue 2: `natrec record` in a lab gateway records every NAT translation exactly as the
+//! `natrec record` in a lab gateway records every NAT translation exactly as the
 //! gateway's own conntrack table has it, with a lifetime that covers the flow.
 
 use std::collections::HashMap;

@@ -1,4 +1,4 @@
-//! Issue 15: `natrec record --metrics ADDR` in the lab, scraped by a real Prometheus server
+//! `natrec record --metrics ADDR` in the lab, scraped by a real Prometheus server
 //! (Debian's `prometheus`, started by this test on the gateway namespace's loopback with a
 //! scrape config of its own). The scrape succeeds, `promtool check metrics` passes on what
 //! natrec serves, and every value Prometheus stored agrees with what `--stats-json` printed at

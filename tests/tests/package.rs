@@ -1,4 +1,4 @@
-//! Issue 15: the Debian package. `cargo xtask test` builds it (`cargo xtask deb`) and names it in
+//! The Debian package. `cargo xtask test` builds it (`cargo xtask deb`) and names it in
 //! `NATREC_DEB`; this test installs it with `dpkg -i`, checks what it put where, runs the
 //! installed binary in the lab with the installed unit's own ExecStart line as the unit's user
 //! with the unit's capabilities (systemd is not PID 1 here: setpriv stands in for it, and the

@@ -1,4 +1,4 @@
-//! Issue 15: natrec as a systemd service. The unit in `dist/` passes `systemd-analyze verify`,
+//! natrec as a systemd service. The unit in `dist/` passes `systemd-analyze verify`,
 //! its exposure (`systemd-analyze security --offline=yes`) is at most 2.5, it grants exactly the
 //! capabilities natrec checks for; and `natrec record` speaks the notify protocol the unit's
 //! `Type=notify` and `WatchdogSec=` rely on (systemd is not PID 1 here, so the test stands in

@@ -1,4 +1,4 @@
-//! Issue 15: attribution logs are for natrec and its group only. The store's files are 0640 and
+//! Attribution logs are for natrec and its group only. The store's files are 0640 and
 //! its directory 0750; a member of the store's group who is not root runs `natrec query`,
 //! `verify` and `segments`, which open everything read-only and change nothing in the store; a
 //! user outside the group is refused.

@@ -431,7 +431,7 @@ pub(crate) fn encode_block(
     put_planes(&mut cols[19], escaped.iter().map(|r| r.rem_port));
     let mut prev = min_start;
     cols[5].reserve(n * 2);
-    // Durations in streams by service code (see `dur_streams`).
+    // Durations in streams by service code (see `dur_column` and `dur_split`).
     // Live blocks are rewritten at the seal: no time spent choosing.
     let k_split = if kind == KIND_LIVE { 0 } else { dur_split(recs, &svc_codes) };
     let mut streams: Vec<Vec<u64>> = vec![Vec::new(); usize::from(k_split) + 1];
