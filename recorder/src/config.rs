@@ -91,8 +91,10 @@ pub struct RecordSettings {
     pub seen_entries: Option<u32>,
     /// Where ends come from: `auto` takes the end probe where the kernel runs it (a kprobe on
     /// nf_conntrack_free, once per entry; else the kmem_cache_free tracepoint, once per slab free
-    /// of the machine, about 50 ns each) and ctnetlink DESTROY events otherwise; `ebpf` fails if
-    /// no end probe can run.
+    /// of the machine, about 75 ns each, one per forwarded packet among them) and ctnetlink
+    /// DESTROY events otherwise; `ebpf` fails if no end probe can run. Without kprobes, a gateway
+    /// of mostly established traffic forwards about 3% more with `ctnetlink`, which costs more
+    /// per new translation (BENCHMARKS.md, part 5).
     #[arg(long, value_enum, value_name = "SOURCE", env = "NATREC_ENDS", default_value_t = EndsFrom::Auto)]
     pub ends: EndsFrom,
     /// Receive buffer for conntrack events (with ends from ctnetlink).
