@@ -16,12 +16,26 @@ use crate::lab::{ChildGuard, LabError, Netns, Result};
 /// How long `natrec record` may take to attach its programs and seed.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The `natrec` binary to test: `$NATREC_BIN` (set by `cargo xtask test`), else
-/// `<target dir>/debug/natrec` of this workspace (`$CARGO_TARGET_DIR` or `<workspace>/target`).
-/// An error says how to build it when it is missing.
+/// The binary a lab program was given ([`use_natrec_bin`]).
+static GIVEN_BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes `path` the `natrec` binary [`natrec_bin`] returns in this process: the lab programs
+/// (`natrec-bench --natrec`, `natrec-demo PATH`, `natrec-harness --natrec`) pass theirs here.
+/// The first call wins.
+pub fn use_natrec_bin(path: &Path) {
+    let _ = GIVEN_BIN.set(path.to_owned());
+}
+
+/// The `natrec` binary to test: the one given to [`use_natrec_bin`], else `$NATREC_BIN` (set by
+/// `cargo xtask test`), else `<target dir>/debug/natrec` of this workspace (`$CARGO_TARGET_DIR`
+/// or `<workspace>/target`). An error says how to build it when it is missing.
 pub fn natrec_bin() -> Result<PathBuf> {
-    let path = match std::env::var_os("NATREC_BIN") {
-        Some(p) => PathBuf::from(p),
+    let path = match GIVEN_BIN
+        .get()
+        .cloned()
+        .or_else(|| std::env::var_os("NATREC_BIN").map(PathBuf::from))
+    {
+        Some(p) => p,
         None => {
             let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
                 || Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target"),

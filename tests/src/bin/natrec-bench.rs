@@ -229,12 +229,11 @@ fn commit_description() -> String {
     if dirty { format!("{head} (with uncommitted changes)") } else { head }
 }
 
-/// What a part run in the lab needs first: `--natrec` as `NATREC_BIN` (set before any thread
-/// starts), and root with the lab's tools.
+/// What a part run in the lab needs first: `--natrec` as the binary the lab runs, and root with
+/// the lab's tools.
 fn lab_part_start(args: &Args, what: &str) -> Result<()> {
     if let Some(natrec) = &args.natrec {
-        // SAFETY: called before any thread starts.
-        unsafe { std::env::set_var("NATREC_BIN", natrec) };
+        natrec_tests::recorder_proc::use_natrec_bin(natrec);
     }
     if !ensure_root_capabilities()? {
         bail!(

@@ -32,8 +32,7 @@ fn main() -> ExitCode {
 
 fn run() -> Result<()> {
     let natrec = std::env::args().nth(1).context("usage: natrec-demo PATH-TO-NATREC")?;
-    // SAFETY: set before any thread starts.
-    unsafe { std::env::set_var("NATREC_BIN", &natrec) };
+    natrec_tests::recorder_proc::use_natrec_bin(std::path::Path::new(&natrec));
     if !ensure_root_capabilities()? {
         bail!("the demo needs root, network namespaces, nftables and conntrack");
     }

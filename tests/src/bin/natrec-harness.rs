@@ -104,8 +104,7 @@ fn real_main() -> Result<bool> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let args = parse_args(&argv)?;
     if let Some(natrec) = &args.natrec {
-        // SAFETY: set before any thread is started; nothing reads the environment concurrently.
-        unsafe { std::env::set_var("NATREC_BIN", natrec) };
+        natrec_tests::recorder_proc::use_natrec_bin(natrec);
     }
     if !ensure_root_capabilities()? {
         println!("skipped: NATREC_TESTS_NO_ROOT=1");
