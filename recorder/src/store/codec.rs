@@ -50,7 +50,85 @@ pub(crate) const KIND_SEALED: u8 = 2;
 pub(crate) const CLASS_CARRIED: u8 = 4;
 pub(crate) const CLASS_LIVE: u8 = 255;
 
+/// The columns of a block, in their order in the block (docs/FORMAT.md has each one's layout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Column {
+    /// Kind (u8 per record).
+    Kind = 0,
+    /// The service table: (protocol, remote port) pairs.
+    Services = 1,
+    /// Flags (u8 per record).
+    Flags = 2,
+    /// Bits: 1 has an end, 2 carried.
+    Bits = 3,
+    /// Zone (uvarint per record).
+    Zone = 4,
+    /// Start, delta-coded.
+    Start = 5,
+    /// Durations, in streams by service.
+    Duration = 6,
+    /// Inside address: dictionary index, four byte planes.
+    InsideIndex = 7,
+    /// Inside port, two byte planes.
+    InsidePort = 8,
+    /// Outside address: index relative to the previous of the same inside.
+    OutsideIndex = 9,
+    /// Outside port minus inside port, two byte planes.
+    PortDelta = 10,
+    /// Remote address: index byte, escapes in three planes.
+    RemoteIndex = 11,
+    /// Service code (u8 per record).
+    ServiceCode = 12,
+    /// Inside dictionary.
+    InsideDict = 13,
+    /// Outside dictionary.
+    OutsideDict = 14,
+    /// Remote dictionary.
+    RemoteDict = 15,
+    /// End reference: ordinal distance.
+    RefDistance = 16,
+    /// End reference: end, delta-coded.
+    RefEnd = 17,
+    /// End reference: flags.
+    RefFlags = 18,
+    /// Escaped services: protocols, then remote ports.
+    EscapedServices = 19,
+}
+
 const N_COLS: usize = 20;
+
+impl std::ops::Index<Column> for Vec<Vec<u8>> {
+    type Output = Vec<u8>;
+    fn index(&self, c: Column) -> &Vec<u8> {
+        &self[c as usize]
+    }
+}
+
+impl std::ops::IndexMut<Column> for Vec<Vec<u8>> {
+    fn index_mut(&mut self, c: Column) -> &mut Vec<u8> {
+        &mut self[c as usize]
+    }
+}
+
+/// A block's address dictionaries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dict {
+    Inside,
+    Outside,
+    Remote,
+}
+
+impl Dict {
+    pub(crate) const ALL: [Dict; 3] = [Dict::Inside, Dict::Outside, Dict::Remote];
+
+    fn column(self) -> Column {
+        match self {
+            Dict::Inside => Column::InsideDict,
+            Dict::Outside => Column::OutsideDict,
+            Dict::Remote => Column::RemoteDict,
+        }
+    }
+}
 
 /// One translation with times in units and addresses as ids (into an interner or a block's
 /// dictionaries).
@@ -415,36 +493,37 @@ pub(crate) fn encode_block(
     };
     let n = recs.len();
     let mut cols: Vec<Vec<u8>> = vec![Vec::new(); N_COLS];
-    cols[0].extend(recs.iter().map(|r| r.kind));
-    cols[2].extend(recs.iter().map(|r| r.flags));
-    cols[3].extend(recs.iter().map(|r| u8::from(r.end.is_some()) | (u8::from(r.carried) << 1)));
+    cols[Column::Kind].extend(recs.iter().map(|r| r.kind));
+    cols[Column::Flags].extend(recs.iter().map(|r| r.flags));
+    cols[Column::Bits]
+        .extend(recs.iter().map(|r| u8::from(r.end.is_some()) | (u8::from(r.carried) << 1)));
     // Services: the block's most frequent (protocol, remote port) pairs.
     let (svc_codes, table) = services(recs);
-    put_uvarint(&mut cols[1], table.len() as u64);
+    put_uvarint(&mut cols[Column::Services], table.len() as u64);
     for &(proto, port) in &table {
-        cols[1].push(proto);
-        cols[1].extend_from_slice(&port.to_le_bytes());
+        cols[Column::Services].push(proto);
+        cols[Column::Services].extend_from_slice(&port.to_le_bytes());
     }
     let escaped: Vec<&Rec> =
         recs.iter().zip(&svc_codes).filter(|(_, c)| **c == SVC_ESCAPE).map(|(r, _)| r).collect();
-    cols[19].extend(escaped.iter().map(|r| r.proto));
-    put_planes(&mut cols[19], escaped.iter().map(|r| r.rem_port));
+    cols[Column::EscapedServices].extend(escaped.iter().map(|r| r.proto));
+    put_planes(&mut cols[Column::EscapedServices], escaped.iter().map(|r| r.rem_port));
     let mut prev = min_start;
-    cols[5].reserve(n * 2);
+    cols[Column::Start].reserve(n * 2);
     // Durations in streams by service code (see `dur_column` and `dur_split`).
     // Live blocks are rewritten at the seal: no time spent choosing.
     let k_split = if kind == KIND_LIVE { 0 } else { dur_split(recs, &svc_codes) };
     let mut streams: Vec<Vec<u64>> = vec![Vec::new(); usize::from(k_split) + 1];
     for (r, &code) in recs.iter().zip(&svc_codes) {
-        put_uvarint(&mut cols[4], u64::from(r.zone));
-        put_uvarint(&mut cols[5], zigzag(r.start.wrapping_sub(prev)));
+        put_uvarint(&mut cols[Column::Zone], u64::from(r.zone));
+        put_uvarint(&mut cols[Column::Start], zigzag(r.start.wrapping_sub(prev)));
         prev = r.start;
         if let Some(e) = r.end {
             streams[usize::from(code.min(k_split))].push(e.wrapping_sub(r.start) as u64);
         }
     }
-    cols[6] = dur_column(k_split, &streams);
-    cols[12] = svc_codes;
+    cols[Column::Duration] = dur_column(k_split, &streams);
+    cols[Column::ServiceCode] = svc_codes;
     let (din, c13) = dictionary(recs.iter().map(|r| r.inside), addrs);
     let (dout, c14) = dictionary(recs.iter().map(|r| r.outside), addrs);
     let (drem, c15) = dictionary(recs.iter().map(|r| r.remote), addrs);
@@ -455,32 +534,35 @@ pub(crate) fn encode_block(
         let (i, o, m) = (din[r.inside as usize], dout[r.outside as usize], drem[r.remote as usize]);
         idx_in.push(i);
         let pred = &mut out_pred[i as usize];
-        put_uvarint(&mut cols[9], zigzag(i64::from(o) - i64::from(*pred)));
+        put_uvarint(&mut cols[Column::OutsideIndex], zigzag(i64::from(o) - i64::from(*pred)));
         *pred = o;
         idx_rem.push(m);
     }
     for k in 0..4 {
-        cols[7].extend(idx_in.iter().map(|v| (v >> (8 * k)) as u8));
+        cols[Column::InsideIndex].extend(idx_in.iter().map(|v| (v >> (8 * k)) as u8));
     }
     // Remote index: one byte, 255 escaping to (index − 255) in three byte planes after them.
-    cols[11].extend(idx_rem.iter().map(|&m| m.min(REM_ESCAPE) as u8));
+    cols[Column::RemoteIndex].extend(idx_rem.iter().map(|&m| m.min(REM_ESCAPE) as u8));
     let big: Vec<u32> =
         idx_rem.iter().filter(|&&m| m >= REM_ESCAPE).map(|m| m - REM_ESCAPE).collect();
     for k in 0..3 {
-        cols[11].extend(big.iter().map(|v| (v >> (8 * k)) as u8));
+        cols[Column::RemoteIndex].extend(big.iter().map(|v| (v >> (8 * k)) as u8));
     }
-    put_planes(&mut cols[8], recs.iter().map(|r| r.in_port));
-    put_planes(&mut cols[10], recs.iter().map(|r| r.out_port.wrapping_sub(r.in_port)));
-    cols[13] = c13;
-    cols[14] = c14;
-    cols[15] = c15;
+    put_planes(&mut cols[Column::InsidePort], recs.iter().map(|r| r.in_port));
+    put_planes(
+        &mut cols[Column::PortDelta],
+        recs.iter().map(|r| r.out_port.wrapping_sub(r.in_port)),
+    );
+    cols[Column::InsideDict] = c13;
+    cols[Column::OutsideDict] = c14;
+    cols[Column::RemoteDict] = c15;
     let boundary = first_ordinal + n as u64;
     let mut prev_end = min_start;
     for r in refs {
-        put_uvarint(&mut cols[16], boundary.wrapping_sub(r.ordinal));
-        put_uvarint(&mut cols[17], zigzag(r.end.wrapping_sub(prev_end)));
+        put_uvarint(&mut cols[Column::RefDistance], boundary.wrapping_sub(r.ordinal));
+        put_uvarint(&mut cols[Column::RefEnd], zigzag(r.end.wrapping_sub(prev_end)));
         prev_end = r.end;
-        cols[18].push(r.flags);
+        cols[Column::RefFlags].push(r.flags);
     }
 
     out.push(kind);
@@ -820,7 +902,8 @@ impl<'a> BlockView<'a> {
         Ok(BlockView { meta, cols, decoded })
     }
 
-    fn col(&self, i: usize) -> Result<Col<'a>, String> {
+    fn col(&self, c: Column) -> Result<Col<'a>, String> {
+        let i = c as usize;
         let (codec, raw, data) = self.cols.get(i).copied().ok_or("missing column")?;
         match codec {
             0 => Ok(Col::Raw(data)),
@@ -840,34 +923,33 @@ impl<'a> BlockView<'a> {
                     };
                     d.decompress_to_buffer(data, &mut buf)
                 })
-                .map_err(|e| format!("column {i}: {e}"))?;
+                .map_err(|e| format!("column {c:?}: {e}"))?;
                 if buf.len() != raw {
-                    return Err(format!("column {i}: {} bytes, expected {raw}", buf.len()));
+                    return Err(format!("column {c:?}: {} bytes, expected {raw}", buf.len()));
                 }
                 Ok(Col::Pooled(buf))
             }
-            other => Err(format!("column {i}: unknown codec {other}")),
+            other => Err(format!("column {c:?}: unknown codec {other}")),
         }
     }
 
-    /// Column `i`, decompressed once per view.
-    fn col_ref(&self, i: usize) -> Result<&[u8], String> {
-        let cell = self.decoded.get(i).ok_or("missing column")?;
-        if let Some(c) = cell.get() {
-            return Ok(c);
+    /// Column `c`, decompressed once per view.
+    fn col_ref(&self, c: Column) -> Result<&[u8], String> {
+        let cell = self.decoded.get(c as usize).ok_or("missing column")?;
+        if let Some(col) = cell.get() {
+            return Ok(col);
         }
-        let c = self.col(i)?;
-        Ok(cell.get_or_init(|| c))
+        let col = self.col(c)?;
+        Ok(cell.get_or_init(|| col))
     }
 
-    fn dict(&self, i: usize) -> Result<Vec<IpAddr>, String> {
-        decode_dict(&self.col(i)?)
+    fn dict(&self, d: Dict) -> Result<Vec<IpAddr>, String> {
+        decode_dict(&self.col(d.column())?)
     }
 
-    /// Dictionary column `i` (13 inside, 14 outside, 15 remote), read in place when it holds
-    /// only IPv4 addresses.
-    pub fn dict_view(&self, i: usize) -> Result<DictView<'a>, String> {
-        let col = self.col(i)?;
+    /// Dictionary `d`, read in place when it holds only IPv4 addresses.
+    pub fn dict_view(&self, d: Dict) -> Result<DictView<'a>, String> {
+        let col = self.col(d.column())?;
         let mut c = Cur::new(&col);
         let n = usize::try_from(c.uvarint()?).map_err(|_| "dictionary too large")?;
         let fam = c.bytes(n)?;
@@ -884,7 +966,11 @@ impl<'a> BlockView<'a> {
 
     /// The three address dictionaries.
     pub fn dicts(&self) -> Result<Dicts, String> {
-        Ok(Dicts { inside: self.dict(13)?, outside: self.dict(14)?, remote: self.dict(15)? })
+        Ok(Dicts {
+            inside: self.dict(Dict::Inside)?,
+            outside: self.dict(Dict::Outside)?,
+            remote: self.dict(Dict::Remote)?,
+        })
     }
 
     /// Decodes every record (address ids index the dictionaries) and end reference.
@@ -923,7 +1009,7 @@ impl<'a> BlockView<'a> {
         let out_port = sel.outside.and_then(|(_, p)| p);
         let in_port = sel.inside.and_then(|(_, p)| p);
         if out_port.is_some() || in_port.is_some() {
-            let ip = self.col_ref(8)?;
+            let ip = self.col_ref(Column::InsidePort)?;
             if ip.len() != 2 * n {
                 return Err("port columns disagree with the record count".into());
             }
@@ -931,7 +1017,7 @@ impl<'a> BlockView<'a> {
                 narrow(n, &mut rows, |i| port(ip, i) == want);
             }
             if let Some(want) = out_port {
-                let op = self.col_ref(10)?;
+                let op = self.col_ref(Column::PortDelta)?;
                 if op.len() != 2 * n {
                     return Err("port columns disagree with the record count".into());
                 }
@@ -959,7 +1045,7 @@ impl<'a> BlockView<'a> {
             }
         }
         if let Some((want, _)) = sel.inside {
-            let ii = self.col_ref(7)?;
+            let ii = self.col_ref(Column::InsideIndex)?;
             if ii.len() != 4 * n {
                 return Err("address columns disagree with the record count".into());
             }
@@ -984,7 +1070,7 @@ impl<'a> BlockView<'a> {
             }
         }
         if let Some((want, _)) = sel.remote {
-            let ri = self.col_ref(11)?;
+            let ri = self.col_ref(Column::RemoteIndex)?;
             if ri.len() < n {
                 return Err("address columns disagree with the record count".into());
             }
@@ -1023,15 +1109,15 @@ impl<'a> BlockView<'a> {
         if n > 1 << 24 {
             return Err("too many records".into());
         }
-        let k = self.col_ref(0)?;
-        let f = self.col_ref(2)?;
-        let b = self.col_ref(3)?;
-        let svc = self.col_ref(12)?;
+        let k = self.col_ref(Column::Kind)?;
+        let f = self.col_ref(Column::Flags)?;
+        let b = self.col_ref(Column::Bits)?;
+        let svc = self.col_ref(Column::ServiceCode)?;
         if k.len() != n || f.len() != n || b.len() != n || svc.len() != n {
             return Err("column lengths disagree with the record count".into());
         }
         let table = {
-            let t = self.col_ref(1)?;
+            let t = self.col_ref(Column::Services)?;
             let mut c = Cur::new(t);
             let len = c.uvarint()?;
             if len > u64::from(SVC_ESCAPE) {
@@ -1048,7 +1134,7 @@ impl<'a> BlockView<'a> {
             }
             table
         };
-        let esc = self.col_ref(19)?;
+        let esc = self.col_ref(Column::EscapedServices)?;
         let n_esc = svc.iter().filter(|&&c| c == SVC_ESCAPE).count();
         // The largest code plus one, escapes (255) counted as 0. (Whole-column counts and folds
         // like these vectorise; a per-record histogram does not.)
@@ -1056,14 +1142,14 @@ impl<'a> BlockView<'a> {
         if esc.len() != 3 * n_esc || usize::from(code_end) > table.len() {
             return Err("service columns disagree with the record count".into());
         }
-        let zone = self.col_ref(4)?;
-        let start = self.col_ref(5)?;
-        let dur = self.col_ref(6)?;
-        let ii = self.col_ref(7)?;
-        let ip = self.col_ref(8)?;
-        let oi = self.col_ref(9)?;
-        let op = self.col_ref(10)?;
-        let ri = self.col_ref(11)?;
+        let zone = self.col_ref(Column::Zone)?;
+        let start = self.col_ref(Column::Start)?;
+        let dur = self.col_ref(Column::Duration)?;
+        let ii = self.col_ref(Column::InsideIndex)?;
+        let ip = self.col_ref(Column::InsidePort)?;
+        let oi = self.col_ref(Column::OutsideIndex)?;
+        let op = self.col_ref(Column::PortDelta)?;
+        let ri = self.col_ref(Column::RemoteIndex)?;
         if ip.len() != 2 * n || op.len() != 2 * n {
             return Err("port columns disagree with the record count".into());
         }
@@ -1322,7 +1408,11 @@ impl<'a> BlockView<'a> {
         if nr > 1 << 24 {
             return Err("too many references".into());
         }
-        let (o, e, fl) = (self.col_ref(16)?, self.col_ref(17)?, self.col_ref(18)?);
+        let (o, e, fl) = (
+            self.col_ref(Column::RefDistance)?,
+            self.col_ref(Column::RefEnd)?,
+            self.col_ref(Column::RefFlags)?,
+        );
         if fl.len() != nr {
             return Err("reference columns disagree with the count".into());
         }
@@ -1489,11 +1579,11 @@ mod tests {
         }
         assert!(d.inside.len() > 65_536, "the test needs wide inside indices");
         assert_eq!(
-            v.col_ref(6).expect("durations").first(),
+            v.col_ref(Column::Duration).expect("durations").first(),
             Some(&8),
             "the test needs split duration streams"
         );
-        assert!(v.col_ref(4).expect("zones").iter().any(|&z| z != 0));
+        assert!(v.col_ref(Column::Zone).expect("zones").iter().any(|&z| z != 0));
         for trial in 0..40 {
             // One inside index (all of its rows, as an inside-host query asks), or a random set.
             let rows: Vec<u32> = if trial % 2 == 0 {
@@ -1636,7 +1726,11 @@ mod tests {
         let mut payload = Vec::new();
         encode_block(KIND_SEALED, 0, 0, &recs, &[], &addrs, 3, &mut payload).expect("encode");
         let v = BlockView::parse(&payload).expect("parse");
-        assert_eq!(v.col(6).expect("durations")[0], DUR_SPLIT, "DNS-like durations are split");
+        assert_eq!(
+            v.col(Column::Duration).expect("durations")[0],
+            DUR_SPLIT,
+            "DNS-like durations are split"
+        );
         let d = v.dicts().expect("dicts");
         let (got, _) = v.records(&d).expect("records");
         let back: Vec<Rec> = got
@@ -1672,8 +1766,8 @@ mod tests {
         // A service code past the table is refused.
         let mut bad = payload.clone();
         let v = BlockView::parse(&payload).expect("parse");
-        let (_, _, col12) = v.cols[12];
-        assert_eq!(v.cols[12].0, 1, "service codes are compressed");
+        let (_, _, col12) = v.cols[Column::ServiceCode as usize];
+        assert_eq!(v.cols[Column::ServiceCode as usize].0, 1, "service codes are compressed");
         let at = col12.as_ptr() as usize - payload.as_ptr() as usize;
         bad[at..at + col12.len()].fill(0);
         assert!(BlockView::parse(&bad).and_then(|v| v.records(&d)).is_err());

@@ -22,7 +22,7 @@ use jiff::Timestamp;
 
 use super::bloom::Probe;
 use super::catalog::{self, Summary};
-use super::codec::{BlockView, DictLens, DictView, EndRef, KIND_CHECKPOINT, Rec, Select};
+use super::codec::{BlockView, Dict, DictLens, DictView, EndRef, KIND_CHECKPOINT, Rec, Select};
 use super::dir::{SegmentInfo, segment_files};
 use super::segment::{self, SegMeta};
 use super::writer::to_translation;
@@ -222,7 +222,7 @@ struct Views<'a>([Option<DictView<'a>>; 3]);
 impl<'a> Views<'a> {
     fn get(&mut self, v: &BlockView<'a>, i: usize) -> Result<&DictView<'a>, String> {
         if self.0[i].is_none() {
-            self.0[i] = Some(v.dict_view(13 + i)?);
+            self.0[i] = Some(v.dict_view(Dict::ALL[i])?);
         }
         self.0[i].as_ref().ok_or_else(|| "dictionary".to_owned())
     }
