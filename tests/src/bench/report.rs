@@ -563,15 +563,11 @@ fn render_forward(md: &mut String, f: &Value) {
         s(&f["duration_s"]),
         s(&f["reps"]),
     );
-    let cases: Vec<String> =
-        f["established_pps"].as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
     let _ = writeln!(
         md,
         "| recorder | established packets/s forwarded | ratio (target ≥ {TARGET_FORWARD_RATIO}) | slab-heavy ops/s, no NAT | ratio (target ≥ {TARGET_TAX_RATIO}) |\n|---|---|---|---|---|"
     );
-    let mut order: Vec<&String> = cases.iter().filter(|c| *c == "none").collect();
-    order.extend(cases.iter().filter(|c| *c != "none"));
-    for c in order {
+    for c in &none_first(&f["established_pps"]) {
         let _ = writeln!(
             md,
             "| {c} | {} | {} | {} | {} |",
@@ -646,6 +642,14 @@ fn render_memory(md: &mut String, m: &Value) {
     );
 }
 
+/// The cases of a figure by case, the run without a recorder first.
+fn none_first(by_case: &Value) -> Vec<String> {
+    let mut cases: Vec<String> =
+        by_case.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    cases.sort_by_key(|c| c != "none");
+    cases
+}
+
 /// The realistic mix (part 5 b).
 fn render_mix(md: &mut String, m: &Value) {
     let model = &m["model"];
@@ -668,13 +672,7 @@ fn render_mix(md: &mut String, m: &Value) {
         let offered = run["rate"]
             .as_u64()
             .map_or_else(|| "maximum".to_owned(), |r| format!("{} /s", thousands(r as f64)));
-        let cases: Vec<String> = run["forwarded_pps"]
-            .as_object()
-            .map(|o| o.keys().cloned().collect())
-            .unwrap_or_default();
-        let mut order: Vec<&String> = cases.iter().filter(|c| *c == "none").collect();
-        order.extend(cases.iter().filter(|c| *c != "none"));
-        for c in order {
+        for c in &none_first(&run["forwarded_pps"]) {
             let _ = writeln!(
                 md,
                 "| {offered} | {c} | {} | {} | {} | {} |",
