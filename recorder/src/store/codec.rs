@@ -1,43 +1,12 @@
-//! The block codec: records column by column, each column zstd-compressed.
+//! The block codec: records column by column, each column zstd-compressed when that is smaller.
 //!
-//! Block payload (inside a block frame; segment format version 2):
-//!
-//! ```text
-//! u8 kind (0 live, 1 checkpoint, 2 sealed)   u8 class (0 <45 s, 1 <150 s, 2 <10 min, 3 longer/open, 4 carried, 255 live)
-//! uvarint n_full   uvarint n_ref   uvarint first_ordinal
-//! zigzag min_start zigzag max_start zigzag max_end   u8 any_open
-//! u8 n_cols (20), then per column: u8 codec (0 raw, 1 zstd) uvarint raw_len uvarint stored_len
-//! column data, concatenated in column order
-//! ```
-//!
-//! Full-record columns, one entry per record in order unless said otherwise:
-//! - 0 kind (u8: 0 snat, 1 dnat, 2 both), 2 flags (u8), 3 bits (u8: 1 has end, 2 carried),
-//!   4 zone (uvarint);
-//! - 1 the **service table**: uvarint count (at most 255), then per entry u8 protocol and u16 LE
-//!   remote port — the block's (protocol, remote port) pairs, most frequent first (ties by
-//!   protocol, then port);
-//! - 12 service code (u8): index into the table, or 255 when the record's pair is not in it;
-//! - 19 the escaped services, for the records with code 255 in order: all their protocols
-//!   (u8), then their remote ports as u16 in two byte planes;
-//! - 5 start: zigzag uvarint delta from the previous start (the first from `min_start`);
-//! - 6 duration: u8 `k`, then streams `0..=k`; a record with an end is in stream
-//!   `min(service code, k)`; each stream holds its records' `end - start` (in record order) as
-//!   u64 in eight byte planes. The writer splits (`k` = 8) when that compresses better (durations
-//!   of one service cluster: DNS is a short exchange plus conntrack's fixed timeout), else `k` = 0;
-//! - 7 inside address: dictionary index as u32 in four byte planes;
-//! - 8 inside port; 10 outside port minus inside port (wrapping) — each u16 in two byte planes
-//!   (all low bytes, then all high bytes);
-//! - 9 outside address: zigzag uvarint of its dictionary index minus the outside index of the
-//!   previous record with the same inside index in the block (0 for the first);
-//! - 11 remote address: one byte per record, the dictionary index when below 255, else 255; then,
-//!   for the records with 255 in order, (index − 255) as u24 in three byte planes;
-//! - 13–15 the inside, outside and remote dictionaries, most frequent first: uvarint count `c`,
-//!   `c` family bytes (4 or 6), then the IPv4 addresses' 4 bytes in 4 byte planes, then the
-//!   IPv6 addresses' 16 bytes in 16 byte planes (each in dictionary order).
-//!
-//! End-reference columns (live blocks only): 16 ordinal distance (uvarint `first_ordinal +
-//! n_full - ordinal`), 17 end (zigzag delta from the previous end, the first from `min_start`),
-//! 18 flags (u8).
+//! `docs/FORMAT.md` ("Block payload") specifies the layout of every column; [`Column`] names
+//! them in their order. In outline: a block header (kind, class, counts, first ordinal, time
+//! range), then the columns' codecs and lengths, then their bytes. Full records come as parallel
+//! columns (kind, flags, zone, start deltas, durations in streams by service, addresses as
+//! indices into the block's three dictionaries, ports as byte planes, a one-byte code into a
+//! per-block table of (protocol, remote port) services); a live block's end references (ends
+//! whose start is a record of the same segment) come as three columns of their own.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
