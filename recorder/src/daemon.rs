@@ -12,7 +12,7 @@
 //! ctnetlink socket is subscribed, and a ring-buffer overflow (which may have lost ends) triggers
 //! the resync a lost DESTROY event does.
 //!
-//! One tokio task owns a [`Recorder`] (the tracker and the sinks) and gives it each source's
+//! One tokio task owns a `Recorder` (the tracker and the sinks) and gives it each source's
 //! input in turn, one method per source: the ring buffer, ctnetlink, dumps and the tick; the ctnetlink reader runs on its own OS thread
 //! and only forwards, because a stalled reliable reader keeps dying entries counted against
 //! `nf_conntrack_max`; the store's writer runs on its own thread too, because sealing a segment

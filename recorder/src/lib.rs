@@ -1,8 +1,8 @@
 //! natrec: records every NAT translation of a Linux gateway and answers who held an outside
 //! address and port at a given time.
 //!
-//! - [`capture`] loads the eBPF programs (offsets from the kernel's BTF, see [`btf`]) and reads
-//!   their ring buffer; [`conntrack`] speaks ctnetlink (DESTROY events, dumps); [`tracker`] pairs
+//! - [`capture`] loads the eBPF programs (offsets from the kernel's BTF, `capture/btf.rs`) and
+//!   reads their ring buffer; [`conntrack`] speaks ctnetlink (DESTROY events, dumps); [`tracker`] pairs
 //!   starts and ends into [`model::FlowEvent`]s (both it and the store's writer keep their open
 //!   translations in an `open_table`, whose slots can be prefetched); [`daemon`] runs it all for `natrec record`.
 //! - [`store`] keeps the attribution log segments; [`query`] answers from them.

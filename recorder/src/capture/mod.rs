@@ -1,7 +1,7 @@
 //! Loading natrec's eBPF programs, attaching them, and reading what they report.
 //!
 //! [`Capture::start`] checks the host (capabilities, kernel version, BTF), computes the kernel offsets
-//! from BTF ([`btf`]), loads the embedded object with them as the `OFFSETS` global, and
+//! from BTF (`btf.rs`), loads the embedded object with them as the `OFFSETS` global, and
 //! attaches the tc egress classifier to every WAN interface (and the LAN one to every inside
 //! interface given). On kernels with tcx (6.6+) the attachment is a bpf link; otherwise a
 //! `clsact` qdisc is added and a direct-action filter installed.

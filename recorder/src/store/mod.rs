@@ -14,7 +14,7 @@
 //!   a sealed file an index and, last, the seal. The seal holds the SHA-256 of every byte before
 //!   it and the chain, SHA-256(predecessor's chain ‖ that hash ‖ sequence number), so that
 //!   changing, removing or reordering a sealed segment breaks the chain.
-//! - A block holds records (one translation each) column by column ([`codec`]). In an `.open`
+//! - A block holds records (one translation each) column by column (`codec.rs`). In an `.open`
 //!   segment blocks hold events as they came: full records, and ends as references to their
 //!   start's record. Sealing rewrites them as groups (the checkpoint, then duration classes),
 //!   each sorted by start, every translation once with its end.

@@ -300,7 +300,7 @@ impl Writer {
 
     /// Appends events in order, as [`Writer::append`] each; what fails goes to `fail` and the
     /// rest is still appended. Each event's slot in the map of open translations is asked for
-    /// a few events before it is used ([`OpenTable::prefetch`]), so that the lookups of a batch
+    /// a few events before it is used (`OpenTable::prefetch`), so that the lookups of a batch
     /// overlap their waits for memory.
     pub fn append_all(&mut self, evs: &[FlowEvent], mut fail: impl FnMut(StoreError)) {
         const LOOKAHEAD: usize = 16;
