@@ -11,10 +11,31 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// Block kinds.
-pub(crate) const KIND_LIVE: u8 = 0;
-pub(crate) const KIND_CHECKPOINT: u8 = 1;
-pub(crate) const KIND_SEALED: u8 = 2;
+/// What a block holds (its header's first byte).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BlockKind {
+    /// Events as they came, in an `.open` segment: full records and end references.
+    Live = 0,
+    /// Translations still open when the segment began, carried from the one before.
+    Checkpoint = 1,
+    /// New translations of a sealed segment, of one duration class.
+    Sealed = 2,
+}
+
+impl BlockKind {
+    pub(crate) fn from_code(k: u8) -> Result<BlockKind, String> {
+        match k {
+            0 => Ok(BlockKind::Live),
+            1 => Ok(BlockKind::Checkpoint),
+            2 => Ok(BlockKind::Sealed),
+            other => Err(format!("unknown block kind {other}")),
+        }
+    }
+
+    pub(crate) fn code(self) -> u8 {
+        self as u8
+    }
+}
 /// The duration class of checkpoint (carried) groups and of live blocks.
 pub(crate) const CLASS_CARRIED: u8 = 4;
 pub(crate) const CLASS_LIVE: u8 = 255;
@@ -165,7 +186,7 @@ impl Interner {
 /// What a block header says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct BlockMeta {
-    pub kind: u8,
+    pub kind: BlockKind,
     pub class: u8,
     pub n_full: u64,
     pub n_ref: u64,
@@ -429,7 +450,7 @@ fn put_planes(col: &mut Vec<u8>, vals: impl Iterator<Item = u16> + Clone) {
     reason = "one call per block kind; a struct would only rename them"
 )]
 pub(crate) fn encode_block(
-    kind: u8,
+    kind: BlockKind,
     class: u8,
     first_ordinal: u64,
     recs: &[Rec],
@@ -481,7 +502,7 @@ pub(crate) fn encode_block(
     cols[Column::Start].reserve(n * 2);
     // Durations in streams by service code (see `dur_column` and `dur_split`).
     // Live blocks are rewritten at the seal: no time spent choosing.
-    let k_split = if kind == KIND_LIVE { 0 } else { dur_split(recs, &svc_codes) };
+    let k_split = if kind == BlockKind::Live { 0 } else { dur_split(recs, &svc_codes) };
     let mut streams: Vec<Vec<u64>> = vec![Vec::new(); usize::from(k_split) + 1];
     for (r, &code) in recs.iter().zip(&svc_codes) {
         put_uvarint(&mut cols[Column::Zone], u64::from(r.zone));
@@ -534,7 +555,7 @@ pub(crate) fn encode_block(
         cols[Column::RefFlags].push(r.flags);
     }
 
-    out.push(kind);
+    out.push(kind.code());
     out.push(class);
     put_uvarint(out, meta.n_full);
     put_uvarint(out, meta.n_ref);
@@ -827,7 +848,7 @@ impl Dicts {
 impl<'a> BlockView<'a> {
     pub fn parse(payload: &'a [u8]) -> Result<Self, String> {
         let mut c = Cur::new(payload);
-        let kind = c.u8()?;
+        let kind = BlockKind::from_code(c.u8()?)?;
         let class = c.u8()?;
         let n_full = c.uvarint()?;
         let n_ref = c.uvarint()?;
@@ -839,9 +860,6 @@ impl<'a> BlockView<'a> {
         let n_cols = usize::from(c.u8()?);
         if n_cols < N_COLS {
             return Err(format!("{n_cols} columns, expected {N_COLS}"));
-        }
-        if kind > KIND_SEALED {
-            return Err(format!("unknown block kind {kind}"));
         }
         let mut dir = Vec::with_capacity(n_cols);
         for _ in 0..n_cols {
@@ -1531,7 +1549,7 @@ mod tests {
             })
             .collect();
         let mut payload = Vec::new();
-        encode_block(KIND_SEALED, 0, 0, &recs, &[], &addrs, 1, &mut payload).expect("encode");
+        encode_block(BlockKind::Sealed, 0, 0, &recs, &[], &addrs, 1, &mut payload).expect("encode");
         let v = BlockView::parse(&payload).expect("parse");
         let d = v.dicts().expect("dicts");
         let (all, _) = v.records(&d).expect("all");
@@ -1598,7 +1616,7 @@ mod tests {
             })
             .collect();
         let mut payload = Vec::new();
-        encode_block(KIND_SEALED, 0, 0, &recs, &[], &addrs, 1, &mut payload).expect("encode");
+        encode_block(BlockKind::Sealed, 0, 0, &recs, &[], &addrs, 1, &mut payload).expect("encode");
         let v = BlockView::parse(&payload).expect("parse");
         let d = v.dicts().expect("dicts");
         let (all, _) = v.records(&d).expect("all");
@@ -1693,7 +1711,7 @@ mod tests {
             })
             .collect();
         let mut payload = Vec::new();
-        encode_block(KIND_SEALED, 0, 0, &recs, &[], &addrs, 3, &mut payload).expect("encode");
+        encode_block(BlockKind::Sealed, 0, 0, &recs, &[], &addrs, 3, &mut payload).expect("encode");
         let v = BlockView::parse(&payload).expect("parse");
         assert_eq!(
             v.col(Column::Duration).expect("durations")[0],

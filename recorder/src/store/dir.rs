@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 
-use super::codec::KIND_CHECKPOINT;
+use super::codec::BlockKind;
 use super::segment::{SegMeta, load_meta};
 use super::{Resolution, StoreError};
 
@@ -109,10 +109,14 @@ impl SegmentInfo {
     pub(crate) fn from_meta(m: &SegMeta) -> SegmentInfo {
         let res = m.resolution;
         let ts = |u: i64| res.from_units(u).ok();
-        let carried: u64 =
-            m.blocks.iter().filter(|b| b.meta.kind == KIND_CHECKPOINT).map(|b| b.meta.n_full).sum();
+        let carried: u64 = m
+            .blocks
+            .iter()
+            .filter(|b| b.meta.kind == BlockKind::Checkpoint)
+            .map(|b| b.meta.n_full)
+            .sum();
         let total: u64 = m.blocks.iter().map(|b| b.meta.n_full).sum();
-        let new = m.blocks.iter().filter(|b| b.meta.kind != KIND_CHECKPOINT);
+        let new = m.blocks.iter().filter(|b| b.meta.kind != BlockKind::Checkpoint);
         let (first, last) =
             match m.seal {
                 Some(s) if m.damage.is_empty() => (

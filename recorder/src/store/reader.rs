@@ -22,7 +22,7 @@ use jiff::Timestamp;
 
 use super::bloom::Probe;
 use super::catalog::{self, Summary};
-use super::codec::{BlockView, Dict, DictLens, DictView, EndRef, KIND_CHECKPOINT, Rec, Select};
+use super::codec::{BlockKind, BlockView, Dict, DictLens, DictView, EndRef, Rec, Select};
 use super::dir::{SegmentInfo, segment_files};
 use super::segment::{self, SegMeta};
 use super::writer::to_translation;
@@ -326,7 +326,7 @@ impl TranslationSource for Reader {
             let new_min = m
                 .blocks
                 .iter()
-                .filter(|b| b.meta.kind != KIND_CHECKPOINT && b.meta.n_full > 0)
+                .filter(|b| b.meta.kind != BlockKind::Checkpoint && b.meta.n_full > 0)
                 .map(|b| b.meta.min_start)
                 .min()
                 .unwrap_or(i64::MAX);
@@ -382,7 +382,7 @@ fn scan_sealed(
             && b.meta.max_end >= from_u
             && b.filter.as_ref().is_none_or(|bf| bf.may_match(&s.probe));
         // A checkpoint resolves a waiting translation only if it carries its outside endpoint.
-        let resolve = b.meta.kind == KIND_CHECKPOINT
+        let resolve = b.meta.kind == BlockKind::Checkpoint
             && !prev.is_empty()
             && b.filter
                 .as_ref()
@@ -918,7 +918,7 @@ mod tests {
                         .expect("meta")
                         .blocks
                         .iter()
-                        .filter(|b| b.meta.kind == KIND_CHECKPOINT)
+                        .filter(|b| b.meta.kind == BlockKind::Checkpoint)
                         .count()
                 })
                 .sum();

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::bloom::BlockFilter;
 use super::catalog;
-use super::codec::{self, CLASS_CARRIED, KIND_CHECKPOINT, KIND_SEALED, Rec};
+use super::codec::{self, BlockKind, CLASS_CARRIED, Rec};
 use super::dir::sync_dir;
 use super::segment::{
     self, BlockEntry, CLASS_LIMITS_S, Header, N_CLASSES, Seal, T_BLOCK, T_INDEX, T_SEAL,
@@ -152,7 +152,7 @@ fn write_sealed_tmp(
             j += 1;
         }
         payload.clear();
-        let kind = if g == CLASS_CARRIED { KIND_CHECKPOINT } else { KIND_SEALED };
+        let kind = if g == CLASS_CARRIED { BlockKind::Checkpoint } else { BlockKind::Sealed };
         let meta = codec::encode_block(kind, g, 0, &recs[i..j], &[], addrs, level, &mut payload)
             .map_err(io("compressing"))?;
         frame.clear();

@@ -283,7 +283,7 @@ pub(crate) fn encode_index(blocks: &[BlockEntry]) -> Vec<u8> {
     for e in blocks {
         put_uvarint(&mut b, e.offset);
         put_uvarint(&mut b, e.len);
-        b.push(e.meta.kind);
+        b.push(e.meta.kind.code());
         b.push(e.meta.class);
         put_uvarint(&mut b, e.meta.n_full);
         put_uvarint(&mut b, e.meta.n_ref);
@@ -309,7 +309,7 @@ pub(crate) fn decode_index(src: &Shared) -> Result<Vec<BlockEntry>, String> {
     for _ in 0..n {
         let offset = c.uvarint()?;
         let len = c.uvarint()?;
-        let kind = c.u8()?;
+        let kind = codec::BlockKind::from_code(c.u8()?)?;
         let class = c.u8()?;
         let n_full = c.uvarint()?;
         let n_ref = c.uvarint()?;

@@ -11,7 +11,7 @@ use jiff::Timestamp;
 
 use super::catalog;
 use super::chain::{last_chain, record_deletion};
-use super::codec::{self, EndRef, Interner, KIND_CHECKPOINT, KIND_LIVE, Rec};
+use super::codec::{self, BlockKind, EndRef, Interner, Rec};
 use super::dir::{segment_files, segment_stem, seq_of_name, sync_dir};
 use super::seal::{RETRY_SECS, Sealer, seal_recovered};
 use super::segment::{self, Header, T_BLOCK};
@@ -588,7 +588,7 @@ impl Writer {
         let io = |e| StoreError::io("encoding a block for", &a.path, e);
         if ncarried > 0 {
             codec::encode_block(
-                KIND_CHECKPOINT,
+                BlockKind::Checkpoint,
                 codec::CLASS_LIVE,
                 self.written_ordinal,
                 &self.pending[..ncarried],
@@ -604,7 +604,7 @@ impl Writer {
         let rest = &self.pending[ncarried..];
         if !rest.is_empty() || !self.pending_refs.is_empty() {
             codec::encode_block(
-                KIND_LIVE,
+                BlockKind::Live,
                 codec::CLASS_LIVE,
                 self.written_ordinal + ncarried as u64,
                 rest,
