@@ -436,7 +436,9 @@ pub(crate) fn payload_errno(payload: &[u8]) -> Result<i32, ConntrackError> {
         .get(..4)
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| malformed("NLMSG_ERROR/NLMSG_DONE without an error code"))?;
-    Ok(-i32::from_ne_bytes(b))
+    i32::from_ne_bytes(b)
+        .checked_neg()
+        .ok_or_else(|| malformed("NLMSG_ERROR/NLMSG_DONE error code out of range"))
 }
 
 #[cfg(test)]
@@ -737,5 +739,7 @@ pub(crate) mod tests {
         assert_eq!(payload_errno(&(-1i32).to_ne_bytes()).expect("errno"), 1);
         assert_eq!(payload_errno(&0i32.to_ne_bytes()).expect("ack"), 0);
         assert!(payload_errno(&[1, 2]).is_err());
+        // Found by the ctnetlink fuzz target: the code cannot be negated.
+        assert!(payload_errno(&i32::MIN.to_ne_bytes()).is_err());
     }
 }

@@ -1404,7 +1404,11 @@ impl<'a> BlockView<'a> {
             return Err("reference columns disagree with the count".into());
         }
         let (mut ocur, mut ecur) = (Cur::new(o), Cur::new(e));
-        let boundary = self.meta.first_ordinal + n as u64;
+        let boundary = self
+            .meta
+            .first_ordinal
+            .checked_add(n as u64)
+            .ok_or("the block's first ordinal is out of range")?;
         let mut refs = Vec::with_capacity(nr);
         let mut prev_end = self.meta.min_start;
         for flags in fl.iter().copied() {

@@ -403,7 +403,9 @@ fn load_fast(file: &File, path: &Path, bytes: u64) -> Result<SegMeta, String> {
     let payload = f.payload_range();
     let blocks = decode_index(&Shared::new(Arc::new(idx)).slice(payload.start, payload.end))?;
     if blocks.len() != seal.blocks as usize
-        || blocks.iter().any(|b| b.offset + b.len > seal.index_offset)
+        || blocks
+            .iter()
+            .any(|b| b.offset.checked_add(b.len).is_none_or(|end| end > seal.index_offset))
     {
         return Err("index disagrees with the seal".into());
     }
