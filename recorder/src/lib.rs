@@ -12,6 +12,9 @@ pub mod capture;
 pub mod config;
 pub mod conntrack;
 pub mod daemon;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod import;
 pub mod log_limit;
 pub mod lookup;

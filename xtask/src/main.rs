@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod cpio;
+mod fuzz;
 mod package;
 mod setup;
 mod vm;
@@ -26,7 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what a fresh machine lacks (Debian packages, nightly rust-src, bpf-linker).
+    /// Install what a fresh machine lacks (Debian packages, nightly rust-src, bpf-linker,
+    /// cargo-fuzz).
     Setup,
     /// `cargo fmt --check`, and clippy with warnings denied for the host crates and for the eBPF
     /// crate on its bpf target (what CI runs before the tests).
@@ -90,6 +92,17 @@ enum Cmd {
         /// Keep the run's directory under target/vm/ (initramfs, kernels, consoles).
         #[arg(long)]
         keep: bool,
+    },
+    /// Build the fuzz targets of fuzz/ (cargo-fuzz, nightly) and run each for a while: the
+    /// decoders of segment files, ctnetlink messages and imported log lines. Fails naming the
+    /// target and the crash input (kept in fuzz/artifacts/TARGET/) when one crashes.
+    Fuzz {
+        /// Seconds each target runs.
+        #[arg(long, default_value_t = 20)]
+        time: u64,
+        /// Only this target (repeatable; default: all, as `cargo fuzz list` names them).
+        #[arg(long = "target")]
+        targets: Vec<String>,
     },
     /// Generate the synthetic ISP workload (arguments go to natrec-gen; see --help).
     Gen {
@@ -281,6 +294,10 @@ fn real_main() -> Result<()> {
                 steps,
                 keep,
             })
+        }
+        Cmd::Fuzz { time, targets } => {
+            setup::setup()?;
+            fuzz::fuzz(&workspace_root(), time, &targets)
         }
         Cmd::Gen { args } => {
             setup::setup()?;

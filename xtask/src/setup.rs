@@ -6,6 +6,7 @@
 //! 2. The nightly toolchain's `rust-src` (the eBPF crate is built with `-Z build-std=core`).
 //! 3. `bpf-linker`, built against the nightly's own LLVM (its major version and library name are
 //!    read from `rustc +nightly -vV` and the sysroot, never hard-coded).
+//! 4. `cargo-fuzz`, which `cargo xtask fuzz` runs.
 //!
 //! `cargo xtask deb` adds lintian and `cargo-deb` ([`deb_tools`]).
 //!
@@ -80,6 +81,7 @@ pub fn setup() -> Result<()> {
     step("Debian packages", packages)?;
     step("nightly toolchain with rust-src", nightly_rust_src)?;
     step("bpf-linker", bpf_linker)?;
+    step("cargo-fuzz", cargo_fuzz)?;
     eprintln!("setup: finished in {:.1}s", t.elapsed().as_secs_f64());
     Ok(())
 }
@@ -274,6 +276,25 @@ fn cargo_deb() -> Result<bool> {
         "--locked",
         "--version",
         CARGO_DEB_VERSION,
+    ]))?;
+    Ok(true)
+}
+
+/// cargo-fuzz release line `cargo xtask fuzz` is written for.
+const CARGO_FUZZ_VERSION: &str = "~0.13";
+
+fn cargo_fuzz() -> Result<bool> {
+    if Command::new("cargo").args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success())
+    {
+        return Ok(false);
+    }
+    eprintln!("setup: building cargo-fuzz; about a minute");
+    run(Command::new("cargo").args([
+        "install",
+        "cargo-fuzz",
+        "--locked",
+        "--version",
+        CARGO_FUZZ_VERSION,
     ]))?;
     Ok(true)
 }

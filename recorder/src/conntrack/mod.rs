@@ -15,7 +15,7 @@
 //! Messages become [`CtEntry`] values whose tuples have the kernel's `nf_conntrack_tuple` layout,
 //! so [`recorder_common::classify`] names the same endpoints as the eBPF path ([`CtEntry::nat`]).
 
-mod parse;
+pub(crate) mod parse;
 mod socket;
 mod sysctl;
 

@@ -44,14 +44,14 @@
 //! later ones wait. Sealing needs the segment's records in memory and free disk space for the
 //! sealed copy.
 
-mod bloom;
+pub(crate) mod bloom;
 mod catalog;
 mod chain;
 pub(crate) mod codec;
 mod dir;
 mod reader;
 mod seal;
-mod segment;
+pub(crate) mod segment;
 mod verify;
 mod writer;
 
