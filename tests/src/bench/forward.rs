@@ -280,11 +280,7 @@ fn blast(
 
 /// The outside's count of forwarded packets.
 fn read_counter(outside: &Netns) -> Result<u64> {
-    let out =
-        outside.exec(&["nft", "list", "counter", "netdev", "natrec_bench_fwd", "forwarded"])?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    super::sys::parse_counter_packets(&text)
-        .ok_or_else(|| BenchError::Invalid(format!("unexpected `nft list counter` output: {text}")))
+    super::sys::nft_counter(outside, "netdev", "natrec_bench_fwd", "forwarded")
 }
 
 /// Slab-heavy work with no NAT for `duration` in `ns`: create, write, unlink a file and open and

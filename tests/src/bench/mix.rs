@@ -289,10 +289,7 @@ fn machine_busy_seconds() -> Result<f64> {
 
 /// The outside's count of forwarded packets.
 fn read_counter(lab: &GatewayLab) -> Result<u64> {
-    let out = lab.outside().exec(&["nft", "list", "counter", "netdev", TABLE, "forwarded"])?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    super::sys::parse_counter_packets(&text)
-        .ok_or_else(|| BenchError::Invalid(format!("unexpected `nft list counter` output: {text}")))
+    super::sys::nft_counter(lab.outside(), "netdev", TABLE, "forwarded")
 }
 
 /// One run of the mix, at `rate` packets/s or the maximum.

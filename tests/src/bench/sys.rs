@@ -106,16 +106,20 @@ impl NatCounter {
                 ns.name()
             )));
         }
-        let out = ns.exec(&["nft", "list", "counter", "ip", self.table.name(), "created"])?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        parse_counter_packets(&text).ok_or_else(|| {
-            BenchError::Invalid(format!("unexpected `nft list counter` output: {text}"))
-        })
+        nft_counter(ns, "ip", self.table.name(), "created")
     }
 }
 
+/// The packets of the named nftables counter `name` of table `family table` in `ns`.
+pub(crate) fn nft_counter(ns: &Netns, family: &str, table: &str, name: &str) -> Result<u64> {
+    let out = ns.exec(&["nft", "list", "counter", family, table, name])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_counter_packets(&text)
+        .ok_or_else(|| BenchError::Invalid(format!("unexpected `nft list counter` output: {text}")))
+}
+
 /// The `packets N` of `nft list counter` output.
-pub(crate) fn parse_counter_packets(text: &str) -> Option<u64> {
+fn parse_counter_packets(text: &str) -> Option<u64> {
     let mut words = text.split_whitespace();
     while let Some(w) = words.next() {
         if w == "packets" {
