@@ -14,7 +14,7 @@
 //!   a sealed file an index and, last, the seal. The seal holds the SHA-256 of every byte before
 //!   it and the chain, SHA-256(predecessor's chain ‖ that hash ‖ sequence number), so that
 //!   changing, removing or reordering a sealed segment breaks the chain.
-//! - A block holds records (one translation each) column by column (`codec.rs`). In an `.open`
+//! - A block holds records (one translation each) column by column (`codec/`). In an `.open`
 //!   segment blocks hold events as they came: full records, and ends as references to their
 //!   start's record. Sealing rewrites them as groups (the checkpoint, then duration classes),
 //!   each sorted by start, every translation once with its end.
@@ -28,7 +28,7 @@
 //!
 //! - `segment.rs`: the file format (header, frames, seal, index), reading a segment's
 //!   metadata and blocks, recovering an `.open` file.
-//! - `codec.rs`: records, address interning, the block encoding and its decoding.
+//! - `codec/`: records, address interning, the block encoding and its decoding.
 //! - `seal.rs`: sealing an `.open` segment, and the thread that seals rotated ones in order.
 //! - `dir.rs`: segment file names, listing, `natrec segments`.
 //! - `chain.rs`: the hash chain across segments and `retention.log`.

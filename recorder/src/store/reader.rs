@@ -204,33 +204,40 @@ fn select<'a>(
 ) -> Result<Option<Select>, String> {
     // Outer `None`: the address is not in the block; inner `None`: the filter names none.
     type Local = Option<Option<(u32, Option<u16>)>>;
-    let mut local = |m: Option<EndpointMatch>, i: usize| -> Result<Local, String> {
+    let mut local = |m: Option<EndpointMatch>, d: Dict| -> Result<Local, String> {
         let Some(m) = m else { return Ok(Some(None)) };
-        Ok(views.get(v, i)?.position(m.ip).map(|p| Some((p, m.port))))
+        Ok(views.get(v, d)?.position(m.ip).map(|p| Some((p, m.port))))
     };
-    let (Some(inside), Some(outside), Some(remote)) =
-        (local(f.inside, 0)?, local(f.outside, 1)?, local(f.remote, 2)?)
-    else {
+    let (Some(inside), Some(outside), Some(remote)) = (
+        local(f.inside, Dict::Inside)?,
+        local(f.outside, Dict::Outside)?,
+        local(f.remote, Dict::Remote)?,
+    ) else {
         return Ok(None);
     };
     Ok(Some(Select { inside, outside, remote }))
 }
 
-/// A block's dictionaries (inside, outside, remote), each read when first needed.
+/// A block's dictionaries (in the order of [`Dict::ALL`]), each read when first needed.
 struct Views<'a>([Option<DictView<'a>>; 3]);
 
 impl<'a> Views<'a> {
-    fn get(&mut self, v: &BlockView<'a>, i: usize) -> Result<&DictView<'a>, String> {
-        if self.0[i].is_none() {
-            self.0[i] = Some(v.dict_view(Dict::ALL[i])?);
+    fn get(&mut self, v: &BlockView<'a>, d: Dict) -> Result<&DictView<'a>, String> {
+        let slot = &mut self.0[d as usize];
+        if slot.is_none() {
+            *slot = Some(v.dict_view(d)?);
         }
-        self.0[i].as_ref().ok_or_else(|| "dictionary".to_owned())
+        slot.as_ref().ok_or_else(|| "dictionary".to_owned())
+    }
+    /// Dictionary `d`, if read.
+    fn read(&self, d: Dict) -> Option<&DictView<'a>> {
+        self.0[d as usize].as_ref()
     }
     fn lens(&mut self, v: &BlockView<'a>) -> Result<DictLens, String> {
         Ok(DictLens {
-            inside: self.get(v, 0)?.len(),
-            outside: self.get(v, 1)?.len(),
-            remote: self.get(v, 2)?.len(),
+            inside: self.get(v, Dict::Inside)?.len(),
+            outside: self.get(v, Dict::Outside)?.len(),
+            remote: self.get(v, Dict::Remote)?.len(),
         })
     }
 }
@@ -444,15 +451,14 @@ fn block_translation(r: &Rec, d: &Views<'_>, res: Resolution) -> Result<Translat
         &[IpAddr::from([0u8; 4])],
         res,
     )?;
-    let get = |k: usize, i: u32| {
-        d.0[k]
-            .as_ref()
+    let get = |k: Dict, i: u32| {
+        d.read(k)
             .and_then(|v| v.get(i))
             .ok_or_else(|| format!("a record names address {i}, beyond its block's dictionary"))
     };
-    t.inside.set_ip(get(0, r.inside)?);
-    t.outside.set_ip(get(1, r.outside)?);
-    t.remote.set_ip(get(2, r.remote)?);
+    t.inside.set_ip(get(Dict::Inside, r.inside)?);
+    t.outside.set_ip(get(Dict::Outside, r.outside)?);
+    t.remote.set_ip(get(Dict::Remote, r.remote)?);
     Ok(t)
 }
 
