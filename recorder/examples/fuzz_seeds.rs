@@ -9,6 +9,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
+use recorder::fuzzing::ctnetlink::{
+    Builder, CTA_ID, CTA_MARK, CTA_PROTO_ICMP_CODE, CTA_PROTO_ICMP_ID, CTA_PROTO_ICMP_TYPE,
+    CTA_STATUS, CTA_TIMEOUT, CTA_TIMESTAMP, CTA_TIMESTAMP_START, CTA_TIMESTAMP_STOP,
+    CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_ZONE, IPCTNL_MSG_CT_DELETE, IPCTNL_MSG_CT_GET,
+    IPCTNL_MSG_CT_NEW, NFNL_SUBSYS_CTNETLINK, NLM_F_MULTI, NLMSG_DONE, NLMSG_ERROR, netlink, ports,
+};
 use recorder::fuzzing::{SEGMENT_HEADER_LEN, frames};
 use recorder::import::{Format, render};
 use recorder::model::FlowEvent;
@@ -178,120 +184,11 @@ const ULOGD_LINES: &[&str] = &[
     r#"{"oob.prefix": "x"}"#,
 ];
 
-// ctnetlink message layout (uapi linux/netfilter/nfnetlink_conntrack.h).
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_MULTI: u16 = 0x02;
-const NFNL_SUBSYS_CTNETLINK: u16 = 1;
-const IPCTNL_MSG_CT_NEW: u16 = 0;
-const IPCTNL_MSG_CT_GET: u16 = 1;
-const IPCTNL_MSG_CT_DELETE: u16 = 2;
-const NLA_F_NESTED: u16 = 1 << 15;
-const CTA_TUPLE_ORIG: u16 = 1;
-const CTA_TUPLE_REPLY: u16 = 2;
-const CTA_STATUS: u16 = 3;
-const CTA_TIMEOUT: u16 = 7;
-const CTA_MARK: u16 = 8;
-const CTA_ID: u16 = 12;
-const CTA_ZONE: u16 = 18;
-const CTA_TIMESTAMP: u16 = 20;
-const CTA_TUPLE_IP: u16 = 1;
-const CTA_TUPLE_PROTO: u16 = 2;
-const CTA_IP_V4_SRC: u16 = 1;
-const CTA_IP_V4_DST: u16 = 2;
-const CTA_IP_V6_SRC: u16 = 3;
-const CTA_IP_V6_DST: u16 = 4;
-const CTA_PROTO_NUM: u16 = 1;
-const CTA_PROTO_SRC_PORT: u16 = 2;
-const CTA_PROTO_DST_PORT: u16 = 3;
-const CTA_PROTO_ICMP_ID: u16 = 4;
-const CTA_PROTO_ICMP_TYPE: u16 = 5;
-const CTA_PROTO_ICMP_CODE: u16 = 6;
-const CTA_TIMESTAMP_START: u16 = 1;
-const CTA_TIMESTAMP_STOP: u16 = 2;
-
-/// Netlink attributes (host-order headers, 4-byte aligned), with nests.
-#[derive(Default)]
-struct Attrs {
-    buf: Vec<u8>,
-    nests: Vec<usize>,
-}
-
-impl Attrs {
-    fn attr(&mut self, ty: u16, payload: &[u8]) -> &mut Self {
-        let len = u16::try_from(4 + payload.len()).expect("a small attribute");
-        self.buf.extend_from_slice(&len.to_ne_bytes());
-        self.buf.extend_from_slice(&ty.to_ne_bytes());
-        self.buf.extend_from_slice(payload);
-        self.buf.resize(self.buf.len().next_multiple_of(4), 0);
-        self
-    }
-    fn nest(&mut self, ty: u16) -> &mut Self {
-        self.nests.push(self.buf.len());
-        self.buf.extend_from_slice(&[0, 0]);
-        self.buf.extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
-        self
-    }
-    fn end(&mut self) -> &mut Self {
-        let start = self.nests.pop().expect("an open nest");
-        let len = u16::try_from(self.buf.len() - start).expect("a small nest");
-        self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
-        self
-    }
-    /// A tuple nest; `l4` is the protocol attributes after `CTA_PROTO_NUM`.
-    fn tuple(
-        &mut self,
-        ty: u16,
-        src: &[u8],
-        dst: &[u8],
-        proto: u8,
-        l4: &[(u16, Vec<u8>)],
-    ) -> &mut Self {
-        let (s, d) = if src.len() == 4 {
-            (CTA_IP_V4_SRC, CTA_IP_V4_DST)
-        } else {
-            (CTA_IP_V6_SRC, CTA_IP_V6_DST)
-        };
-        self.nest(ty).nest(CTA_TUPLE_IP).attr(s, src).attr(d, dst).end();
-        self.nest(CTA_TUPLE_PROTO).attr(CTA_PROTO_NUM, &[proto]);
-        for (t, p) in l4 {
-            self.attr(*t, p);
-        }
-        self.end().end()
-    }
-    /// The attributes as one ctnetlink message (`nlmsghdr`, `nfgenmsg`).
-    fn message(&self, msg: u16, family: u8, flags: u16, seq: u32) -> Vec<u8> {
-        let mut payload = vec![family, 0, 0, 0];
-        payload.extend_from_slice(&self.buf);
-        netlink((NFNL_SUBSYS_CTNETLINK << 8) | msg, flags, seq, &payload)
-    }
-}
-
-/// One netlink message, padded to 4 bytes.
-fn netlink(ty: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(16 + payload.len()).expect("a small message");
-    let mut m = Vec::new();
-    m.extend_from_slice(&len.to_ne_bytes());
-    m.extend_from_slice(&ty.to_ne_bytes());
-    m.extend_from_slice(&flags.to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    m.extend_from_slice(payload);
-    m.resize(m.len().next_multiple_of(4), 0);
-    m
-}
-
-fn ports(sport: u16, dport: u16) -> [(u16, Vec<u8>); 2] {
-    [
-        (CTA_PROTO_SRC_PORT, sport.to_be_bytes().to_vec()),
-        (CTA_PROTO_DST_PORT, dport.to_be_bytes().to_vec()),
-    ]
-}
-
+/// ctnetlink messages as the kernel sends them: events, a dump reply and an error reply.
 fn ctnetlink_datagrams() -> Vec<(&'static str, Vec<u8>)> {
     let snat = (IPS_SRC_NAT | IPS_CONFIRMED).to_be_bytes();
     // A DESTROY event of a TCP SNAT entry with every attribute natrec reads.
-    let mut tcp = Attrs::default();
+    let mut tcp = Builder::default();
     tcp.tuple(CTA_TUPLE_ORIG, &[10, 1, 0, 2], &[198, 51, 100, 7], 6, &ports(40000, 443))
         .tuple(CTA_TUPLE_REPLY, &[198, 51, 100, 7], &[100, 64, 0, 1], 6, &ports(443, 40001))
         .attr(CTA_ZONE, &7u16.to_be_bytes())
@@ -308,7 +205,7 @@ fn ctnetlink_datagrams() -> Vec<(&'static str, Vec<u8>)> {
         [0x20, 0x01, 0x0d, 0xb8, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
         [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
     );
-    let mut v6 = Attrs::default();
+    let mut v6 = Builder::default();
     v6.tuple(CTA_TUPLE_ORIG, &remote, &outside, 6, &ports(50000, 8080))
         .tuple(CTA_TUPLE_REPLY, &inside, &remote, 6, &ports(80, 50000))
         .attr(CTA_STATUS, &(IPS_DST_NAT | IPS_CONFIRMED).to_be_bytes())
@@ -324,7 +221,7 @@ fn ctnetlink_datagrams() -> Vec<(&'static str, Vec<u8>)> {
         (CTA_PROTO_ICMP_TYPE, vec![0]),
         (CTA_PROTO_ICMP_CODE, vec![0]),
     ];
-    let mut icmp = Attrs::default();
+    let mut icmp = Builder::default();
     icmp.tuple(CTA_TUPLE_ORIG, &[10, 1, 0, 3], &[198, 51, 100, 9], 1, &icmp_orig)
         .tuple(CTA_TUPLE_REPLY, &[198, 51, 100, 9], &[100, 64, 0, 1], 1, &icmp_reply)
         .attr(CTA_STATUS, &snat);

@@ -21,6 +21,18 @@ use crate::store::bloom::Shared;
 use crate::store::codec::{BlockView, Dict, Dicts, EndRef, Rec, Select};
 use crate::store::segment::{self, FRAME_HEADER, HEADER_LEN, Header, Seal, T_BLOCK, T_INDEX};
 
+/// ctnetlink messages built as the kernel lays them out, and the constants to build them, for
+/// seed corpora.
+pub mod ctnetlink {
+    pub use crate::conntrack::craft::{Builder, netlink, ports};
+    pub use crate::conntrack::parse::{
+        CTA_ID, CTA_MARK, CTA_PROTO_ICMP_CODE, CTA_PROTO_ICMP_ID, CTA_PROTO_ICMP_TYPE, CTA_STATUS,
+        CTA_TIMEOUT, CTA_TIMESTAMP, CTA_TIMESTAMP_START, CTA_TIMESTAMP_STOP, CTA_TUPLE_ORIG,
+        CTA_TUPLE_REPLY, CTA_ZONE, IPCTNL_MSG_CT_DELETE, IPCTNL_MSG_CT_GET, IPCTNL_MSG_CT_NEW,
+        NFNL_SUBSYS_CTNETLINK, NLM_F_MULTI, NLMSG_DONE, NLMSG_ERROR,
+    };
+}
+
 /// The length of a segment's header.
 pub const SEGMENT_HEADER_LEN: usize = HEADER_LEN;
 

@@ -15,6 +15,8 @@
 //! Messages become [`CtEntry`] values whose tuples have the kernel's `nf_conntrack_tuple` layout,
 //! so [`recorder_common::classify`] names the same endpoints as the eBPF path ([`CtEntry::nat`]).
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod craft;
 pub(crate) mod parse;
 mod socket;
 mod sysctl;

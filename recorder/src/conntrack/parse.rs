@@ -10,64 +10,64 @@ use super::ConntrackError;
 use crate::model::{Flags, Translation};
 
 /// `sizeof(struct nlmsghdr)`.
-pub(crate) const NLMSG_HDRLEN: usize = 16;
+pub const NLMSG_HDRLEN: usize = 16;
 /// `sizeof(struct nfgenmsg)`.
-pub(crate) const NFGENMSG_LEN: usize = 4;
+pub const NFGENMSG_LEN: usize = 4;
 /// `sizeof(struct nlattr)`.
-const NLA_HDRLEN: usize = 4;
+pub const NLA_HDRLEN: usize = 4;
 
-pub(crate) const NLMSG_NOOP: u16 = 1;
-pub(crate) const NLMSG_ERROR: u16 = 2;
-pub(crate) const NLMSG_DONE: u16 = 3;
-pub(crate) const NLMSG_OVERRUN: u16 = 4;
+pub const NLMSG_NOOP: u16 = 1;
+pub const NLMSG_ERROR: u16 = 2;
+pub const NLMSG_DONE: u16 = 3;
+pub const NLMSG_OVERRUN: u16 = 4;
 
-pub(crate) const NLM_F_REQUEST: u16 = 0x01;
-#[cfg(test)]
-pub(crate) const NLM_F_MULTI: u16 = 0x02;
-pub(crate) const NLM_F_DUMP_INTR: u16 = 0x10;
-pub(crate) const NLM_F_DUMP: u16 = 0x100 | 0x200;
+pub const NLM_F_REQUEST: u16 = 0x01;
+#[cfg(any(test, feature = "fuzzing"))]
+pub const NLM_F_MULTI: u16 = 0x02;
+pub const NLM_F_DUMP_INTR: u16 = 0x10;
+pub const NLM_F_DUMP: u16 = 0x100 | 0x200;
 
-pub(crate) const NFNL_SUBSYS_CTNETLINK: u16 = 1;
-pub(crate) const IPCTNL_MSG_CT_NEW: u16 = 0;
-pub(crate) const IPCTNL_MSG_CT_GET: u16 = 1;
-pub(crate) const IPCTNL_MSG_CT_DELETE: u16 = 2;
+pub const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+pub const IPCTNL_MSG_CT_NEW: u16 = 0;
+pub const IPCTNL_MSG_CT_GET: u16 = 1;
+pub const IPCTNL_MSG_CT_DELETE: u16 = 2;
 /// `NFNETLINK_V0`.
-pub(crate) const NFNETLINK_V0: u8 = 0;
+pub const NFNETLINK_V0: u8 = 0;
 
-const NLA_F_NESTED: u16 = 1 << 15;
-const NLA_F_NET_BYTEORDER: u16 = 1 << 14;
-const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
+pub const NLA_F_NESTED: u16 = 1 << 15;
+pub const NLA_F_NET_BYTEORDER: u16 = 1 << 14;
+pub const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
 
-const CTA_TUPLE_ORIG: u16 = 1;
-const CTA_TUPLE_REPLY: u16 = 2;
-const CTA_STATUS: u16 = 3;
-const CTA_TIMEOUT: u16 = 7;
-const CTA_MARK: u16 = 8;
-const CTA_ID: u16 = 12;
-const CTA_ZONE: u16 = 18;
-const CTA_TIMESTAMP: u16 = 20;
+pub const CTA_TUPLE_ORIG: u16 = 1;
+pub const CTA_TUPLE_REPLY: u16 = 2;
+pub const CTA_STATUS: u16 = 3;
+pub const CTA_TIMEOUT: u16 = 7;
+pub const CTA_MARK: u16 = 8;
+pub const CTA_ID: u16 = 12;
+pub const CTA_ZONE: u16 = 18;
+pub const CTA_TIMESTAMP: u16 = 20;
 
-const CTA_TUPLE_IP: u16 = 1;
-const CTA_TUPLE_PROTO: u16 = 2;
-const CTA_TUPLE_ZONE: u16 = 3;
+pub const CTA_TUPLE_IP: u16 = 1;
+pub const CTA_TUPLE_PROTO: u16 = 2;
+pub const CTA_TUPLE_ZONE: u16 = 3;
 
-const CTA_IP_V4_SRC: u16 = 1;
-const CTA_IP_V4_DST: u16 = 2;
-const CTA_IP_V6_SRC: u16 = 3;
-const CTA_IP_V6_DST: u16 = 4;
+pub const CTA_IP_V4_SRC: u16 = 1;
+pub const CTA_IP_V4_DST: u16 = 2;
+pub const CTA_IP_V6_SRC: u16 = 3;
+pub const CTA_IP_V6_DST: u16 = 4;
 
-const CTA_PROTO_NUM: u16 = 1;
-const CTA_PROTO_SRC_PORT: u16 = 2;
-const CTA_PROTO_DST_PORT: u16 = 3;
-const CTA_PROTO_ICMP_ID: u16 = 4;
-const CTA_PROTO_ICMP_TYPE: u16 = 5;
-const CTA_PROTO_ICMP_CODE: u16 = 6;
-const CTA_PROTO_ICMPV6_ID: u16 = 7;
-const CTA_PROTO_ICMPV6_TYPE: u16 = 8;
-const CTA_PROTO_ICMPV6_CODE: u16 = 9;
+pub const CTA_PROTO_NUM: u16 = 1;
+pub const CTA_PROTO_SRC_PORT: u16 = 2;
+pub const CTA_PROTO_DST_PORT: u16 = 3;
+pub const CTA_PROTO_ICMP_ID: u16 = 4;
+pub const CTA_PROTO_ICMP_TYPE: u16 = 5;
+pub const CTA_PROTO_ICMP_CODE: u16 = 6;
+pub const CTA_PROTO_ICMPV6_ID: u16 = 7;
+pub const CTA_PROTO_ICMPV6_TYPE: u16 = 8;
+pub const CTA_PROTO_ICMPV6_CODE: u16 = 9;
 
-const CTA_TIMESTAMP_START: u16 = 1;
-const CTA_TIMESTAMP_STOP: u16 = 2;
+pub const CTA_TIMESTAMP_START: u16 = 1;
+pub const CTA_TIMESTAMP_STOP: u16 = 2;
 
 /// Rounds `len` up to netlink's 4-byte alignment.
 pub(crate) const fn align4(len: usize) -> usize {
@@ -444,71 +444,7 @@ pub(crate) fn payload_errno(payload: &[u8]) -> Result<i32, ConntrackError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    /// Builds netlink attributes and messages by hand, as the kernel lays them out.
-    #[derive(Default)]
-    pub(crate) struct Builder {
-        buf: Vec<u8>,
-        nests: Vec<usize>,
-    }
-
-    impl Builder {
-        pub(crate) fn attr(&mut self, ty: u16, payload: &[u8]) -> &mut Self {
-            let len = (NLA_HDRLEN + payload.len()) as u16;
-            self.buf.extend_from_slice(&len.to_ne_bytes());
-            self.buf.extend_from_slice(&ty.to_ne_bytes());
-            self.buf.extend_from_slice(payload);
-            self.pad();
-            self
-        }
-        pub(crate) fn nest(&mut self, ty: u16) -> &mut Self {
-            self.nests.push(self.buf.len());
-            self.buf.extend_from_slice(&0u16.to_ne_bytes());
-            self.buf.extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
-            self
-        }
-        pub(crate) fn end(&mut self) -> &mut Self {
-            let start = self.nests.pop().expect("open nest");
-            let len = (self.buf.len() - start) as u16;
-            self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
-            self
-        }
-        fn pad(&mut self) {
-            self.buf.resize(align4(self.buf.len()), 0);
-        }
-        pub(crate) fn tuple_v4(
-            &mut self,
-            ty: u16,
-            src: [u8; 4],
-            dst: [u8; 4],
-            proto: u8,
-            sp: u16,
-            dp: u16,
-        ) -> &mut Self {
-            self.nest(ty)
-                .nest(CTA_TUPLE_IP)
-                .attr(CTA_IP_V4_SRC, &src)
-                .attr(CTA_IP_V4_DST, &dst)
-                .end()
-                .nest(CTA_TUPLE_PROTO)
-                .attr(CTA_PROTO_NUM, &[proto])
-                .attr(CTA_PROTO_SRC_PORT, &sp.to_be_bytes())
-                .attr(CTA_PROTO_DST_PORT, &dp.to_be_bytes())
-                .end()
-                .end()
-        }
-        /// Wraps the attributes into a ctnetlink message (`nlmsghdr` + `nfgenmsg`).
-        pub(crate) fn message(&self, msg: u16, family: u8, flags: u16, seq: u32) -> Vec<u8> {
-            let ty = (NFNL_SUBSYS_CTNETLINK << 8) | msg;
-            let mut m = build_request(ty, flags, seq, family);
-            m[4..6].copy_from_slice(&ty.to_ne_bytes());
-            m.extend_from_slice(&self.buf);
-            let len = m.len() as u32;
-            m[0..4].copy_from_slice(&len.to_ne_bytes());
-            m.resize(align4(m.len()), 0);
-            m
-        }
-    }
+    use crate::conntrack::craft::Builder;
 
     pub(crate) fn v4_tcp_snat() -> Vec<u8> {
         let mut b = Builder::default();
