@@ -22,9 +22,13 @@ pub mod metrics;
 pub mod model;
 mod open_table;
 pub mod query;
+pub mod rng;
 pub mod service;
 pub mod sink;
 pub mod store;
+#[cfg(feature = "synth")]
 pub mod synth;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 pub mod tracker;
 pub mod units;

@@ -308,15 +308,9 @@ mod tests {
     fn against_std<S: BuildHasher + Default>(seed: u64, keys: u64, steps: usize) {
         let mut t: OpenTable<u64, u64, S> = OpenTable::default();
         let mut m: HashMap<u64, u64> = HashMap::new();
-        let mut x = seed;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::rng::Rng::new(seed);
         for step in 0..steps {
-            let r = next();
+            let r = rng.next_u64();
             let k = r % keys;
             match r >> 60 {
                 0..=6 => assert_eq!(t.insert(k, r), m.insert(k, r), "insert {k} at step {step}"),
@@ -330,7 +324,7 @@ mod tests {
             }
             assert_eq!(t.len(), m.len());
             t.prefetch(&k);
-            let q = next() % keys;
+            let q = rng.next_u64() % keys;
             assert_eq!(t.get(&q).is_some(), m.contains_key(&q), "get {q} at step {step}");
         }
         let mut all: Vec<(u64, u64)> = t.iter().map(|(k, v)| (*k, *v)).collect();

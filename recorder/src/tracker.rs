@@ -483,20 +483,16 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Kind, Proto};
+    use crate::model::Proto;
 
     fn t(inside_port: u16, start: &str, flags: Flags) -> Translation {
-        Translation {
-            kind: Kind::Snat,
-            proto: Proto::UDP,
-            inside: format!("10.0.1.2:{inside_port}").parse().expect("addr"),
-            outside: format!("100.64.0.1:{inside_port}").parse().expect("addr"),
-            remote: "10.99.0.2:53".parse().expect("addr"),
-            zone: 0,
-            start: start.parse().expect("time"),
-            end: None,
-            flags,
-        }
+        let (inside, outside) =
+            (format!("10.0.1.2:{inside_port}"), format!("100.64.0.1:{inside_port}"));
+        crate::testing::tr(&inside, &outside, "10.99.0.2:53")
+            .proto(Proto::UDP)
+            .start(start.parse().expect("time"))
+            .flags(flags)
+            .build()
     }
 
     fn ended(mut x: Translation, end: &str, flags: Flags) -> Translation {

@@ -1,22 +1,19 @@
 //! The config file as `natrec` reads it: `--config`, `NATREC_CONFIG`, `NATREC_*` and flags in
 //! their order of precedence, `check-config --dump`, and errors that say where a file is wrong.
+mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-/// Runs natrec with a clean `NATREC_*` (and `STATE_DIRECTORY`) environment plus `env`.
-fn natrec(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_natrec"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("NATREC_") || key == "STATE_DIRECTORY" {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.args(args).envs(env.iter().copied()).output().expect("run natrec")
+use common::{natrec, output};
+
+/// Runs natrec (see `common::natrec`) with `env` added.
+fn natrec_with(args: &[&str], env: &[(&str, &str)]) -> Output {
+    output(natrec(args).envs(env.iter().copied()), None)
 }
 
 fn dump(args: &[&str], env: &[(&str, &str)]) -> toml::Table {
-    let out = natrec(&[&["check-config", "--dump"], args].concat(), env);
+    let out = natrec_with(&[&["check-config", "--dump"], args].concat(), env);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "check-config failed: {stderr}");
     toml::from_str(&String::from_utf8_lossy(&out.stdout)).expect("--dump prints TOML")
@@ -60,7 +57,7 @@ fn flags_beat_the_environment_which_beats_the_file() {
 #[test]
 fn the_example_file_is_valid_once_it_names_a_wan() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../dist/natrec.toml");
-    let out = natrec(&["check-config", "--config", example], &[]);
+    let out = natrec_with(&["check-config", "--config", example], &[]);
     assert_eq!(out.status.code(), Some(2), "no WAN: record could not run");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no WAN interface"));
     let t = dump(&["--config", example, "--wan", "eth0"], &[]);
@@ -72,21 +69,23 @@ fn errors_name_the_file_the_line_and_the_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = write(dir.path(), "[record]\nwan = [\"eth0\"]\n\n[store]\nretain_dayz = 3\n");
     for cmd in ["check-config", "record"] {
-        let out = natrec(&[cmd, "--config", &file], &[]);
+        let out = natrec_with(&[cmd, "--config", &file], &[]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
         assert!(err.contains(&file) && err.contains("line 5, column 1"), "{cmd}: {err}");
         assert!(err.contains("unknown field `retain_dayz`"), "{cmd}: {err}");
     }
     let missing = dir.path().join("absent.toml");
-    let out = natrec(&["check-config", "--config", missing.to_str().expect("utf-8")], &[]);
+    let out = natrec_with(&["check-config", "--config", missing.to_str().expect("utf-8")], &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("absent.toml") && err.contains("No such file"), "{err}");
-    let out = natrec(&["record", "--config", &file, "--wan", "x", "--ringbuf-size", "1000"], &[]);
+    let out =
+        natrec_with(&["record", "--config", &file, "--wan", "x", "--ringbuf-size", "1000"], &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.code() == Some(2) && err.contains("unknown field"), "the file first: {err}");
     // Commands that only read the store do not read the config file.
-    let out = natrec(&["segments", "--config", &file, dir.path().to_str().expect("utf-8")], &[]);
+    let out =
+        natrec_with(&["segments", "--config", &file, dir.path().to_str().expect("utf-8")], &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.code() != Some(2) && !err.contains("retain_dayz"), "{err}");
 }

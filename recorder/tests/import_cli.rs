@@ -1,9 +1,9 @@
 //! `natrec import` end to end: synthetic logs in every format go in, the store gives back the same
 //! translations; malformed lines are reported with their line numbers; exit codes.
+mod common;
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use jiff::{SignedDuration, Timestamp};
 use recorder::import::{Format, render};
@@ -11,6 +11,8 @@ use recorder::lookup::{Filter, TranslationSource as _};
 use recorder::model::{FlowEvent, Translation};
 use recorder::store::Reader;
 use recorder::synth::{self, Limit, ProtoMix, WorkloadParams};
+
+use common::{natrec, output};
 
 fn params(icmp: f64) -> WorkloadParams {
     WorkloadParams {
@@ -37,23 +39,8 @@ fn text(format: Format, events: &[FlowEvent]) -> String {
     s
 }
 
-fn natrec(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_natrec"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run natrec");
-    let mut input = child.stdin.take().expect("stdin");
-    if let Some(s) = stdin {
-        // natrec may exit before reading (a usage error): a broken pipe is not a failure.
-        if let Err(e) = input.write_all(s.as_bytes()) {
-            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "writing stdin: {e}");
-        }
-    }
-    drop(input);
-    child.wait_with_output().expect("wait for natrec")
+fn natrec_in(args: &[&str], stdin: Option<&str>) -> Output {
+    output(&mut natrec(args), stdin)
 }
 
 fn stored(dir: &Path) -> Vec<Translation> {
@@ -89,7 +76,7 @@ fn conntrack_log_with_garbage_is_imported_and_the_garbage_reported() {
     let file = tmp.path().join("conntrack.log");
     std::fs::write(&file, &log).expect("write log");
     let dir = tmp.path().join("store");
-    let out = natrec(
+    let out = natrec_in(
         &[
             "import",
             "--format",
@@ -127,7 +114,7 @@ fn ulogd_json_from_stdin_and_a_zstd_jsonl_file_are_imported() {
     let tmp = tempfile::tempdir().expect("tempdir");
 
     let dir = tmp.path().join("ulogd");
-    let out = natrec(
+    let out = natrec_in(
         &["import", "--format", "ulogd-json", "-", "--dir", dir.to_str().expect("path")],
         Some(&text(Format::UlogdJson, &events)),
     );
@@ -143,7 +130,7 @@ fn ulogd_json_from_stdin_and_a_zstd_jsonl_file_are_imported() {
     std::fs::write(&second, zstd::encode_all(&jsonl.as_bytes()[cut..], 3).expect("zstd"))
         .expect("write");
     let dir = tmp.path().join("jsonl");
-    let out = natrec(
+    let out = natrec_in(
         &[
             "import",
             "--format",
@@ -168,7 +155,7 @@ fn unpaired_entries_are_open_or_end_only_in_the_store() {
     let destroy = "[1767571260.500000]\t[DESTROY] ipv4     2 tcp      6 src=10.0.0.3 dst=198.18.0.9 sport=40000 dport=443 src=198.18.0.9 dst=100.64.0.1 sport=443 dport=40000 [ASSURED] delta-time=60\n";
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("store");
-    let out = natrec(
+    let out = natrec_in(
         &["import", "--format", "conntrack", "--dir", dir.to_str().expect("path"), "--json"],
         Some(&format!("{new}{destroy}")),
     );
@@ -191,22 +178,24 @@ fn exit_codes_follow_grep() {
     let dir = dir.to_str().expect("path");
     // Nothing to import (only a non-NAT entry): 1.
     let plain = "[1767571200.000000]\t    [NEW] ipv4     2 udp      17 30 src=10.0.0.2 dst=10.0.0.3 sport=5000 dport=53 [UNREPLIED] src=10.0.0.3 dst=10.0.0.2 sport=53 dport=5000\n";
-    let out = natrec(&["import", "--format", "conntrack", "--dir", dir], Some(plain));
+    let out = natrec_in(&["import", "--format", "conntrack", "--dir", dir], Some(plain));
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 without NAT skipped"));
     // No --dir: 2, one line saying what was expected.
-    let out = natrec(&["import", "--format", "conntrack"], Some(plain));
+    let out = natrec_in(&["import", "--format", "conntrack"], Some(plain));
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("expected --dir DIR"), "{err}");
     // A missing file: 2.
-    let out =
-        natrec(&["import", "--format", "jsonl", "/nonexistent/natrec.jsonl", "--dir", dir], None);
+    let out = natrec_in(
+        &["import", "--format", "jsonl", "/nonexistent/natrec.jsonl", "--dir", dir],
+        None,
+    );
     assert_eq!(out.status.code(), Some(2));
     // --dry-run writes nothing, even with --dir.
     let dry = tmp.path().join("dry");
-    let out = natrec(
+    let out = natrec_in(
         &["import", "--format", "conntrack", "--dry-run", "--dir", dry.to_str().expect("path")],
         Some(&text(
             Format::Conntrack,

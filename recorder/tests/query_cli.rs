@@ -1,13 +1,17 @@
 //! `natrec query` as an operator runs it: output forms, exit codes like grep, one-line errors,
 //! accounts from a subscriber map, warnings for damaged blocks.
+mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use recorder::model::{Flags, FlowEvent, Kind, Proto, Translation};
+use recorder::model::{Flags, FlowEvent, Translation};
 use recorder::store::{Writer, WriterOptions};
+use recorder::testing;
+
+use common::{natrec, output};
 
 fn at(secs: i64) -> Timestamp {
     let t0: Timestamp = "2030-01-01T10:00:00Z".parse().expect("t0");
@@ -15,17 +19,7 @@ fn at(secs: i64) -> Timestamp {
 }
 
 fn tr(inside: &str, outside: &str, remote: &str, start: i64, end: i64) -> Translation {
-    Translation {
-        kind: Kind::Snat,
-        proto: Proto::TCP,
-        inside: inside.parse().expect("inside"),
-        outside: outside.parse().expect("outside"),
-        remote: remote.parse().expect("remote"),
-        zone: 0,
-        start: at(start),
-        end: Some(at(end)),
-        flags: Flags::empty(),
-    }
+    testing::tr(inside, outside, remote).start(at(start)).end(Some(at(end))).build()
 }
 
 /// Two hosts share 100.64.0.1:40000 towards different remotes; 10.0.1.4 has it alone later.
@@ -57,15 +51,9 @@ fn write_store(dir: &Path) {
     w.close().expect("close");
 }
 
-fn natrec(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_natrec"))
-        .arg("query")
-        .args(args)
-        .env("NATREC_DIR", dir)
-        .env_remove("NATREC_SUBSCRIBERS")
-        .env_remove("NATREC_TZ")
-        .output()
-        .expect("run natrec")
+/// `natrec query` on the store in `dir` (see `common::natrec`).
+fn query(dir: &Path, args: &[&str]) -> Output {
+    output(natrec(&[&["query"], args].concat()).env("NATREC_DIR", dir), None)
 }
 
 fn text(b: &[u8]) -> String {
@@ -79,7 +67,7 @@ fn a_unique_answer_exits_0_and_names_the_account() {
     let subs = dir.path().join("subscribers.csv");
     std::fs::write(&subs, "# prefix,account\n10.0.1.0/24,acct-1001\n10.0.1.4/32,acct-1004\n")
         .expect("write");
-    let out = natrec(
+    let out = query(
         dir.path(),
         &[
             "--outside",
@@ -94,7 +82,7 @@ fn a_unique_answer_exits_0_and_names_the_account() {
     // --subscribers needs its value: a usage error, exit 2.
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 
-    let out = natrec(
+    let out = query(
         dir.path(),
         &[
             "--outside",
@@ -129,7 +117,7 @@ fn an_ambiguous_answer_lists_all_and_says_how_to_narrow_in_every_form() {
     write_store(dir.path());
     let base = ["--outside", "100.64.0.1:40000", "--at", &at(30).to_string()];
 
-    let out = natrec(dir.path(), &base);
+    let out = query(dir.path(), &base);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0));
     assert!(
@@ -139,7 +127,7 @@ fn an_ambiguous_answer_lists_all_and_says_how_to_narrow_in_every_form() {
     assert!(stdout.contains("AMBIGUOUS: 2 inside endpoints held 100.64.0.1:40000"), "{stdout}");
     assert!(stdout.contains("add --remote"), "{stdout}");
 
-    let out = natrec(dir.path(), &[&base[..], &["--json"]].concat());
+    let out = query(dir.path(), &[&base[..], &["--json"]].concat());
     assert_eq!(out.status.code(), Some(0));
     let lines: Vec<serde_json::Value> = text(&out.stdout)
         .lines()
@@ -154,7 +142,7 @@ fn an_ambiguous_answer_lists_all_and_says_how_to_narrow_in_every_form() {
     assert_eq!(lines[2]["distinct_inside"], 2);
     assert_eq!(lines[2]["ambiguous"], true);
 
-    let out = natrec(dir.path(), &[&base[..], &["--csv"]].concat());
+    let out = query(dir.path(), &[&base[..], &["--csv"]].concat());
     assert_eq!(out.status.code(), Some(0));
     let csv = text(&out.stdout);
     let rows: Vec<&str> = csv.lines().collect();
@@ -170,7 +158,7 @@ fn an_ambiguous_answer_lists_all_and_says_how_to_narrow_in_every_form() {
         text(&out.stderr)
     );
 
-    let out = natrec(dir.path(), &[&base[..], &["--remote", "203.0.113.9", "--json"]].concat());
+    let out = query(dir.path(), &[&base[..], &["--remote", "203.0.113.9", "--json"]].concat());
     let lines: Vec<serde_json::Value> =
         text(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
     assert_eq!(lines.len(), 2);
@@ -182,7 +170,7 @@ fn an_ambiguous_answer_lists_all_and_says_how_to_narrow_in_every_form() {
 fn nothing_found_exits_1_and_range_queries_work() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_store(dir.path());
-    let out = natrec(dir.path(), &["--outside", "100.64.0.1:40000", "--at", &at(85).to_string()]);
+    let out = query(dir.path(), &["--outside", "100.64.0.1:40000", "--at", &at(85).to_string()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     assert!(
         text(&out.stdout).contains("0 translations of 0 inside endpoints"),
@@ -191,7 +179,7 @@ fn nothing_found_exits_1_and_range_queries_work() {
     );
 
     let from = (at(0).as_millisecond() as f64 / 1e3).to_string();
-    let out = natrec(
+    let out = query(
         dir.path(),
         &["--inside", "10.0.1.2", "--from", &from, "--to", &at(200).to_string(), "--json"],
     );
@@ -202,7 +190,7 @@ fn nothing_found_exits_1_and_range_queries_work() {
     assert_eq!(lines[0]["inside"], "10.0.1.2:51000");
     assert_eq!(lines[0]["end"], "2030-01-01T10:01:10.000Z");
 
-    let out = natrec(
+    let out = query(
         dir.path(),
         &[
             "--remote",
@@ -257,7 +245,7 @@ fn bad_input_is_one_clear_line_and_exit_2() {
         ),
     ];
     for (args, want) in cases {
-        let out = natrec(dir.path(), args);
+        let out = query(dir.path(), args);
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         let errors: Vec<&str> =
@@ -268,12 +256,12 @@ fn bad_input_is_one_clear_line_and_exit_2() {
     }
     let subs = dir.path().join("bad.csv");
     std::fs::write(&subs, "10.0.1.0/24,acct\n10.0.1.0/40,acct2\n").expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_natrec"))
-        .args(["query", "--outside", "100.64.0.1", "--at", "1893492000"])
-        .env("NATREC_DIR", dir.path())
-        .env("NATREC_SUBSCRIBERS", &subs)
-        .output()
-        .expect("run");
+    let out = output(
+        natrec(&["query", "--outside", "100.64.0.1", "--at", "1893492000"])
+            .env("NATREC_DIR", dir.path())
+            .env("NATREC_SUBSCRIBERS", &subs),
+        None,
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("bad.csv:2: expected a prefix length 0-32"),
@@ -298,7 +286,7 @@ fn a_damaged_block_warns_on_stderr_and_the_rest_answers() {
     bytes[72 + 12 + len / 2] ^= 0x5a;
     std::fs::write(&seg, &bytes).expect("write");
 
-    let out = natrec(
+    let out = query(
         dir.path(),
         &[
             "--outside",

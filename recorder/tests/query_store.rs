@@ -11,6 +11,7 @@ use recorder::query::{
     Answer, Note, OutsideQuery, Query, Separator, When, ask, parse_endpoint, who_held,
 };
 use recorder::store::{Reader, Writer, WriterOptions};
+use recorder::testing;
 
 /// Times are seconds after this (in the future of the test machine's clock, so that the writer's
 /// age-based rotation, measured from its own clock at open, follows the test's ticks).
@@ -20,17 +21,7 @@ fn at(secs: i64) -> Timestamp {
 }
 
 fn tr(inside: &str, outside: &str, remote: &str, start: i64, end: Option<i64>) -> Translation {
-    Translation {
-        kind: Kind::Snat,
-        proto: Proto::TCP,
-        inside: inside.parse().expect("inside"),
-        outside: outside.parse().expect("outside"),
-        remote: remote.parse().expect("remote"),
-        zone: 0,
-        start: at(start),
-        end: end.map(at),
-        flags: Flags::empty(),
-    }
+    testing::tr(inside, outside, remote).start(at(start)).end(end.map(at)).build()
 }
 
 fn open(dir: &Path) -> Writer {

@@ -1,8 +1,8 @@
 //! Fault tests: `kill -9` of a writing recorder at random moments, and a full file system.
 //!
 //! The crash test re-runs this test binary as the writer (the ignored `crash_child` test). The
-//! disk-full test mounts a small tmpfs (root only; set NATREC_TESTS_NO_ROOT=1 to skip it).
-mod store_common;
+//! disk-full test mounts a small tmpfs (root only; built with NATREC_TESTS_NO_ROOT=1 it is marked ignored).
+mod common;
 
 use std::collections::HashMap;
 use std::fs;
@@ -11,11 +11,12 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::*;
 use jiff::Timestamp;
 use recorder::model::{FlowEvent, FlowKey, Translation};
+use recorder::rng::Rng;
 use recorder::store::{Resolution, Writer, WriterOptions, verify};
 use recorder::synth::{Limit, WorkloadParams, events};
-use store_common::*;
 
 const BASE: i64 = 1_767_571_200; // 2026-01-05T00:00:00Z
 
@@ -80,7 +81,7 @@ fn by_key(ts: &[Translation]) -> HashMap<(FlowKey, Timestamp), Translation> {
 fn recorder_survives_kill_9_at_random_moments() {
     let dir = tempdir();
     let exe = std::env::current_exe().expect("exe");
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let runs = 6u64;
     for run in 0..runs {
         let mut child = Command::new(&exe)
@@ -99,10 +100,7 @@ fn recorder_survives_kill_9_at_random_moments() {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        std::thread::sleep(Duration::from_millis(rng % 1500));
+        std::thread::sleep(Duration::from_millis(u64::from(rng.below(1500))));
         child.kill().expect("SIGKILL"); // Child::kill sends SIGKILL
         child.wait().expect("reap");
 
@@ -175,7 +173,7 @@ struct Tmpfs {
 }
 
 impl Tmpfs {
-    fn mount(size: &str) -> Option<Tmpfs> {
+    fn mount(size: &str) -> Tmpfs {
         let t = tempdir();
         let dir = t.path().join("fs");
         fs::create_dir(&dir).expect("mkdir");
@@ -184,15 +182,11 @@ impl Tmpfs {
             .arg(&dir)
             .status()
             .is_ok_and(|s| s.success());
-        if !ok {
-            if std::env::var("NATREC_TESTS_NO_ROOT").as_deref() == Ok("1") {
-                return None;
-            }
-            panic!(
-                "mounting a tmpfs failed: this test needs root (set NATREC_TESTS_NO_ROOT=1 to skip)"
-            );
-        }
-        Some(Tmpfs { mount: dir, _parent: t })
+        assert!(
+            ok,
+            "mounting a tmpfs failed: this test needs root (NATREC_TESTS_NO_ROOT=1 marks it ignored)"
+        );
+        Tmpfs { mount: dir, _parent: t }
     }
 }
 
@@ -203,8 +197,9 @@ impl Drop for Tmpfs {
 }
 
 #[test]
+#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
 fn full_file_system_keeps_running_and_keeps_earlier_data_intact() {
-    let Some(fsys) = Tmpfs::mount("4m") else { return };
+    let fsys = Tmpfs::mount("4m");
     let log = Log::default();
     let subscriber = tracing_subscriber::fmt().with_writer(log.clone()).with_ansi(false).finish();
     let _guard = tracing::subscriber::set_default(subscriber);

@@ -1,11 +1,11 @@
 //! Written, rotated and read back: identical.
-mod store_common;
+mod common;
 
 use std::time::Duration;
 
+use common::*;
 use recorder::lookup::{EndpointMatch, Filter, TranslationSource};
 use recorder::store::{Reader, Resolution, WriterOptions, verify};
-use store_common::*;
 
 fn opts(res: Resolution, block: usize) -> WriterOptions {
     WriterOptions {

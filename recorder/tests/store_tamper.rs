@@ -1,16 +1,15 @@
 //! Edited, deleted, reordered segments and flipped bytes are each reported by `verify`; every
 //! undamaged block still reads.
-mod store_common;
+mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
+use common::*;
 use proptest::prelude::*;
 use recorder::lookup::TranslationSource;
 use recorder::store::{ProblemKind, Reader, Resolution, WriterOptions, verify};
-use store_common::*;
 
 fn opts() -> WriterOptions {
     WriterOptions {
@@ -40,8 +39,8 @@ fn kinds(dir: &Path) -> Vec<(ProblemKind, PathBuf)> {
     rep.problems.into_iter().map(|p| (p.kind, p.segment)).collect()
 }
 
-fn natrec(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_natrec")).args(args).output().expect("run natrec");
+fn natrec_status(args: &[&str]) -> (i32, String) {
+    let out = output(&mut natrec(args), None);
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -51,10 +50,10 @@ fn intact_store_verifies_and_cli_agrees() {
     store(dir.path());
     assert!(kinds(dir.path()).is_empty());
     let d = dir.path().to_str().expect("utf8");
-    let (code, out) = natrec(&["verify", d]);
+    let (code, out) = natrec_status(&["verify", d]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("OK:"), "{out}");
-    let (code, out) = natrec(&["segments", d]);
+    let (code, out) = natrec_status(&["segments", d]);
     assert_eq!(code, 0, "{out}");
     assert!(out.lines().count() >= 5 && out.contains("sealed"), "{out}");
 }
@@ -78,7 +77,7 @@ fn edited_segment_is_altered_and_named() {
     fs::write(victim, &data).expect("write");
     let k = kinds(dir.path());
     assert!(k.iter().any(|(kind, p)| *kind == ProblemKind::Altered && p == victim), "{k:?}");
-    let (code, out) = natrec(&["verify", dir.path().to_str().expect("utf8")]);
+    let (code, out) = natrec_status(&["verify", dir.path().to_str().expect("utf8")]);
     assert_eq!(code, 1);
     assert!(
         out.contains("altered")

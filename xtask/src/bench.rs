@@ -71,6 +71,8 @@ pub fn storage(workspace: &Path, target: &Path, args: &[String]) -> Result<()> {
         "natrec",
         "--bin",
         "natrec-gen",
+        "--features",
+        "synth",
     ]))?;
     let natrec = target.join("release").join("natrec");
     run(cargo(workspace)
@@ -103,6 +105,8 @@ pub fn query(workspace: &Path, target: &Path, args: &[String]) -> Result<()> {
         "natrec",
         "--bin",
         "natrec-gen",
+        "--features",
+        "synth",
     ]))?;
     let natrec = target.join("release").join("natrec");
     run(cargo(workspace)

@@ -310,6 +310,8 @@ fn real_main() -> Result<()> {
                     "recorder",
                     "--bin",
                     "natrec-gen",
+                    "--features",
+                    "synth",
                     "--",
                 ])
                 .args(&args))

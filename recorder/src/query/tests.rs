@@ -4,6 +4,7 @@ use std::path::Path;
 
 use super::*;
 use crate::model::Kind;
+use crate::testing;
 
 fn ts(s: &str) -> Timestamp {
     s.parse().expect("timestamp")
@@ -14,17 +15,7 @@ fn ep(s: &str) -> EndpointMatch {
 }
 
 fn tr(inside: &str, outside: &str, remote: &str, start: &str, end: Option<&str>) -> Translation {
-    Translation {
-        kind: Kind::Snat,
-        proto: Proto::TCP,
-        inside: inside.parse().expect("inside"),
-        outside: outside.parse().expect("outside"),
-        remote: remote.parse().expect("remote"),
-        zone: 0,
-        start: ts(start),
-        end: end.map(ts),
-        flags: Flags::empty(),
-    }
+    testing::tr(inside, outside, remote).start(ts(start)).end(end.map(ts)).build()
 }
 
 fn at(outside: &str, when: &str) -> OutsideQuery {

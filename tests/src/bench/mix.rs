@@ -35,6 +35,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use recorder::rng::Rng;
 use serde_json::{Value, json};
 
 use super::recorders::{self, Recorder};
@@ -84,23 +85,6 @@ impl FlowSizes {
         let tail = (l / h).powf(a);
         let at_least = |k: f64| ((l / k).powf(a) - tail) / (1.0 - tail);
         l.floor() + (l.floor() as u64 + 1..=h as u64).map(|k| at_least(k as f64)).sum::<f64>()
-    }
-}
-
-/// splitmix64: a small seeded generator, the same packets in every case.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -330,7 +314,7 @@ fn generate(
 ) -> Result<(u64, u64, f64)> {
     let source = SocketAddrV4::new(host, SOURCE_PORT);
     let sock = UdpSocket::bind(source).map_err(io_err(format!("binding {source}")))?;
-    let mut rng = Rng(SEED);
+    let mut rng = Rng::new(SEED);
     let tuples = servers.len() as u64 * 64_000;
     let name_of = |k: u64| -> libc::sockaddr_in {
         let server = servers[(k % servers.len() as u64) as usize];
@@ -559,7 +543,7 @@ mod tests {
         assert!(d.at(0.999_999_999) <= 1_000_000);
         // About 16 packets a flow (the continuous distribution's 16.1 less the parts cut off).
         assert!((d.mean() - 15.6).abs() < 0.5, "mean {}", d.mean());
-        let mut rng = Rng(1);
+        let mut rng = Rng::new(1);
         let n = 2_000_000;
         let sizes: Vec<u64> = (0..n).map(|_| d.at(rng.unit())).collect();
         let small = sizes.iter().filter(|&&s| s <= 4).count() as f64 / n as f64;

@@ -235,11 +235,7 @@ fn lab_part_start(args: &Args, what: &str) -> Result<()> {
     if let Some(natrec) = &args.natrec {
         natrec_tests::recorder_proc::use_natrec_bin(natrec);
     }
-    if !ensure_root_capabilities()? {
-        bail!(
-            "{what} needs root, network namespaces, nftables and conntrack (NATREC_TESTS_NO_ROOT=1 is set)"
-        );
-    }
+    ensure_root_capabilities().with_context(|| format!("{what} cannot run here"))?;
     Ok(())
 }
 
@@ -317,7 +313,7 @@ fn real_main() -> Result<()> {
             args.natrec_gen.clone().unwrap_or_else(|| natrec.with_file_name("natrec-gen"));
         if !natrec_gen.is_file() {
             bail!(
-                "{} does not exist: build it (`cargo build --release -p recorder --bin natrec-gen`) or give --natrec-gen",
+                "{} does not exist: build it (`cargo build --release -p recorder --features synth --bin natrec-gen`) or give --natrec-gen",
                 natrec_gen.display()
             );
         }

@@ -311,7 +311,7 @@ pub fn coverage(obs: &[Observation]) -> Coverage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use recorder::model::{Flags, Kind};
+    use recorder::testing;
 
     fn at(s: &str) -> Timestamp {
         s.parse().expect("time")
@@ -336,17 +336,11 @@ mod tests {
         start: &str,
         end: Option<&str>,
     ) -> Translation {
-        Translation {
-            kind: Kind::Snat,
-            proto: Proto::UDP,
-            inside: inside.parse().expect("inside"),
-            outside: outside.parse().expect("outside"),
-            remote: remote.parse().expect("remote"),
-            zone: 0,
-            start: at(start),
-            end: end.map(at),
-            flags: Flags::empty(),
-        }
+        testing::tr(inside, outside, remote)
+            .proto(Proto::UDP)
+            .start(at(start))
+            .end(end.map(at))
+            .build()
     }
 
     #[test]

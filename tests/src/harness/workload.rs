@@ -32,32 +32,8 @@ pub const LONG_FLOW_PORT: u16 = 41_000;
 /// How long a client waits for an echo.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// A small deterministic generator (SplitMix64): the same seed makes the same workload.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator for `seed`.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// A number in `0..n` (`n` > 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n.max(1) as u64) as usize
-    }
-    /// True with probability `percent`/100.
-    pub fn percent(&mut self, percent: u64) -> bool {
-        self.next_u64() % 100 < percent
-    }
-}
+/// The workload's generator: the same seed makes the same workload.
+pub use recorder::rng::Rng;
 
 /// One short flow.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,21 +117,21 @@ pub fn plan_phase(
     let step = spec.phase / u32::try_from(n).unwrap_or(u32::MAX);
     (0..n)
         .map(|i| {
-            let h = rng.below(lab.hosts().len());
+            let h = rng.index(lab.hosts().len());
             let host = &lab.hosts()[h];
-            let addr = host.addrs()[rng.below(host.addrs().len())];
-            let server = servers[rng.below(servers.len())];
-            let sport = SERVER_PORTS[rng.below(SERVER_PORTS.len())];
+            let addr = host.addrs()[rng.index(host.addrs().len())];
+            let server = servers[rng.index(servers.len())];
+            let sport = SERVER_PORTS[rng.index(SERVER_PORTS.len())];
             let remote = SocketAddrV4::new(server, sport);
-            let fixed = rng.percent(spec.fixed_percent);
+            let fixed = rng.chance(spec.fixed_percent as f64 / 100.0);
             let port = if fixed {
                 FIXED_PORT_BASE
-                    + u16::try_from(rng.below(usize::from(spec.fixed_ports))).unwrap_or(0)
+                    + u16::try_from(rng.index(usize::from(spec.fixed_ports))).unwrap_or(0)
             } else {
                 0
             };
-            let rounds = 1 + u8::try_from(rng.below(3)).unwrap_or(0);
-            let kind = rng.below(100);
+            let rounds = 1 + u8::try_from(rng.index(3)).unwrap_or(0);
+            let kind = rng.index(100);
             let job = if kind < 40 {
                 Job::Udp { host: h, local: SocketAddrV4::new(addr, port), remote, rounds }
             } else if kind < 70 {
@@ -167,13 +143,13 @@ pub fn plan_phase(
             } else if kind < 90 {
                 let ident = if fixed {
                     FIXED_IDENT_BASE
-                        + u16::try_from(rng.below(usize::from(spec.fixed_ports))).unwrap_or(0)
+                        + u16::try_from(rng.index(usize::from(spec.fixed_ports))).unwrap_or(0)
                 } else {
-                    1000 + u16::try_from(rng.below(50_000)).unwrap_or(0)
+                    1000 + u16::try_from(rng.index(50_000)).unwrap_or(0)
                 };
                 Job::Ping { host: h, local: addr, ident, remote: server, count: rounds }
             } else {
-                let client = clients[rng.below(clients.len())];
+                let client = clients[rng.index(clients.len())];
                 if kind < 95 {
                     Job::DnatTcp { client, rounds }
                 } else {
@@ -181,7 +157,7 @@ pub fn plan_phase(
                 }
             };
             let jitter = Duration::from_micros(
-                rng.below(usize::try_from(step.as_micros()).unwrap_or(0).max(1)) as u64,
+                rng.index(usize::try_from(step.as_micros()).unwrap_or(0).max(1)) as u64,
             );
             Planned { at: step * u32::try_from(i).unwrap_or(u32::MAX) + jitter, job }
         })

@@ -1,8 +1,12 @@
-//! Helpers shared by the store's integration tests.
+//! Helpers shared by the integration tests: the one way they run the `natrec` binary, and the
+//! store tests' workloads, writers and readers. (Translations are built with
+//! `recorder::testing::tr`, seeded numbers come from `recorder::rng`.)
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -10,6 +14,38 @@ use recorder::lookup::{Filter, TranslationSource};
 use recorder::model::{FlowEvent, FlowKey, Translation};
 use recorder::store::{Reader, Resolution, Writer, WriterOptions};
 use recorder::synth::{Limit, WorkloadParams, events};
+
+/// The `natrec` binary with `args`, in an environment without the caller's `NATREC_*` settings
+/// and `STATE_DIRECTORY`, so that nothing of the shell running the tests leaks into them.
+pub fn natrec(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_natrec"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(|k| k.starts_with("NATREC_") || k == "STATE_DIRECTORY") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.args(args);
+    cmd
+}
+
+/// Runs `cmd` to its end with `stdin` as its input (none: an empty input), and returns its
+/// output. natrec may exit before reading (a usage error): a broken pipe is not a failure.
+pub fn output(cmd: &mut Command, stdin: Option<&str>) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run natrec");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(s) = stdin
+        && let Err(e) = input.write_all(s.as_bytes())
+    {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "writing stdin: {e}");
+    }
+    drop(input);
+    child.wait_with_output().expect("wait for natrec")
+}
 
 /// A small synthetic workload: `secs` seconds at `rate` flows per second.
 pub fn workload(seed: u64, rate: f64, secs: u64, drain: bool) -> Vec<FlowEvent> {
