@@ -3,6 +3,13 @@
 use anyhow::{Context as _, anyhow};
 
 fn main() -> anyhow::Result<()> {
+    // `NATREC_TESTS_NO_ROOT`, set at build time, marks the tests that need root (kernel BTF,
+    // netlink, a tmpfs mount) as ignored, so that `cargo test` reports them as such.
+    println!("cargo::rerun-if-env-changed=NATREC_TESTS_NO_ROOT");
+    println!("cargo::rustc-check-cfg=cfg(natrec_no_root)");
+    if std::env::var_os("NATREC_TESTS_NO_ROOT").is_some() {
+        println!("cargo::rustc-cfg=natrec_no_root");
+    }
     let cargo_metadata::Metadata { packages, .. } =
         cargo_metadata::MetadataCommand::new().no_deps().exec().context("cargo metadata")?;
     let ebpf = packages

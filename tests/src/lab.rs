@@ -384,13 +384,10 @@ impl Drop for ChildGuard {
 }
 
 /// Checks that the lab can run here: root, and the `ip`, `nft`, `conntrack`, `tcpdump` and
-/// `sysctl` binaries. Returns `Ok(false)` when `NATREC_TESTS_NO_ROOT=1` is set (the caller then
-/// prints "skipped: NATREC_TESTS_NO_ROOT=1" and returns), `Ok(true)` when the lab can run, and an
-/// error naming what is missing otherwise — tests fail loudly rather than skip.
-pub fn ensure_root_capabilities() -> Result<bool> {
-    if std::env::var("NATREC_TESTS_NO_ROOT").is_ok_and(|v| v == "1") {
-        return Ok(false);
-    }
+/// `sysctl` binaries; an error names everything that is missing. Tests fail loudly rather than
+/// skip: `NATREC_TESTS_NO_ROOT=1` at build time marks the tests that need the lab as ignored
+/// instead (`tests/build.rs`), so that a skip shows in the test summary.
+pub fn ensure_root_capabilities() -> Result<()> {
     let mut missing = Vec::new();
     // SAFETY: geteuid(2) has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -412,34 +409,13 @@ pub fn ensure_root_capabilities() -> Result<bool> {
         }
     }
     if missing.is_empty() {
-        Ok(true)
+        Ok(())
     } else {
         Err(LabError::Invalid(format!(
-            "the lab needs {} (set NATREC_TESTS_NO_ROOT=1 to skip these tests)",
+            "the lab needs {} (NATREC_TESTS_NO_ROOT=1 marks these tests ignored)",
             missing.join(", ")
         )))
     }
-}
-
-/// Starts a lab test: `Ok(true)` to go on, `Ok(false)` after printing the skip message when
-/// `NATREC_TESTS_NO_ROOT=1`.
-pub fn lab_test_start() -> Result<bool> {
-    let go = ensure_root_capabilities()?;
-    if !go {
-        println!("skipped: NATREC_TESTS_NO_ROOT=1");
-    }
-    Ok(go)
-}
-
-/// Starts a test of the end probe (Linux 6.1 or later, which CI has): `true` to go on, `false`
-/// after printing the skip message when `NATREC_TESTS_NO_END_PROBE=1` says this kernel cannot
-/// run it (the same behaviour with ends from ctnetlink is tested regardless).
-pub fn end_probe_test_start() -> bool {
-    if std::env::var_os("NATREC_TESTS_NO_END_PROBE").is_some() {
-        println!("skipped: NATREC_TESTS_NO_END_PROBE=1");
-        return false;
-    }
-    true
 }
 
 /// Creates a veth pair with one end (`a_if`) in `a` and the other (`b_if`) in `b`, both up.

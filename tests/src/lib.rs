@@ -15,8 +15,8 @@
 //!   Lines, stop.
 //!
 //! Everything here needs root (namespaces, nftables, conntrack); tests call
-//! [`lab::lab_test_start`], which fails loudly when something is missing unless
-//! `NATREC_TESTS_NO_ROOT=1` is set (then they print "skipped: NATREC_TESTS_NO_ROOT=1"). Every
+//! [`lab::ensure_root_capabilities`], which fails loudly when something is missing. Built with
+//! `NATREC_TESTS_NO_ROOT=1`, those tests are marked ignored (see `build.rs`). Every
 //! namespace is named `nr-<prefix>-<pid>-<n>`; a process killed before its guards ran leaves
 //! namespaces that the next lab process removes.
 

@@ -164,10 +164,9 @@ fn assert_covers(start: &Translation, end: &Translation, done: &FlowDone, seeded
 /// either probe; `cargo xtask vm` sets it per kernel of its matrix) or
 /// `NATREC_TESTS_NO_END_PROBE=1` says this kernel has none. Prints natrec's start-up time.
 #[test]
+#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
 fn natrec_takes_ends_from_the_source_this_kernel_has() {
-    if !lab::lab_test_start().expect("lab") {
-        return;
-    }
+    lab::ensure_root_capabilities().expect("lab");
     let expect = match std::env::var("NATREC_TESTS_EXPECT_ENDS") {
         Ok(v) => v,
         Err(_) if std::env::var_os("NATREC_TESTS_NO_END_PROBE").is_some() => "ctnetlink".into(),
@@ -237,15 +236,17 @@ fn natrec_takes_ends_from_the_source_this_kernel_has() {
 
 /// Every kind of flow, with ends from the end probe (the default where it runs).
 #[test]
+#[cfg_attr(
+    any(natrec_no_root, natrec_no_end_probe),
+    ignore = "NATREC_TESTS_NO_ROOT=1 or NATREC_TESTS_NO_END_PROBE=1"
+)]
 fn natrec_records_every_flow_like_conntrack_with_the_end_probe() {
-    if !lab::end_probe_test_start() {
-        return;
-    }
     records_every_flow_like_conntrack("cap", "ebpf", As::Root);
 }
 
 /// The same with ends from ctnetlink DESTROY events (kernels without the end probe).
 #[test]
+#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
 fn natrec_records_every_flow_like_conntrack_with_ctnetlink_ends() {
     records_every_flow_like_conntrack("capnl", "ctnetlink", As::Root);
 }
@@ -254,10 +255,11 @@ fn natrec_records_every_flow_like_conntrack_with_ctnetlink_ends() {
 /// in for systemd); the segments it writes are that user's. Without any one of the three,
 /// natrec refuses at once and names it.
 #[test]
+#[cfg_attr(
+    any(natrec_no_root, natrec_no_end_probe),
+    ignore = "NATREC_TESTS_NO_ROOT=1 or NATREC_TESTS_NO_END_PROBE=1"
+)]
 fn a_user_with_only_cap_bpf_net_admin_and_perfmon_records_every_flow() {
-    if !lab::end_probe_test_start() {
-        return;
-    }
     records_every_flow_like_conntrack("capuser", "ebpf", As::UnitUser);
 }
 
@@ -291,9 +293,7 @@ fn refuses_without_each_capability(lab: &GatewayLab, bin: &std::path::Path) {
 }
 
 fn records_every_flow_like_conntrack(prefix: &str, ends: &str, who: As) {
-    if !lab::lab_test_start().expect("lab capabilities") {
-        return;
-    }
+    lab::ensure_root_capabilities().expect("lab capabilities");
     let lab =
         GatewayLab::build(LabSpec { prefix: prefix.into(), ..LabSpec::default() }).expect("lab");
     let dir = TempDir::new("cap").expect("temp dir");
@@ -400,10 +400,9 @@ fn assert_store_is_the_users(store: &std::path::Path, uid: u32, n: usize) {
 /// A connection opened before `natrec record` started is recorded from the conntrack dump it
 /// seeds from, flagged `seeded`, and its end is written when it ends.
 #[test]
+#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
 fn a_flow_older_than_natrec_is_recorded_as_seeded() {
-    if !lab::lab_test_start().expect("lab capabilities") {
-        return;
-    }
+    lab::ensure_root_capabilities().expect("lab capabilities");
     let lab = GatewayLab::build(LabSpec {
         prefix: "seed".into(),
         port_forward: false,
@@ -432,10 +431,9 @@ fn a_flow_older_than_natrec_is_recorded_as_seeded() {
 }
 
 #[test]
+#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
 fn two_hosts_with_the_same_source_port_get_distinct_outside_ports() {
-    if !lab::lab_test_start().expect("lab capabilities") {
-        return;
-    }
+    lab::ensure_root_capabilities().expect("lab capabilities");
     let lab = GatewayLab::build(LabSpec {
         prefix: "clash".into(),
         port_forward: false,
@@ -510,13 +508,12 @@ fn two_hosts_with_the_same_source_port_get_distinct_outside_ports() {
 /// natrec's own reaping dump is a minute apart, the flows are left to expire, and a dump of the
 /// test's reaps them seconds later.
 #[test]
+#[cfg_attr(
+    any(natrec_no_root, natrec_no_end_probe),
+    ignore = "NATREC_TESTS_NO_ROOT=1 or NATREC_TESTS_NO_END_PROBE=1"
+)]
 fn end_probe_ends_are_the_kernels_stop_times() {
-    if !lab::end_probe_test_start() {
-        return;
-    }
-    if !lab::lab_test_start().expect("lab capabilities") {
-        return;
-    }
+    lab::ensure_root_capabilities().expect("lab capabilities");
     let lab = GatewayLab::build(LabSpec {
         prefix: "endp".into(),
         port_forward: false,
@@ -637,10 +634,12 @@ fn end_probe_ends_are_the_kernels_stop_times() {
 /// reports only those of natrec's own. A second gateway's translations, made and ended while
 /// natrec records in the first, leave no record.
 #[test]
+#[cfg_attr(
+    any(natrec_no_root, natrec_no_end_probe),
+    ignore = "NATREC_TESTS_NO_ROOT=1 or NATREC_TESTS_NO_END_PROBE=1"
+)]
 fn the_end_probe_reports_only_its_own_namespace() {
-    if !lab::end_probe_test_start() || !lab::lab_test_start().expect("lab capabilities") {
-        return;
-    }
+    lab::ensure_root_capabilities().expect("lab capabilities");
     let spec =
         |prefix: &str| LabSpec { prefix: prefix.into(), port_forward: false, ..LabSpec::default() };
     let ours = GatewayLab::build(spec("own")).expect("natrec's lab");

@@ -16,12 +16,10 @@ const IPS_CONFIRMED: u32 = 1 << 3;
 const SNAT: u8 = 1;
 const DNAT: u8 = 2;
 
-/// A namespace for the test, or `None` when `NATREC_TESTS_NO_ROOT=1`.
-fn lab_ns(prefix: &str) -> Option<Netns> {
-    if !lab::lab_test_start().expect("the lab needs root and its tools") {
-        return None;
-    }
-    Some(Netns::new(prefix).expect("creating a namespace"))
+/// A namespace for the test (root and the lab's tools, or a loud failure).
+fn lab_ns(prefix: &str) -> Netns {
+    lab::ensure_root_capabilities().expect("the lab needs root and its tools");
+    Netns::new(prefix).expect("creating a namespace")
 }
 
 /// Opens the event and dump sockets inside `ns` (after turning timestamps on there).
@@ -66,8 +64,9 @@ fn read_events(ev: &mut EventSocket, want: usize, limit: Duration) -> (Vec<CtEnt
 }
 
 #[test]
+#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
 fn dump_and_destroy_events_carry_the_kernel_tuples() {
-    let Some(ns) = lab_ns("ct") else { return };
+    let ns = lab_ns("ct");
     let opts =
         EventOptions { wait: Wait::Timeout(Duration::from_millis(100)), ..EventOptions::default() };
     let (mut ev, mut dump) = sockets_in(&ns, opts);
@@ -173,8 +172,9 @@ fn dump_and_destroy_events_carry_the_kernel_tuples() {
 }
 
 #[test]
+#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
 fn icmp_echo_tuples_have_the_kernel_layout() {
-    let Some(ns) = lab_ns("cti") else { return };
+    let ns = lab_ns("cti");
     let (_ev, mut dump) = sockets_in(&ns, EventOptions::default());
     // Any conntrack rule makes the namespace track its traffic.
     let _t = NftTable::create(
@@ -200,9 +200,10 @@ fn icmp_echo_tuples_have_the_kernel_layout() {
 }
 
 #[test]
+#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
 fn a_destroy_burst_larger_than_the_buffer_arrives_whole() {
     const N: usize = 5000;
-    let Some(ns) = lab_ns("ctb") else { return };
+    let ns = lab_ns("ctb");
     // A tiny buffer, and nobody reading during the flush: the kernel must hold the events back.
     let opts = EventOptions {
         rcvbuf_bytes: 16 << 10,
@@ -258,8 +259,9 @@ fn a_destroy_burst_larger_than_the_buffer_arrives_whole() {
 }
 
 #[test]
+#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
 fn entries_made_before_the_listener_end_with_events_enabled() {
-    let Some(ns) = lab_ns("cte") else { return };
+    let ns = lab_ns("cte");
     ns.run_in(|| {
         let previous = conntrack::enable_events().expect("enable events");
         assert_ne!(previous, 1, "a fresh namespace has nf_conntrack_events 1 already");
@@ -332,8 +334,9 @@ fn drop_capabilities() {
 }
 
 #[test]
+#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
 fn without_cap_net_admin_the_errors_say_so() {
-    let Some(ns) = lab_ns("ctp") else { return };
+    let ns = lab_ns("ctp");
     let (event_err, dump_err) = ns
         .run_in(|| {
             drop_capabilities();

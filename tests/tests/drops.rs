@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use natrec_tests::conntrack::conntrack_flush;
 use natrec_tests::gateway::{GatewayLab, LabSpec};
-use natrec_tests::lab::{TempDir, end_probe_test_start, lab_test_start};
+use natrec_tests::lab::{TempDir, ensure_root_capabilities};
 use natrec_tests::recorder_proc::{NatrecRecord, stats_json};
 use natrec_tests::traffic::{EchoServer, TcpFlow};
 use recorder::model::{Flags, FlowEvent, Proto};
@@ -46,22 +46,22 @@ fn resolve_neighbours(lab: &GatewayLab) {
 }
 
 #[test]
+#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
 fn a_full_ring_buffer_is_counted_and_every_translation_still_recorded_with_ctnetlink_ends() {
     full_ring_buffer("dropnl", "ctnetlink");
 }
 
 #[test]
+#[cfg_attr(
+    any(natrec_no_root, natrec_no_end_probe),
+    ignore = "NATREC_TESTS_NO_ROOT=1 or NATREC_TESTS_NO_END_PROBE=1"
+)]
 fn a_full_ring_buffer_is_counted_and_every_translation_still_recorded_with_the_end_probe() {
-    if !end_probe_test_start() {
-        return;
-    }
     full_ring_buffer("dropeb", "ebpf");
 }
 
 fn full_ring_buffer(prefix: &str, ends_from: &str) {
-    if !lab_test_start().expect("lab capabilities") {
-        return;
-    }
+    ensure_root_capabilities().expect("lab capabilities");
     let lab = one_host_lab(prefix);
     let host = &lab.hosts()[0];
     let local = SocketAddr::new(IpAddr::V4(host.addr()), 0);
@@ -162,13 +162,9 @@ fn full_ring_buffer(prefix: &str, ends_from: &str) {
 /// next packet reports it, so a connection whose start was lost is still recorded with its own
 /// start, not from its end only.
 #[test]
+#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
 fn a_lost_start_is_reported_again_at_the_entrys_next_established_packet() {
-    if !end_probe_test_start() {
-        return;
-    }
-    if !lab_test_start().expect("lab capabilities") {
-        return;
-    }
+    ensure_root_capabilities().expect("lab capabilities");
     const CONNECTIONS: usize = 120;
     let lab = one_host_lab("recheck");
     let host = &lab.hosts()[0];
@@ -240,13 +236,9 @@ fn a_lost_start_is_reported_again_at_the_entrys_next_established_packet() {
 /// reported, and still recorded with their own start and end, the end paired with its start by
 /// the tuple (the end event then carries no start).
 #[test]
+#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
 fn a_full_map_of_reported_entries_is_counted_and_every_translation_recorded_whole() {
-    if !end_probe_test_start() {
-        return;
-    }
-    if !lab_test_start().expect("lab capabilities") {
-        return;
-    }
+    ensure_root_capabilities().expect("lab capabilities");
     const SEEN: u64 = 64;
     const BURST: u16 = 500;
     let lab = one_host_lab("seenfull");

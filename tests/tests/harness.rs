@@ -16,7 +16,7 @@ use natrec_tests::harness::run::{
     Evidence, HarnessOptions, HarnessReport, STORE_DIR, run, target_dir,
 };
 use natrec_tests::harness::verify::{Outcome, QueryMode, Verdict, verify};
-use natrec_tests::lab::lab_test_start;
+use natrec_tests::lab::ensure_root_capabilities;
 use recorder::lookup::{Filter, TranslationSource as _};
 use recorder::model::{Kind, Translation};
 use recorder::store::Reader;
@@ -54,14 +54,11 @@ struct Shared {
     swapped: usize,
 }
 
-/// The shared run: `None` when the lab cannot run here (`NATREC_TESTS_NO_ROOT=1`). It runs once;
-/// an error is kept and reported by every test.
-fn shared() -> Option<&'static Shared> {
-    static RUN: OnceLock<Result<Option<Shared>, String>> = OnceLock::new();
+/// The shared run. It runs once; an error is kept and reported by every test.
+fn shared() -> &'static Shared {
+    static RUN: OnceLock<Result<Shared, String>> = OnceLock::new();
     match RUN.get_or_init(|| {
-        if !lab_test_start().map_err(|e| e.to_string())? {
-            return Ok(None);
-        }
+        ensure_root_capabilities().map_err(|e| e.to_string())?;
         let opts = HarnessOptions {
             // The captures and the store are needed to prove the verifier can fail.
             keep: true,
@@ -78,9 +75,9 @@ fn shared() -> Option<&'static Shared> {
         let (plain, tampered, swapped) = recheck(&report)?;
         std::fs::remove_dir_all(&opts.work_dir)
             .map_err(|e| format!("removing {}: {e}", opts.work_dir.display()))?;
-        Ok(Some(Shared { report, text, plain, tampered, swapped }))
+        Ok(Shared { report, text, plain, tampered, swapped })
     }) {
-        Ok(s) => s.as_ref(),
+        Ok(s) => s,
         Err(e) => panic!("the harness could not run: {e}"),
     }
 }
@@ -125,10 +122,9 @@ fn counts(v: &Verdict) -> (u64, u64, u64, u64, u64) {
 }
 
 #[test]
+#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
 fn the_harness_runs_the_promised_workload_and_its_verifier_can_fail() {
-    let Some(Shared { report, text, tampered, swapped, .. }) = shared() else {
-        return;
-    };
+    let Shared { report, text, tampered, swapped, .. } = shared();
     let v = &report.verdict;
     let c = &v.coverage;
 
@@ -180,10 +176,9 @@ fn the_harness_runs_the_promised_workload_and_its_verifier_can_fail() {
 }
 
 #[test]
+#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
 fn no_outside_packet_is_misattributed_or_missing() {
-    let Some(Shared { report, text, plain, .. }) = shared() else {
-        return;
-    };
+    let Shared { report, text, plain, .. } = shared();
     assert_eq!(
         counts(plain),
         counts(&report.verdict),
@@ -193,9 +188,8 @@ fn no_outside_packet_is_misattributed_or_missing() {
 }
 
 #[test]
+#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
 fn every_answer_is_a_single_record() {
-    let Some(Shared { report, text, .. }) = shared() else {
-        return;
-    };
+    let Shared { report, text, .. } = shared();
     assert!(report.verdict.exact(), "natrec answered with several records:\n{text}");
 }

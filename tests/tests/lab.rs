@@ -19,10 +19,9 @@ fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
 }
 
 #[test]
+#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
 fn netns_is_created_entered_and_removed() {
-    if !lab::lab_test_start().expect("lab capabilities") {
-        return;
-    }
+    lab::ensure_root_capabilities().expect("lab capabilities");
     let ns = Netns::new("t").expect("netns");
     let name = ns.name().to_owned();
     assert!(ns_listed(&name), "{name} not in `ip netns list`");
@@ -54,10 +53,9 @@ fn netns_is_created_entered_and_removed() {
 }
 
 #[test]
+#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
 fn gateway_lab_masquerades_forwards_and_cleans_up() {
-    if !lab::lab_test_start().expect("lab capabilities") {
-        return;
-    }
+    lab::ensure_root_capabilities().expect("lab capabilities");
     let lab =
         GatewayLab::build(LabSpec { prefix: "lt".into(), ..LabSpec::default() }).expect("lab");
     let names = lab.namespace_names();
@@ -147,10 +145,9 @@ fn gateway_lab_masquerades_forwards_and_cleans_up() {
 }
 
 #[test]
+#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
 fn snat_pool_spreads_over_the_range() {
-    if !lab::lab_test_start().expect("lab capabilities") {
-        return;
-    }
+    lab::ensure_root_capabilities().expect("lab capabilities");
     let spec = LabSpec {
         prefix: "lp".into(),
         inside_hosts: 4,
@@ -177,10 +174,9 @@ fn snat_pool_spreads_over_the_range() {
 }
 
 #[test]
+#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
 fn capture_writes_the_packets_and_guards_clean_up() {
-    if !lab::lab_test_start().expect("lab capabilities") {
-        return;
-    }
+    lab::ensure_root_capabilities().expect("lab capabilities");
     let lab = GatewayLab::build(LabSpec {
         prefix: "lc".into(),
         inside_hosts: 1,
@@ -228,10 +224,9 @@ fn capture_writes_the_packets_and_guards_clean_up() {
 }
 
 #[test]
+#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
 fn namespaces_of_dead_processes_are_removed() {
-    if !lab::lab_test_start().expect("lab capabilities") {
-        return;
-    }
+    lab::ensure_root_capabilities().expect("lab capabilities");
     // A pid that no longer runs: a child that exited and was reaped.
     let mut child = std::process::Command::new("true").spawn().expect("spawn true");
     let dead = child.id();

@@ -68,10 +68,9 @@ fn prom_value(ns: &Netns, promql: &str) -> Option<f64> {
 }
 
 #[test]
+#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
 fn prometheus_scrapes_natrec_and_its_values_agree_with_stats_json() {
-    if !lab::lab_test_start().expect("lab capabilities") {
-        return;
-    }
+    lab::ensure_root_capabilities().expect("lab capabilities");
     require("prometheus", "--version");
     require("promtool", "--version");
     let lab =

@@ -61,14 +61,12 @@ fn unit_value<'a>(unit: &'a str, key: &str) -> &'a str {
 }
 
 #[test]
+#[cfg_attr(
+    any(natrec_no_root, natrec_no_package),
+    ignore = "NATREC_TESTS_NO_ROOT=1 or NATREC_TESTS_NO_PACKAGE=1"
+)]
 fn the_package_installs_runs_as_its_unit_would_and_purges() {
-    if std::env::var_os("NATREC_TESTS_NO_PACKAGE").is_some() {
-        println!("skipped: NATREC_TESTS_NO_PACKAGE=1");
-        return;
-    }
-    if !lab::lab_test_start().expect("lab capabilities") {
-        return;
-    }
+    lab::ensure_root_capabilities().expect("lab capabilities");
     let deb = std::env::var("NATREC_DEB").expect(
         "NATREC_DEB names the .deb to test (`cargo xtask test` builds it with `cargo xtask deb`); \
          NATREC_TESTS_NO_PACKAGE=1 skips this test",

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use natrec_tests::gateway::{GatewayLab, LabSpec};
-use natrec_tests::lab::{TempDir, lab_test_start};
+use natrec_tests::lab::{TempDir, ensure_root_capabilities};
 use natrec_tests::recorder_proc::NatrecRecord;
 use natrec_tests::traffic::{EchoServer, TcpFlow, udp_exchange};
 use recorder::lookup::{Filter, TranslationSource as _};
@@ -24,10 +24,9 @@ fn find(ts: &[Translation], proto: Proto, inside: SocketAddr) -> Vec<&Translatio
 }
 
 #[test]
+#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
 fn translations_survive_a_recorder_restart_once_each() {
-    if !lab_test_start().expect("lab capabilities") {
-        return;
-    }
+    ensure_root_capabilities().expect("lab capabilities");
     let lab = GatewayLab::build(LabSpec {
         prefix: "rst".into(),
         port_forward: false,

@@ -115,10 +115,9 @@ fn notify_socket(dir: &TempDir, vars: &[String]) -> (UnixDatagram, Vec<String>) 
 }
 
 #[test]
+#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
 fn natrec_record_notifies_ready_pets_the_watchdog_and_says_stopping() {
-    if !lab::lab_test_start().expect("lab capabilities") {
-        return;
-    }
+    lab::ensure_root_capabilities().expect("lab capabilities");
     let lab =
         GatewayLab::build(LabSpec { prefix: "sdn".into(), ..LabSpec::default() }).expect("lab");
     let dir = TempDir::new("notify").expect("temp dir");
@@ -165,10 +164,9 @@ fn sealed(dir: &std::path::Path) -> usize {
 }
 
 #[test]
+#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
 fn sighup_reloads_the_live_settings_and_refuses_the_others_by_name() {
-    if !lab::lab_test_start().expect("lab capabilities") {
-        return;
-    }
+    lab::ensure_root_capabilities().expect("lab capabilities");
     let lab =
         GatewayLab::build(LabSpec { prefix: "hup".into(), ..LabSpec::default() }).expect("lab");
     let dir = TempDir::new("hup").expect("temp dir");

@@ -58,11 +58,9 @@ fn events() -> String {
 }
 
 #[test]
+#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
 fn group_members_read_the_store_and_change_nothing_others_are_refused() {
-    if !lab::ensure_root_capabilities().expect("root") {
-        println!("skipped: NATREC_TESTS_NO_ROOT=1");
-        return;
-    }
+    lab::ensure_root_capabilities().expect("root");
     // SAFETY: umask(2) has no preconditions. 022 is the usual one: the modes below are natrec's.
     unsafe { libc::umask(0o022) };
     let bin_dir = TempDir::new("access-bin").expect("temp dir");

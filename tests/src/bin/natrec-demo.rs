@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Command, ExitCode};
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use natrec_tests::conntrack::conntrack_flush;
 use natrec_tests::gateway::{DNAT_TCP_INSIDE_PORT, DNAT_TCP_PORT, GatewayLab, LabSpec};
 use natrec_tests::lab::{TempDir, ensure_root_capabilities};
@@ -33,9 +33,7 @@ fn main() -> ExitCode {
 fn run() -> Result<()> {
     let natrec = std::env::args().nth(1).context("usage: natrec-demo PATH-TO-NATREC")?;
     natrec_tests::recorder_proc::use_natrec_bin(std::path::Path::new(&natrec));
-    if !ensure_root_capabilities()? {
-        bail!("the demo needs root, network namespaces, nftables and conntrack");
-    }
+    ensure_root_capabilities().context("the demo cannot run here")?;
 
     println!(
         "== building the lab: 3 inside hosts, a masquerading gateway with a port forward, outside servers"
