@@ -219,7 +219,7 @@ fn select<'a>(
 }
 
 /// A block's dictionaries (in the order of [`Dict::ALL`]), each read when first needed.
-struct Views<'a>([Option<DictView<'a>>; 3]);
+struct Views<'a>([Option<DictView<'a>>; Dict::ALL.len()]);
 
 impl<'a> Views<'a> {
     fn get(&mut self, v: &BlockView<'a>, d: Dict) -> Result<&DictView<'a>, String> {

@@ -24,7 +24,9 @@ mod scan;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use decode::{BlockView, DictLens, DictView, Dicts};
+#[cfg(feature = "fuzzing")]
+pub(crate) use decode::Dicts;
+pub(crate) use decode::{BlockView, DictLens, DictView};
 pub(crate) use encode::encode_block;
 pub(crate) use format::{BlockKind, BlockMeta, CLASS_CARRIED, CLASS_LIVE, Cur, Dict, put_uvarint};
 pub(crate) use records::{EndRef, FastMap, Interner, Rec, kind_from_code, kind_to_code};
