@@ -144,9 +144,12 @@ pub fn conntrack_list(ns: &Netns) -> Result<Vec<ConntrackLine>> {
     Ok(lines)
 }
 
-/// Deletes every conntrack entry of `ns` (`conntrack -F`): each deletion is a destroy event.
+/// Deletes every conntrack entry of `ns`, IPv4 and IPv6 (`conntrack -F -f FAMILY`): each
+/// deletion is a destroy event.
 pub fn conntrack_flush(ns: &Netns) -> Result<()> {
-    ns.exec(&["conntrack", "-F"])?;
+    for family in ["ipv4", "ipv6"] {
+        ns.exec(&["conntrack", "-F", "-f", family])?;
+    }
     Ok(())
 }
 

@@ -10,6 +10,8 @@
 //!   namespaces; each client returns a [`traffic::FlowDone`] with its endpoints and times.
 //! - [`conntrack`]: the gateway's `conntrack -L`, parsed and mapped to inside/outside/remote.
 //! - [`capture`]: `tcpdump -w` in a namespace, stopped cleanly.
+//! - [`recorded`]: what natrec recorded checked against the gateway's conntrack table (keys,
+//!   the wait for ends, the start/end checks the capture tests share).
 //! - [`http`]: a minimal HTTP client for the servers tests start on loopback.
 //! - [`recorder_proc`]: `natrec record` in the gateway: start, wait for `ready`, read its JSON
 //!   Lines, stop.
@@ -27,5 +29,6 @@ pub mod gateway;
 pub mod harness;
 pub mod http;
 pub mod lab;
+pub mod recorded;
 pub mod recorder_proc;
 pub mod traffic;

@@ -3,7 +3,7 @@
 //! sockets. Each client returns a [`FlowDone`] saying what it did and when, as the client saw it.
 
 use std::io::{Read as _, Write as _};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -17,6 +17,11 @@ use crate::lab::{LabError, Netns, Result};
 
 /// How long a client waits for an answer before giving up.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `ip:port` as a socket address, for either family.
+pub fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.into(), port)
+}
 
 fn io(what: String) -> impl FnOnce(std::io::Error) -> LabError {
     move |source| LabError::Io { what, source }
@@ -328,24 +333,31 @@ pub fn udp_exchange(
     })?
 }
 
-/// Sends `count` ICMP echo requests from `local` with echo identifier `ident` to `remote` over a
-/// ping socket (the lab allows them in its namespaces) and waits for each reply.
+/// Sends `count` ICMP (or ICMPv6) echo requests from `local` with echo identifier `ident` to
+/// `remote` over a ping socket (the lab allows them in its namespaces) and waits for each reply.
 pub fn ping(
     ns: &Netns,
-    local: Ipv4Addr,
+    local: impl Into<IpAddr>,
     ident: u16,
-    remote: Ipv4Addr,
+    remote: impl Into<IpAddr>,
     count: u16,
 ) -> Result<FlowDone> {
+    let (local, remote) = (local.into(), remote.into());
     let ns_name = ns.name().to_owned();
+    // (socket domain, protocol, echo request type, echo reply type, natrec's protocol)
+    let (domain, protocol, request, reply, proto) = if local.is_ipv4() {
+        (Domain::IPV4, Protocol::ICMPV4, 8, 0, Proto::ICMP)
+    } else {
+        (Domain::IPV6, Protocol::ICMPV6, 128, 129, Proto::ICMPV6)
+    };
     ns.run_in(move || -> Result<FlowDone> {
         let what = format!("ICMP echo {local} id {ident} -> {remote} in {ns_name}");
-        let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4))
+        let sock = Socket::new(domain, Type::DGRAM, Some(protocol))
             .map_err(io(format!("{what}: ping socket (net.ipv4.ping_group_range?)")))?;
         // For a ping socket, the bound "port" is the echo identifier.
-        sock.bind(&SockAddr::from(SocketAddr::new(IpAddr::V4(local), ident)))
+        sock.bind(&SockAddr::from(SocketAddr::new(local, ident)))
             .map_err(io(format!("{what}: bind")))?;
-        sock.connect(&SockAddr::from(SocketAddr::new(IpAddr::V4(remote), 0)))
+        sock.connect(&SockAddr::from(SocketAddr::new(remote, 0)))
             .map_err(io(format!("{what}: connect")))?;
         let sock: UdpSocket = sock.into();
         sock.set_read_timeout(Some(REPLY_TIMEOUT)).map_err(io(what.clone()))?;
@@ -355,16 +367,16 @@ pub fn ping(
         let mut buf = [0u8; 2048];
         for seq in 0..count {
             let [s0, s1] = seq.to_be_bytes();
-            // type 8 (echo request), code 0, checksum (the kernel fills it), id (the kernel
-            // sets the bound one), sequence, payload.
-            let mut req = vec![8, 0, 0, 0, 0, 0, s0, s1];
+            // type (echo request), code 0, checksum (the kernel fills it), id (the kernel sets
+            // the bound one), sequence, payload.
+            let mut req = vec![request, 0, 0, 0, 0, 0, s0, s1];
             req.extend_from_slice(b"natrec lab");
             sock.send(&req).map_err(io(format!("{what}: send")))?;
             loop {
                 let n =
                     sock.recv(&mut buf).map_err(io(format!("{what}: waiting for reply {seq}")))?;
-                // An echo reply (type 0) with our sequence number.
-                if n >= 8 && buf[0] == 0 && buf[6..8] == [s0, s1] {
+                // An echo reply with our sequence number.
+                if n >= 8 && buf[0] == reply && buf[6..8] == [s0, s1] {
                     break;
                 }
             }
@@ -372,9 +384,9 @@ pub fn ping(
             first_reply.get_or_insert(last_packet);
         }
         Ok(FlowDone {
-            proto: Proto::ICMP,
-            local: SocketAddr::new(IpAddr::V4(local), ident),
-            remote: SocketAddr::new(IpAddr::V4(remote), 0),
+            proto,
+            local: SocketAddr::new(local, ident),
+            remote: SocketAddr::new(remote, 0),
             first_packet,
             first_reply: first_reply.unwrap_or(last_packet),
             last_packet,

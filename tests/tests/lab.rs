@@ -1,21 +1,17 @@
 //! Tests of the lab itself: namespaces are created, usable and removed; the gateway lab NATs.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt as _;
 
 use natrec_tests::conntrack::conntrack_list;
 use natrec_tests::gateway::{GatewayLab, LabSpec};
 use natrec_tests::lab::{self, Netns};
-use natrec_tests::traffic::{self, EchoServer};
+use natrec_tests::traffic::{self, EchoServer, sa};
 use recorder::model::{Kind, Proto};
 
 fn ns_listed(name: &str) -> bool {
     let out = lab::run_cmd(&["ip", "netns", "list"]).expect("ip netns list");
     String::from_utf8_lossy(&out.stdout).lines().any(|l| l.split_whitespace().next() == Some(name))
-}
-
-fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.into(), port)
 }
 
 #[test]

@@ -4,7 +4,6 @@
 //! natrec serves, and every value Prometheus stored agrees with what `--stats-json` printed at
 //! exit.
 
-use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,16 +11,12 @@ use natrec_tests::gateway::{GatewayLab, LabSpec};
 use natrec_tests::http;
 use natrec_tests::lab::{self, Netns, TempDir};
 use natrec_tests::recorder_proc::{self, NatrecRecord};
-use natrec_tests::traffic::EchoServer;
+use natrec_tests::traffic::{EchoServer, sa};
 
 /// Loopback of the lab's gateway namespace: nothing else listens there.
 const NATREC_METRICS: &str = "127.0.0.1:9847";
 const PROMETHEUS: &str = "127.0.0.1:9090";
 const FLOWS: usize = 12;
-
-fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.into(), port)
-}
 
 fn require(bin: &str, version_flag: &str) {
     let ok = Command::new(bin)

@@ -4,20 +4,16 @@
 //! was down is known at most from its end event, and the store answers for all of them — each
 //! once.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use natrec_tests::gateway::{GatewayLab, LabSpec};
 use natrec_tests::lab::{TempDir, ensure_root_capabilities};
 use natrec_tests::recorder_proc::NatrecRecord;
-use natrec_tests::traffic::{EchoServer, TcpFlow, udp_exchange};
+use natrec_tests::traffic::{EchoServer, TcpFlow, sa, udp_exchange};
 use recorder::lookup::{Filter, TranslationSource as _};
 use recorder::model::{Flags, FlowEvent, Proto, Translation};
 use recorder::store::Reader;
-
-fn sa(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.into(), port)
-}
 
 fn find(ts: &[Translation], proto: Proto, inside: SocketAddr) -> Vec<&Translation> {
     ts.iter().filter(|t| t.proto == proto && t.inside == inside).collect()

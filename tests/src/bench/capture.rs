@@ -148,6 +148,8 @@ pub fn run(opts: &CaptureOptions, log: &mut dyn FnMut(&str)) -> Result<Value> {
             ("nf_conntrack_udp_timeout_stream".into(), 1),
         ]),
         port_forward: false,
+        ipv6: false,
+        prefix_translation: false,
     })?;
     let _drop_udp = NftTable::create(
         Some(lab.outside()),

@@ -89,6 +89,8 @@ pub fn run(opts: &ForwardOptions, log: &mut dyn FnMut(&str)) -> Result<Value> {
             ("nf_conntrack_udp_timeout_stream".into(), 3600),
         ]),
         port_forward: false,
+        ipv6: false,
+        prefix_translation: false,
     })?;
     let host = &lab.hosts()[0];
     let server = lab.servers()[0];

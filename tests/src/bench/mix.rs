@@ -139,6 +139,8 @@ pub fn run(
             ("nf_conntrack_udp_timeout_stream".into(), 2),
         ]),
         port_forward: false,
+        ipv6: false,
+        prefix_translation: false,
     })?;
     let host = lab.hosts()[0].addr();
     let servers = lab.servers();
