@@ -1,14 +1,15 @@
 //! Nothing is lost silently: with a ring buffer far too small for a burst, the kernel side counts
 //! every event it could not write, natrec reports the count, and every translation is still
 //! recorded (from its end event), whether ends come from ctnetlink or from the end probe (whose
-//! ends spill to a ring of their own when the ring buffer is full).
+//! ends spill to a ring of their own when the ring buffer is full). Each drop path is shown for
+//! IPv4 and for IPv6 (NAT66) entries.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use natrec_tests::conntrack::conntrack_flush;
-use natrec_tests::gateway::{GatewayLab, LabSpec};
+use natrec_tests::gateway::{Family, GatewayLab, LabSpec};
 use natrec_tests::lab::{TempDir, ensure_root_capabilities};
 use natrec_tests::recorder_proc::{NatrecRecord, stats_json};
 use natrec_tests::traffic::{EchoServer, TcpFlow};
@@ -18,27 +19,27 @@ const FLOWS: u16 = 2000;
 
 const FIRST_PORT: u16 = 20000;
 
-/// A gateway with one inside host and no port forward.
+/// A dual-stack gateway with one inside host and no port forward.
 fn one_host_lab(prefix: &str) -> GatewayLab {
     GatewayLab::build(LabSpec {
         prefix: prefix.into(),
         inside_hosts: 1,
         port_forward: false,
+        ipv6: true,
         ..LabSpec::default()
     })
     .expect("lab")
 }
 
 /// Resolves the inside host's and the gateway's neighbours with one datagram to the first
-/// server (packets waiting for ARP never reach the hook), then empties the conntrack table.
-fn resolve_neighbours(lab: &GatewayLab) {
-    let local = SocketAddr::new(IpAddr::V4(lab.hosts()[0].addr()), 0);
-    let server = lab.servers()[0];
+/// server of `family` (packets waiting for ARP or neighbour discovery never reach the hook),
+/// then empties the conntrack table.
+fn resolve_neighbours(lab: &GatewayLab, family: Family) {
+    let local = SocketAddr::new(lab.hosts()[0].addr_of(family), 0);
+    let server = lab.servers_of(family)[0];
     lab.hosts()[0]
         .ns()
-        .run_in(move || {
-            UdpSocket::bind(local)?.send_to(b"warm", SocketAddr::new(IpAddr::V4(server), 9))
-        })
+        .run_in(move || UdpSocket::bind(local)?.send_to(b"warm", SocketAddr::new(server, 9)))
         .expect("run_in")
         .expect("warm-up datagram");
     std::thread::sleep(Duration::from_millis(300));
@@ -48,7 +49,13 @@ fn resolve_neighbours(lab: &GatewayLab) {
 #[test]
 #[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
 fn a_full_ring_buffer_is_counted_and_every_translation_still_recorded_with_ctnetlink_ends() {
-    full_ring_buffer("dropnl", "ctnetlink");
+    full_ring_buffer("dropnl", "ctnetlink", Family::V4);
+}
+
+#[test]
+#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
+fn a_full_ring_buffer_loses_no_ipv6_translation_with_ctnetlink_ends() {
+    full_ring_buffer("dropnl6", "ctnetlink", Family::V6);
 }
 
 #[test]
@@ -57,16 +64,25 @@ fn a_full_ring_buffer_is_counted_and_every_translation_still_recorded_with_ctnet
     ignore = "NATREC_TESTS_NO_ROOT=1 or NATREC_TESTS_NO_END_PROBE=1"
 )]
 fn a_full_ring_buffer_is_counted_and_every_translation_still_recorded_with_the_end_probe() {
-    full_ring_buffer("dropeb", "ebpf");
+    full_ring_buffer("dropeb", "ebpf", Family::V4);
 }
 
-fn full_ring_buffer(prefix: &str, ends_from: &str) {
+#[test]
+#[cfg_attr(
+    any(natrec_no_root, natrec_no_end_probe),
+    ignore = "NATREC_TESTS_NO_ROOT=1 or NATREC_TESTS_NO_END_PROBE=1"
+)]
+fn a_full_ring_buffer_loses_no_ipv6_translation_with_the_end_probe() {
+    full_ring_buffer("dropeb6", "ebpf", Family::V6);
+}
+
+fn full_ring_buffer(prefix: &str, ends_from: &str, family: Family) {
     ensure_root_capabilities().expect("lab capabilities");
     let lab = one_host_lab(prefix);
     let host = &lab.hosts()[0];
-    let local = SocketAddr::new(IpAddr::V4(host.addr()), 0);
-    let server = lab.servers()[0];
-    resolve_neighbours(&lab);
+    let local = SocketAddr::new(host.addr_of(family), 0);
+    let server = lab.servers_of(family)[0];
+    resolve_neighbours(&lab, family);
 
     let work = TempDir::new("natrec-drops").expect("tmp");
     let jsonl = work.path().join("events.jsonl");
@@ -88,7 +104,7 @@ fn full_ring_buffer(prefix: &str, ends_from: &str) {
         .run_in(move || -> std::io::Result<u16> {
             let sock = UdpSocket::bind(local)?;
             for port in FIRST_PORT..FIRST_PORT + FLOWS {
-                sock.send_to(b"burst", SocketAddr::new(IpAddr::V4(server), port))?;
+                sock.send_to(b"burst", SocketAddr::new(server, port))?;
                 if port % 500 == 499 {
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -108,7 +124,7 @@ fn full_ring_buffer(prefix: &str, ends_from: &str) {
         std::thread::sleep(Duration::from_millis(200));
     }
     let ends = |evs: &[FlowEvent]| {
-        evs.iter().filter(|e| matches!(e, FlowEvent::End(t) if t.proto == Proto::UDP && t.remote.ip() == IpAddr::V4(server))).count()
+        evs.iter().filter(|e| matches!(e, FlowEvent::End(t) if t.proto == Proto::UDP && t.remote.ip() == server)).count()
     };
     let (_, complete) = rec
         .wait_for(Duration::from_secs(30), |evs| ends(evs) >= usize::from(FLOWS))
@@ -121,11 +137,11 @@ fn full_ring_buffer(prefix: &str, ends_from: &str) {
     let mut end_only = 0u64;
     for ev in &events {
         let FlowEvent::End(t) = ev else { continue };
-        if t.remote.ip() != IpAddr::V4(server) {
+        if t.remote.ip() != server {
             continue;
         }
-        assert_eq!(t.inside, SocketAddr::new(IpAddr::V4(host.addr()), src_port), "{t:?}");
-        assert_eq!(t.outside.ip(), IpAddr::V4(lab.wan_addr()), "{t:?}");
+        assert_eq!(t.inside, SocketAddr::new(host.addr_of(family), src_port), "{t:?}");
+        assert_eq!(t.outside.ip(), lab.wan_addr_of(family), "{t:?}");
         assert!(seen.insert(t.remote.port()), "recorded twice: {t:?}");
         if t.flags.contains(Flags::END_ONLY) {
             end_only += 1;
@@ -162,13 +178,29 @@ fn full_ring_buffer(prefix: &str, ends_from: &str) {
 /// next packet reports it, so a connection whose start was lost is still recorded with its own
 /// start, not from its end only.
 #[test]
-#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
+#[cfg_attr(
+    any(natrec_no_root, natrec_no_end_probe),
+    ignore = "NATREC_TESTS_NO_ROOT=1 or NATREC_TESTS_NO_END_PROBE=1"
+)]
 fn a_lost_start_is_reported_again_at_the_entrys_next_established_packet() {
+    lost_start_reported_again("recheck", Family::V4);
+}
+
+#[test]
+#[cfg_attr(
+    any(natrec_no_root, natrec_no_end_probe),
+    ignore = "NATREC_TESTS_NO_ROOT=1 or NATREC_TESTS_NO_END_PROBE=1"
+)]
+fn a_lost_ipv6_start_is_reported_again_at_the_entrys_next_established_packet() {
+    lost_start_reported_again("recheck6", Family::V6);
+}
+
+fn lost_start_reported_again(prefix: &str, family: Family) {
     ensure_root_capabilities().expect("lab capabilities");
     const CONNECTIONS: usize = 120;
-    let lab = one_host_lab("recheck");
+    let lab = one_host_lab(prefix);
     let host = &lab.hosts()[0];
-    let server = SocketAddr::new(IpAddr::V4(lab.servers()[0]), 7);
+    let server = SocketAddr::new(lab.servers_of(family)[0], 7);
     let _echo = EchoServer::tcp(lab.outside(), server).expect("tcp echo");
     let work = TempDir::new("natrec-recheck").expect("tmp");
     let jsonl = work.path().join("events.jsonl");
@@ -185,7 +217,7 @@ fn a_lost_start_is_reported_again_at_the_entrys_next_established_packet() {
     {
         let _paused = rec.pause().expect("pause natrec");
         for _ in 0..CONNECTIONS {
-            let local = SocketAddr::new(IpAddr::V4(host.addr()), 0);
+            let local = SocketAddr::new(host.addr_of(family), 0);
             flows.push(TcpFlow::open(host.ns(), local, server).expect("tcp connection"));
         }
     }
@@ -236,16 +268,32 @@ fn a_lost_start_is_reported_again_at_the_entrys_next_established_packet() {
 /// reported, and still recorded with their own start and end, the end paired with its start by
 /// the tuple (the end event then carries no start).
 #[test]
-#[cfg_attr(natrec_no_root, ignore = "NATREC_TESTS_NO_ROOT=1")]
+#[cfg_attr(
+    any(natrec_no_root, natrec_no_end_probe),
+    ignore = "NATREC_TESTS_NO_ROOT=1 or NATREC_TESTS_NO_END_PROBE=1"
+)]
 fn a_full_map_of_reported_entries_is_counted_and_every_translation_recorded_whole() {
+    full_map_of_reported_entries("seenfull", Family::V4);
+}
+
+#[test]
+#[cfg_attr(
+    any(natrec_no_root, natrec_no_end_probe),
+    ignore = "NATREC_TESTS_NO_ROOT=1 or NATREC_TESTS_NO_END_PROBE=1"
+)]
+fn a_full_map_of_reported_entries_loses_no_ipv6_translation() {
+    full_map_of_reported_entries("seenfull6", Family::V6);
+}
+
+fn full_map_of_reported_entries(prefix: &str, family: Family) {
     ensure_root_capabilities().expect("lab capabilities");
     const SEEN: u64 = 64;
     const BURST: u16 = 500;
-    let lab = one_host_lab("seenfull");
+    let lab = one_host_lab(prefix);
     let host = &lab.hosts()[0];
-    let local = SocketAddr::new(IpAddr::V4(host.addr()), 0);
-    let server = lab.servers()[0];
-    resolve_neighbours(&lab);
+    let local = SocketAddr::new(host.addr_of(family), 0);
+    let server = lab.servers_of(family)[0];
+    resolve_neighbours(&lab, family);
 
     let work = TempDir::new("natrec-seenfull").expect("tmp");
     let jsonl = work.path().join("events.jsonl");
@@ -262,7 +310,7 @@ fn a_full_map_of_reported_entries_is_counted_and_every_translation_recorded_whol
         .run_in(move || -> std::io::Result<u16> {
             let sock = UdpSocket::bind(local)?;
             for port in FIRST_PORT..FIRST_PORT + BURST {
-                sock.send_to(b"burst", SocketAddr::new(IpAddr::V4(server), port))?;
+                sock.send_to(b"burst", SocketAddr::new(server, port))?;
             }
             Ok(sock.local_addr()?.port())
         })
@@ -271,9 +319,7 @@ fn a_full_map_of_reported_entries_is_counted_and_every_translation_recorded_whol
     // Counters are checked once a second: let the full map be logged before the ends come.
     std::thread::sleep(Duration::from_millis(1500));
     conntrack_flush(lab.gateway()).expect("flush");
-    let mine = |t: &recorder::model::Translation| {
-        t.proto == Proto::UDP && t.remote.ip() == IpAddr::V4(server)
-    };
+    let mine = |t: &recorder::model::Translation| t.proto == Proto::UDP && t.remote.ip() == server;
     let ends = |evs: &[FlowEvent]| {
         evs.iter().filter(|e| matches!(e, FlowEvent::End(t) if mine(t))).count()
     };
@@ -297,7 +343,7 @@ fn a_full_map_of_reported_entries_is_counted_and_every_translation_recorded_whol
         if !mine(t) {
             continue;
         }
-        assert_eq!(t.inside, SocketAddr::new(IpAddr::V4(host.addr()), src_port), "{t:?}");
+        assert_eq!(t.inside, SocketAddr::new(host.addr_of(family), src_port), "{t:?}");
         assert!(
             !t.flags.contains(Flags::END_ONLY) && !t.flags.contains(Flags::START_APPROX),
             "recorded with its own start: {t:?}; stats: {stats}"

@@ -77,7 +77,7 @@ enum Cmd {
         root: PathBuf,
     },
     /// Run the kernel-dependent tests in qemu guests, one per kernel of the matrix (Debian 12's
-    /// 6.1 and 6.12): capture, drops, ctnetlink, the end source chosen, a short harness run.
+    /// 6.1 and 6.12): capture (IPv4 and IPv6), drops, ctnetlink, the end source chosen, a short harness run.
     Vm {
         /// Only this kernel of the matrix (repeatable; default: all).
         #[arg(long = "kernel")]
@@ -85,7 +85,7 @@ enum Cmd {
         /// Seconds one guest may run, boot to power-off, before it is killed and fails.
         #[arg(long, default_value_t = vm::DEFAULT_TIMEOUT.as_secs())]
         timeout: u64,
-        /// Only this step (repeatable; default: all): end-source, capture, drops,
+        /// Only this step (repeatable; default: all): end-source, capture, capture_v6, drops,
         /// conntrack_netlink, harness.
         #[arg(long = "step")]
         steps: Vec<String>,

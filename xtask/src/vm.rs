@@ -110,6 +110,7 @@ const STEPS: &[Step] = &[
         what: What::Test("capture", &["--exact", END_SOURCE_TEST, "--nocapture"]),
     },
     Step { name: "capture", what: What::Test("capture", &["--skip", END_SOURCE_TEST]) },
+    Step { name: "capture_v6", what: What::Test("capture_v6", &[]) },
     Step { name: "drops", what: What::Test("drops", &[]) },
     Step { name: "conntrack_netlink", what: What::Test("conntrack_netlink", &[]) },
     Step { name: "harness", what: What::Harness(&["--flows", "200", "--phase", "6"]) },
