@@ -233,6 +233,10 @@ impl GatewayLab {
 
         let gateway = Netns::new(&format!("{}-gw", spec.prefix))?;
         let outside = Netns::new(&format!("{}-out", spec.prefix))?;
+        if spec.ipv6 {
+            no_dad(&gateway)?;
+            no_dad(&outside)?;
+        }
 
         // WAN link and the outside network.
         veth_pair(&gateway, WAN_IF, &outside, "eth0")?;
@@ -282,6 +286,9 @@ impl GatewayLab {
         let mut hosts = Vec::with_capacity(usize::from(spec.inside_hosts));
         for i in 1..=spec.inside_hosts {
             let ns = Netns::new(&format!("{}-h{i}", spec.prefix))?;
+            if spec.ipv6 {
+                no_dad(&ns)?;
+            }
             let lan = format!("lan{i}");
             veth_pair(&gateway, &lan, &ns, "eth0")?;
             gateway.exec(&["ip", "addr", "add", &format!("10.0.{i}.1/24"), "dev", &lan])?;
@@ -468,6 +475,14 @@ impl GatewayLab {
 /// Inside host `host`'s IPv6 address number `n` (0-based): `fd00:0:0:<host>::<n + 2>`.
 fn inside6(host: u8, n: u8) -> Ipv6Addr {
     Ipv6Addr::new(0xfd00, 0, 0, u16::from(host), 0, 0, 0, 2 + u16::from(n))
+}
+
+/// Turns duplicate address detection off for the interfaces `ns` will have: their link-local
+/// addresses would otherwise stay tentative for a second, and a gateway whose WAN link-local is
+/// tentative holds forwarded packets about as long before it asks for its router's address.
+fn no_dad(ns: &Netns) -> Result<()> {
+    ns.sysctl("net.ipv6.conf.all.accept_dad", "0")?;
+    ns.sysctl("net.ipv6.conf.default.accept_dad", "0")
 }
 
 /// Adds `addr/len` to `dev` in `ns` without duplicate address detection (which would keep the

@@ -333,6 +333,9 @@ pub fn udp_exchange(
     })?
 }
 
+/// Numbers the echo requests of this process (see [`ping`]).
+static PING_PAYLOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Sends `count` ICMP (or ICMPv6) echo requests from `local` with echo identifier `ident` to
 /// `remote` over a ping socket (the lab allows them in its namespaces) and waits for each reply.
 pub fn ping(
@@ -370,7 +373,10 @@ pub fn ping(
             // type (echo request), code 0, checksum (the kernel fills it), id (the kernel sets
             // the bound one), sequence, payload.
             let mut req = vec![request, 0, 0, 0, 0, 0, s0, s1];
-            req.extend_from_slice(b"natrec lab");
+            // A payload unique to the request: a capture pairs it across the gateway alone
+            // (IPv6 has no identification field to tell two echoes of the same sequence apart).
+            let n = PING_PAYLOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            req.extend_from_slice(format!("natrec lab {n}").as_bytes());
             sock.send(&req).map_err(io(format!("{what}: send")))?;
             loop {
                 let n =

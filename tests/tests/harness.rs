@@ -153,7 +153,7 @@ fn the_harness_runs_the_promised_workload_and_its_verifier_can_fail() {
 
     // The workload did what the harness promises.
     assert!(c.flows >= 2000, "only {} flows on the wire", c.flows);
-    for proto in ["tcp", "udp", "icmp"] {
+    for proto in ["tcp", "udp", "icmp", "icmpv6"] {
         assert!(
             c.by_proto.get(proto).is_some_and(|n| *n > 100),
             "too few {proto} flows: {:?}",
@@ -161,6 +161,15 @@ fn the_harness_runs_the_promised_workload_and_its_verifier_can_fail() {
         );
     }
     assert!(c.port_forward_flows > 0, "no port-forward flow was checked");
+    // Dual stack: IPv6 packets through NAT66, the prefix translation included, all checked.
+    let v6 = &v.ipv6;
+    assert!(v6.checked > 3_000, "only {} IPv6 packets checked:\n{text}", v6.checked);
+    assert_eq!((v6.wrong, v6.missing), (0, 0), "IPv6 packets misattributed:\n{text}");
+    assert!(
+        report.prefix_translated_flows > 20,
+        "only {} flows through the prefix translation:\n{text}",
+        report.prefix_translated_flows
+    );
     assert!(c.port_rewrites > 0, "no flow made the gateway rewrite a port");
     assert!(c.shared_outside > 0, "no outside endpoint served several remotes at once");
     assert!(c.reused_outside > 0, "no outside endpoint was reused over time");

@@ -7,7 +7,7 @@
 //! one nearest in time (within [`PAIR_WINDOW`]) is the twin.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use jiff::{SignedDuration, Timestamp};
 use recorder::model::Proto;
@@ -57,25 +57,64 @@ pub struct Pairing {
     pub not_translated: u64,
 }
 
+/// An address prefix: `addr/len`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Net {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl Net {
+    /// One address (`/32` or `/128`).
+    pub fn host(addr: IpAddr) -> Net {
+        Net { addr, len: if addr.is_ipv4() { 32 } else { 128 } }
+    }
+
+    /// Whether `ip` is in the prefix (never across families).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let bits = |a: IpAddr| match a {
+            IpAddr::V4(v4) => (u128::from(v4.to_bits()) << 96, 32),
+            IpAddr::V6(v6) => (v6.to_bits(), 128),
+        };
+        let ((net, width), (other, other_width)) = (bits(self.addr), bits(ip));
+        if width != other_width {
+            return false;
+        }
+        let len = u32::from(self.len.min(width));
+        let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+        net & mask == other & mask
+    }
+}
+
+impl std::fmt::Display for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
 /// Which side of the gateway a capture is from, and how to tell its endpoints apart.
 #[derive(Clone, Debug)]
 pub struct Sides {
-    /// The gateway's outside addresses (the SNAT pool and the port forward's address).
-    pub pool: Vec<Ipv4Addr>,
+    /// The gateway's outside addresses: the SNAT pools and the port forwards' addresses (one
+    /// address each), and prefix translations' outside prefixes.
+    pub pool: Vec<Net>,
     /// Whether an address is inside (behind the gateway).
     pub inside_net: fn(IpAddr) -> bool,
 }
 
-/// The lab's inside network: 10.0.0.0/8.
+/// The lab's inside networks: 10.0.0.0/8 and fd00::/8.
 pub fn lab_inside_net(ip: IpAddr) -> bool {
-    matches!(ip, IpAddr::V4(v4) if v4.octets()[0] == 10)
+    match ip {
+        IpAddr::V4(v4) => v4.octets()[0] == 10,
+        IpAddr::V6(v6) => v6.octets()[0] == 0xfd,
+    }
 }
 
 type Key = (Proto, SocketAddr, bool, u64);
 
 impl Sides {
     fn in_pool(&self, ip: IpAddr) -> bool {
-        matches!(ip, IpAddr::V4(v4) if self.pool.contains(&v4))
+        self.pool.iter().any(|n| n.contains(ip))
     }
 
     /// (key, outside endpoint) of an outside-capture packet, if it is NAT traffic.
@@ -160,8 +199,14 @@ mod tests {
     }
 
     fn sides() -> Sides {
+        let host = |a: &str| Net::host(a.parse().expect("an address"));
         Sides {
-            pool: vec![Ipv4Addr::new(100, 64, 0, 1), Ipv4Addr::new(100, 64, 0, 2)],
+            pool: vec![
+                host("100.64.0.1"),
+                host("100.64.0.2"),
+                host("2001:db8::1"),
+                Net { addr: "2001:db8:100::".parse().expect("a prefix"), len: 64 },
+            ],
             inside_net: lab_inside_net,
         }
     }
@@ -209,5 +254,51 @@ mod tests {
         // Inbound packets are asked about when they left the gateway inwards.
         assert_eq!(p.observations[3].at, inside[4].ts);
         assert_eq!(p.observations[0].at, outside[0].ts);
+    }
+
+    #[test]
+    fn ipv6_packets_pair_through_the_pool_and_the_prefix_translation() {
+        let inside = vec![
+            pkt(0, Proto::UDP, "[fd00:0:0:1::2]:40000", "[2001:db8:1::1]:7", 1),
+            pkt(1, Proto::TCP, "[fd00:0:0:3::5]:43000", "[2001:db8:1::2]:9", 2),
+            pkt(2, Proto::ICMPV6, "[2001:db8:1::1]:0", "[fd00:0:0:3::5]:700", 3),
+        ];
+        let outside = vec![
+            pkt(0, Proto::UDP, "[2001:db8::1]:1024", "[2001:db8:1::1]:7", 1),
+            pkt(1, Proto::TCP, "[2001:db8:100::5]:43000", "[2001:db8:1::2]:9", 2),
+            pkt(2, Proto::ICMPV6, "[2001:db8:1::1]:0", "[2001:db8:100::5]:700", 3),
+            // Another /64 of the outside network: not the gateway's.
+            pkt(3, Proto::UDP, "[2001:db8:101::5]:1", "[2001:db8:1::1]:7", 4),
+        ];
+        let p = pair(&outside, &inside, &sides());
+        assert_eq!(p.not_translated, 1);
+        assert!(p.unpaired.is_empty(), "{:?}", p.unpaired);
+        let got: Vec<(String, String, bool)> = p
+            .observations
+            .iter()
+            .map(|o| (o.outside.to_string(), o.inside.to_string(), o.outbound))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("[2001:db8::1]:1024".into(), "[fd00:0:0:1::2]:40000".into(), true),
+                ("[2001:db8:100::5]:43000".into(), "[fd00:0:0:3::5]:43000".into(), true),
+                ("[2001:db8:100::5]:700".into(), "[fd00:0:0:3::5]:700".into(), false),
+            ]
+        );
+    }
+
+    #[test]
+    fn prefixes_contain_their_addresses_and_no_other_family() {
+        let net = Net { addr: "2001:db8:100::".parse().expect("a"), len: 64 };
+        assert!(net.contains("2001:db8:100::ffff:1".parse().expect("a")));
+        assert!(!net.contains("2001:db8:101::1".parse().expect("a")));
+        assert!(!net.contains("100.64.0.1".parse().expect("a")));
+        let v4 = Net::host("100.64.0.1".parse().expect("a"));
+        assert!(v4.contains("100.64.0.1".parse().expect("a")));
+        assert!(!v4.contains("100.64.0.2".parse().expect("a")));
+        let all = Net { addr: "0.0.0.0".parse().expect("a"), len: 0 };
+        assert!(all.contains("1.2.3.4".parse().expect("a")));
+        assert!(!all.contains("::1".parse().expect("a")));
     }
 }

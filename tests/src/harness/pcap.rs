@@ -1,5 +1,5 @@
-//! Reading the gateway's packet captures: every IPv4 TCP, UDP and ICMP echo packet of a pcap
-//! file, reduced to what the verifier needs (time, endpoints, and a signature of the bytes NAT
+//! Reading the gateway's packet captures: every IPv4 and IPv6 TCP, UDP and ICMP (ICMPv6) echo
+//! packet of a pcap file, reduced to what the verifier needs (time, endpoints, and a signature of the bytes NAT
 //! leaves alone, to find the same packet in the other capture).
 
 use std::fs::File;
@@ -8,7 +8,7 @@ use std::io::BufReader;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
-use etherparse::{Icmpv4Type, NetSlice, SlicedPacket, TransportSlice};
+use etherparse::{Icmpv4Type, Icmpv6Type, NetSlice, SlicedPacket, TransportSlice};
 use jiff::Timestamp;
 use pcap_file::DataLink;
 use pcap_file::pcap::PcapReader;
@@ -16,21 +16,23 @@ use recorder::model::Proto;
 
 use super::HarnessError;
 
-/// One captured IPv4 packet of a kind NAT translates (TCP, UDP, ICMP echo request or reply).
+/// One captured IPv4 or IPv6 packet of a kind NAT translates (TCP, UDP, ICMP or ICMPv6 echo
+/// request or reply).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Packet {
     /// The capture's timestamp (CLOCK_REALTIME, as conntrack's timestamps).
     pub ts: Timestamp,
-    /// TCP, UDP or ICMP.
+    /// TCP, UDP, ICMP or ICMPv6.
     pub proto: Proto,
     /// Source address and port. For an ICMP echo request the port is the echo identifier, for
     /// an echo reply it is 0 (the remote side, as natrec records ICMP remotes).
     pub src: SocketAddr,
     /// Destination address and port (for an echo reply the identifier, for a request 0).
     pub dst: SocketAddr,
-    /// A hash of what NAT does not change: the IP identification and the transport header
-    /// fields and payload that are not ports (TCP sequence, acknowledgement, flags; ICMP type
-    /// and sequence), so the same packet has the same signature on both sides of the gateway.
+    /// A hash of what NAT does not change: the IPv4 identification or the IPv6 flow label, and
+    /// the transport header fields and payload that are not ports (TCP sequence,
+    /// acknowledgement, flags; ICMP type and sequence), so the same packet has the same
+    /// signature on both sides of the gateway.
     pub signature: u64,
 }
 
@@ -39,7 +41,7 @@ pub struct Packet {
 pub struct CaptureStats {
     /// Frames in the file.
     pub frames: u64,
-    /// Frames that are not IPv4 TCP/UDP/ICMP echo (ARP, IPv6, ICMP errors, …).
+    /// Frames that are not TCP/UDP/ICMP echo over IP (ARP, neighbour discovery, ICMP errors, …).
     pub skipped: u64,
 }
 
@@ -70,30 +72,37 @@ pub fn read_pcap(path: &Path) -> Result<(Vec<Packet>, CaptureStats), HarnessErro
     Ok((packets, stats))
 }
 
-/// The IPv4 bytes of a frame, if its link layer carries IPv4.
+/// The IP bytes of a frame, if its link layer carries IPv4 or IPv6.
 fn ip_bytes(datalink: DataLink, data: &[u8]) -> Option<&[u8]> {
-    const IPV4: [u8; 2] = [0x08, 0x00];
+    let is_ip = |ethertype: &[u8]| ethertype == [0x08, 0x00] || ethertype == [0x86, 0xdd];
     match datalink {
-        DataLink::ETHERNET => (data.get(12..14)? == IPV4).then(|| data.get(14..))?,
+        DataLink::ETHERNET => is_ip(data.get(12..14)?).then(|| data.get(14..))?,
         // Linux cooked v1: 16-byte header, protocol in bytes 14–15.
-        DataLink::LINUX_SLL => (data.get(14..16)? == IPV4).then(|| data.get(16..))?,
+        DataLink::LINUX_SLL => is_ip(data.get(14..16)?).then(|| data.get(16..))?,
         // Linux cooked v2: 20-byte header, protocol in bytes 0–1.
-        DataLink::LINUX_SLL2 => (data.get(0..2)? == IPV4).then(|| data.get(20..))?,
-        DataLink::RAW | DataLink::IPV4 => Some(data),
+        DataLink::LINUX_SLL2 => is_ip(data.get(0..2)?).then(|| data.get(20..))?,
+        DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => Some(data),
         _ => None,
     }
 }
 
-/// Parses one frame; `None` for anything but an IPv4 TCP, UDP or ICMP echo packet.
+/// Parses one frame; `None` for anything but a TCP, UDP or ICMP (ICMPv6) echo packet.
 pub fn parse_frame(datalink: DataLink, data: &[u8], ts: Timestamp) -> Option<Packet> {
     let sliced = SlicedPacket::from_ip(ip_bytes(datalink, data)?).ok()?;
-    let Some(NetSlice::Ipv4(ip)) = &sliced.net else {
-        return None;
-    };
-    let h = ip.header();
-    let (src_ip, dst_ip) = (IpAddr::V4(h.source_addr()), IpAddr::V4(h.destination_addr()));
     let mut sig = DefaultHasher::new();
-    h.identification().hash(&mut sig);
+    let (src_ip, dst_ip) = match sliced.net.as_ref()? {
+        NetSlice::Ipv4(ip) => {
+            let h = ip.header();
+            h.identification().hash(&mut sig);
+            (IpAddr::V4(h.source_addr()), IpAddr::V4(h.destination_addr()))
+        }
+        NetSlice::Ipv6(ip) => {
+            let h = ip.header();
+            h.flow_label().value().hash(&mut sig);
+            (IpAddr::V6(h.source_addr()), IpAddr::V6(h.destination_addr()))
+        }
+        _ => return None,
+    };
     let (proto, sport, dport) = match sliced.transport.as_ref()? {
         TransportSlice::Tcp(t) => {
             (
@@ -110,18 +119,23 @@ pub fn parse_frame(datalink: DataLink, data: &[u8], ts: Timestamp) -> Option<Pac
             (Proto::UDP, u.source_port(), u.destination_port())
         }
         TransportSlice::Icmpv4(i) => {
-            let (ty, id, seq) = match i.icmp_type() {
-                Icmpv4Type::EchoRequest(e) => (8u8, e.id, e.seq),
-                Icmpv4Type::EchoReply(e) => (0u8, e.id, e.seq),
+            let (request, id, seq) = match i.icmp_type() {
+                Icmpv4Type::EchoRequest(e) => (true, e.id, e.seq),
+                Icmpv4Type::EchoReply(e) => (false, e.id, e.seq),
                 _ => return None,
             };
-            (ty, seq, i.payload()).hash(&mut sig);
-            // natrec's convention: the identifier is the port of the side that chose it (the
-            // requester), the other side's port is 0.
-            let (sport, dport) = if ty == 8 { (id, 0) } else { (0, id) };
-            (Proto::ICMP, sport, dport)
+            (request, seq, i.payload()).hash(&mut sig);
+            echo(Proto::ICMP, request, id)
         }
-        _ => return None,
+        TransportSlice::Icmpv6(i) => {
+            let (request, id, seq) = match i.icmp_type() {
+                Icmpv6Type::EchoRequest(e) => (true, e.id, e.seq),
+                Icmpv6Type::EchoReply(e) => (false, e.id, e.seq),
+                _ => return None,
+            };
+            (request, seq, i.payload()).hash(&mut sig);
+            echo(Proto::ICMPV6, request, id)
+        }
     };
     Some(Packet {
         ts,
@@ -130,6 +144,12 @@ pub fn parse_frame(datalink: DataLink, data: &[u8], ts: Timestamp) -> Option<Pac
         dst: SocketAddr::new(dst_ip, dport),
         signature: sig.finish(),
     })
+}
+
+/// An echo's (proto, source port, destination port) by natrec's convention: the identifier is
+/// the port of the side that chose it (the requester), the other side's port is 0.
+fn echo(proto: Proto, request: bool, id: u16) -> (Proto, u16, u16) {
+    if request { (proto, id, 0) } else { (proto, 0, id) }
 }
 
 #[cfg(test)]
@@ -197,5 +217,49 @@ mod tests {
         let p = parse_frame(DataLink::RAW, &rep, Timestamp::UNIX_EPOCH).expect("echo reply");
         assert_eq!(p.src, "100.64.1.2:0".parse().expect("addr"));
         assert_eq!(p.dst, "100.64.0.1:78".parse().expect("addr"));
+    }
+
+    #[test]
+    fn ipv6_udp_and_icmpv6_echo_are_read_like_ipv4() {
+        let inside: [u8; 16] = "fd00:0:0:1::2".parse::<std::net::Ipv6Addr>().expect("a").octets();
+        let outside: [u8; 16] = "2001:db8::1".parse::<std::net::Ipv6Addr>().expect("a").octets();
+        let server: [u8; 16] = "2001:db8:1::1".parse::<std::net::Ipv6Addr>().expect("a").octets();
+        let udp = |src: [u8; 16], sport: u16| {
+            let b = PacketBuilder::ethernet2([2; 6], [4; 6]).ipv6(src, server, 64).udp(sport, 7);
+            let mut out = Vec::new();
+            b.write(&mut out, b"token-6").expect("build");
+            out
+        };
+        let before = parse_frame(DataLink::ETHERNET, &udp(inside, 40000), Timestamp::UNIX_EPOCH)
+            .expect("an IPv6 datagram");
+        let after = parse_frame(DataLink::ETHERNET, &udp(outside, 1024), Timestamp::UNIX_EPOCH)
+            .expect("an IPv6 datagram");
+        assert_eq!(before.proto, Proto::UDP);
+        assert_eq!(before.src, "[fd00:0:0:1::2]:40000".parse().expect("addr"));
+        assert_eq!(after.dst, "[2001:db8:1::1]:7".parse().expect("addr"));
+        assert_eq!(before.signature, after.signature, "NAT66 leaves the signature alone");
+
+        let b = PacketBuilder::ipv6(inside, server, 64).icmpv6_echo_request(77, 5);
+        let mut req = Vec::new();
+        b.write(&mut req, b"x").expect("build");
+        let p = parse_frame(DataLink::RAW, &req, Timestamp::UNIX_EPOCH).expect("echo request");
+        assert_eq!(p.proto, Proto::ICMPV6);
+        assert_eq!(p.src, "[fd00:0:0:1::2]:77".parse().expect("addr"));
+        assert_eq!(p.dst, "[2001:db8:1::1]:0".parse().expect("addr"));
+        let b = PacketBuilder::ipv6(server, outside, 64).icmpv6_echo_reply(78, 5);
+        let mut rep = Vec::new();
+        b.write(&mut rep, b"x").expect("build");
+        let p = parse_frame(DataLink::RAW, &rep, Timestamp::UNIX_EPOCH).expect("echo reply");
+        assert_eq!(p.proto, Proto::ICMPV6);
+        assert_eq!(p.dst, "[2001:db8::1]:78".parse().expect("addr"));
+        // Neighbour discovery is not NAT traffic.
+        let b = PacketBuilder::ipv6(inside, server, 64).icmpv6(Icmpv6Type::Unknown {
+            type_u8: 135,
+            code_u8: 0,
+            bytes5to8: [0; 4],
+        });
+        let mut ns = Vec::new();
+        b.write(&mut ns, &[0; 16]).expect("build");
+        assert_eq!(parse_frame(DataLink::RAW, &ns, Timestamp::UNIX_EPOCH), None);
     }
 }

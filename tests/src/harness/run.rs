@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use recorder::store::Reader;
 
 use super::HarnessError;
-use super::pair::{Pairing, Sides, lab_inside_net, pair};
+use super::pair::{Net, Pairing, Sides, lab_inside_net, pair};
 use super::pcap::{CaptureStats, read_pcap};
 use super::verify::{QueryMode, SHOWN_CASES, Verdict, verify};
 use super::workload::{
@@ -38,8 +38,10 @@ pub struct HarnessOptions {
 }
 
 impl Default for HarnessOptions {
-    /// The CI run: 20 inside hosts × 3 addresses, a pool of 3, 4 servers, port forwards, short
-    /// conntrack timeouts; 2 × 1500 short flows, 20 long flows, 5 s segment rotation.
+    /// The CI run: 20 dual-stack inside hosts × 3 addresses of each family, a pool of 3 (IPv4
+    /// and IPv6), the last host's /64 behind a prefix translation, 4 servers, port forwards
+    /// (IPv4 and IPv6), short conntrack timeouts; 2 × 1500 short flows, 20 long flows, 5 s
+    /// segment rotation.
     fn default() -> Self {
         HarnessOptions {
             lab: LabSpec {
@@ -48,6 +50,8 @@ impl Default for HarnessOptions {
                 addrs_per_host: 3,
                 pool_size: 3,
                 servers: 4,
+                ipv6: true,
+                prefix_translation: true,
                 ..LabSpec::default()
             },
             workload: WorkloadSpec::default(),
@@ -114,8 +118,10 @@ pub struct HarnessReport {
     pub long_flow_errors: Vec<String>,
     pub recorder_runs: Vec<RecorderRun>,
     pub segments: usize,
-    /// The gateway's outside addresses.
-    pub pool: Vec<std::net::Ipv4Addr>,
+    /// The gateway's outside addresses and prefixes.
+    pub pool: Vec<Net>,
+    /// Flows on the wire whose outside address is in a prefix translation's prefix.
+    pub prefix_translated_flows: usize,
     pub outside_capture: CaptureStats,
     pub inside_capture: CaptureStats,
     pub not_translated: u64,
@@ -139,13 +145,26 @@ impl fmt::Display for HarnessReport {
         writeln!(f, "natrec packet-capture harness")?;
         writeln!(
             f,
-            "lab: {} inside hosts x {} addresses, SNAT pool of {}, {} servers, port forwards {}; seed {:#x}",
+            "lab: {} inside hosts x {} addresses{}, SNAT pool of {}{}, {} servers, port forwards {}; seed {:#x}",
             o.lab.inside_hosts,
             o.lab.addrs_per_host,
+            if o.lab.ipv6 { " of each family (dual stack, NAT66 beside NAT44)" } else { "" },
             o.lab.pool_size,
+            if o.lab.ipv6 && o.lab.prefix_translation {
+                ", the last host's /64 behind a prefix translation"
+            } else {
+                ""
+            },
             o.lab.servers,
             if o.lab.port_forward { "on" } else { "off" },
             o.workload.seed
+        )?;
+        let pool: Vec<String> = self.pool.iter().map(Net::to_string).collect();
+        writeln!(
+            f,
+            "outside addresses: {}; flows through the prefix translation: {}",
+            pool.join(", "),
+            self.prefix_translated_flows
         )?;
         for (i, p) in self.phases.iter().enumerate() {
             writeln!(
@@ -219,12 +238,22 @@ impl fmt::Display for HarnessReport {
             }
         )?;
         writeln!(f, "packets checked: {}", v.checked)?;
+        let v6 = &v.ipv6;
+        writeln!(
+            f,
+            "  of them IPv6: {} checked, {} correct, {} wrong, {} missing, {} ambiguous-with-remote",
+            v6.checked, v6.correct, v6.wrong, v6.missing, v6.ambiguous
+        )?;
         writeln!(f, "correct: {}", v.correct)?;
         writeln!(f, "wrong: {}", v.wrong)?;
         writeln!(f, "missing: {}", v.missing)?;
         writeln!(f, "ambiguous-with-remote: {}", v.ambiguous)?;
         writeln!(f, "correct but held in several records: {}", v.duplicated)?;
         writeln!(f, "unpaired (no inside twin captured): {}", v.unpaired)?;
+        for u in &v.unpaired_cases {
+            let dir = if u.outbound { "to" } else { "from" };
+            writeln!(f, "  unpaired: {} {} {dir} {} at {}", u.proto, u.outside, u.remote, u.ts)?;
+        }
         writeln!(f, "damaged store parts skipped by answers: {}", v.damage.len())?;
         for d in v.damage.iter().take(SHOWN_CASES) {
             writeln!(f, "  damaged: {d}")?;
@@ -254,6 +283,29 @@ impl fmt::Display for HarnessReport {
     }
 }
 
+/// The gateway's outside addresses (both pools) and its prefix translation's outside prefix.
+fn outside_nets(lab: &GatewayLab) -> Vec<Net> {
+    let mut nets: Vec<Net> = lab.pool().into_iter().map(|a| Net::host(a.into())).collect();
+    nets.extend(lab.pool6().into_iter().map(|a| Net::host(a.into())));
+    if lab.npt_host().is_some() {
+        nets.push(Net { addr: crate::gateway::NPT_PREFIX.into(), len: 64 });
+    }
+    nets
+}
+
+/// The distinct flows of `pairing` whose outside address is in one of `pool`'s prefixes (not a
+/// single address).
+fn prefix_translated_flows(pairing: &Pairing, pool: &[Net]) -> usize {
+    let prefixes: Vec<&Net> = pool.iter().filter(|n| n.len < 128 && n.addr.is_ipv6()).collect();
+    let flows: std::collections::HashSet<_> = pairing
+        .observations
+        .iter()
+        .filter(|o| prefixes.iter().any(|n| n.contains(o.outside.ip())))
+        .map(|o| (o.proto, o.inside, o.outside, o.remote))
+        .collect();
+    flows.len()
+}
+
 /// A run's captures, paired (from its work directory).
 #[derive(Clone, Debug)]
 pub struct Evidence {
@@ -265,7 +317,7 @@ pub struct Evidence {
 impl Evidence {
     /// Reads `dir/outside.pcap` and `dir/inside.pcap` and pairs them; `pool` is the gateway's
     /// outside addresses.
-    pub fn load(dir: &Path, pool: Vec<std::net::Ipv4Addr>) -> Result<Evidence, HarnessError> {
+    pub fn load(dir: &Path, pool: Vec<Net>) -> Result<Evidence, HarnessError> {
         let (outside_pkts, outside) = read_pcap(&dir.join(OUTSIDE_PCAP))?;
         let (inside_pkts, inside) = read_pcap(&dir.join(INSIDE_PCAP))?;
         let pairing =
@@ -365,7 +417,7 @@ pub fn run(
     outside_cap.stop()?;
     inside_cap.stop()?;
     recorder_runs.push(stop(&mut recorder)?);
-    let pool = lab.pool();
+    let pool = outside_nets(&lab);
     drop(lab);
 
     log("reading the captures and asking natrec about every outside packet");
@@ -383,6 +435,7 @@ pub fn run(
         long_flow_errors,
         recorder_runs,
         segments: reader.segments().len(),
+        prefix_translated_flows: prefix_translated_flows(&pairing, &pool_copy),
         pool: pool_copy,
         outside_capture: outside_stats,
         inside_capture: inside_stats,

@@ -12,7 +12,7 @@ use recorder::model::{Proto, Translation};
 use recorder::query::{Answer, OutsideQuery, who_held};
 
 use super::HarnessError;
-use super::pair::{Observation, Pairing};
+use super::pair::{Observation, Pairing, Unpaired};
 
 /// How many failing cases a report shows.
 pub const SHOWN_CASES: usize = 10;
@@ -100,6 +100,8 @@ pub struct Verdict {
     pub duplicated: u64,
     /// Outside packets whose twin was not in the inside capture (not checkable).
     pub unpaired: u64,
+    /// The first [`SHOWN_CASES`] of them.
+    pub unpaired_cases: Vec<Unpaired>,
     /// The first [`SHOWN_CASES`] wrong or missing cases.
     pub failures: Vec<Case>,
     /// The first [`SHOWN_CASES`] ambiguous cases.
@@ -107,6 +109,18 @@ pub struct Verdict {
     /// Damaged parts of the store an answer had to skip (each once).
     pub damage: Vec<String>,
     pub coverage: Coverage,
+    /// The same counts for the IPv6 packets alone.
+    pub ipv6: FamilyCounts,
+}
+
+/// One address family's share of a [`Verdict`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FamilyCounts {
+    pub checked: u64,
+    pub correct: u64,
+    pub wrong: u64,
+    pub missing: u64,
+    pub ambiguous: u64,
 }
 
 impl Verdict {
@@ -133,6 +147,7 @@ where
 {
     let mut v = Verdict {
         unpaired: pairing.unpaired.len() as u64,
+        unpaired_cases: pairing.unpaired.iter().take(SHOWN_CASES).cloned().collect(),
         coverage: coverage(&pairing.observations),
         ..Verdict::default()
     };
@@ -217,6 +232,16 @@ fn judge(v: &mut Verdict, o: &Observation, alive: &[&Translation]) {
         (_, true) => Outcome::Ambiguous,
     };
     v.checked += 1;
+    if o.outside.is_ipv6() {
+        let c = &mut v.ipv6;
+        c.checked += 1;
+        match outcome {
+            Outcome::Correct => c.correct += 1,
+            Outcome::Wrong => c.wrong += 1,
+            Outcome::Missing => c.missing += 1,
+            Outcome::Ambiguous => c.ambiguous += 1,
+        }
+    }
     let case = || Case {
         outcome,
         observation: o.clone(),

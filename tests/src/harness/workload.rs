@@ -1,6 +1,7 @@
 //! The harness's seeded workload: thousands of short TCP, UDP and ICMP echo flows from the lab's
 //! inside hosts, port-forward flows from the outside, and long TCP flows held open across the
-//! whole run.
+//! whole run. In a dual-stack lab a share of the short flows ([`WorkloadSpec::ipv6_percent`])
+//! are IPv6, through NAT66, the prefix translation and the IPv6 port forwards.
 //!
 //! It is built to make NAT work hard: a few fixed source ports (and echo identifiers) are used
 //! by every inside address, so hosts collide on the same remote (the gateway rewrites ports),
@@ -9,7 +10,7 @@
 //! verifier pairs the two captures without guessing.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 use recorder::model::Proto;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use crate::gateway::GatewayLab;
+use crate::gateway::{Family, GatewayLab};
 use crate::lab::{LabError, Netns};
 use crate::traffic::{self, EchoServer, TcpFlow};
 
@@ -39,15 +40,15 @@ pub use recorder::rng::Rng;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Job {
     /// UDP from an inside address (port 0: ephemeral) to an outside server.
-    Udp { host: usize, local: SocketAddrV4, remote: SocketAddrV4, rounds: u8 },
+    Udp { host: usize, local: SocketAddr, remote: SocketAddr, rounds: u8 },
     /// TCP from an inside address (port 0: ephemeral) to an outside server.
-    Tcp { host: usize, local: SocketAddrV4, remote: SocketAddrV4, rounds: u8 },
-    /// ICMP echo from an inside address with an echo identifier.
-    Ping { host: usize, local: Ipv4Addr, ident: u16, remote: Ipv4Addr, count: u8 },
-    /// TCP from the outside to the port forward.
-    DnatTcp { client: Ipv4Addr, rounds: u8 },
-    /// UDP from the outside to the port forward.
-    DnatUdp { client: Ipv4Addr, rounds: u8 },
+    Tcp { host: usize, local: SocketAddr, remote: SocketAddr, rounds: u8 },
+    /// ICMP (ICMPv6) echo from an inside address with an echo identifier.
+    Ping { host: usize, local: IpAddr, ident: u16, remote: IpAddr, count: u8 },
+    /// TCP from the outside to the port forward of the client's family.
+    DnatTcp { client: IpAddr, rounds: u8 },
+    /// UDP from the outside to the port forward of the client's family.
+    DnatUdp { client: IpAddr, rounds: u8 },
 }
 
 impl Job {
@@ -55,12 +56,12 @@ impl Job {
     fn resource(&self) -> Option<(IpAddr, Proto, u16)> {
         match *self {
             Job::Udp { local, .. } if local.port() != 0 => {
-                Some(((*local.ip()).into(), Proto::UDP, local.port()))
+                Some((local.ip(), Proto::UDP, local.port()))
             }
             Job::Tcp { local, .. } if local.port() != 0 => {
-                Some(((*local.ip()).into(), Proto::TCP, local.port()))
+                Some((local.ip(), Proto::TCP, local.port()))
             }
-            Job::Ping { local, ident, .. } => Some((local.into(), Proto::ICMP, ident)),
+            Job::Ping { local, ident, .. } => Some((local, Proto::ICMP, ident)),
             _ => None,
         }
     }
@@ -87,10 +88,13 @@ pub struct WorkloadSpec {
     pub fixed_ports: u16,
     /// Percent of short flows that use a fixed port or identifier.
     pub fixed_percent: u64,
+    /// Percent of short flows that are IPv6, in a dual-stack lab (none otherwise).
+    pub ipv6_percent: u64,
 }
 
 impl Default for WorkloadSpec {
-    /// The CI workload: 2 × 1500 short flows over 2 × 20 s.
+    /// The CI workload: 2 × 1500 short flows over 2 × 20 s, 40% of them IPv6 in a dual-stack
+    /// lab.
     fn default() -> Self {
         WorkloadSpec {
             seed: 0x6e61_7472_6563,
@@ -99,6 +103,7 @@ impl Default for WorkloadSpec {
             workers: 12,
             fixed_ports: 6,
             fixed_percent: 60,
+            ipv6_percent: 40,
         }
     }
 }
@@ -109,20 +114,26 @@ pub fn plan_phase(
     spec: &WorkloadSpec,
     lab: &GatewayLab,
     rng: &mut Rng,
-    tcp_used: &mut HashSet<(SocketAddrV4, SocketAddrV4)>,
+    tcp_used: &mut HashSet<(SocketAddr, SocketAddr)>,
 ) -> Vec<Planned> {
-    let servers = lab.servers();
-    let clients: Vec<Ipv4Addr> = servers.clone();
+    let servers4 = lab.servers_of(Family::V4);
+    let servers6 = lab.servers_of(Family::V6);
+    let v6_share = if lab.spec().ipv6 { spec.ipv6_percent as f64 / 100.0 } else { 0.0 };
     let n = spec.flows_per_phase.max(1);
     let step = spec.phase / u32::try_from(n).unwrap_or(u32::MAX);
     (0..n)
         .map(|i| {
             let h = rng.index(lab.hosts().len());
             let host = &lab.hosts()[h];
-            let addr = host.addrs()[rng.index(host.addrs().len())];
+            let v6 = rng.chance(v6_share);
+            let (addr, servers) = if v6 {
+                (IpAddr::V6(host.addrs6()[rng.index(host.addrs6().len())]), &servers6)
+            } else {
+                (IpAddr::V4(host.addrs()[rng.index(host.addrs().len())]), &servers4)
+            };
             let server = servers[rng.index(servers.len())];
             let sport = SERVER_PORTS[rng.index(SERVER_PORTS.len())];
-            let remote = SocketAddrV4::new(server, sport);
+            let remote = SocketAddr::new(server, sport);
             let fixed = rng.chance(spec.fixed_percent as f64 / 100.0);
             let port = if fixed {
                 FIXED_PORT_BASE
@@ -133,9 +144,9 @@ pub fn plan_phase(
             let rounds = 1 + u8::try_from(rng.index(3)).unwrap_or(0);
             let kind = rng.index(100);
             let job = if kind < 40 {
-                Job::Udp { host: h, local: SocketAddrV4::new(addr, port), remote, rounds }
+                Job::Udp { host: h, local: SocketAddr::new(addr, port), remote, rounds }
             } else if kind < 70 {
-                let mut local = SocketAddrV4::new(addr, port);
+                let mut local = SocketAddr::new(addr, port);
                 if port != 0 && !tcp_used.insert((local, remote)) {
                     local.set_port(0);
                 }
@@ -149,7 +160,8 @@ pub fn plan_phase(
                 };
                 Job::Ping { host: h, local: addr, ident, remote: server, count: rounds }
             } else {
-                let client = clients[rng.index(clients.len())];
+                // The outside servers are the port forwards' clients.
+                let client = servers[rng.index(servers.len())];
                 if kind < 95 {
                     Job::DnatTcp { client, rounds }
                 } else {
@@ -213,37 +225,36 @@ pub fn udp_tagged(
 fn run_job(lab: &GatewayLab, job: &Job, tag: u64) -> Result<(), LabError> {
     match *job {
         Job::Udp { host, local, remote, rounds } => {
-            udp_tagged(lab.hosts()[host].ns(), local.into(), remote.into(), rounds, tag)
+            udp_tagged(lab.hosts()[host].ns(), local, remote, rounds, tag)
         }
-        Job::Tcp { host, local, remote, rounds } => traffic::tcp_exchange(
-            lab.hosts()[host].ns(),
-            local.into(),
-            remote.into(),
-            usize::from(rounds),
-        )
-        .map(drop),
+        Job::Tcp { host, local, remote, rounds } => {
+            traffic::tcp_exchange(lab.hosts()[host].ns(), local, remote, usize::from(rounds))
+                .map(drop)
+        }
         Job::Ping { host, local, ident, remote, count } => {
             traffic::ping(lab.hosts()[host].ns(), local, ident, remote, u16::from(count)).map(drop)
         }
         Job::DnatTcp { client, rounds } => {
-            let (outside, _) = lab
-                .dnat_tcp()
-                .ok_or_else(|| LabError::Invalid("the lab has no port forward".into()))?;
+            let forward = if client.is_ipv4() { lab.dnat_tcp() } else { lab.dnat_tcp6() };
+            let (outside, _) = forward.ok_or_else(|| no_forward(client))?;
             traffic::tcp_exchange(
                 lab.outside(),
-                SocketAddrV4::new(client, 0).into(),
+                SocketAddr::new(client, 0),
                 outside,
                 usize::from(rounds),
             )
             .map(drop)
         }
         Job::DnatUdp { client, rounds } => {
-            let (outside, _) = lab
-                .dnat_udp()
-                .ok_or_else(|| LabError::Invalid("the lab has no port forward".into()))?;
-            udp_tagged(lab.outside(), SocketAddrV4::new(client, 0).into(), outside, rounds, tag)
+            let forward = if client.is_ipv4() { lab.dnat_udp() } else { lab.dnat_udp6() };
+            let (outside, _) = forward.ok_or_else(|| no_forward(client))?;
+            udp_tagged(lab.outside(), SocketAddr::new(client, 0), outside, rounds, tag)
         }
     }
+}
+
+fn no_forward(client: IpAddr) -> LabError {
+    LabError::Invalid(format!("the lab has no port forward for {client}'s family"))
 }
 
 /// Runs `jobs` on `workers` threads, each job at its planned time (or as soon as a worker and
@@ -295,13 +306,13 @@ pub fn run_phase(lab: &GatewayLab, jobs: &[Planned], workers: usize, tag_base: u
     done.into_inner().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The outside servers (TCP and UDP echo on [`SERVER_PORTS`] of every server address) and the
-/// port forward's inside servers; all stop on drop.
+/// The outside servers (TCP and UDP echo on [`SERVER_PORTS`] of every server address of both
+/// families) and the port forwards' inside servers; all stop on drop.
 pub fn start_servers(lab: &GatewayLab) -> Result<Vec<EchoServer>, LabError> {
     let mut servers = Vec::new();
-    for s in lab.servers() {
+    for s in lab.servers_of(Family::V4).into_iter().chain(lab.servers_of(Family::V6)) {
         for port in SERVER_PORTS {
-            let addr = SocketAddr::new(s.into(), port);
+            let addr = SocketAddr::new(s, port);
             servers.push(EchoServer::tcp(lab.outside(), addr)?);
             servers.push(EchoServer::udp(lab.outside(), addr)?);
         }
@@ -310,10 +321,10 @@ pub fn start_servers(lab: &GatewayLab) -> Result<Vec<EchoServer>, LabError> {
         .hosts()
         .first()
         .ok_or_else(|| LabError::Invalid("the lab has no inside host".into()))?;
-    if let Some((_, inside)) = lab.dnat_tcp() {
+    for (_, inside) in lab.dnat_tcp().into_iter().chain(lab.dnat_tcp6()) {
         servers.push(EchoServer::tcp(h1.ns(), inside)?);
     }
-    if let Some((_, inside)) = lab.dnat_udp() {
+    for (_, inside) in lab.dnat_udp().into_iter().chain(lab.dnat_udp6()) {
         servers.push(EchoServer::udp(h1.ns(), inside)?);
     }
     Ok(servers)
