@@ -1,6 +1,7 @@
 //! Store benchmark on the synthetic workload: prints bytes per translation on disk (ms and µs
 //! resolution, and `zstd -19` of the same translations as `conntrack -E -o timestamp,extended`
-//! text), then measures write throughput and full-scan throughput with criterion.
+//! text; then the same workload dual-stack and IPv6 only), then measures write throughput and
+//! full-scan throughput with criterion.
 //!
 //! `cargo bench -p recorder --bench store` (NATREC_BENCH_SECS sets the simulated minutes of
 //! traffic used for the size figures; default 10 minutes at 2000 flows/s).
@@ -16,11 +17,31 @@ use recorder::store::{Reader, Resolution, Writer, WriterOptions};
 use recorder::synth::{Limit, WorkloadParams, events};
 
 fn workload(secs: u64) -> Vec<FlowEvent> {
+    workload_v6(secs, 0.0)
+}
+
+/// The workload with `ipv6_share` of its flows over IPv6.
+fn workload_v6(secs: u64, ipv6_share: f64) -> Vec<FlowEvent> {
     let p = WorkloadParams {
         limit: Limit::Span(Duration::from_secs(secs)),
+        ipv6_share,
         ..WorkloadParams::default()
     };
     events(&p).expect("valid workload").collect()
+}
+
+/// Bytes per translation at ms resolution for IPv4 only, dual stack (40% of the flows over
+/// IPv6, as on dual-stack ISPs) and IPv6 only, each the same workload otherwise.
+fn family_sizes(secs: u64) {
+    println!("store bench: by address family ({secs} s of the workload each, ms resolution)");
+    for (what, share) in [("IPv4 only", 0.0), ("dual stack, 40% IPv6", 0.4), ("IPv6 only", 1.0)] {
+        let evs = workload_v6(secs, share);
+        let n = evs.iter().filter(|e| matches!(e, FlowEvent::End(_))).count() as f64;
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_all(dir.path(), &evs, Resolution::Millis);
+        let bytes = dir_bytes(dir.path());
+        println!("  {what}: {:.2} bytes/translation ({n} translations)", bytes as f64 / n);
+    }
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
@@ -207,6 +228,7 @@ fn bench(c: &mut Criterion) {
     let secs = std::env::var("NATREC_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(600);
     let evs = workload(secs);
     sizes(&evs);
+    family_sizes(secs);
     let small: Vec<FlowEvent> = evs.iter().take(400_000).cloned().collect();
     let ntrans = small.iter().filter(|e| matches!(e, FlowEvent::End(_))).count() as u64;
     let mut g = c.benchmark_group("store");

@@ -6,7 +6,8 @@ use super::addresses::{DNS_SERVERS, INFRA, NTP_SERVERS};
 use super::flows::{EndQueue, FORWARDS, Flow, KeySet, Service};
 use super::random::Alias;
 use super::{
-    Limit, MAX_REMOTES, SynthError, WorkloadParams, inside_v4, inside_v6, remote_v4, remote_v6,
+    Limit, MAX_REMOTES, SynthError, WorkloadParams, devices_v6, inside_v4, inside_v6,
+    inside_v6_temporary, remote_v4, remote_v6,
 };
 use jiff::Timestamp;
 
@@ -429,7 +430,19 @@ impl Events {
     fn translation(&self, f: &Flow, end: bool) -> Translation {
         let (inside, outside, remote): (IpAddr, IpAddr, IpAddr) = if f.v6 {
             let o = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, f.pool + 1);
-            (inside_v6(f.sub).into(), o.into(), remote_v6(f.remote).into())
+            let inside = match f.kind {
+                // A port forward reaches a server at its stable address.
+                Kind::Dnat => inside_v6(f.sub),
+                // Outgoing flows leave from one of the subscriber's devices' temporary
+                // addresses of the flow's day.
+                _ => {
+                    let (seed, sub) = (self.p.seed, f.sub);
+                    let device = (mix64(f.seq ^ seed) % u64::from(devices_v6(sub, seed))) as u32;
+                    let day = (f.start / 86_400_000_000_000).max(0) as u64;
+                    inside_v6_temporary(sub, device, day, seed)
+                }
+            };
+            (inside.into(), o.into(), remote_v6(f.remote).into())
         } else {
             let o = Ipv4Addr::from(u32::from(self.p.outside_base) + u32::from(f.pool));
             (inside_v4(f.sub).into(), o.into(), remote_v4(f.remote).into())

@@ -22,8 +22,14 @@
 //!   UDP 53 (55 %) and 123 towards a few resolver/NTP addresses in 203.0.113.0/24, QUIC 443, and
 //!   other ports (3478, 19302, 500/4500, random high ports).
 //! - **Remotes**: ranks of a Zipf law (exponent `zipf_exponent`) over `remotes` addresses,
-//!   scattered over 198.18.0.0/15 (IPv6: 2001:db8::/32). Only documentation and benchmarking
-//!   ranges are used, never routable ones.
+//!   scattered over 198.18.0.0/15; over IPv6, in 24 provider `/48`s of 2001:db8::/32, 16 servers
+//!   to a `/64` (see [`remote_v6`]), as IPv6 traffic goes mostly to a few content networks.
+//!   Only documentation and benchmarking ranges are used, never routable ones.
+//! - **IPv6** (`ipv6_share` of the flows, NAT66 to `2001:db8:ffff::<pool>`): each subscriber has
+//!   a delegated `/56` and numbers its LAN from its first `/64`; it has 1–4 devices, and each
+//!   makes its outgoing connections from a temporary (RFC 8981) address, a random interface
+//!   identifier renewed every day ([`inside_v6_temporary`]); port forwards reach a stable
+//!   address. Real dual-stack ISPs carry 40–50% of their traffic over IPv6.
 //! - **Inside ports** as Linux hosts choose them from 32768–60999: TCP `connect()` walks a
 //!   per-host counter by 2 from an offset hashed from (host, remote, port) (Linux ≥ 5.17's
 //!   `__inet_hash_connect`, even ports first), skipping ports whose 4-tuple is busy (or, rarely,
@@ -61,7 +67,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-pub use addresses::{inside_v4, inside_v6, remote_v4, remote_v6};
+pub use addresses::{devices_v6, inside_v4, inside_v6, inside_v6_temporary, remote_v4, remote_v6};
 pub use events::{Events, events, translations};
 
 /// Errors in [`WorkloadParams`].

@@ -265,3 +265,32 @@ fn address_maps_are_injective_over_their_ranges() {
     let v6: HashSet<Ipv6Addr> = (0..100_000).map(remote_v6).collect();
     assert_eq!(v6.len(), 100_000);
 }
+
+#[test]
+fn ipv6_subscribers_use_daily_temporary_addresses_in_their_own_64_and_remotes_few_48s() {
+    let p = WorkloadParams { ipv6_share: 1.0, dnat_share: 0.0, ..small() };
+    let mut per_sub: HashMap<u64, HashSet<Ipv6Addr>> = HashMap::new();
+    let mut remote_48s = HashSet::new();
+    for ev in events(&p).expect("params").take(20_000) {
+        let t = ev.translation();
+        let (IpAddr::V6(inside), IpAddr::V6(remote)) = (t.inside.ip(), t.remote.ip()) else {
+            panic!("an IPv4 flow with ipv6_share 1: {t:?}")
+        };
+        // The /64 is the subscriber's (fd00:HI:LO:0::/64), the identifier a temporary one.
+        let prefix = u128::from(inside) >> 64;
+        assert_eq!(prefix & 0xffff, 0, "the LAN is the /56's first /64: {inside}");
+        assert_eq!(u128::from(inside) >> 57 & 1, 0, "a temporary identifier is local: {inside}");
+        per_sub.entry(prefix as u64).or_default().insert(inside);
+        remote_48s.insert(u128::from(remote) >> 80);
+    }
+    // A few devices per subscriber within a day: 1 to 4 addresses each, more than one somewhere.
+    assert!(per_sub.values().all(|a| (1..=4).contains(&a.len())), "{per_sub:?}");
+    assert!(per_sub.values().any(|a| a.len() > 1));
+    // Remotes sit in the providers' /48s (and the resolvers' /64).
+    assert!(remote_48s.len() <= addresses::PROVIDERS_V6 as usize + 1, "{}", remote_48s.len());
+    // The next day, the same device has another address in the same /64.
+    let (a, b) = (inside_v6_temporary(7, 1, 20_000, 1), inside_v6_temporary(7, 1, 20_001, 1));
+    assert_ne!(a, b);
+    assert_eq!(u128::from(a) >> 64, u128::from(b) >> 64);
+    assert_ne!(inside_v6_temporary(7, 0, 20_000, 1), a, "devices differ");
+}
