@@ -178,6 +178,8 @@ fn real_main() -> Result<()> {
         }
         Cmd::Test { args } => {
             setup::setup()?;
+            // tests/tests/import_v6.rs imports what conntrack -E and ulogd2 (JSON) log.
+            setup::bench_packages()?;
             run(cargo().args(["build", "--bins"]))?;
             let natrec = target_dir().join("debug").join("natrec");
             // tests/tests/package.rs installs the package (unless NATREC_TESTS_NO_PACKAGE=1).

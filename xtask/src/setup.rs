@@ -86,7 +86,8 @@ pub fn setup() -> Result<()> {
     Ok(())
 }
 
-/// Installs what the benchmarks compare natrec with (ulogd2 and its JSON plugin, zstd, xz).
+/// Installs what the benchmarks compare natrec with (ulogd2 and its JSON plugin, zstd, xz); the
+/// IPv6 import test reads ulogd2's JSON too.
 pub fn bench_packages() -> Result<()> {
     step("benchmark packages", || {
         let json_plugin =
